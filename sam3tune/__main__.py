@@ -1,0 +1,3 @@
+from sam3tune.cli import main
+
+raise SystemExit(main())
