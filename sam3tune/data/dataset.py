@@ -96,7 +96,9 @@ class QueryDataset(Dataset):
         try:
             pixels = transform_image(read_rgb(image.path, at_least=geometry.side), geometry)
         except OSError as err:
-            raise DataError("image_unreadable", f"{image.path}: {image.describe()} cannot be read: {err}") from err
+            raise DataError(
+                "image_unreadable", f"{image.path}: {image.describe()} cannot be read: {err}"
+            ) from err
         sampler = None
         if self.with_masks:
             mask_side = self.config.target_mask_resolution
@@ -130,7 +132,7 @@ class QueryDataset(Dataset):
         if sampler is None:
             return target
         side = self.config.target_mask_resolution
-        kept = [o for o, k in zip(objects, keep.tolist()) if k]
+        kept = [o for o, k in zip(objects, keep.tolist(), strict=True) if k]
         masks = torch.zeros((len(kept), side, side), dtype=torch.bool)
         valid = torch.zeros(len(kept), dtype=torch.bool)
         for i, obj in enumerate(kept):
@@ -161,7 +163,9 @@ def load_plan(
     Training plans use ``config.negatives``; evaluation plans query every category ("all").
     """
     if config.root is None:
-        raise DataError("empty_split", "data.root is not set: point it at a dataset folder or a COCO JSON file")
+        raise DataError(
+            "empty_split", "data.root is not set: point it at a dataset folder or a COCO JSON file"
+        )
     split_files = resolve_split(config.root, split, image_dir)
     coco = load_split(split_files, progress=progress)
     plan = plan_queries(

@@ -130,7 +130,7 @@ def test_augmentation_is_pure_function_of_seed_epoch_index(basic_split):
         a, b = first[index], second[index]
         assert torch.equal(a.image, b.image)
         assert a.category_ids == b.category_ids
-        for ta, tb in zip(a.targets, b.targets):
+        for ta, tb in zip(a.targets, b.targets, strict=True):
             assert torch.equal(ta["boxes"], tb["boxes"]) and torch.equal(ta["masks"], tb["masks"])
     geometries = {first.geometry(0)}
     for epoch in range(1, 6):
@@ -187,7 +187,8 @@ def test_negative_sampling_k_is_deterministic_and_bounded(tmp_path):
     coco = basic_coco()
     coco["categories"] += [{"id": i, "name": f"thing {i}"} for i in range(3, 9)]
     coco["annotations"] += [
-        {"id": 100 + i, "image_id": 2, "category_id": i, "bbox": [1, 1, 3, 3], "iscrowd": 0} for i in range(3, 9)
+        {"id": 100 + i, "image_id": 2, "category_id": i, "bbox": [1, 1, 3, 3], "iscrowd": 0}
+        for i in range(3, 9)
     ]
     write_split(tmp_path / "train", coco)
     config = DataConfig(root=tmp_path, resolution=32, masks=False, negatives=2)
