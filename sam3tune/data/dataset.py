@@ -133,25 +133,21 @@ class QueryDataset(Dataset):
             return target
         side = self.config.target_mask_resolution
         kept = [o for o, k in zip(objects, keep.tolist(), strict=True) if k]
-        masks = torch.zeros((len(kept), side, side), dtype=torch.bool)
-        valid = torch.zeros(len(kept), dtype=torch.bool)
+        masks = np.zeros((len(kept), side, side), dtype=bool)
+        valid = np.zeros(len(kept), dtype=bool)
         for i, obj in enumerate(kept):
             if obj.segmentation is None:
                 continue
             try:
-                full = decode_segmentation(obj.segmentation, image.height, image.width)
+                crop = decode_segmentation(obj.segmentation, image.height, image.width)
             except SegmentationError as err:
                 raise DataError(
                     "segmentation_malformed", f"{image.path}: annotation {obj.annotation_id}: {err}"
                 ) from err
-            small = sampler(full)
-            if not small.any():
-                dropped["empty_masks"] += 1
-                continue
-            masks[i] = torch.from_numpy(small)
-            valid[i] = True
-        target["masks"] = masks
-        target["is_valid_mask"] = valid
+            valid[i] = sampler.paste(crop.mask, masks[i], crop.top, crop.left)
+            dropped["empty_masks"] += int(not valid[i])
+        target["masks"] = torch.from_numpy(masks)
+        target["is_valid_mask"] = torch.from_numpy(valid)
         return target
 
 

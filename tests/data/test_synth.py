@@ -58,7 +58,11 @@ def test_masks_cover_the_drawn_colour():
         image, objects = render_image(config, np.random.default_rng(seed))
         pixels = np.asarray(image).astype(float)
         for obj in objects:
-            mask = decode_segmentation([obj.polygon], 128, 128)
+            crop = decode_segmentation([obj.polygon], 128, 128)
+            mask = np.zeros((128, 128), dtype=bool)
+            mask[crop.top : crop.top + crop.mask.shape[0], crop.left : crop.left + crop.mask.shape[1]] = (
+                crop.mask
+            )
             inner = mask & ~np.roll(mask, 1, 0) | mask & ~np.roll(mask, -1, 1)  # boundary pixels
             core = mask & ~inner
             mean = pixels[core].mean(axis=0)
