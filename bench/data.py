@@ -91,7 +91,8 @@ def main() -> None:
         }
         print(
             f"training pipeline at {args.resolution} px, masks at {config.target_mask_resolution} px, "
-            f"batch size {args.batch_size}, {os.cpu_count()} CPU cores visible, torch threads {torch.get_num_threads()}"
+            f"batch size {args.batch_size}, {os.cpu_count()} CPU cores visible, "
+            f"torch threads {torch.get_num_threads()}"
         )
         print(f"{'dataset':<28} {'workers':>7} {'images':>7} {'seconds':>8} {'images/s':>9}")
         for name, data_config in datasets.items():

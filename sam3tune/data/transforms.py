@@ -61,11 +61,11 @@ def transform_image(image: Image.Image, geometry: Geometry) -> torch.Tensor:
     if geometry.flip:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     resized = np.asarray(image.resize((geometry.side, geometry.side), Image.Resampling.BILINEAR))
-    canvas = np.zeros((geometry.resolution, geometry.resolution, 3), dtype=np.uint8)
-    canvas[geometry.top : geometry.top + geometry.side, geometry.left : geometry.left + geometry.side] = (
-        resized
-    )
-    return torch.from_numpy(canvas).permute(2, 0, 1).contiguous()
+    canvas = np.zeros((3, geometry.resolution, geometry.resolution), dtype=np.uint8)
+    rows = slice(geometry.top, geometry.top + geometry.side)
+    cols = slice(geometry.left, geometry.left + geometry.side)
+    canvas[:, rows, cols] = resized.transpose(2, 0, 1)
+    return torch.from_numpy(canvas)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
