@@ -284,7 +284,7 @@ def _parse_annotation(
     if not _is_int(img_id) or img_id not in listed:
         problems.add("annotation_missing_image", f"{culprit}: no image with id {img_id!r}")
         return None
-    if ann.get("category_id") not in categories or not _is_int(ann.get("category_id")):
+    if not _is_int(ann.get("category_id")) or ann["category_id"] not in categories:
         problems.add(
             "annotation_missing_category", f"{culprit}: no category with id {ann.get('category_id')!r}"
         )

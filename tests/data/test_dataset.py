@@ -207,3 +207,25 @@ def test_negative_sampling_k_is_deterministic_and_bounded(tmp_path):
     # image 1: min(2, 6 absent) = 2; image 2 (1, 3..8): only category 2 absent -> 1; image 3: min(2, 8)
     assert dataset.plan.num_negative == 2 + 1 + 2
     assert len(dataset[1].category_ids) == 8
+
+
+def test_objects_and_masks_that_become_empty_are_dropped_and_counted(tmp_path):
+    coco = basic_coco()
+    # image 2's only object: 0.0001 px wide -> less than 0.01 canvas px -> dropped, its query too
+    coco["annotations"][2].update(bbox=[4, 4, 0.0001, 6], segmentation=[])
+    # image 1, "blue dot": a 1-pixel polygon that no pixel centre of a 4 x 4 target grid hits
+    coco["annotations"][1].update(bbox=[16, 4, 1, 1], segmentation=[[16, 4, 17, 4, 17, 5, 16, 5]])
+    write_split(tmp_path / "train", coco)
+    config = DataConfig(root=tmp_path, val="train", resolution=32, mask_resolution=4)
+    dataset = build_eval_dataset(config, progress=False)
+    first, second = dataset[0], dataset[1]
+    assert second.category_ids == [2] and second.dropped == {
+        "empty_objects": 1,
+        "empty_queries": 1,
+        "empty_masks": 0,
+    }
+    assert first.dropped["empty_masks"] == 1
+    assert first.targets[1]["is_valid_mask"].tolist() == [False] and first.targets[1]["boxes"].shape == (1, 4)
+    batch = collate([first, second], word_tokenize)
+    assert batch.dropped == {"empty_objects": 1, "empty_queries": 1, "empty_masks": 1}
+    assert batch.category_ids.tolist() == [1, 2, 2]
