@@ -327,8 +327,11 @@ def _parse_annotation(
 
 
 def _summary(problems: ProblemReport) -> str:
-    found = ", ".join(f"{n} {kind}" for kind, n in problems.counts.most_common())
-    return found or "no other problem found"
+    """``"18 image_missing, 2 box_nonpositive; e.g. <first culprit of the most common kind>"``."""
+    if not problems.counts:
+        return "no other problem found"
+    ranked = problems.counts.most_common()
+    return ", ".join(f"{n} {kind}" for kind, n in ranked) + f"; e.g. {problems.examples[ranked[0][0]][0]}"
 
 
 def _is_int(value: Any) -> bool:

@@ -186,7 +186,7 @@ def format_report(report: dict[str, Any]) -> str:
             for problem in split["problems"]:
                 lines.append(f"    {problem['count']:>6} x {problem['message']} [{problem['kind']}]")
                 lines.extend(f"             e.g. {example}" for example in problem["examples"][:3])
-        else:
+        elif not split["error"]:
             lines.append("  problems: none")
         if split["error"]:
             lines.append(f"  ERROR ({split['error']['kind']}): {split['error']['message']}")

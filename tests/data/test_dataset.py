@@ -172,6 +172,10 @@ def test_batch_to_and_pin_memory(basic_split):
     assert moved.targets[0]["boxes"] is not None and moved.prompts == batch.prompts
     assert torch.equal(moved.pixel_values, batch.pixel_values)
     assert moved.num_images == 2 and moved.num_queries == 4
+    meta = batch.to("meta")  # every tensor, targets included, follows the device
+    tensors = [meta.pixel_values, meta.image_index, meta.input_ids, meta.attention_mask, meta.image_ids]
+    tensors += [meta.orig_sizes, meta.category_ids, *(v for t in meta.targets for v in t.values())]
+    assert all(t.device.type == "meta" for t in tensors) and batch.pixel_values.device.type == "cpu"
     if torch.cuda.is_available():
         pinned = batch.pin_memory()
         assert pinned.pixel_values.is_pinned() and pinned.targets[0]["masks"].is_pinned()
