@@ -13,13 +13,15 @@ iterator is created: do not use ``persistent_workers=True`` with ``set_epoch``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from sam3tune.data.coco import load_split
+from sam3tune.data.coco import CocoImage, CocoObject, load_split
 from sam3tune.data.config import DataConfig
 from sam3tune.data.images import read_rgb
 from sam3tune.data.layout import resolve_split
@@ -95,7 +97,7 @@ class QueryDataset(Dataset):
         category_ids = sorted([*query.positives, *choose_negatives(query, negatives, self.rngs(index)[1])])
         try:
             pixels = transform_image(read_rgb(image.path, at_least=geometry.side), geometry)
-        except OSError as err:
+        except (OSError, SyntaxError, ValueError) as err:
             raise DataError(
                 "image_unreadable", f"{image.path}: {image.describe()} cannot be read: {err}"
             ) from err
@@ -124,7 +126,15 @@ class QueryDataset(Dataset):
             dropped=dropped,
         )
 
-    def _target(self, objects, image, geometry, sampler, dropped) -> dict[str, torch.Tensor]:
+    def _target(
+        self,
+        objects: Sequence[CocoObject],
+        image: CocoImage,
+        geometry: Geometry,
+        sampler: MaskSampler | None,
+        dropped: dict[str, int],
+    ) -> dict[str, torch.Tensor]:
+        """The target dict of one query (boxes, and masks + validity when ``sampler`` is set)."""
         boxes = transform_boxes(np.array([o.box for o in objects]), image.width, image.height, geometry)
         keep = nonempty_boxes(boxes, geometry.resolution)
         dropped["empty_objects"] += int((~keep).sum())
@@ -152,7 +162,11 @@ class QueryDataset(Dataset):
 
 
 def load_plan(
-    config: DataConfig, split: str, image_dir=None, train: bool = True, progress: bool = True
+    config: DataConfig,
+    split: str,
+    image_dir: str | Path | None = None,
+    train: bool = True,
+    progress: bool = True,
 ) -> QueryPlan:
     """Load, validate and plan the queries of ``split`` of ``config.root``.
 
