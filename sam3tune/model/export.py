@@ -23,6 +23,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Sam3Model
 
+from sam3tune.model.finetune import quiet_peft
+
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
@@ -75,7 +77,8 @@ def load_adapters(base: Sam3Model, directory: str | Path, trainable: bool = Fals
     weights = Path(directory) / ADAPTER_WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"no {ADAPTER_WEIGHTS} in {directory}: not a LoRA adapter directory")
-    return PeftModel.from_pretrained(base, str(directory), is_trainable=trainable)
+    with quiet_peft():
+        return PeftModel.from_pretrained(base, str(directory), is_trainable=trainable)
 
 
 def save_state_dict(module: nn.Module, path: str | Path, trainable_only: bool = False) -> None:

@@ -55,11 +55,16 @@ class LoadReport:
 
         lines = [f"weights from {self.source}:"]
         if self.harmful_missing:
-            lines.append(f"  MISSING (randomly initialised) {len(self.harmful_missing)}: {keys(self.harmful_missing)}")
+            lines.append(
+                f"  MISSING (randomly initialised) {len(self.harmful_missing)}: {keys(self.harmful_missing)}"
+            )
         if self.mismatched:
             lines.append(f"  WRONG SHAPE {len(self.mismatched)}: {keys(self.mismatched)}")
         if self.harmless_missing:
-            lines.append(f"  missing but unused in training {len(self.harmless_missing)}: {keys(self.harmless_missing)}")
+            lines.append(
+                f"  missing but unused in training {len(self.harmless_missing)}: "
+                f"{keys(self.harmless_missing)}"
+            )
         if self.unexpected:
             lines.append(f"  unexpected (ignored) {len(self.unexpected)}: {keys(self.unexpected)}")
         if len(lines) == 1:

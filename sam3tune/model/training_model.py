@@ -133,14 +133,36 @@ class Sam3ForTraining(nn.Module):
             decoder_hidden_states=decoded.query_states, text_features=text, text_mask=text_mask
         ).squeeze(-1)
         masks = run_maybe_checkpointed(
-            checkpointed, _predict_masks, sam3.mask_decoder, decoded.query_states[-1], memory, text, text_mask, *levels
+            checkpointed,
+            _predict_masks,
+            sam3.mask_decoder,
+            decoded.query_states[-1],
+            memory,
+            text,
+            text_mask,
+            *levels,
         )
-        return _outputs(logits.float(), boxes.float(), decoded.presence_logits.float(), masks, self.num_queries, one_to_many)
+        return _outputs(
+            logits.float(),
+            boxes.float(),
+            decoded.presence_logits.float(),
+            masks,
+            self.num_queries,
+            one_to_many,
+        )
 
-    def _check_inputs(self, pixel_values: Tensor, image_index: Tensor, input_ids: Tensor, attention_mask: Tensor) -> None:
+    def _check_inputs(
+        self, pixel_values: Tensor, image_index: Tensor, input_ids: Tensor, attention_mask: Tensor
+    ) -> None:
         size = self.image_size
-        if pixel_values.dim() != 4 or pixel_values.shape[1] != 3 or tuple(pixel_values.shape[-2:]) != (size, size):
-            raise ValueError(f"pixel_values must be (I, 3, {size}, {size}) for this model, got {tuple(pixel_values.shape)}")
+        if (
+            pixel_values.dim() != 4
+            or pixel_values.shape[1] != 3
+            or tuple(pixel_values.shape[-2:]) != (size, size)
+        ):
+            raise ValueError(
+                f"pixel_values must be (I, 3, {size}, {size}) for this model, got {tuple(pixel_values.shape)}"
+            )
         if input_ids.dim() != 2 or input_ids.shape != attention_mask.shape:
             raise ValueError(
                 f"input_ids and attention_mask must both be (B, L), got {tuple(input_ids.shape)} "
@@ -148,11 +170,14 @@ class Sam3ForTraining(nn.Module):
             )
         if image_index.dim() != 1 or image_index.shape[0] != input_ids.shape[0]:
             raise ValueError(
-                f"image_index must be (B,) with B = {input_ids.shape[0]} queries, got {tuple(image_index.shape)}"
+                f"image_index must be (B,) with B = {input_ids.shape[0]} queries, "
+                f"got {tuple(image_index.shape)}"
             )
         if image_index.dtype != torch.int64:
             raise ValueError(f"image_index must be int64, got {image_index.dtype}")
-        if image_index.numel() and (int(image_index.min()) < 0 or int(image_index.max()) >= pixel_values.shape[0]):
+        if image_index.numel() and (
+            int(image_index.min()) < 0 or int(image_index.max()) >= pixel_values.shape[0]
+        ):
             raise ValueError(
                 f"image_index values must lie in [0, {pixel_values.shape[0]}) (rows of pixel_values), "
                 f"got min {int(image_index.min())} max {int(image_index.max())}"

@@ -21,7 +21,9 @@ def test_eval_outputs_equal_hf_forward_exactly(tiny, batch):
         ours = model(pixel_values, image_index, input_ids, attention_mask)
         # one row per query, as HF takes it
         unshared = model(pixel_values[image_index], torch.arange(4), input_ids, attention_mask)
-        hf = tiny.model(pixel_values=pixel_values[image_index], input_ids=input_ids, attention_mask=attention_mask)
+        hf = tiny.model(
+            pixel_values=pixel_values[image_index], input_ids=input_ids, attention_mask=attention_mask
+        )
     for out in (ours, unshared):
         assert torch.equal(out["pred_logits"], hf.pred_logits)
         assert torch.equal(_cxcywh_to_xyxy(out["pred_boxes"]), hf.pred_boxes)
@@ -43,10 +45,16 @@ def test_training_output_format(tiny, batch):
     assert out["pred_masks"].shape == out["pred_masks_o2m"].shape == (b, q, side, side)
     assert len(out["aux_outputs"]) == tiny.model.config.detr_decoder_config.num_layers - 1
     for aux in out["aux_outputs"]:
-        assert set(aux) == {"pred_logits", "pred_boxes", "presence_logits", "pred_logits_o2m", "pred_boxes_o2m"}
+        assert set(aux) == {
+            "pred_logits",
+            "pred_boxes",
+            "presence_logits",
+            "pred_logits_o2m",
+            "pred_boxes_o2m",
+        }
     assert all(out[k].dtype == torch.float32 for k in ("pred_logits", "pred_boxes", "presence_logits"))
     boxes = out["pred_boxes"].detach()
-    assert 0 <= float(boxes.min()) and float(boxes.max()) <= 1
+    assert float(boxes.min()) >= 0 and float(boxes.max()) <= 1
 
 
 def test_every_trainable_parameter_gets_a_gradient(tiny, batch):
@@ -83,7 +91,7 @@ def test_one_to_one_results_unchanged_by_one_to_many_branch(tiny, batch):
     assert "pred_logits_o2m" not in without
     for key in ("pred_logits", "pred_boxes", "presence_logits", "pred_masks"):
         torch.testing.assert_close(with_dac[key], without[key], rtol=0, atol=1e-6)
-    for a, b in zip(with_dac["aux_outputs"], without["aux_outputs"]):
+    for a, b in zip(with_dac["aux_outputs"], without["aux_outputs"], strict=True):
         for key in ("pred_logits", "pred_boxes", "presence_logits"):
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
     # the duplicates are a different branch, not a copy
@@ -108,7 +116,9 @@ def test_one_to_many_queries_skip_self_attention(tiny, batch):
 def test_each_unique_image_is_encoded_once(tiny, batch):
     model = build_training_model(tiny, _no_dropout()).train()
     seen = []
-    handle = tiny.model.vision_encoder.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    handle = tiny.model.vision_encoder.register_forward_hook(
+        lambda m, args, out: seen.append(args[0].shape[0])
+    )
     shared = model(*batch)
     handle.remove()
     assert seen == [2]  # 2 images, 4 queries
