@@ -19,6 +19,7 @@ from sam3tune.model.components import ComponentParameters, format_parameter_tabl
 from sam3tune.model.config import ModelConfig
 from sam3tune.model.detr import inverse_sigmoid, run_detr_decoder, run_detr_encoder
 from sam3tune.model.dropout import set_detr_dropout
+from sam3tune.model.export import save_merged
 from sam3tune.model.finetune import apply_finetuning
 from sam3tune.model.loading import ModelBundle, WeightsNotLoadedError
 from sam3tune.model.tokenizer import Tokenizer
@@ -183,11 +184,10 @@ class Sam3ForTraining(nn.Module):
                 f"got min {int(image_index.min())} max {int(image_index.max())}"
             )
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write a plain ``transformers`` checkpoint (LoRA merged) plus the tokenizer; see ``export``."""
-        from sam3tune.model.export import save_merged
-
-        save_merged(self, directory)
+    def save_pretrained(self, directory: str | Path, *, atomic: bool = True) -> None:
+        """Write a plain ``transformers`` checkpoint (LoRA merged) plus the tokenizer; see
+        ``export.save_merged``."""
+        save_merged(self, directory, atomic=atomic)
 
 
 def _outputs(

@@ -115,6 +115,15 @@ def test_saving_replaces_an_existing_directory_atomically(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging leftovers
 
 
+def test_non_atomic_save_keeps_the_callers_files(tmp_path):
+    model = build_training_model(load_model("tiny"), ModelConfig(name="tiny"))
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "optimizer.safetensors").write_text("caller's file")
+    model.save_pretrained(tmp_path / "ckpt", atomic=False)
+    names = {p.name for p in (tmp_path / "ckpt").iterdir()}
+    assert {"optimizer.safetensors", "model.safetensors", "config.json", "sam3tune_tokenizer.json"} <= names
+
+
 def test_state_dict_round_trip(tmp_path, batch):
     model = _trained_lora_model(batch)
     save_state_dict(model, tmp_path / "ckpt" / "model.safetensors")

@@ -112,3 +112,19 @@ def test_pickle_weights_are_not_loaded(tmp_path):
     torch.save({}, tmp_path / "m" / "pytorch_model.bin")
     with pytest.raises(OSError, match="safetensors"):
         load_model(tmp_path / "m")
+
+
+def test_architecture_from_yaml_file(tmp_path):
+    import dataclasses
+
+    import yaml
+
+    fields = dataclasses.asdict(NAMED_ARCHITECTURES["tiny"])
+    fields.update(num_queries=4, vit_global_attn_indexes=[0, 1])
+    (tmp_path / "arch.yaml").write_text(yaml.safe_dump(fields))
+    bundle = load_model(tmp_path / "arch.yaml")
+    assert bundle.model.config.detr_decoder_config.num_queries == 4
+    assert bundle.model.config.vision_config.backbone_config.global_attn_indexes == [0, 1]
+    (tmp_path / "bad.yaml").write_text("num_querys: 4\n")
+    with pytest.raises(ValueError, match="num_querys"):
+        load_model(tmp_path / "bad.yaml")
