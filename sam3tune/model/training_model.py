@@ -83,6 +83,11 @@ class Sam3ForTraining(nn.Module):
     def num_queries(self) -> int:
         return int(self.core.config.detr_decoder_config.num_queries)
 
+    @property
+    def num_vit_blocks(self) -> int:
+        """Number of ViT blocks (for layer-wise learning-rate decay, see ``components.vit_lr_scale``)."""
+        return int(self.core.config.vision_config.backbone_config.num_hidden_layers)
+
     def parameter_table(self) -> list[ComponentParameters]:
         """Per-component total / adapter / trainable parameter counts (last row: ``all``)."""
         return parameter_table(self.sam3)

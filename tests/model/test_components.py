@@ -41,6 +41,18 @@ def test_model_path_strips_wrappers_and_rejects_foreign_names():
         component_of("backbone.blocks.0.weight")
 
 
+def test_vit_lr_scale_over_a_model(tiny):
+    from sam3tune.model import ModelConfig, build_training_model
+
+    model = build_training_model(tiny, ModelConfig(name="tiny"))
+    assert model.num_vit_blocks == 2
+    scales = {n: vit_lr_scale(n, model.num_vit_blocks, 0.5) for n, _ in model.named_parameters()}
+    assert scales["sam3.vision_encoder.backbone.layers.1.mlp.fc1.weight"] == 0.5
+    assert scales["sam3.vision_encoder.backbone.layers.0.mlp.fc1.weight"] == 0.25
+    assert scales["sam3.vision_encoder.backbone.embeddings.position_embeddings"] == 0.125
+    assert scales["sam3.detr_decoder.query_embed.weight"] == 1.0
+
+
 def test_vit_block_index_and_official_layer_decay():
     block = "sam3.vision_encoder.backbone.layers.{}.mlp.fc1.weight"
     assert vit_block_index(block.format(7)) == 7
