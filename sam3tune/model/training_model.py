@@ -7,6 +7,7 @@ image is encoded once and its features indexed for every query (prompt) on it.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -23,6 +24,8 @@ from sam3tune.model.export import save_merged
 from sam3tune.model.finetune import apply_finetuning
 from sam3tune.model.loading import ModelBundle, WeightsNotLoadedError
 from sam3tune.model.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
 
 
 def _predict_masks(
@@ -218,8 +221,9 @@ def _outputs(
 
 def build_training_model(bundle: ModelBundle, config: ModelConfig) -> Sam3ForTraining:
     """Prepare ``bundle.model`` for training as ``config`` says: dropout, fine-tuning mode (freezing /
-    LoRA), activation checkpointing. Refuses a model whose weights did not load (unless
-    ``config.allow_missing_weights``). The bundle's model is modified in place."""
+    LoRA), activation checkpointing; logs the per-component parameter table. Refuses a model whose
+    weights did not load (unless ``config.allow_missing_weights``). The bundle's model is modified in
+    place."""
     if not bundle.report.weights_loaded and not config.allow_missing_weights:
         raise WeightsNotLoadedError(
             f"{bundle.report.summary()}\nRefusing to fine-tune a partly random model; set "
@@ -227,9 +231,11 @@ def build_training_model(bundle: ModelBundle, config: ModelConfig) -> Sam3ForTra
         )
     set_detr_dropout(bundle.model, config.detr_dropout)
     sam3 = apply_finetuning(bundle.model, config.finetune)
-    return Sam3ForTraining(
+    model = Sam3ForTraining(
         sam3,
         bundle.tokenize,
         one_to_many=config.one_to_many,
         activation_checkpointing=config.activation_checkpointing,
     )
+    log.info("parameters (finetune.mode=%s):\n%s", config.finetune.mode, model.format_parameter_table())
+    return model
