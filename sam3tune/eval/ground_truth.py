@@ -1,0 +1,93 @@
+"""COCO ground truth for the metrics: load, validate and shape it for each IoU type.
+
+The metrics read a plain COCO dict (``images`` with ``height``/``width``, ``categories``,
+``annotations`` with ``bbox`` xywh pixels and optional ``segmentation`` / ``iscrowd``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+
+class GroundTruthError(ValueError):
+    """Ground truth that cannot be evaluated (the message names the file and the offending id)."""
+
+
+def load_ground_truth(path: str | Path) -> dict:
+    """Read a COCO annotation file and check what evaluation relies on."""
+    path = Path(path)
+    try:
+        gt = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise GroundTruthError(f"cannot read ground truth {path}: {err}") from err
+    try:
+        check_ground_truth(gt)
+    except GroundTruthError as err:
+        raise GroundTruthError(f"ground truth {path}: {err}") from err
+    return gt
+
+
+def check_ground_truth(gt: object) -> None:
+    """Raise :class:`GroundTruthError` naming the first image/category/annotation that is unusable."""
+    if not isinstance(gt, dict):
+        raise GroundTruthError(f"expected a COCO object, got {type(gt).__name__}")
+    for key in ("images", "categories", "annotations"):
+        if not isinstance(gt.get(key), list):
+            raise GroundTruthError(f"missing the {key!r} list")
+    image_ids = set()
+    for image in gt["images"]:
+        if not isinstance(image, dict) or not all(k in image for k in ("id", "height", "width")):
+            raise GroundTruthError(f"image {image!r} lacks id, height or width")
+        if image["id"] in image_ids:
+            raise GroundTruthError(f"image id {image['id']} appears twice")
+        image_ids.add(image["id"])
+    category_ids = set()
+    for category in gt["categories"]:
+        if not isinstance(category, dict) or "id" not in category or "name" not in category:
+            raise GroundTruthError(f"category {category!r} lacks id or name")
+        category_ids.add(category["id"])
+    annotation_ids = set()
+    for ann in gt["annotations"]:
+        ann_id = ann.get("id") if isinstance(ann, dict) else None
+        if ann_id is None or ann_id in annotation_ids:
+            raise GroundTruthError(f"annotation {ann!r} has no id or a repeated one")
+        annotation_ids.add(ann_id)
+        if ann.get("image_id") not in image_ids:
+            raise GroundTruthError(f"annotation {ann_id} refers to unknown image {ann.get('image_id')!r}")
+        if ann.get("category_id") not in category_ids:
+            raise GroundTruthError(f"annotation {ann_id} refers to unknown category {ann.get('category_id')!r}")
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and bbox[2] >= 0 and bbox[3] >= 0):
+            raise GroundTruthError(f"annotation {ann_id} has an invalid bbox {bbox!r}")
+
+
+def has_mask(ann: dict) -> bool:
+    """Whether an annotation carries a usable segmentation (polygons or RLE)."""
+    seg = ann.get("segmentation")
+    if isinstance(seg, dict):
+        return "counts" in seg
+    return isinstance(seg, list) and any(isinstance(p, list) and len(p) >= 6 for p in seg)
+
+
+def ground_truth_for(gt: dict, iou_type: str) -> tuple[dict, int]:
+    """A copy of ``gt`` ready for ``iou_type`` evaluation, and how many annotations had to be neutralised.
+
+    For ``"segm"``, annotations without a mask (bbox-only) become crowd regions covering their box:
+    a predicted mask inside such a box is ignored (neither a true nor a false positive), so objects
+    without masks neither help nor hurt mask AP. Missing ``area`` is filled from the box.
+    """
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"unknown IoU type {iou_type!r}; expected 'bbox' or 'segm'")
+    out = copy.deepcopy(gt)
+    neutralised = 0
+    for ann in out["annotations"]:
+        x, y, w, h = ann["bbox"]
+        ann.setdefault("iscrowd", 0)
+        ann.setdefault("area", float(w * h))
+        if iou_type == "segm" and not has_mask(ann):
+            ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+            ann["iscrowd"] = 1
+            neutralised += 1
+    return out, neutralised
