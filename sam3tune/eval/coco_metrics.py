@@ -100,7 +100,9 @@ def _check_results_fit(gt: dict, results: Sequence[dict], iou_type: str) -> None
     category_ids = {cat["id"] for cat in gt["categories"]}
     for index, entry in enumerate(results):
         if entry["image_id"] not in image_ids:
-            raise ValueError(f"prediction {index} is for image_id {entry['image_id']}, which the ground truth lacks")
+            raise ValueError(
+                f"prediction {index} is for image_id {entry['image_id']}, which the ground truth lacks"
+            )
         if entry["category_id"] not in category_ids:
             raise ValueError(
                 f"prediction {index} has category_id {entry['category_id']}, which the ground truth lacks"

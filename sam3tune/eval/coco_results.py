@@ -39,7 +39,9 @@ def load_coco_results(path: str | Path) -> list[dict]:
     except (OSError, json.JSONDecodeError) as err:
         raise ResultsError(f"cannot read predictions {path}: {err}") from err
     if not isinstance(results, list):
-        raise ResultsError(f"predictions {path} must hold a JSON list of detections, got {type(results).__name__}")
+        raise ResultsError(
+            f"predictions {path} must hold a JSON list of detections, got {type(results).__name__}"
+        )
     for index, entry in enumerate(results):
         problem = _entry_problem(entry)
         if problem:

@@ -57,7 +57,9 @@ def check_ground_truth(gt: object) -> None:
         if ann.get("image_id") not in image_ids:
             raise GroundTruthError(f"annotation {ann_id} refers to unknown image {ann.get('image_id')!r}")
         if ann.get("category_id") not in category_ids:
-            raise GroundTruthError(f"annotation {ann_id} refers to unknown category {ann.get('category_id')!r}")
+            raise GroundTruthError(
+                f"annotation {ann_id} refers to unknown category {ann.get('category_id')!r}"
+            )
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and bbox[2] >= 0 and bbox[3] >= 0):
             raise GroundTruthError(f"annotation {ann_id} has an invalid bbox {bbox!r}")

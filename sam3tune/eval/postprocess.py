@@ -50,7 +50,7 @@ class Detections:
         return decode_masks(self.masks, *self.image_size)
 
     def to_coco_results(self, image_id: int, category_id: int) -> list[dict]:
-        """COCO results entries: ``image_id, category_id, bbox`` (xywh pixels), ``score``, ``segmentation``."""
+        """COCO results entries: ``image_id, category_id, bbox`` (xywh px), ``score``, ``segmentation``."""
         results = []
         for i in range(len(self)):
             x0, y0, x1, y1 = (float(v) for v in self.boxes[i])
@@ -101,7 +101,9 @@ def postprocess(
         raise ValueError(f"pred_boxes has shape {tuple(boxes.shape)}, expected {(*scores.shape, 4)}")
     masks = outputs["pred_masks"] if config.with_masks else None
     if masks is not None and masks.shape[:2] != scores.shape:
-        raise ValueError(f"pred_masks has shape {tuple(masks.shape)}, expected {tuple(scores.shape)} + (h, w)")
+        raise ValueError(
+            f"pred_masks has shape {tuple(masks.shape)}, expected {tuple(scores.shape)} + (h, w)"
+        )
 
     detections = []
     for b, (height, width) in enumerate(image_sizes):

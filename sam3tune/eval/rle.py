@@ -44,7 +44,10 @@ def mask_areas(rles: Sequence[RLE]) -> np.ndarray:
 
 def _json_ready(rle: dict) -> RLE:
     counts = rle["counts"]
-    return {"size": [int(s) for s in rle["size"]], "counts": counts.decode() if isinstance(counts, bytes) else counts}
+    return {
+        "size": [int(s) for s in rle["size"]],
+        "counts": counts.decode() if isinstance(counts, bytes) else counts,
+    }
 
 
 def _binary_ready(rle: RLE) -> dict:

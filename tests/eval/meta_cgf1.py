@@ -48,7 +48,9 @@ def meta_cgf1(gt: dict, results: list[dict], iou_type: str, workdir: Path) -> di
                 }
             )
     for ann in gt["annotations"]:
-        annotations.append({**ann, "image_id": pair_id[ann["image_id"], ann["category_id"]], "category_id": 1})
+        annotations.append(
+            {**ann, "image_id": pair_id[ann["image_id"], ann["category_id"]], "category_id": 1}
+        )
     pair_gt = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
     pair_results = [
         {**r, "image_id": pair_id[r["image_id"], r["category_id"]], "category_id": 1} for r in results

@@ -19,7 +19,9 @@ def _synthetic(seed: int):
     gt = {"images": [], "categories": [{"id": c, "name": f"thing{c}"} for c in (1, 2, 3)], "annotations": []}
     results = []
     for image_id in range(1, 13):
-        gt["images"].append({"id": image_id, "height": size[0], "width": size[1], "file_name": f"{image_id}.jpg"})
+        gt["images"].append(
+            {"id": image_id, "height": size[0], "width": size[1], "file_name": f"{image_id}.jpg"}
+        )
         for category in (1, 2, 3):
             n_objects = int(rng.choice([0, 0, 1, 2, 3]))
             for _ in range(n_objects):
@@ -41,7 +43,9 @@ def _synthetic(seed: int):
                     dx, dy, dw, dh = (int(v) for v in rng.integers(-2, 3, size=4))
                     bx, by = max(0, x + dx), max(0, y + dy)
                     bw, bh = max(1, min(w + dw, size[1] - bx)), max(1, min(h + dh, size[0] - by))
-                    results.append(_result(image_id, category, bx, by, bw, bh, 0.3 + 0.7 * rng.random(), size))
+                    results.append(
+                        _result(image_id, category, bx, by, bw, bh, 0.3 + 0.7 * rng.random(), size)
+                    )
             for _ in range(int(rng.choice([0, 0, 1, 2]))):  # false fires anywhere
                 w, h = (int(v) for v in rng.integers(3, 12, size=2))
                 x, y = int(rng.integers(0, size[1] - w)), int(rng.integers(0, size[0] - h))
@@ -72,7 +76,7 @@ def test_cgf1_matches_meta_reference(tmp_path, iou_type, seed):
         else:
             assert ours.values[name] == pytest.approx(value, abs=1e-9), name
     assert ours.pairs["TP"] + ours.pairs["FP"] + ours.pairs["TN"] + ours.pairs["FN"] == 12 * 3
-    assert 0 < ours.pairs["TN"] and 0 < ours.pairs["FP"]  # the synthetic set exercises negatives
+    assert ours.pairs["TN"] > 0 and ours.pairs["FP"] > 0  # the synthetic set exercises negatives
     assert ours.cgF1 == pytest.approx(reference["cgF1"], abs=1e-9)
 
 

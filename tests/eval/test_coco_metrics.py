@@ -63,9 +63,9 @@ def test_ap_matches_hand_computation(iou_type):
     assert metrics.per_category["date"]["AP75"] == pytest.approx(low, abs=1e-9)
     assert metrics.per_category["date"]["AP"] == pytest.approx(date_ap, abs=1e-9)
     assert metrics.per_category["fig"]["AP"] == pytest.approx(1.0)
-    assert metrics.AP == pytest.approx((date_ap + 1.0) / 2, abs=1e-9)
-    assert metrics.AP50 == pytest.approx((high + 1.0) / 2, abs=1e-9)
-    assert metrics.AP75 == pytest.approx((low + 1.0) / 2, abs=1e-9)
+    assert pytest.approx((date_ap + 1.0) / 2, abs=1e-9) == metrics.AP
+    assert pytest.approx((high + 1.0) / 2, abs=1e-9) == metrics.AP50
+    assert pytest.approx((low + 1.0) / 2, abs=1e-9) == metrics.AP75
     assert metrics.APl is None  # no object is large (> 96^2 px)
 
 
