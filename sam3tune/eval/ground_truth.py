@@ -10,6 +10,9 @@ import copy
 import json
 from pathlib import Path
 
+from sam3tune.data import QueryPlan
+from sam3tune.eval.rle import annotation_rle, mask_areas
+
 
 class GroundTruthError(ValueError):
     """Ground truth that cannot be evaluated (the message names the file and the offending id)."""
@@ -93,3 +96,38 @@ def ground_truth_for(gt: dict, iou_type: str) -> tuple[dict, int]:
             ann["iscrowd"] = 1
             neutralised += 1
     return out, neutralised
+
+
+def ground_truth_from_plan(plan: QueryPlan) -> dict:
+    """The COCO ground truth of an evaluation :class:`~sam3tune.data.QueryPlan`.
+
+    Only what the model is asked about is scored: the plan's usable images and queried categories,
+    with every valid object of those (crowd included, uncapped), so that predictions from
+    :class:`~sam3tune.data.QueryDataset` and this ground truth describe the same queries.
+    """
+    images, annotations = [], []
+    for query in plan.images:
+        image = query.image
+        images.append(
+            {"id": image.image_id, "file_name": image.file_name, "height": image.height, "width": image.width}
+        )
+        for obj in plan.split.objects[image.image_id]:
+            if obj.category_id not in plan.categories:
+                continue
+            x0, y0, x1, y1 = obj.box
+            ann = {
+                "id": obj.annotation_id,
+                "image_id": image.image_id,
+                "category_id": obj.category_id,
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "iscrowd": int(obj.iscrowd),
+                "area": obj.box_area,
+            }
+            if obj.segmentation is not None:
+                ann["segmentation"] = obj.segmentation
+                ann["area"] = float(
+                    mask_areas([annotation_rle(obj.segmentation, image.height, image.width)])[0]
+                )
+            annotations.append(ann)
+    categories = [{"id": c.category_id, "name": c.name} for c in plan.categories.values()]
+    return {"images": images, "categories": categories, "annotations": annotations}

@@ -9,6 +9,7 @@ and stored as COCO compressed RLE, a few at a time so that memory stays bounded.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -140,13 +141,19 @@ def _select(scores: torch.Tensor, boxes: torch.Tensor, config: PostprocessConfig
 
 
 def _masks_to_rle(logits: torch.Tensor, size: tuple[int, int], threshold: float) -> list[RLE]:
-    """``(K, h, w)`` mask logits -> K RLEs of ``size`` (bilinear upsampling, then sigmoid > threshold)."""
+    """``(K, h, w)`` mask logits -> K RLEs of ``size`` (bilinear upsampling, then sigmoid > threshold).
+
+    sigmoid(x) > t is tested as x > log(t / (1 - t)), which is the same and skips the sigmoid.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"mask_threshold must be in (0, 1), got {threshold}")
+    logit_threshold = math.log(threshold / (1.0 - threshold))
     height, width = int(size[0]), int(size[1])
     chunk = max(1, _MASK_PIXELS_PER_CHUNK // max(1, height * width))
     rles: list[RLE] = []
     for start in range(0, logits.shape[0], chunk):
         part = logits[start : start + chunk, None].float()
         upsampled = F.interpolate(part, size=(height, width), mode="bilinear", align_corners=False)
-        binary = (upsampled[:, 0].sigmoid() > threshold).cpu().numpy()
+        binary = (upsampled[:, 0] > logit_threshold).cpu().numpy()
         rles.extend(encode_masks(binary))
     return rles

@@ -1,0 +1,91 @@
+"""Run a model over a DataLoader of :class:`~sam3tune.data.Batch` and score it.
+
+The model enters as ``forward(batch) -> outputs``: any callable returning the final-layer outputs
+dict of ``docs/architecture.md`` for the batch's queries (in eval mode, no gradients needed).
+This keeps the loop independent of how the model was loaded, so the train loop can call
+:func:`evaluate_model` for validation with its own model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+
+import torch
+from tqdm import tqdm
+
+from sam3tune.data import Batch
+from sam3tune.eval.config import EvalConfig, PostprocessConfig
+from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
+from sam3tune.eval.postprocess import postprocess
+
+Forward = Callable[[Batch], dict[str, torch.Tensor]]
+
+
+@torch.no_grad()
+def predict_batches(
+    forward: Forward,
+    batches: Iterable[Batch],
+    config: PostprocessConfig | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[list[dict], set[tuple[int, int]]]:
+    """COCO results (original image pixels) for every query of every batch, and the
+    ``(image_id, category_id)`` pairs that were queried.
+
+    Only the model inputs (``pixel_values``, ``image_index``, ``input_ids``, ``attention_mask``)
+    are moved to ``device``; targets stay where they are.
+    """
+    results: list[dict] = []
+    queried: set[tuple[int, int]] = set()
+    for batch in tqdm(batches, desc="predict", unit="batch", disable=not progress):
+        inputs = dataclasses.replace(
+            batch,
+            pixel_values=batch.pixel_values.to(device, non_blocking=True),
+            image_index=batch.image_index.to(device, non_blocking=True),
+            input_ids=batch.input_ids.to(device, non_blocking=True),
+            attention_mask=batch.attention_mask.to(device, non_blocking=True),
+        )
+        outputs = forward(inputs)
+        rows = batch.image_index.tolist()
+        sizes = [tuple(batch.orig_sizes[row].tolist()) for row in rows]
+        detections = postprocess(outputs, sizes, config)
+        for det, row, category_id in zip(detections, rows, batch.category_ids.tolist()):
+            image_id = int(batch.image_ids[row])
+            queried.add((image_id, category_id))
+            results.extend(det.to_coco_results(image_id, category_id))
+    return results, queried
+
+
+def evaluate_model(
+    forward: Forward,
+    batches: Iterable[Batch],
+    gt: dict,
+    config: EvalConfig | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[EvalMetrics, list[dict]]:
+    """All metrics of a model on the queries in ``batches``, scored against COCO ground truth ``gt``.
+
+    ``batches`` must hold every (image, category) query of ``gt`` (an evaluation
+    :class:`~sam3tune.data.QueryDataset` does: all negatives, eval transforms), and ``gt`` is
+    typically :func:`~sam3tune.eval.ground_truth.ground_truth_from_plan` of the same plan.
+    Returns the metrics and the COCO results they were computed from.
+    """
+    config = config or EvalConfig()
+    postprocess_config = dataclasses.replace(
+        config.postprocess, with_masks=config.postprocess.with_masks and "segm" in config.iou_types
+    )
+    results, queried = predict_batches(forward, batches, postprocess_config, device, progress)
+    expected = {(img["id"], cat["id"]) for img in gt["images"] for cat in gt["categories"]}
+    unknown = sorted(queried - expected)
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} queries are not in the ground truth, e.g. (image_id, category_id) {unknown[0]}; "
+            "evaluate with the ground truth of the same split and categories"
+        )
+    metrics = evaluate_predictions(gt, results, config)
+    missing = len(expected - queried)
+    if missing:
+        metrics.notes.append(f"{missing} (image, category) queries were not run; they count as no detection")
+    return metrics, results
