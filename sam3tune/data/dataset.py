@@ -96,9 +96,7 @@ class QueryDataset(Dataset):
         try:
             pixels = transform_image(read_rgb(image.path, at_least=geometry.side), geometry)
         except OSError as err:
-            raise DataError(
-                "image_unreadable", f"{image.path}: {image.describe()} cannot be read: {err}"
-            ) from err
+            raise DataError("image_unreadable", f"{image.path}: {image.describe()} cannot be read: {err}") from err
         sampler = None
         if self.with_masks:
             mask_side = self.config.target_mask_resolution
@@ -163,9 +161,7 @@ def load_plan(
     Training plans use ``config.negatives``; evaluation plans query every category ("all").
     """
     if config.root is None:
-        raise DataError(
-            "empty_split", "data.root is not set: point it at a dataset folder or a COCO JSON file"
-        )
+        raise DataError("empty_split", "data.root is not set: point it at a dataset folder or a COCO JSON file")
     split_files = resolve_split(config.root, split, image_dir)
     coco = load_split(split_files, progress=progress)
     plan = plan_queries(

@@ -79,8 +79,7 @@ def _validate_rle(segm: dict[str, Any], height: int, width: int) -> dict[str, An
         runs = rle_string_counts(counts if isinstance(counts, str) else counts.decode("ascii", "replace"))
         if runs is None or any(v < 0 for v in runs) or sum(runs) != height * width:
             raise SegmentationError(
-                "segmentation_malformed",
-                f"compressed RLE counts are corrupt or do not sum to {height}*{width}",
+                "segmentation_malformed", f"compressed RLE counts are corrupt or do not sum to {height}*{width}"
             )
     else:
         raise SegmentationError("segmentation_malformed", "RLE counts are neither a list nor a string")

@@ -80,9 +80,7 @@ class QueryPlan:
     @property
     def has_masks(self) -> bool:
         """True when at least one target has a segmentation."""
-        return any(
-            o.segmentation is not None for q in self.images for objs in q.positives.values() for o in objs
-        )
+        return any(o.segmentation is not None for q in self.images for objs in q.positives.values() for o in objs)
 
 
 def clean_prompt(name: str) -> str:
@@ -99,9 +97,7 @@ def load_prompt_map(path: str | Path) -> dict[str, str]:
     except (OSError, ValueError, yaml.YAMLError) as err:
         raise DataError("invalid_json", f"{path}: cannot read the prompt map: {err}") from err
     if not isinstance(data, dict) or not all(isinstance(v, str) and v.strip() for v in data.values()):
-        raise DataError(
-            "missing_key", f"{path}: the prompt map must map category names or ids to non-empty texts"
-        )
+        raise DataError("missing_key", f"{path}: the prompt map must map category names or ids to non-empty texts")
     return {str(k): v.strip() for k, v in data.items()}
 
 
@@ -187,9 +183,7 @@ def _query_categories(
                 continue
         prompt = prompt_map.get(str(cat_id), prompt_map.get(name, clean_prompt(name)))
         if not prompt:
-            raise DataError(
-                "missing_key", f"{split.annotation_file}: category {cat_id} {name!r} gives an empty prompt"
-            )
+            raise DataError("missing_key", f"{split.annotation_file}: category {cat_id} {name!r} gives an empty prompt")
         result[cat_id] = QueryCategory(cat_id, name, prompt)
     return result
 

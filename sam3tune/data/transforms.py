@@ -62,9 +62,7 @@ def transform_image(image: Image.Image, geometry: Geometry) -> torch.Tensor:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     resized = np.asarray(image.resize((geometry.side, geometry.side), Image.Resampling.BILINEAR))
     canvas = np.zeros((geometry.resolution, geometry.resolution, 3), dtype=np.uint8)
-    canvas[geometry.top : geometry.top + geometry.side, geometry.left : geometry.left + geometry.side] = (
-        resized
-    )
+    canvas[geometry.top : geometry.top + geometry.side, geometry.left : geometry.left + geometry.side] = resized
     return torch.from_numpy(canvas).permute(2, 0, 1).contiguous()
 
 
