@@ -50,7 +50,7 @@ def predict_batches(
         rows = batch.image_index.tolist()
         sizes = [tuple(batch.orig_sizes[row].tolist()) for row in rows]
         detections = postprocess(outputs, sizes, config)
-        for det, row, category_id in zip(detections, rows, batch.category_ids.tolist()):
+        for det, row, category_id in zip(detections, rows, batch.category_ids.tolist(), strict=True):
             image_id = int(batch.image_ids[row])
             queried.add((image_id, category_id))
             results.extend(det.to_coco_results(image_id, category_id))
