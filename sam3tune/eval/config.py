@@ -28,5 +28,5 @@ class EvalConfig:
     iou_types: list[str] = field(default_factory=lambda: ["bbox", "segm"])
     cgf1_score_threshold: float = 0.5  # detections count for cgF1 at score >= this (Meta's default)
     specificity_score_threshold: float = 0.5  # a negative prompt "fires" with a detection >= this
-    batch_size: int = 8  # queries per forward pass
-    num_workers: int = 2
+    batch_size: int = 1  # images per forward pass (each with all its category prompts)
+    num_workers: int = 2  # DataLoader workers

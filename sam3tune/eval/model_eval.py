@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from sam3tune.data import Batch
@@ -89,3 +90,28 @@ def evaluate_model(
     if missing:
         metrics.notes.append(f"{missing} (image, category) queries were not run; they count as no detection")
     return metrics, results
+
+
+def evaluate_module(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    gt: dict,
+    config: EvalConfig | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[EvalMetrics, list[dict]]:
+    """:func:`evaluate_model` for a module called as ``model(pixel_values, image_index, input_ids,
+    attention_mask)`` (e.g. ``Sam3ForTraining``); it runs in eval mode and gets its mode back after.
+
+    For validation in the train loop: ``evaluate_module(model, loader, gt)[0].summary()``.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+
+        def forward(batch: Batch) -> dict[str, torch.Tensor]:
+            return model(batch.pixel_values, batch.image_index, batch.input_ids, batch.attention_mask)
+
+        return evaluate_model(forward, batches, gt, config, device, progress)
+    finally:
+        model.train(was_training)
