@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
+from meta_cgf1_reference import meta_cgf1
 
 from sam3tune.eval.cgf1 import cgf1_metrics
 from sam3tune.eval.rle import encode_masks
-from tests.eval.meta_cgf1 import meta_cgf1
 
 
 def _rect(x, y, w, h, size):

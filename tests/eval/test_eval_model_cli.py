@@ -4,13 +4,13 @@ import json
 
 import pytest
 import torch
+from eval_tiny_dataset import write_tiny_dataset
 
 from sam3tune.cli import main
 from sam3tune.data import DataConfig, build_eval_dataset, collate
 from sam3tune.eval.ground_truth import ground_truth_from_plan
 from sam3tune.eval.model_eval import evaluate_module
 from sam3tune.model import Sam3ForTraining, load_model
-from tests.eval.tiny_dataset import write_tiny_dataset
 
 
 def test_eval_tiny_model_with_baseline_writes_reports(tmp_path):
