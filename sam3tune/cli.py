@@ -36,7 +36,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "against COCO ground truth without any model. Writes eval.json and eval.md.",
     )
     source = p.add_argument_group("what to evaluate (either --model/--data or --predictions/--gt)")
-    source.add_argument("--model", help="model spec: a run/checkpoint directory or a named model")
+    source.add_argument("--model", help="model spec: a save_pretrained directory, a hub id or tiny/small")
     source.add_argument("--data", type=Path, help="dataset root (COCO / Roboflow layout)")
     source.add_argument("--split", default="valid", help="dataset split (default: valid)")
     source.add_argument("--baseline", help="second model spec evaluated the same way, reported side by side")
@@ -58,24 +58,29 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from sam3tune.config import load_config
+    from sam3tune.config import ConfigError, load_config
+    from sam3tune.data import DataConfig, DataError
     from sam3tune.eval import command
+    from sam3tune.eval.coco_results import ResultsError
     from sam3tune.eval.config import EvalConfig
+    from sam3tune.eval.ground_truth import GroundTruthError
 
-    config = load_config(EvalConfig, args.config, args.overrides)
     if args.predictions is not None or args.gt is not None:
         if args.predictions is None or args.gt is None or args.model or args.baseline:
             args.parser.error("--predictions needs --gt, and neither goes with --model/--baseline")
-        _, markdown = command.eval_predictions_file(args.predictions, args.gt, args.out, config)
-    elif args.model and args.data:
-        from sam3tune.data import DataConfig
-
-        data = DataConfig(root=args.data, val=args.split, prompts=args.prompts)
-        _, _, markdown = command.eval_model(
-            args.model, data, args.out, config, baseline=args.baseline, device=args.device
-        )
-    else:
+    elif not (args.model and args.data):
         args.parser.error("give --model and --data, or --predictions and --gt")
+    try:
+        config = load_config(EvalConfig, args.config, args.overrides)
+        if args.predictions is not None:
+            _, markdown = command.eval_predictions_file(args.predictions, args.gt, args.out, config)
+        else:
+            data = DataConfig(root=args.data, val=args.split, prompts=args.prompts)
+            _, _, markdown = command.eval_model(
+                args.model, data, args.out, config, baseline=args.baseline, device=args.device
+            )
+    except (ConfigError, DataError, ResultsError, GroundTruthError, FileNotFoundError) as err:
+        args.parser.error(str(err))
     print(markdown)
     print(f"reports written to {args.out}/eval.json and {args.out}/eval.md")
     return 0
@@ -90,7 +95,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "categories) and OUT/overlays/<image>.png.",
     )
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
-    p.add_argument("--model", required=True, help="model spec: a save_pretrained directory or a named model")
+    p.add_argument(
+        "--model", required=True, help="model spec: a save_pretrained directory, a hub id or tiny/small"
+    )
     p.add_argument("--prompt", dest="prompts", action="append", required=True, help="text prompt, repeatable")
     p.add_argument(
         "--out", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)"
@@ -100,19 +107,24 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-detections", type=int, default=100, help="per prompt and image (default: 100)")
     p.add_argument("--no-overlays", action="store_true", help="write the JSON only")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
-    p.set_defaults(handler=_run_predict)
+    p.set_defaults(handler=_run_predict, parser=p)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from sam3tune.eval.config import PostprocessConfig
     from sam3tune.predict import Predictor, collect_images
 
-    images = collect_images(args.images)
-    config = PostprocessConfig(
-        score_threshold=args.score_threshold, nms_iou_threshold=args.nms, max_detections=args.max_detections
-    )
-    predictor = Predictor.load(args.model, config=config, device=args.device)
-    results = predictor.predict_files(images, args.prompts, args.out, overlays=not args.no_overlays)
+    try:
+        images = collect_images(args.images)
+        config = PostprocessConfig(
+            score_threshold=args.score_threshold,
+            nms_iou_threshold=args.nms,
+            max_detections=args.max_detections,
+        )
+        predictor = Predictor.load(args.model, config=config, device=args.device)
+        results = predictor.predict_files(images, args.prompts, args.out, overlays=not args.no_overlays)
+    except (FileNotFoundError, ValueError) as err:
+        args.parser.error(str(err))
     print(f"{len(results)} detections on {len(images)} images written to {args.out}/predictions.json")
     return 0
 

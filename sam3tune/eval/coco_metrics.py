@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 
+from sam3tune.eval.coco_results import ResultsError
 from sam3tune.eval.ground_truth import ground_truth_for
 
 
@@ -100,15 +101,15 @@ def _check_results_fit(gt: dict, results: Sequence[dict], iou_type: str) -> None
     category_ids = {cat["id"] for cat in gt["categories"]}
     for index, entry in enumerate(results):
         if entry["image_id"] not in image_ids:
-            raise ValueError(
+            raise ResultsError(
                 f"prediction {index} is for image_id {entry['image_id']}, which the ground truth lacks"
             )
         if entry["category_id"] not in category_ids:
-            raise ValueError(
+            raise ResultsError(
                 f"prediction {index} has category_id {entry['category_id']}, which the ground truth lacks"
             )
         if iou_type == "segm" and "segmentation" not in entry:
-            raise ValueError(f"prediction {index} has no segmentation; mask AP needs one per prediction")
+            raise ResultsError(f"prediction {index} has no segmentation; mask AP needs one per prediction")
 
 
 def _silent(*_args: object) -> None:
