@@ -95,7 +95,9 @@ def load_split(files: SplitFiles, verify_images: bool = True, progress: bool = T
     if not listed_images:
         raise DataError("empty_split", f"{source}: the split has no images")
     if not annotations:
-        raise DataError("empty_split", f"{source}: the split has no annotations ({len(listed_images)} images)")
+        raise DataError(
+            "empty_split", f"{source}: the split has no annotations ({len(listed_images)} images)"
+        )
     _check_unique_annotation_ids(annotations, source)
 
     problems = ProblemReport()
@@ -103,8 +105,7 @@ def load_split(files: SplitFiles, verify_images: bool = True, progress: bool = T
     if not images:
         raise DataError(
             "no_usable_images",
-            f"{source}: none of the {len(listed_images)} images can be used "
-            f"({_summary(problems)})",
+            f"{source}: none of the {len(listed_images)} images can be used ({_summary(problems)})",
         )
     by_id = {img.image_id: img for img in images}
     objects: dict[int, list[CocoObject]] = {img.image_id: [] for img in images}
@@ -147,14 +148,19 @@ def _read_json(path: Path) -> dict[str, Any]:
             "(truncated or corrupt file?)",
         ) from err
     if not isinstance(data, dict):
-        raise DataError("missing_key", f"{path}: top level is a {type(data).__name__}, expected a COCO object")
+        raise DataError(
+            "missing_key", f"{path}: top level is a {type(data).__name__}, expected a COCO object"
+        )
     for key in _REQUIRED_KEYS:
         if key not in data:
             raise DataError(
-                "missing_key", f"{path}: missing top-level key {key!r} (COCO needs {', '.join(_REQUIRED_KEYS)})"
+                "missing_key",
+                f"{path}: missing top-level key {key!r} (COCO needs {', '.join(_REQUIRED_KEYS)})",
             )
         if not isinstance(data[key], list):
-            raise DataError("missing_key", f"{path}: top-level {key!r} must be a list, got {type(data[key]).__name__}")
+            raise DataError(
+                "missing_key", f"{path}: top-level {key!r} must be a list, got {type(data[key]).__name__}"
+            )
     return data
 
 
@@ -165,7 +171,8 @@ def _parse_categories(entries: list[Any], source: Path) -> tuple[dict[int, str],
         cat_id = cat.get("id") if isinstance(cat, dict) else None
         if not _is_int(cat_id) or not isinstance(cat.get("name"), str):
             raise DataError(
-                "missing_key", f"{source}: category entry #{index} ({cat!r:.80}) needs an integer 'id' and a 'name'"
+                "missing_key",
+                f"{source}: category entry #{index} ({cat!r:.80}) needs an integer 'id' and a 'name'",
             )
         if cat_id in names:
             raise DataError("duplicate_category_id", f"{source}: category id {cat_id} appears twice")
@@ -186,7 +193,9 @@ def _parse_images(entries: list[Any], files: SplitFiles) -> dict[int, dict[str, 
             raise DataError("missing_key", f"{where} has no 'file_name'")
         for key in ("width", "height"):
             if not _is_int(entry.get(key)) or entry[key] <= 0:
-                raise DataError("missing_key", f"{where} ({entry['file_name']!r}) needs a positive integer {key!r}")
+                raise DataError(
+                    "missing_key", f"{where} ({entry['file_name']!r}) needs a positive integer {key!r}"
+                )
         if img_id in images:
             raise DataError(
                 "duplicate_image_id",
@@ -232,7 +241,7 @@ def _probe_images(
             )
         )
     images = []
-    for entry, result in zip(entries, results):
+    for entry, result in zip(entries, results, strict=True):
         culprit = f"image {entry['id']} {entry['file_name']!r}"
         if isinstance(result, ImageFileError):
             problems.add(result.kind, f"{culprit}: {result}")
@@ -276,7 +285,9 @@ def _parse_annotation(
         problems.add("annotation_missing_image", f"{culprit}: no image with id {img_id!r}")
         return None
     if ann.get("category_id") not in categories or not _is_int(ann.get("category_id")):
-        problems.add("annotation_missing_category", f"{culprit}: no category with id {ann.get('category_id')!r}")
+        problems.add(
+            "annotation_missing_category", f"{culprit}: no category with id {ann.get('category_id')!r}"
+        )
         return None
     if img_id not in usable:
         return None  # the image itself was skipped and counted

@@ -96,7 +96,9 @@ class QueryDataset(Dataset):
         try:
             pixels = transform_image(read_rgb(image.path, at_least=geometry.side), geometry)
         except OSError as err:
-            raise DataError("image_unreadable", f"{image.path}: {image.describe()} cannot be read: {err}") from err
+            raise DataError(
+                "image_unreadable", f"{image.path}: {image.describe()} cannot be read: {err}"
+            ) from err
         sampler = None
         if self.with_masks:
             mask_side = self.config.target_mask_resolution
@@ -130,26 +132,22 @@ class QueryDataset(Dataset):
         if sampler is None:
             return target
         side = self.config.target_mask_resolution
-        kept = [o for o, k in zip(objects, keep.tolist()) if k]
-        masks = torch.zeros((len(kept), side, side), dtype=torch.bool)
-        valid = torch.zeros(len(kept), dtype=torch.bool)
+        kept = [o for o, k in zip(objects, keep.tolist(), strict=True) if k]
+        masks = np.zeros((len(kept), side, side), dtype=bool)
+        valid = np.zeros(len(kept), dtype=bool)
         for i, obj in enumerate(kept):
             if obj.segmentation is None:
                 continue
             try:
-                full = decode_segmentation(obj.segmentation, image.height, image.width)
+                crop = decode_segmentation(obj.segmentation, image.height, image.width)
             except SegmentationError as err:
                 raise DataError(
                     "segmentation_malformed", f"{image.path}: annotation {obj.annotation_id}: {err}"
                 ) from err
-            small = sampler(full)
-            if not small.any():
-                dropped["empty_masks"] += 1
-                continue
-            masks[i] = torch.from_numpy(small)
-            valid[i] = True
-        target["masks"] = masks
-        target["is_valid_mask"] = valid
+            valid[i] = sampler.paste(crop.mask, masks[i], crop.top, crop.left)
+            dropped["empty_masks"] += int(not valid[i])
+        target["masks"] = torch.from_numpy(masks)
+        target["is_valid_mask"] = torch.from_numpy(valid)
         return target
 
 
@@ -161,7 +159,9 @@ def load_plan(
     Training plans use ``config.negatives``; evaluation plans query every category ("all").
     """
     if config.root is None:
-        raise DataError("empty_split", "data.root is not set: point it at a dataset folder or a COCO JSON file")
+        raise DataError(
+            "empty_split", "data.root is not set: point it at a dataset folder or a COCO JSON file"
+        )
     split_files = resolve_split(config.root, split, image_dir)
     coco = load_split(split_files, progress=progress)
     plan = plan_queries(
