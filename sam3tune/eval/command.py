@@ -15,7 +15,7 @@ from sam3tune.data import DataConfig, build_eval_dataset, collate
 from sam3tune.eval.coco_results import load_coco_results, save_coco_results
 from sam3tune.eval.config import EvalConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
-from sam3tune.eval.ground_truth import ground_truth_from_plan, load_ground_truth
+from sam3tune.eval.ground_truth import ground_truth_from_plan, load_ground_truth, without_unasked_categories
 from sam3tune.eval.model_eval import evaluate_model
 from sam3tune.eval.report import markdown_report, write_reports
 
@@ -30,11 +30,16 @@ def eval_predictions_file(
 ) -> tuple[EvalMetrics, str]:
     """Evaluate a COCO results file against a COCO annotation file; write ``eval.json``/``eval.md``.
 
+    Every image is taken to have been asked every category that has an annotation or a prediction.
+
     Returns the metrics and the Markdown report text.
     """
     ground_truth = load_ground_truth(gt)
     results = load_coco_results(predictions)
+    ground_truth, unasked = without_unasked_categories(ground_truth, results)
     metrics = evaluate_predictions(ground_truth, results, config)
+    if unasked:
+        metrics.notes.append(f"categories without annotations or predictions left out: {', '.join(unasked)}")
     label = Path(predictions).name
     context = {"predictions": str(predictions), "ground truth": str(gt)}
     write_reports(out_dir, metrics, label, context=context)

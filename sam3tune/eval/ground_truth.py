@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from sam3tune.data import QueryPlan
@@ -131,3 +132,18 @@ def ground_truth_from_plan(plan: QueryPlan) -> dict:
             annotations.append(ann)
     categories = [{"id": c.category_id, "name": c.name} for c in plan.categories.values()]
     return {"images": images, "categories": categories, "annotations": annotations}
+
+
+def without_unasked_categories(gt: dict, results: Sequence[dict]) -> tuple[dict, list[str]]:
+    """``gt`` without the categories that have neither an annotation nor a prediction, and their names.
+
+    A results file does not say which prompts were asked; a category nobody annotated and nothing
+    predicted (e.g. Roboflow's placeholder category) was most likely never asked, and keeping it
+    would add one true-negative (image, prompt) pair per image to cgF1 and specificity.
+    """
+    used = {a["category_id"] for a in gt["annotations"]} | {r["category_id"] for r in results}
+    dropped = [c["name"] for c in gt["categories"] if c["id"] not in used]
+    if not dropped:
+        return gt, []
+    kept = {**gt, "categories": [c for c in gt["categories"] if c["id"] in used]}
+    return kept, dropped

@@ -154,6 +154,8 @@ def _masks_to_rle(logits: torch.Tensor, size: tuple[int, int], threshold: float)
     for start in range(0, logits.shape[0], chunk):
         part = logits[start : start + chunk, None].float()
         upsampled = F.interpolate(part, size=(height, width), mode="bilinear", align_corners=False)
-        binary = (upsampled[:, 0] > logit_threshold).cpu().numpy()
+        # (N, W, H) contiguous on the compute device = the column-major layout the RLE encoder reads
+        column_major = (upsampled[:, 0] > logit_threshold).transpose(1, 2).contiguous().cpu().numpy()
+        binary = column_major.transpose(0, 2, 1)
         rles.extend(encode_masks(binary))
     return rles

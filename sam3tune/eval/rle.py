@@ -20,7 +20,10 @@ def encode_masks(masks: np.ndarray) -> list[RLE]:
         raise ValueError(f"encode_masks expects (N, H, W) masks, got shape {masks.shape}")
     if masks.shape[0] == 0:
         return []
-    encoded = coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    # The encoder wants (H, W, N) in Fortran order: each mask column-major. (N, W, H) in C order is
+    # exactly that memory layout, and bool -> uint8 is a free view.
+    column_major = np.ascontiguousarray(masks.astype(bool, copy=False).transpose(0, 2, 1))
+    encoded = coco_mask.encode(column_major.view(np.uint8).transpose(2, 1, 0))
     return [_json_ready(rle) for rle in encoded]
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from sam3tune.cli import main
+from sam3tune.eval.command import eval_predictions_file
 from sam3tune.eval.config import EvalConfig
 from sam3tune.eval.evaluate import evaluate_predictions
 from sam3tune.eval.report import markdown_report
@@ -102,6 +103,17 @@ def test_eval_predictions_cli_writes_reports(tmp_path, capsys):
     assert "| box AP | 100.0 |" in md and "| false fire rate | 50.0 |" in md
     assert "| fig | 1 | 1 | 1 |" in md  # specificity table: negatives, fired, false detections
     assert "box AP" in capsys.readouterr().out
+
+
+def test_categories_never_asked_are_left_out(tmp_path):
+    gt, preds = _case()
+    gt["categories"].append({"id": 3, "name": "placeholder"})  # no annotation, no prediction
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "preds.json").write_text(json.dumps(preds))
+    metrics, md = eval_predictions_file(tmp_path / "preds.json", tmp_path / "gt.json", tmp_path / "out")
+    assert metrics.categories == 2 and metrics.queries == 4
+    assert "placeholder" not in metrics.specificity.per_category
+    assert "left out: placeholder" in md
 
 
 def test_baseline_side_by_side():
