@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
+from functools import partial
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from sam3tune.data import Batch
+from sam3tune.data import Batch, QueryDataset, Tokenize, collate
 from sam3tune.eval.config import EvalConfig, PostprocessConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
+from sam3tune.eval.ground_truth import ground_truth_from_plan
 from sam3tune.eval.postprocess import postprocess
 
 Forward = Callable[[Batch], dict[str, torch.Tensor]]
@@ -115,3 +118,34 @@ def evaluate_module(
         return evaluate_model(forward, batches, gt, config, device, progress)
     finally:
         model.train(was_training)
+
+
+def make_validator(
+    dataset: QueryDataset,
+    tokenize: Tokenize,
+    config: EvalConfig | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> Callable[[nn.Module], dict[str, float]]:
+    """``validate(model) -> {"bbox_AP": ..., "segm_cgF1": ..., ...}`` over an evaluation dataset.
+
+    ``dataset`` is an evaluation :class:`~sam3tune.data.QueryDataset` (``build_eval_dataset``);
+    its ground truth and loader (eval transforms, all negatives) are built once. The returned numbers are
+    :meth:`EvalMetrics.summary` without undefined (None) entries, ready for metric logs.
+    """
+    config = config or EvalConfig()
+    gt = ground_truth_from_plan(dataset.plan)
+    # Metrics read the ground truth above, so the loader skips building target masks.
+    inputs_only = QueryDataset(dataset.plan, dataclasses.replace(dataset.config, masks=False), train=False)
+    loader = DataLoader(
+        inputs_only,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        collate_fn=partial(collate, tokenize=tokenize),
+    )
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        metrics, _ = evaluate_module(model, loader, gt, config, device, progress)
+        return {key: value for key, value in metrics.summary().items() if value is not None}
+
+    return validate

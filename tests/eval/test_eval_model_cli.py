@@ -8,8 +8,9 @@ from eval_tiny_dataset import write_tiny_dataset
 
 from sam3tune.cli import main
 from sam3tune.data import DataConfig, build_eval_dataset, collate
+from sam3tune.eval.config import EvalConfig
 from sam3tune.eval.ground_truth import ground_truth_from_plan
-from sam3tune.eval.model_eval import evaluate_module
+from sam3tune.eval.model_eval import evaluate_module, make_validator
 from sam3tune.model import Sam3ForTraining, load_model
 
 
@@ -75,6 +76,20 @@ def test_evaluate_module_restores_training_mode(tmp_path):
     assert module.training
     assert len(results) == 6 * 6  # eval mode: no one-to-many proposals in the outputs
     assert metrics.queries == 6
+
+
+def test_validator_for_the_train_loop(tmp_path):
+    write_tiny_dataset(tmp_path / "data")
+    bundle = load_model("tiny")
+    module = Sam3ForTraining(bundle.model, bundle.tokenize).train()
+    dataset = build_eval_dataset(DataConfig(root=tmp_path / "data", resolution=64), progress=False)
+    config = EvalConfig(num_workers=0, batch_size=2)
+    validate = make_validator(dataset, bundle.tokenize, config)
+    numbers = validate(module)
+    assert module.training
+    assert {"bbox_AP", "segm_AP", "bbox_cgF1", "segm_cgF1", "false_fire_rate"} <= set(numbers)
+    assert all(isinstance(v, float) for v in numbers.values())
+    assert validate(module) == numbers  # deterministic in eval mode
 
 
 def test_eval_needs_a_source():
