@@ -5,18 +5,16 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-from functools import partial
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
-from sam3tune.data import DataConfig, build_eval_dataset, collate
+from sam3tune.data import DataConfig, build_eval_dataset
 from sam3tune.eval.coco_results import load_coco_results, save_coco_results
 from sam3tune.eval.config import EvalConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
 from sam3tune.eval.ground_truth import ground_truth_from_plan, load_ground_truth, without_unasked_categories
-from sam3tune.eval.model_eval import evaluate_model
+from sam3tune.eval.model_eval import eval_loader, evaluate_model
 from sam3tune.eval.report import markdown_report, write_reports
 
 log = logging.getLogger(__name__)
@@ -72,12 +70,7 @@ def eval_model(
         dataset = build_eval_dataset(
             dataclasses.replace(data, resolution=predictor.image_size, masks=False), progress=progress
         )
-        loader = DataLoader(
-            dataset,
-            batch_size=config.batch_size,
-            num_workers=config.num_workers,
-            collate_fn=partial(collate, tokenize=predictor.tokenize),
-        )
+        loader = eval_loader(dataset, predictor.tokenize, config)
         gt = ground_truth_from_plan(dataset.plan)
         metrics, results = evaluate_model(predictor.forward, loader, gt, config, device, progress)
         save_coco_results(results, out_dir / f"{stem}.json")

@@ -135,17 +135,22 @@ def make_validator(
     """
     config = config or EvalConfig()
     gt = ground_truth_from_plan(dataset.plan)
-    # Metrics read the ground truth above, so the loader skips building target masks.
-    inputs_only = QueryDataset(dataset.plan, dataclasses.replace(dataset.config, masks=False), train=False)
-    loader = DataLoader(
-        inputs_only,
-        batch_size=config.batch_size,
-        num_workers=config.num_workers,
-        collate_fn=partial(collate, tokenize=tokenize),
-    )
+    loader = eval_loader(dataset, tokenize, config)
 
     def validate(model: nn.Module) -> dict[str, float]:
         metrics, _ = evaluate_module(model, loader, gt, config, device, progress)
         return {key: value for key, value in metrics.summary().items() if value is not None}
 
     return validate
+
+
+def eval_loader(dataset: QueryDataset, tokenize: Tokenize, config: EvalConfig) -> DataLoader:
+    """Batches of every query of ``dataset``'s plan with eval transforms and no target masks
+    (the metrics read :func:`~sam3tune.eval.ground_truth.ground_truth_from_plan` instead)."""
+    inputs_only = QueryDataset(dataset.plan, dataclasses.replace(dataset.config, masks=False), train=False)
+    return DataLoader(
+        inputs_only,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        collate_fn=partial(collate, tokenize=tokenize),
+    )
