@@ -82,8 +82,8 @@ def single_process_group() -> Iterator[None]:
     if dist.is_initialized():
         yield
         return
-    with tempfile.NamedTemporaryFile() as store:
-        dist.init_process_group("gloo", init_method=f"file://{store.name}", rank=0, world_size=1)
+    with tempfile.TemporaryDirectory() as folder:
+        dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=0, world_size=1)
         try:
             yield
         finally:
