@@ -45,7 +45,10 @@ def main() -> None:
     parser.add_argument("--mask-size", type=int, default=288, help="predicted mask side (targets: 3.5x)")
     parser.add_argument("--no-masks", action="store_true")
     parser.add_argument("--forward-only", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     reason = unavailable_reason()
     if reason:
         sys.exit(reason)

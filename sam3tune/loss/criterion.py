@@ -141,7 +141,9 @@ class Sam3Criterion(nn.Module):
         self, outputs: Mapping[str, object], targets: Sequence[Mapping[str, Tensor]]
     ) -> dict[str, Tensor]:
         predictions, packed = self.prepare(outputs, targets)
-        return self.compute(predictions, packed, self.match(predictions, packed))
+        # The loss runs in full precision even inside a mixed-precision (autocast) training step.
+        with torch.autocast(predictions.one_to_one.logits.device.type, enabled=False):
+            return self.compute(predictions, packed, self.match(predictions, packed))
 
     def prepare(
         self, outputs: Mapping[str, object], targets: Sequence[Mapping[str, Tensor]]

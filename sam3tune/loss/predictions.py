@@ -115,11 +115,16 @@ def _query_set(layers: list[Mapping], names: list[str], suffix: str, batch_size:
     if len(dtypes) > 1:
         raise ValueError(f"pred_logits, pred_boxes and presence_logits must share one dtype, got {dtypes}")
     return QuerySet(
-        logits=torch.stack(logits),
-        boxes=torch.stack(boxes),
-        presence=torch.stack(presence) if presence else None,
+        logits=_at_least_float32(torch.stack(logits)),
+        boxes=_at_least_float32(torch.stack(boxes)),
+        presence=_at_least_float32(torch.stack(presence)) if presence else None,
         masks=masks,
     )
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    """Half / bfloat16 predictions (autocast) are upcast: the loss is computed in float32 or better."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _tensor(layer: Mapping, key: str, name: str) -> Tensor:

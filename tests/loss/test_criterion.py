@@ -116,7 +116,8 @@ def test_negatives_only_batch_is_finite_and_differentiable():
         t.requires_grad_()
     result = Sam3Criterion()(outputs, targets)
     assert math.isfinite(float(result["loss"].detach()))
-    assert float(result["loss_ce"]) == 0.0 and float(result["loss_bbox"]) == 0.0  # no visible GT: no CE
+    assert float(result["loss_ce"].detach()) == 0.0  # no visible GT: no classification loss
+    assert float(result["loss_bbox"].detach()) == 0.0
     result["loss"].backward()
     assert outputs["presence_logits"].grad.abs().sum() > 0  # the presence token is still supervised
 
@@ -195,3 +196,17 @@ def test_boxes_slightly_outside_the_unit_range_are_accepted():
     outputs, targets = make_batch()
     targets[0]["boxes"][0] = torch.tensor([1.0000005, 0.5, 0.2, 0.2])
     assert math.isfinite(float(Sam3Criterion()(outputs, targets)["loss"]))
+
+
+def test_bfloat16_outputs_under_autocast_are_computed_in_float32():
+    outputs, targets = make_batch()
+    low = {k: v.bfloat16() for k, v in outputs.items() if k != "aux_outputs"}
+    low["aux_outputs"] = [{k: v.bfloat16() for k, v in a.items()} for a in outputs["aux_outputs"]]
+    rounded = {k: v.float() for k, v in low.items() if k != "aux_outputs"}
+    rounded["aux_outputs"] = [{k: v.float() for k, v in a.items()} for a in low["aux_outputs"]]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result = Sam3Criterion()(low, targets)
+    expected = Sam3Criterion()(rounded, targets)
+    assert result["loss"].dtype == torch.float32
+    for key, value in expected.items():
+        torch.testing.assert_close(result[key], value, rtol=1e-5, atol=1e-6, msg=key)
