@@ -41,7 +41,9 @@ def mask_pair_losses(
     if pred_masks.shape[0] == 0:
         zero = pred_masks.sum(dim=(1, 2))
         return zero, zero
-    return _DenseMaskLoss.apply(pred_masks, target_masks, alpha, gamma)
+    # Under no_grad (evaluation) the gradient maps are not formed.
+    with_grad = torch.is_grad_enabled() and pred_masks.requires_grad
+    return _DenseMaskLoss.apply(pred_masks, target_masks, alpha, gamma, with_grad)
 
 
 class _DenseMaskLoss(torch.autograd.Function):
@@ -57,13 +59,12 @@ class _DenseMaskLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, pred_masks: Tensor, target_masks: Tensor, alpha: float, gamma: float):
+    def forward(ctx, pred_masks: Tensor, target_masks: Tensor, alpha: float, gamma: float, with_grad: bool):
         num_pairs, low_size, size = pred_masks.shape[0], pred_masks.shape[1:], target_masks.shape[1:]
         num_pixels = size[0] * size[1]
-        needs_grad = ctx.needs_input_grad[0]
         focal = pred_masks.new_empty(num_pairs)
         dice = pred_masks.new_empty(num_pairs)
-        grads = pred_masks.new_empty(num_pairs, 2, *low_size) if needs_grad else None
+        grads = pred_masks.new_empty(num_pairs, 2, *low_size) if with_grad else None
         chunk = min(num_pairs, max(1, _CHUNK_ELEMENTS // num_pixels))
         y_buffer = pred_masks.new_empty(chunk, *size)
         pair_buffer = pred_masks.new_empty(chunk, 2, *size)  # [w, s], later [focal grad, dice grad]
@@ -94,7 +95,7 @@ class _DenseMaskLoss(torch.autograd.Function):
             numerator = 2 * intersection + 1
             denominator = prob_sum + y_sum + 1
             dice[rows] = 1 - numerator / denominator
-            if not needs_grad:
+            if not with_grad:
                 continue
 
             # Focal: (1 - alpha - y) / P * (s^gamma s + gamma w - gamma w s), written over z's buffer.
@@ -115,7 +116,7 @@ class _DenseMaskLoss(torch.autograd.Function):
             grads[rows] = torch.ops.aten.upsample_bilinear2d_backward(
                 pair, list(size), [n, 2, *low_size], False, None, None
             )
-        if needs_grad:
+        if with_grad:
             ctx.save_for_backward(grads)
         return focal, dice
 
@@ -123,7 +124,7 @@ class _DenseMaskLoss(torch.autograd.Function):
     def backward(ctx, grad_focal: Tensor, grad_dice: Tensor):
         (grads,) = ctx.saved_tensors
         grad = grads[:, 0] * grad_focal[:, None, None] + grads[:, 1] * grad_dice[:, None, None]
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
 def _sampled_mask_losses(
