@@ -53,6 +53,7 @@ def load_official() -> Official:
             raise ImportError("no module named 'sam3'")
         package = types.ModuleType("sam3")
         package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec  # so importlib.util.find_spec("sam3") keeps working for other tests
         sys.modules["sam3"] = package
     focal_name = "sam3.train.loss.sigmoid_focal_loss"
     if focal_name not in sys.modules:  # imports triton at module level; only its names are needed
