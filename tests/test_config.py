@@ -18,6 +18,8 @@ class Run:
     name: str = "run"
     steps: int = 10
     mode: Literal["full", "lora"] = "full"
+    amp: Literal["auto", "off", "on"] = "auto"
+    enabled: bool = True
     resume: Path | None = None
     optim: Optim = field(default_factory=Optim)
 
@@ -53,3 +55,12 @@ def test_round_trip(tmp_path):
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(Run, None, [override])
+
+
+def test_yaml_12_booleans_keep_off_and_on_as_strings(tmp_path):
+    (tmp_path / "c.yaml").write_text("amp: off\nenabled: false\n")
+    assert load_config(Run, tmp_path / "c.yaml").amp == "off"
+    cfg = load_config(Run, None, ["amp=on", "enabled=true"])
+    assert (cfg.amp, cfg.enabled) == ("on", True)
+    with pytest.raises(ConfigError, match="enabled: expected true/false"):
+        load_config(Run, None, ["enabled=yes"])
