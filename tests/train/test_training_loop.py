@@ -67,7 +67,8 @@ def test_learning_rate_of_every_group_follows_the_schedule(tmp_path):
     trainer = Trainer(_config(epochs=3), _parts(), tmp_path, CPU)
     schedule = InverseSqrtSchedule(2, 2, 2, total_steps=12)
     seen = []
-    trainer.fit(on_step_end=lambda r: seen.append({g["name"]: g["lr"] for g in trainer.optimizer.param_groups}))
+    groups = trainer.optimizer.param_groups
+    trainer.fit(on_step_end=lambda r: seen.append({g["name"]: g["lr"] for g in groups}))
     assert len(seen) == 12
     for step, lrs in enumerate(seen):
         factor = schedule.factor(step)
@@ -135,8 +136,10 @@ def test_consecutive_nonfinite_losses_abort_with_a_checkpoint(tmp_path):
     after_first = {}
     with pytest.raises(TrainingDivergedError, match=r"3 optimizer steps in a row \(steps 2-4") as info:
         trainer.fit(
-            on_step_end=lambda r: r["step"] == 1
-            and after_first.update({k: v.clone() for k, v in trainer.module.state_dict().items()})
+            on_step_end=lambda r: (
+                r["step"] == 1
+                and after_first.update({k: v.clone() for k, v in trainer.module.state_dict().items()})
+            )
         )
     assert str(tmp_path / "checkpoints" / "last") in str(info.value)
     model_state, state, _ = load_checkpoint(tmp_path / "checkpoints" / "last")
@@ -193,7 +196,7 @@ def test_best_checkpoint_follows_the_chosen_metric(tmp_path):
 def test_unknown_best_metric_is_a_clear_error(tmp_path):
     config = _config(epochs=1)
     config.val = ValidationConfig(every_epochs=1, best_metric="segm_AP")
-    with pytest.raises(KeyError, match="segm_AP.*not among the validation results"):
+    with pytest.raises(KeyError, match=r"segm_AP.*not among the validation results"):
         Trainer(config, _parts(), tmp_path, CPU).fit()
 
 

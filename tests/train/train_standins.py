@@ -91,7 +91,8 @@ class _Vision(nn.Module):
         self.neck = nn.Linear(width, width)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.backbone.layer_norm(self.backbone.patch(pixels.flatten(1)) + self.backbone.position_embeddings)
+        x = self.backbone.patch(pixels.flatten(1)) + self.backbone.position_embeddings
+        x = self.backbone.layer_norm(x)
         for layer in self.backbone.layers:
             x = layer(x)
         return self.neck(x)
