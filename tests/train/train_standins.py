@@ -150,15 +150,18 @@ class ToyCriterion:
     (``global``: averaged over processes when a process group exists, like the official
     ``num_boxes``), plus a BCE on the logits averaged over queries and predictions."""
 
-    def __init__(self, nan_at_calls: set[int] = frozenset(), per_query_mean: bool = False) -> None:
+    def __init__(
+        self, nan_at_calls: set[int] = frozenset(), per_query_mean: bool = False, global_norm: bool = True
+    ) -> None:
         self.calls = 0
+        self.global_norm = global_norm
         self.nan_at_calls = nan_at_calls
         self.per_query_mean = per_query_mean  # loss_bbox = mean over queries of the mean L1 per box
 
     def __call__(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
         self.calls += 1
         num_boxes = torch.tensor(float(sum(len(t["boxes"]) for t in targets)))
-        if dist.is_available() and dist.is_initialized():
+        if self.global_norm and dist.is_available() and dist.is_initialized():
             dist.all_reduce(num_boxes)
             num_boxes = num_boxes / dist.get_world_size()
         num_boxes = num_boxes.clamp(min=1)
