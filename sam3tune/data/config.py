@@ -1,0 +1,63 @@
+"""``DataConfig``: where the data is and how it becomes queries; defaults are the official recipe.
+
+Official recipe = Meta's ``sam3/train/configs/roboflow_v100/roboflow_v100_full_ft_100_images.yaml``
+(and ``roboflow_seg_example.yaml`` for masks): resolution 1008, square random resize to a side in
+{480, 512, ..., 992} then random-offset pad to 1008, mean = std = 0.5, all negatives
+(``COCO_FROM_JSON(include_negatives=True)``), at most 200 objects per query
+(``max_ann_per_img: 200``), crowd objects filtered, and **no horizontal flip** (neither recipe
+has a flip transform), so ``hflip`` defaults to off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass
+class DataConfig:
+    """Dataset location and query / transform settings (embedded by the train config as ``data``)."""
+
+    root: Path | None = None
+    """Dataset root: a Roboflow export (``train/``, ``valid/`` or ``val/``, ``test/`` each with
+    ``_annotations.coco.json``), a single split folder, or a COCO JSON file."""
+    train: str = "train"
+    """Training split: a folder name under ``root`` or a COCO JSON path (relative to ``root``)."""
+    val: str = "valid"
+    """Evaluation split, as ``train`` (``valid`` and ``val`` are accepted for each other)."""
+    train_images: Path | None = None
+    """Image folder of ``train`` when it is a JSON file whose images are not beside it."""
+    val_images: Path | None = None
+    """Image folder of ``val`` when it is a JSON file whose images are not beside it."""
+    resolution: int = 1008
+    """Side S of the square model input."""
+    mask_resolution: int | None = None
+    """Side of the target masks; None = ``resolution`` (official). Smaller saves memory."""
+    masks: bool = True
+    """Load mask targets when the split has segmentations (False: box supervision only)."""
+    hflip: bool = False
+    """Random horizontal flip in training (off in the official roboflow recipes)."""
+    negatives: Literal["all", "none"] | int = "all"
+    """Queries for categories absent from an image: all of them, none, or k sampled per image."""
+    max_objects_per_query: int = 200
+    """Cap on targets per query; beyond it the largest boxes are kept and the rest counted."""
+    prompts: Path | None = None
+    """YAML or JSON map (category name or id -> prompt text) overriding the cleaned names."""
+    keep_unused_categories: bool = False
+    """Also query categories with no instance in the split (and Roboflow's placeholder)."""
+
+    def __post_init__(self) -> None:
+        if self.resolution < 8:
+            raise ValueError(f"data.resolution must be at least 8, got {self.resolution}")
+        if self.mask_resolution is not None and self.mask_resolution < 1:
+            raise ValueError(f"data.mask_resolution must be positive, got {self.mask_resolution}")
+        if isinstance(self.negatives, int) and (isinstance(self.negatives, bool) or self.negatives < 0):
+            raise ValueError(f"data.negatives must be 'all', 'none' or k >= 0, got {self.negatives!r}")
+        if self.max_objects_per_query < 1:
+            raise ValueError(f"data.max_objects_per_query must be >= 1, got {self.max_objects_per_query}")
+
+    @property
+    def target_mask_resolution(self) -> int:
+        """Side of the target masks actually produced."""
+        return self.mask_resolution or self.resolution

@@ -1,0 +1,188 @@
+"""``QueryDataset``: one sample = one image with all its queries (positives + chosen negatives).
+
+Determinism: every random choice of sample ``index`` in ``epoch`` (resize side, pad offset,
+flip, which k negatives) comes from ``numpy.random.SeedSequence([seed, epoch, index])`` and
+nothing else: two independent child streams, one for the geometry and one for the negatives.
+So a sample is a pure function of ``(seed, epoch, index)``: the number of DataLoader workers,
+the process, and how far a previous run got do not matter. To resume exactly, give the dataset
+the same ``seed``, call ``set_epoch(epoch)`` on it (and on the sampler, e.g. a
+``DistributedSampler`` with the same seed) before iterating, and skip the batches already done.
+``set_epoch`` reaches the workers because DataLoader copies the dataset into them when an
+iterator is created: do not use ``persistent_workers=True`` with ``set_epoch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from sam3tune.data.coco import load_split
+from sam3tune.data.config import DataConfig
+from sam3tune.data.images import read_rgb
+from sam3tune.data.layout import resolve_split
+from sam3tune.data.masks import SegmentationError, decode_segmentation
+from sam3tune.data.problems import DataError
+from sam3tune.data.queries import QueryPlan, choose_negatives, load_prompt_map, plan_queries
+from sam3tune.data.transforms import (
+    Geometry,
+    MaskSampler,
+    eval_geometry,
+    nonempty_boxes,
+    sample_train_geometry,
+    transform_boxes,
+    transform_image,
+)
+
+
+@dataclass
+class Sample:
+    """One image and its queries, as ``QueryDataset[i]`` returns it.
+
+    ``image`` is the ``(3, S, S)`` uint8 canvas (normalised by the collate); ``targets`` hold one
+    dict per query in the format of ``sam3tune.loss`` (``boxes`` (n, 4) cxcywh in [0, 1], and with
+    masks ``masks`` (n, M, M) bool + ``is_valid_mask`` (n,) bool). ``dropped`` counts what the
+    transforms removed: ``empty_objects`` (boxes that became empty), ``empty_queries`` (positive
+    queries left with no object), ``empty_masks`` (masks with no pixel at the target resolution,
+    marked invalid).
+    """
+
+    image: torch.Tensor
+    image_id: int
+    orig_size: tuple[int, int]
+    category_ids: list[int]
+    prompts: list[str]
+    targets: list[dict[str, torch.Tensor]]
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+class QueryDataset(Dataset):
+    """Map-style dataset over the images of a :class:`QueryPlan` (see module docstring)."""
+
+    def __init__(self, plan: QueryPlan, config: DataConfig, train: bool, seed: int = 0):
+        self.plan = plan
+        self.config = config
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        self.with_masks = config.masks and plan.has_masks
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose augmentations and negatives ``__getitem__`` produces."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.plan.images)
+
+    def rngs(self, index: int) -> tuple[np.random.Generator, np.random.Generator]:
+        """The (geometry, negatives) generators of sample ``index`` in the current epoch."""
+        geometry_seed, negatives_seed = np.random.SeedSequence([self.seed, self.epoch, index]).spawn(2)
+        return np.random.default_rng(geometry_seed), np.random.default_rng(negatives_seed)
+
+    def geometry(self, index: int) -> Geometry:
+        """The geometry of sample ``index`` in the current epoch (eval: plain square resize)."""
+        if not self.train:
+            return eval_geometry(self.config.resolution)
+        return sample_train_geometry(self.rngs(index)[0], self.config.resolution, self.config.hflip)
+
+    def __getitem__(self, index: int) -> Sample:
+        query = self.plan.images[index]
+        image = query.image
+        geometry = self.geometry(index)
+        negatives = self.config.negatives if self.train else "all"
+        category_ids = sorted([*query.positives, *choose_negatives(query, negatives, self.rngs(index)[1])])
+        try:
+            pixels = transform_image(read_rgb(image.path, at_least=geometry.side), geometry)
+        except OSError as err:
+            raise DataError("image_unreadable", f"{image.path}: {image.describe()} cannot be read: {err}") from err
+        sampler = None
+        if self.with_masks:
+            mask_side = self.config.target_mask_resolution
+            sampler = MaskSampler.build(image.height, image.width, geometry, mask_side)
+        dropped = {"empty_objects": 0, "empty_queries": 0, "empty_masks": 0}
+        kept_ids, prompts, targets = [], [], []
+        for cat_id in category_ids:
+            objects = query.positives.get(cat_id, ())
+            target = self._target(objects, image, geometry, sampler, dropped)
+            if objects and len(target["boxes"]) == 0:
+                dropped["empty_queries"] += 1
+                continue
+            kept_ids.append(cat_id)
+            prompts.append(self.plan.categories[cat_id].prompt)
+            targets.append(target)
+        return Sample(
+            image=pixels,
+            image_id=image.image_id,
+            orig_size=(image.height, image.width),
+            category_ids=kept_ids,
+            prompts=prompts,
+            targets=targets,
+            dropped=dropped,
+        )
+
+    def _target(self, objects, image, geometry, sampler, dropped) -> dict[str, torch.Tensor]:
+        boxes = transform_boxes(np.array([o.box for o in objects]), image.width, image.height, geometry)
+        keep = nonempty_boxes(boxes, geometry.resolution)
+        dropped["empty_objects"] += int((~keep).sum())
+        target = {"boxes": boxes[keep]}
+        if sampler is None:
+            return target
+        side = self.config.target_mask_resolution
+        kept = [o for o, k in zip(objects, keep.tolist()) if k]
+        masks = torch.zeros((len(kept), side, side), dtype=torch.bool)
+        valid = torch.zeros(len(kept), dtype=torch.bool)
+        for i, obj in enumerate(kept):
+            if obj.segmentation is None:
+                continue
+            try:
+                full = decode_segmentation(obj.segmentation, image.height, image.width)
+            except SegmentationError as err:
+                raise DataError(
+                    "segmentation_malformed", f"{image.path}: annotation {obj.annotation_id}: {err}"
+                ) from err
+            small = sampler(full)
+            if not small.any():
+                dropped["empty_masks"] += 1
+                continue
+            masks[i] = torch.from_numpy(small)
+            valid[i] = True
+        target["masks"] = masks
+        target["is_valid_mask"] = valid
+        return target
+
+
+def load_plan(
+    config: DataConfig, split: str, image_dir=None, train: bool = True, progress: bool = True
+) -> QueryPlan:
+    """Load, validate and plan the queries of ``split`` of ``config.root``.
+
+    Training plans use ``config.negatives``; evaluation plans query every category ("all").
+    """
+    if config.root is None:
+        raise DataError("empty_split", "data.root is not set: point it at a dataset folder or a COCO JSON file")
+    split_files = resolve_split(config.root, split, image_dir)
+    coco = load_split(split_files, progress=progress)
+    plan = plan_queries(
+        coco,
+        negatives=config.negatives if train else "all",
+        max_objects_per_query=config.max_objects_per_query,
+        prompt_map=load_prompt_map(config.prompts) if config.prompts else None,
+        keep_unused_categories=config.keep_unused_categories,
+    )
+    plan.problems.log(str(split_files.annotation_file))
+    return plan
+
+
+def build_train_dataset(config: DataConfig, seed: int = 0, progress: bool = True) -> QueryDataset:
+    """The training dataset of ``config`` (split ``config.train``, train transforms)."""
+    plan = load_plan(config, config.train, config.train_images, train=True, progress=progress)
+    return QueryDataset(plan, config, train=True, seed=seed)
+
+
+def build_eval_dataset(config: DataConfig, split: str | None = None, progress: bool = True) -> QueryDataset:
+    """An evaluation dataset (split ``config.val`` unless given; eval transforms, all negatives)."""
+    image_dir = config.val_images if split is None else None
+    plan = load_plan(config, split or config.val, image_dir, train=False, progress=progress)
+    return QueryDataset(plan, config, train=False)

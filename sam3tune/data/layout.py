@@ -1,0 +1,91 @@
+"""Where a split's annotation file and images are: Roboflow folders, COCO files, safe image paths."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from sam3tune.data.problems import DataError
+
+ROBOFLOW_ANNOTATIONS = "_annotations.coco.json"
+SPLIT_NAMES = ("train", "valid", "val", "test")
+_ALIASES = {"valid": ("valid", "val"), "val": ("val", "valid")}
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    """One split on disk: its name, its COCO annotation file and the folder its images are in."""
+
+    name: str
+    annotation_file: Path
+    image_dir: Path
+
+
+def find_splits(path: str | Path, image_dir: str | Path | None = None) -> list[SplitFiles]:
+    """All splits under ``path``.
+
+    ``path`` may be a Roboflow export root (``train/``, ``valid/`` or ``val/``, ``test/`` each
+    holding ``_annotations.coco.json`` with the images beside it), one such split folder, or a
+    COCO JSON file (images in ``image_dir``, by default the JSON's folder).
+    """
+    path = Path(path)
+    if path.is_file():
+        return [SplitFiles(path.stem, path, Path(image_dir) if image_dir else path.parent)]
+    if not path.is_dir():
+        raise DataError("empty_split", f"{path}: no such file or folder")
+    if (path / ROBOFLOW_ANNOTATIONS).is_file():
+        return [SplitFiles(path.name, path / ROBOFLOW_ANNOTATIONS, Path(image_dir) if image_dir else path)]
+    splits = [
+        SplitFiles(name, path / name / ROBOFLOW_ANNOTATIONS, path / name)
+        for name in SPLIT_NAMES
+        if (path / name / ROBOFLOW_ANNOTATIONS).is_file()
+    ]
+    if not splits:
+        raise DataError(
+            "empty_split",
+            f"{path}: found no {ROBOFLOW_ANNOTATIONS} in it or in its {'/'.join(SPLIT_NAMES)} folders "
+            "(pass a COCO JSON file to use another layout)",
+        )
+    return splits
+
+
+def resolve_split(root: str | Path, split: str, image_dir: str | Path | None = None) -> SplitFiles:
+    """The split named ``split`` of the dataset at ``root``.
+
+    ``split`` is a folder name of a Roboflow export (``valid`` and ``val`` stand for each other)
+    or the path of a COCO JSON file, relative to ``root`` or absolute. When ``root`` is itself a
+    split folder or a JSON file, that split is returned whatever ``split`` says.
+    """
+    root = Path(root)
+    candidate = Path(split) if Path(split).is_absolute() else root / split
+    if candidate.is_file():
+        return SplitFiles(candidate.stem, candidate, Path(image_dir) if image_dir else candidate.parent)
+    if root.is_file() or (root / ROBOFLOW_ANNOTATIONS).is_file():
+        return find_splits(root, image_dir)[0]
+    available = find_splits(root) if root.is_dir() else []
+    for name in _ALIASES.get(split, (split,)):
+        for found in available:
+            if found.name == name:
+                return SplitFiles(found.name, found.annotation_file, Path(image_dir) if image_dir else found.image_dir)
+    names = ", ".join(s.name for s in available) or "none"
+    raise DataError("empty_split", f"{root}: no split {split!r} (splits found: {names})")
+
+
+def image_path(image_dir: Path, file_name: str, where: str) -> Path:
+    """``image_dir / file_name``, refusing absolute names and names that climb out of ``image_dir``.
+
+    ``where`` names the culprit (annotation file and image id) in the error.
+    """
+    if (
+        not file_name
+        or PurePosixPath(file_name).is_absolute()
+        or PureWindowsPath(file_name).is_absolute()
+        or PureWindowsPath(file_name).drive
+    ):
+        raise DataError("path_escapes_root", f"{where}: file_name {file_name!r} is absolute or empty")
+    joined = os.path.normpath(os.path.join(image_dir, file_name))
+    base = os.path.normpath(image_dir)
+    if os.path.commonpath([base, joined]) != base or ".." in PurePosixPath(file_name.replace("\\", "/")).parts:
+        raise DataError("path_escapes_root", f"{where}: file_name {file_name!r} escapes the image folder {image_dir}")
+    return Path(joined)

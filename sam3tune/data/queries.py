@@ -1,0 +1,213 @@
+"""From objects to prompt queries: one query per (image, category), positives and negatives.
+
+- Positive query: a category with at least one non-crowd object in the image; its targets are
+  all those objects (the largest ``max_objects_per_query`` kept, the rest counted).
+- Negative query: a category used in the split but absent from the image (no object at all,
+  crowd included), so the presence head learns "not here". All, none, or k sampled per image.
+- Prompt text: the category name with ``_`` and ``-`` turned into spaces, lowercased, stripped,
+  unless a prompt map (YAML or JSON, category name or id -> prompt) says otherwise.
+- Categories with no non-crowd instance in the split, and Roboflow's placeholder category, are
+  skipped (and reported) unless ``keep_unused_categories``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+
+from sam3tune.data.coco import CocoImage, CocoObject, CocoSplit
+from sam3tune.data.problems import DataError, ProblemReport
+
+Negatives = Literal["all", "none"] | int
+
+
+@dataclass(frozen=True)
+class QueryCategory:
+    """A category that gets queries: COCO id, name as in the file, prompt text."""
+
+    category_id: int
+    name: str
+    prompt: str
+
+
+@dataclass(frozen=True)
+class ImageQueries:
+    """The queries of one image: targets per positive category and the negative candidates.
+
+    ``positives`` maps category id -> its (non-crowd, capped) objects, in category id order;
+    ``negative_candidates`` are the category ids absent from the image, ascending.
+    """
+
+    image: CocoImage
+    positives: dict[int, tuple[CocoObject, ...]]
+    negative_candidates: tuple[int, ...]
+
+
+@dataclass
+class QueryPlan:
+    """All queries of a split, before any negative sampling.
+
+    ``problems`` is the split's report plus what planning skipped (categories, capped objects).
+    """
+
+    split: CocoSplit
+    categories: dict[int, QueryCategory]
+    images: list[ImageQueries]
+    negatives: Negatives
+    max_objects_per_query: int
+    problems: ProblemReport
+
+    @property
+    def num_positive(self) -> int:
+        return sum(len(q.positives) for q in self.images)
+
+    @property
+    def num_negative(self) -> int:
+        """Negative queries per epoch (exact: with k sampled per image it is sum of min(k, candidates))."""
+        return sum(negative_count(len(q.negative_candidates), self.negatives) for q in self.images)
+
+    @property
+    def num_targets(self) -> int:
+        return sum(len(objs) for q in self.images for objs in q.positives.values())
+
+    @property
+    def has_masks(self) -> bool:
+        """True when at least one target has a segmentation."""
+        return any(o.segmentation is not None for q in self.images for objs in q.positives.values() for o in objs)
+
+
+def clean_prompt(name: str) -> str:
+    """``"Red_Circle-big "`` -> ``"red circle big"``: ``_``/``-`` to spaces, lowercased, single-spaced."""
+    return re.sub(r"\s+", " ", re.sub(r"[_-]", " ", name)).strip().lower()
+
+
+def load_prompt_map(path: str | Path) -> dict[str, str]:
+    """A YAML or JSON mapping category name or id -> prompt text (keys returned as strings)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise DataError("invalid_json", f"{path}: cannot read the prompt map: {err}") from err
+    if not isinstance(data, dict) or not all(isinstance(v, str) and v.strip() for v in data.values()):
+        raise DataError("missing_key", f"{path}: the prompt map must map category names or ids to non-empty texts")
+    return {str(k): v.strip() for k, v in data.items()}
+
+
+def plan_queries(
+    split: CocoSplit,
+    negatives: Negatives = "all",
+    max_objects_per_query: int = 200,
+    prompt_map: dict[str, str] | None = None,
+    keep_unused_categories: bool = False,
+) -> QueryPlan:
+    """Build the queries of ``split`` (see module docstring); skips are counted in ``plan.problems``.
+
+    Raises :class:`DataError` when a prompt-map key is no category, or the split has no usable query.
+    """
+    problems = copy.deepcopy(split.problems)
+    categories = _query_categories(split, prompt_map or {}, keep_unused_categories, problems)
+    images: list[ImageQueries] = []
+    for image in split.images:
+        objects = split.objects[image.image_id]
+        present = {o.category_id for o in objects}  # crowd objects also make a category "not absent"
+        positives: dict[int, tuple[CocoObject, ...]] = {}
+        for cat_id in sorted(categories):
+            targets = [o for o in objects if o.category_id == cat_id and not o.iscrowd]
+            if targets:
+                positives[cat_id] = _cap(targets, max_objects_per_query, image, problems)
+        candidates = tuple(c for c in sorted(categories) if c not in present)
+        if not positives and negative_count(len(candidates), negatives) == 0:
+            problems.add("image_without_queries", image.describe())
+            continue
+        images.append(ImageQueries(image, positives, candidates))
+    plan = QueryPlan(split, categories, images, negatives, max_objects_per_query, problems)
+    if plan.num_positive == 0:
+        raise DataError(
+            "no_usable_queries",
+            f"{split.annotation_file}: no usable queries: no image has a target of a queried category "
+            f"({len(categories)} categories, {len(split.images)} usable images)",
+        )
+    return plan
+
+
+def negative_count(candidates: int, negatives: Negatives) -> int:
+    """How many negative queries an image with ``candidates`` absent categories gets."""
+    if negatives == "all":
+        return candidates
+    if negatives == "none":
+        return 0
+    return min(int(negatives), candidates)
+
+
+def choose_negatives(query: ImageQueries, negatives: Negatives, rng: np.random.Generator) -> list[int]:
+    """The negative category ids of one image, ascending; k sampled without replacement from ``rng``."""
+    candidates = query.negative_candidates
+    k = negative_count(len(candidates), negatives)
+    if k == len(candidates):
+        return list(candidates)
+    picked = rng.choice(len(candidates), size=k, replace=False)
+    return sorted(candidates[i] for i in picked)
+
+
+def _query_categories(
+    split: CocoSplit, prompt_map: dict[str, str], keep_unused: bool, problems: ProblemReport
+) -> dict[int, QueryCategory]:
+    used = {o.category_id for objs in split.objects.values() for o in objs if not o.iscrowd}
+    annotated = {o.category_id for objs in split.objects.values() for o in objs}
+    names = split.categories
+    known_keys = {str(i) for i in names} | set(names.values())
+    unknown = sorted(k for k in prompt_map if k not in known_keys)
+    if unknown:
+        raise DataError(
+            "missing_key",
+            f"prompt map key(s) {', '.join(map(repr, unknown))} match no category id or name of "
+            f"{split.annotation_file} (categories: {', '.join(sorted(set(names.values())))})",
+        )
+    result: dict[int, QueryCategory] = {}
+    for cat_id in sorted(names):
+        name = names[cat_id]
+        if not keep_unused:
+            if _is_placeholder(cat_id, split, annotated):
+                problems.add("category_placeholder", f"category {cat_id} {name!r}")
+                continue
+            if cat_id not in used:
+                problems.add("category_unused", f"category {cat_id} {name!r}")
+                continue
+        prompt = prompt_map.get(str(cat_id), prompt_map.get(name, clean_prompt(name)))
+        if not prompt:
+            raise DataError("missing_key", f"{split.annotation_file}: category {cat_id} {name!r} gives an empty prompt")
+        result[cat_id] = QueryCategory(cat_id, name, prompt)
+    return result
+
+
+def _is_placeholder(cat_id: int, split: CocoSplit, annotated: set[int]) -> bool:
+    """Roboflow exports carry a category 0 named after the project (the other categories'
+    supercategory) or repeating a real class, with no annotations."""
+    if cat_id != 0 or cat_id in annotated:
+        return False
+    name = split.categories[0]
+    others = [c for c in split.categories if c != 0]
+    return any(name in (split.categories[c], split.supercategories[c]) for c in others)
+
+
+def _cap(
+    targets: list[CocoObject], cap: int, image: CocoImage, problems: ProblemReport
+) -> tuple[CocoObject, ...]:
+    if len(targets) <= cap:
+        return tuple(targets)
+    order = sorted(range(len(targets)), key=lambda i: (-targets[i].box_area, i))
+    keep = sorted(order[:cap])
+    problems.add(
+        "objects_over_cap",
+        f"{image.describe()} category {targets[0].category_id}: kept {cap} of {len(targets)}",
+        count=len(targets) - cap,
+    )
+    return tuple(targets[i] for i in keep)

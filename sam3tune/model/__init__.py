@@ -1,0 +1,48 @@
+"""SAM 3 for training: loading, the training forward (aux layers, DAC, shared image encoding),
+fine-tuning modes (freezing, LoRA), activation checkpointing, export. See docs/model.md."""
+
+from sam3tune.model.architectures import NAMED_ARCHITECTURES, ArchitectureSpec
+from sam3tune.model.components import (
+    ComponentParameters,
+    component_of,
+    format_parameter_table,
+    parameter_table,
+    vit_block_index,
+    vit_layer_id,
+    vit_lr_scale,
+)
+from sam3tune.model.config import COMPONENTS, FinetuneConfig, LoraConfig, ModelConfig
+from sam3tune.model.export import load_adapters, load_state_dict, save_adapters, save_merged, save_state_dict
+from sam3tune.model.loading import LoadReport, ModelBundle, WeightsNotLoadedError, load_model
+from sam3tune.model.tokenizer import HashingTokenizer, PretrainedTokenizer, Tokenizer
+from sam3tune.model.training_model import Sam3ForTraining, build_training_model
+
+__all__ = [
+    "COMPONENTS",
+    "NAMED_ARCHITECTURES",
+    "ArchitectureSpec",
+    "ComponentParameters",
+    "FinetuneConfig",
+    "HashingTokenizer",
+    "LoadReport",
+    "LoraConfig",
+    "ModelBundle",
+    "ModelConfig",
+    "PretrainedTokenizer",
+    "Sam3ForTraining",
+    "Tokenizer",
+    "WeightsNotLoadedError",
+    "build_training_model",
+    "component_of",
+    "format_parameter_table",
+    "load_adapters",
+    "load_model",
+    "load_state_dict",
+    "parameter_table",
+    "save_adapters",
+    "save_merged",
+    "save_state_dict",
+    "vit_block_index",
+    "vit_layer_id",
+    "vit_lr_scale",
+]

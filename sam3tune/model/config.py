@@ -1,0 +1,78 @@
+"""Model and fine-tuning configs (plain dataclasses; defaults = official SAM 3 training recipe).
+
+Pure data with no torch import, so ``sam3tune.train`` can embed :class:`ModelConfig` in its run config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Component = Literal["vision", "text", "geometry", "detr_encoder", "detr_decoder", "mask_decoder", "heads"]
+
+#: Every parameter of ``Sam3Model`` belongs to exactly one of these (see ``sam3tune.model.components``).
+COMPONENTS: tuple[str, ...] = (
+    "vision",
+    "text",
+    "geometry",
+    "detr_encoder",
+    "detr_decoder",
+    "mask_decoder",
+    "heads",
+)
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters (through ``peft``) on the Linear layers of the chosen components.
+
+    ``target_modules`` overrides, per component, the regex (full match on module names relative to
+    ``Sam3Model``) that selects the Linear layers to adapt; see ``sam3tune.model.finetune.LORA_TARGETS``.
+    ``peft`` applies one dropout to every adapter, so ``dropout`` is global; rank and alpha may differ
+    per component.
+    """
+
+    components: list[Component] = field(
+        default_factory=lambda: ["vision", "detr_encoder", "detr_decoder", "mask_decoder"]
+    )
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    rank_per_component: dict[str, int] = field(default_factory=dict)
+    alpha_per_component: dict[str, float] = field(default_factory=dict)
+    target_modules: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FinetuneConfig:
+    """Which parameters train.
+
+    ``full``: every component trains except those in ``freeze``.
+    ``lora``: base weights are frozen; ``lora.components`` get adapters; the prediction heads (box,
+    presence, scoring) train fully unless ``heads`` is in ``freeze`` or in ``lora.components``.
+    """
+
+    mode: Literal["full", "lora"] = "full"
+    freeze: list[Component] = field(default_factory=list)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class ModelConfig:
+    """What to load and how to train it.
+
+    ``name``: ``facebook/sam3`` (or another hub id), a local ``save_pretrained`` directory, or a named
+    small architecture (``tiny``, ``small``; see ``sam3tune.model.architectures``).
+    ``detr_dropout``: dropout of the DETR encoder/decoder (after each attention and MLP block and inside
+    the MLP), the geometry encoder and the scoring prompt MLP; official training uses 0.1.
+    ``one_to_many``: the DAC branch (queries duplicated, duplicates skip self-attention) in training.
+    ``allow_missing_weights``: train even if the checkpoint lacked some weights (never do this by accident:
+    a silently random model is Meta sam3 issue #606).
+    """
+
+    name: str = "facebook/sam3"
+    detr_dropout: float = 0.1
+    one_to_many: bool = True
+    activation_checkpointing: bool = False
+    allow_missing_weights: bool = False
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)

@@ -1,0 +1,144 @@
+"""Fine-tuning modes: full training, frozen components, LoRA adapters per component (``peft``).
+
+Parameters that text-prompt training never reaches are always frozen (see :func:`unreachable_prefixes`),
+so every trainable parameter receives a gradient and DDP needs no ``find_unused_parameters``.
+"""
+
+from __future__ import annotations
+
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+from torch import nn
+from transformers import Sam3Model
+
+from sam3tune.model.components import component_of, model_path
+from sam3tune.model.config import COMPONENTS, FinetuneConfig
+
+#: Linear layers adapted per component: a regex that must fully match the module name inside Sam3Model.
+LORA_TARGETS: dict[str, str] = {
+    "vision": r"vision_encoder\.backbone\.layers\.\d+\.(attention\.[qkvo]_proj|mlp\.fc[12])",
+    "text": (
+        r"text_encoder\.text_model\.encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|mlp\.fc[12])"
+        r"|text_projection"
+    ),
+    "detr_encoder": r"detr_encoder\.layers\.\d+\.((self_attn|cross_attn)\.[qkvo]_proj|mlp\.fc[12])",
+    "detr_decoder": (
+        r"detr_decoder\.layers\.\d+\.((self_attn|text_cross_attn|vision_cross_attn)\.[qkvo]_proj|mlp\.fc[12])"
+    ),
+    "mask_decoder": r"mask_decoder\.(prompt_cross_attn\.[qkvo]_proj|mask_embedder\.layers\.\d+)",
+    "heads": (
+        r"detr_decoder\.(box_head|presence_head)\.layer\d"
+        r"|dot_product_scoring\.(text_mlp\.layer\d|text_proj|query_proj)"
+    ),
+}
+
+#: Modules of the ``heads`` component, trained in full next to LoRA adapters.
+HEAD_MODULES: tuple[str, ...] = ("box_head", "presence_head", "dot_product_scoring")
+
+
+def unreachable_prefixes(model: Sam3Model) -> list[str]:
+    """Parameter-name prefixes (inside ``Sam3Model``) that the text-prompt training forward never uses.
+
+    The coarsest FPN level (HF computes it, SAM 3 drops it), CLIP's own text projection (SAM 3 projects
+    with ``Sam3Model.text_projection``), the geometry (box-prompt) encoder, the semantic-segmentation
+    projection (no semantic loss in the official recipe) and pixel-decoder stages beyond the FPN levels.
+    """
+    config = model.config
+    levels = len(config.vision_config.scale_factors)
+    prefixes = [
+        f"vision_encoder.neck.fpn_layers.{levels - 1}.",
+        "text_encoder.text_projection.",
+        "geometry_encoder.",
+        "mask_decoder.semantic_projection.",
+    ]
+    used_stages = levels - 2  # the pixel decoder upsamples between the levels it gets (levels - 1 of them)
+    for stage in range(used_stages, config.mask_decoder_config.num_upsampling_stages):
+        prefixes += [f"mask_decoder.pixel_decoder.conv_layers.{stage}.", f"mask_decoder.pixel_decoder.norms.{stage}."]
+    return prefixes
+
+
+def freeze_unreachable(model: nn.Module, core: Sam3Model) -> None:
+    prefixes = tuple(unreachable_prefixes(core))
+    for name, param in model.named_parameters():
+        if model_path(name).startswith(prefixes):
+            param.requires_grad_(False)
+
+
+def _check_components(names: list[str], where: str) -> set[str]:
+    unknown = sorted(set(names) - set(COMPONENTS))
+    if unknown:
+        raise ValueError(f"{where}: unknown component(s) {unknown}; valid: {list(COMPONENTS)}")
+    return set(names)
+
+
+def apply_finetuning(model: Sam3Model, config: FinetuneConfig) -> nn.Module:
+    """Set what trains; returns ``model`` (full mode) or a ``peft.PeftModel`` wrapping it (LoRA mode).
+
+    Raises ``ValueError`` for an unknown component, a component both frozen and adapted, LoRA on the
+    geometry encoder (never run, so its adapters would train nothing), or a selected LoRA component whose
+    target regex matched no Linear layer.
+    """
+    frozen = _check_components(config.freeze, "finetune.freeze")
+    if config.mode == "full":
+        for name, param in model.named_parameters():
+            param.requires_grad_(component_of(name) not in frozen)
+        freeze_unreachable(model, model)
+        return model
+    if config.mode != "lora":
+        raise ValueError(f"finetune.mode must be 'full' or 'lora', got {config.mode!r}")
+    return _apply_lora(model, config, frozen)
+
+
+def _apply_lora(model: Sam3Model, config: FinetuneConfig, frozen: set[str]) -> PeftModel:
+    lora = config.lora
+    adapted = _check_components(lora.components, "finetune.lora.components")
+    _check_components(list(lora.target_modules), "finetune.lora.target_modules")
+    if not adapted:
+        raise ValueError("finetune.mode=lora needs at least one component in finetune.lora.components")
+    if adapted & frozen:
+        raise ValueError(f"component(s) {sorted(adapted & frozen)} are both frozen and LoRA-adapted")
+    if "geometry" in adapted:
+        raise ValueError(
+            "LoRA on 'geometry' would train nothing: the geometry (box-prompt) encoder is not used by "
+            "text-prompt training"
+        )
+    for c in set(lora.rank_per_component) | set(lora.alpha_per_component):
+        if c not in adapted:
+            raise ValueError(f"finetune.lora: rank/alpha given for {c!r}, which is not in lora.components")
+    targets = {c: lora.target_modules.get(c, LORA_TARGETS[c]) for c in sorted(adapted)}
+    train_heads = "heads" not in frozen and "heads" not in adapted
+    peft_config = PeftLoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        bias="none",
+        target_modules="|".join(f"(?:{pattern})" for pattern in targets.values()),
+        rank_pattern={f"(?:{targets[c]})": r for c, r in lora.rank_per_component.items() if c in targets},
+        alpha_pattern={f"(?:{targets[c]})": a for c, a in lora.alpha_per_component.items() if c in targets},
+        modules_to_save=list(HEAD_MODULES) if train_heads else None,
+    )
+    try:
+        peft_model = get_peft_model(model, peft_config)
+    except ValueError as err:  # peft refuses when no module matched at all
+        raise ValueError(f"finetune.lora: the LoRA targets matched no layer ({err}); targets: {targets}") from err
+    freeze_unreachable(peft_model, model)
+    counts = adapter_counts(peft_model)
+    empty = [c for c in sorted(adapted) if counts.get(c, 0) == 0]
+    if empty:
+        raise ValueError(
+            f"finetune.lora: component(s) {empty} received no LoRA adapter: their target regex "
+            f"{[targets[c] for c in empty]} matched no Linear layer of this model"
+        )
+    return peft_model
+
+
+def adapter_counts(model: nn.Module) -> dict[str, int]:
+    """How many layers of each component carry a LoRA adapter."""
+    counts: dict[str, int] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            component = component_of(name + ".weight")
+            counts[component] = counts.get(component, 0) + 1
+    return counts
+

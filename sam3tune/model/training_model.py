@@ -1,0 +1,205 @@
+"""``Sam3ForTraining``: the forward the SAM 3 loss needs, on top of HF ``Sam3Model``.
+
+One call returns final-layer predictions, every earlier decoder layer's predictions (``aux_outputs``) and,
+in training, the one-to-many (DAC) branch; see ``docs/architecture.md`` ("Model outputs"). Each unique
+image is encoded once and its features indexed for every query (prompt) on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from torch import Tensor, nn
+from transformers import Sam3Model
+
+from sam3tune.model.checkpointing import run_maybe_checkpointed, set_encoder_checkpointing
+from sam3tune.model.components import ComponentParameters, format_parameter_table, parameter_table
+from sam3tune.model.config import ModelConfig
+from sam3tune.model.detr import inverse_sigmoid, run_detr_decoder, run_detr_encoder
+from sam3tune.model.dropout import set_detr_dropout
+from sam3tune.model.finetune import apply_finetuning
+from sam3tune.model.loading import ModelBundle, WeightsNotLoadedError
+from sam3tune.model.tokenizer import Tokenizer
+
+
+def _predict_masks(
+    mask_decoder: nn.Module, queries: Tensor, memory: Tensor, text: Tensor, text_mask: Tensor, *levels: Tensor
+) -> Tensor:
+    return mask_decoder(
+        decoder_queries=queries,
+        backbone_features=list(levels),
+        encoder_hidden_states=memory,
+        prompt_features=text,
+        prompt_mask=text_mask,
+    ).pred_masks
+
+
+def _trains(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
+
+
+class Sam3ForTraining(nn.Module):
+    """Training/eval forward of a ``Sam3Model`` (plain or wrapped by peft for LoRA).
+
+    A plain ``nn.Module``: wrap it in DDP as is. All parameters live under ``self.sam3``.
+    """
+
+    def __init__(
+        self,
+        sam3: Sam3Model | PeftModel,
+        tokenizer: Tokenizer,
+        *,
+        one_to_many: bool = True,
+        activation_checkpointing: bool = False,
+    ):
+        super().__init__()
+        self.sam3 = sam3
+        self.tokenizer = tokenizer
+        self.one_to_many = one_to_many
+        self.activation_checkpointing = activation_checkpointing
+
+    @property
+    def activation_checkpointing(self) -> bool:
+        return self._activation_checkpointing
+
+    @activation_checkpointing.setter
+    def activation_checkpointing(self, enabled: bool) -> None:
+        self._activation_checkpointing = enabled
+        set_encoder_checkpointing(self.core, enabled)
+
+    @property
+    def core(self) -> Sam3Model:
+        """The ``Sam3Model`` itself (inside peft's wrapper in LoRA mode)."""
+        return self.sam3.get_base_model() if isinstance(self.sam3, PeftModel) else self.sam3
+
+    @property
+    def image_size(self) -> int:
+        return int(self.core.config.image_size)
+
+    @property
+    def num_queries(self) -> int:
+        return int(self.core.config.detr_decoder_config.num_queries)
+
+    def parameter_table(self) -> list[ComponentParameters]:
+        """Per-component total / adapter / trainable parameter counts (last row: ``all``)."""
+        return parameter_table(self.sam3)
+
+    def format_parameter_table(self) -> str:
+        return format_parameter_table(self.parameter_table())
+
+    def forward(
+        self, pixel_values: Tensor, image_index: Tensor, input_ids: Tensor, attention_mask: Tensor
+    ) -> dict:
+        """Predict every query (one prompt on one image).
+
+        pixel_values (I, 3, S, S): the unique images, normalised with mean = std = 0.5;
+        image_index (B,) int64: the image row of each query; input_ids, attention_mask (B, L) int64.
+
+        Returns (Q learned queries, d decoder layers): ``pred_logits`` (B, Q), ``pred_boxes`` (B, Q, 4)
+        cxcywh in [0, 1], ``presence_logits`` (B, 1) unclamped, ``pred_masks`` (B, Q, 4S/p, 4S/p) mask
+        logits (p = patch size); ``aux_outputs``: d - 1 dicts (earliest layer first) with the same keys
+        but no masks. In training with ``one_to_many``: ``pred_logits_o2m`` / ``pred_boxes_o2m`` in every
+        dict and ``pred_masks_o2m`` in the top one. Logits, boxes and presence are float32; masks keep the
+        compute dtype (they are large).
+        """
+        self._check_inputs(pixel_values, image_index, input_ids, attention_mask)
+        sam3 = self.core
+        checkpointed = self.activation_checkpointing and self.training
+        one_to_many = self.one_to_many and self.training
+
+        with torch.set_grad_enabled(torch.is_grad_enabled() and _trains(sam3.vision_encoder)):
+            vision = sam3.vision_encoder(pixel_values)
+        # SAM 3 drops the coarsest FPN level; the rest is indexed per query from the unique images.
+        levels = [f.index_select(0, image_index) for f in vision.fpn_hidden_states[:-1]]
+        positions = vision.fpn_position_encoding[-2].index_select(0, image_index)
+        with torch.set_grad_enabled(
+            torch.is_grad_enabled() and (_trains(sam3.text_encoder) or _trains(sam3.text_projection))
+        ):
+            text = sam3.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        text_mask = attention_mask.bool()
+
+        memory = run_detr_encoder(sam3.detr_encoder, levels[-1], positions, text, text_mask, checkpointed)
+        memory_pos = positions.flatten(2).transpose(1, 2)
+        grid = tuple(levels[-1].shape[-2:])
+        decoded = run_detr_decoder(
+            sam3.detr_decoder, memory, memory_pos, grid, text, text_mask, one_to_many, checkpointed
+        )
+
+        offsets = sam3.detr_decoder.box_head(decoded.query_states)
+        boxes = (inverse_sigmoid(decoded.reference_boxes) + offsets).sigmoid()
+        logits = sam3.dot_product_scoring(
+            decoder_hidden_states=decoded.query_states, text_features=text, text_mask=text_mask
+        ).squeeze(-1)
+        masks = run_maybe_checkpointed(
+            checkpointed, _predict_masks, sam3.mask_decoder, decoded.query_states[-1], memory, text, text_mask, *levels
+        )
+        return _outputs(logits.float(), boxes.float(), decoded.presence_logits.float(), masks, self.num_queries, one_to_many)
+
+    def _check_inputs(self, pixel_values: Tensor, image_index: Tensor, input_ids: Tensor, attention_mask: Tensor) -> None:
+        size = self.image_size
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != 3 or tuple(pixel_values.shape[-2:]) != (size, size):
+            raise ValueError(f"pixel_values must be (I, 3, {size}, {size}) for this model, got {tuple(pixel_values.shape)}")
+        if input_ids.dim() != 2 or input_ids.shape != attention_mask.shape:
+            raise ValueError(
+                f"input_ids and attention_mask must both be (B, L), got {tuple(input_ids.shape)} "
+                f"and {tuple(attention_mask.shape)}"
+            )
+        if image_index.dim() != 1 or image_index.shape[0] != input_ids.shape[0]:
+            raise ValueError(
+                f"image_index must be (B,) with B = {input_ids.shape[0]} queries, got {tuple(image_index.shape)}"
+            )
+        if image_index.dtype != torch.int64:
+            raise ValueError(f"image_index must be int64, got {image_index.dtype}")
+        if image_index.numel() and (int(image_index.min()) < 0 or int(image_index.max()) >= pixel_values.shape[0]):
+            raise ValueError(
+                f"image_index values must lie in [0, {pixel_values.shape[0]}) (rows of pixel_values), "
+                f"got min {int(image_index.min())} max {int(image_index.max())}"
+            )
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write a plain ``transformers`` checkpoint (LoRA merged) plus the tokenizer; see ``export``."""
+        from sam3tune.model.export import save_merged
+
+        save_merged(self, directory)
+
+
+def _outputs(
+    logits: Tensor, boxes: Tensor, presence: Tensor, masks: Tensor, num_queries: int, one_to_many: bool
+) -> dict:
+    """Split per-layer tensors (layers first) into the loss's output dict."""
+    q = num_queries
+
+    def layer(i: int) -> dict:
+        out = {"pred_logits": logits[i, :, :q], "pred_boxes": boxes[i, :, :q], "presence_logits": presence[i]}
+        if one_to_many:
+            out["pred_logits_o2m"] = logits[i, :, q:]
+            out["pred_boxes_o2m"] = boxes[i, :, q:]
+        return out
+
+    outputs = layer(-1)
+    outputs["pred_masks"] = masks[:, :q]
+    if one_to_many:
+        outputs["pred_masks_o2m"] = masks[:, q:]
+    outputs["aux_outputs"] = [layer(i) for i in range(logits.shape[0] - 1)]
+    return outputs
+
+
+def build_training_model(bundle: ModelBundle, config: ModelConfig) -> Sam3ForTraining:
+    """Prepare ``bundle.model`` for training as ``config`` says: dropout, fine-tuning mode (freezing /
+    LoRA), activation checkpointing. Refuses a model whose weights did not load (unless
+    ``config.allow_missing_weights``). The bundle's model is modified in place."""
+    if not bundle.report.weights_loaded and not config.allow_missing_weights:
+        raise WeightsNotLoadedError(
+            f"{bundle.report.summary()}\nRefusing to fine-tune a partly random model; set "
+            f"model.allow_missing_weights=true only if this is intended."
+        )
+    set_detr_dropout(bundle.model, config.detr_dropout)
+    sam3 = apply_finetuning(bundle.model, config.finetune)
+    return Sam3ForTraining(
+        sam3,
+        bundle.tokenize,
+        one_to_many=config.one_to_many,
+        activation_checkpointing=config.activation_checkpointing,
+    )
