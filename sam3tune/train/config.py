@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from sam3tune.data.config import DataConfig
+from sam3tune.loss import CriterionConfig
+from sam3tune.model.config import ModelConfig
+
 
 @dataclass
 class OptimConfig:
@@ -67,9 +71,13 @@ class ValidationConfig:
 class TrainConfig:
     """Everything a training run needs; the resolved copy is written to ``RUN_DIR/config.yaml``."""
 
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: CriterionConfig = field(default_factory=CriterionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     val: ValidationConfig = field(default_factory=ValidationConfig)
     output_dir: Path = Path("runs")  # a run goes to output_dir/run_name
     run_name: str | None = None  # default: the start time, YYYYmmdd-HHMMSS
+    export: bool = True  # at the end, write the best (else last) weights as RUN_DIR/model (+ adapters)
