@@ -59,10 +59,14 @@ def elementwise_box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]
         raise ValueError(f"elementwise IoU needs boxes of equal shape, got {boxes1.shape} and {boxes2.shape}")
     area1 = box_area(boxes1)
     area2 = box_area(boxes2)
-    inter_wh = (torch.minimum(boxes1[..., 2:], boxes2[..., 2:]) - torch.maximum(boxes1[..., :2], boxes2[..., :2]))
+    inter_wh = torch.minimum(boxes1[..., 2:], boxes2[..., 2:]) - torch.maximum(
+        boxes1[..., :2], boxes2[..., :2]
+    )
     inter = inter_wh.clamp(min=0).prod(-1)
     union = area1 + area2 - inter
     iou = inter / union
-    enclosing_wh = torch.maximum(boxes1[..., 2:], boxes2[..., 2:]) - torch.minimum(boxes1[..., :2], boxes2[..., :2])
+    enclosing_wh = torch.maximum(boxes1[..., 2:], boxes2[..., 2:]) - torch.minimum(
+        boxes1[..., :2], boxes2[..., :2]
+    )
     enclosing = enclosing_wh.clamp(min=0).prod(-1)
     return iou, iou - (enclosing - union) / enclosing

@@ -17,7 +17,9 @@ def iou_aware_soft_target(prob: Tensor, iou: Tensor, alpha: float) -> Tensor:
     return (prob.detach() ** alpha * iou.detach() ** (1 - alpha)).clamp(min=0.01)
 
 
-def positive_map(shape: tuple[int, int, int], layer_idx: Tensor, batch_idx: Tensor, query_idx: Tensor) -> Tensor:
+def positive_map(
+    shape: tuple[int, int, int], layer_idx: Tensor, batch_idx: Tensor, query_idx: Tensor
+) -> Tensor:
     """``(L, B, Q)`` bool, True at every matched prediction."""
     positive = torch.zeros(shape, dtype=torch.bool, device=layer_idx.device)
     positive[layer_idx, batch_idx, query_idx] = True
@@ -42,9 +44,10 @@ def iou_aware_bce(
     Per prediction with logit ``x``: ``pos_weight * BCE(x, t)`` if matched (``t`` the soft target of its
     pair; if it is in several pairs, the last pair's), else ``sigmoid(x)^gamma * BCE(x, 0)``; zero in the rows
     where ``supervised_rows`` ``(B,)`` is False; summed and divided by ``B * max(Q, pad_n_queries)``.
-    ``positive`` is :func:`positive_map` of the pairs ``layer_idx, batch_idx, query_idx, soft_target`` ``(K,)``.
+    ``positive`` is :func:`positive_map` of the pairs ``layer_idx, batch_idx, query_idx``, ``soft_target``
+    ``(K,)``.
     """
-    num_layers, batch_size, num_queries = logits.shape
+    _, batch_size, num_queries = logits.shape
     keep = supervised_rows.to(logits.dtype)
 
     negative = logits.sigmoid() ** gamma * F.softplus(logits)
@@ -59,7 +62,9 @@ def iou_aware_bce(
             0, inverse, torch.arange(len(flat), device=flat.device), reduce="amax", include_self=False
         )
         x = logits.flatten()[unique]
-        scale = pos_weight * (pad_scale_pos if pad_n_queries is not None and num_queries < pad_n_queries else 1.0)
+        scale = pos_weight * (
+            pad_scale_pos if pad_n_queries is not None and num_queries < pad_n_queries else 1.0
+        )
         pos = scale * F.binary_cross_entropy_with_logits(x, soft_target[last], reduction="none")
         layer_of_unique = unique // (batch_size * num_queries)
         pos = pos * keep[(unique // num_queries) % batch_size]
@@ -84,7 +89,10 @@ def binary_f1(logits: Tensor, positive: Tensor) -> Tensor:
 
 
 def presence_loss(presence_logits: Tensor, present: Tensor, alpha: float = 0.5, gamma: float = 0.0) -> Tensor:
-    """Focal loss of the presence logits ``(L, B)`` against ``present`` ``(B,)`` bool, mean over B: ``(L,)``."""
+    """Focal loss of the presence logits ``(L, B)`` against ``present`` ``(B,)`` bool, mean over B, ``(L,)``.
+
+    The recipe (alpha 0.5, gamma 0) makes it ``0.5 * mean_b BCE(z_b, present_b)``.
+    """
     target = present.to(presence_logits.dtype).expand_as(presence_logits)
     return sigmoid_focal_loss(presence_logits, target, alpha, gamma).mean(dim=1)
 

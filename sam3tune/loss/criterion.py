@@ -65,7 +65,7 @@ class HungarianMatcherConfig:
 
 @dataclass
 class OneToManyMatcherConfig:
-    """One-to-many (DAC) matcher: score ``alpha * p + (1 - alpha) * IoU``, top ``topk`` above ``threshold``."""
+    """One-to-many (DAC) matcher: score ``alpha p + (1 - alpha) IoU``, top ``topk`` above ``threshold``."""
 
     alpha: float = 0.3
     threshold: float = 0.4
@@ -74,12 +74,13 @@ class OneToManyMatcherConfig:
 
 @dataclass
 class CriterionConfig:
-    """Settings of :class:`Sam3Criterion`; the defaults are Meta's fine-tuning recipe (names as in its code)."""
+    """Settings of :class:`Sam3Criterion`; defaults = Meta's fine-tuning recipe (names as in its code)."""
 
     weights: LossWeights = field(default_factory=LossWeights)
     matcher: HungarianMatcherConfig = field(default_factory=HungarianMatcherConfig)
     o2m_matcher: OneToManyMatcherConfig = field(default_factory=OneToManyMatcherConfig)
-    # One-to-many branch: weight of all its terms; auxiliary layers use the Hungarian matcher unless this is on.
+    # One-to-many branch: weight of all its terms; its auxiliary layers are matched one-to-one (Hungarian)
+    # unless use_o2m_matcher_on_o2m_aux.
     o2m_weight: float = 2.0
     use_o2m_matcher_on_o2m_aux: bool = False
     # num_boxes (divisor of the box and mask terms): "global" averages the GT count over processes,
@@ -123,7 +124,7 @@ class LayerMatchings:
 
 
 class Sam3Criterion(nn.Module):
-    """SAM 3 loss: ``criterion(outputs, targets) -> dict`` with ``"loss"`` (differentiable total) and the terms.
+    """SAM 3 loss: ``criterion(outputs, targets) -> dict``: ``"loss"`` (differentiable total) and the terms.
 
     ``outputs``/``targets`` follow docs/architecture.md (see :mod:`sam3tune.loss.predictions`,
     :mod:`sam3tune.loss.targets`); bad input raises ``ValueError``.
@@ -136,9 +137,13 @@ class Sam3Criterion(nn.Module):
         self.matcher = HungarianMatcher(m.cost_class, m.cost_bbox, m.cost_giou, m.alpha, m.gamma)
         self.o2m_matcher = OneToManyMatcher(o.alpha, o.threshold, o.topk)
 
-    def forward(self, outputs: Mapping[str, object], targets: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+    def forward(
+        self, outputs: Mapping[str, object], targets: Sequence[Mapping[str, Tensor]]
+    ) -> dict[str, Tensor]:
         predictions, packed = self.prepare(outputs, targets)
-        return self.compute(predictions, packed, self.match(predictions, packed))
+        # The loss runs in full precision even inside a mixed-precision (autocast) training step.
+        with torch.autocast(predictions.one_to_one.logits.device.type, enabled=False):
+            return self.compute(predictions, packed, self.match(predictions, packed))
 
     def prepare(
         self, outputs: Mapping[str, object], targets: Sequence[Mapping[str, Tensor]]
@@ -188,12 +193,16 @@ class Sam3Criterion(nn.Module):
             branches.append(("_o2m", predictions.one_to_many, matchings.one_to_many))
         for branch, queries, layer_matchings in branches:
             if len(layer_matchings) != num_layers:
-                raise ValueError(f"expected {num_layers} matchings (one per layer), got {len(layer_matchings)}")
+                raise ValueError(
+                    f"expected {num_layers} matchings (one per layer), got {len(layer_matchings)}"
+                )
             for term, per_layer in self._layer_terms(queries, layer_matchings, targets, num_boxes).items():
                 for layer, suffix in enumerate(layer_suffixes):
                     result[f"{term}{suffix}{branch}"] = per_layer[layer]
             if queries.masks is not None:
-                loss_mask, loss_dice = self._mask_terms(queries.masks, layer_matchings[-1], targets, num_boxes)
+                loss_mask, loss_dice = self._mask_terms(
+                    queries.masks, layer_matchings[-1], targets, num_boxes
+                )
                 result[f"loss_mask{branch}"] = loss_mask
                 result[f"loss_dice{branch}"] = loss_dice
 
@@ -248,15 +257,15 @@ class Sam3Criterion(nn.Module):
         config = self.config
         logits = queries.logits
         num_layers = logits.shape[0]
-        layer_idx = torch.cat(
-            [torch.full_like(m.batch_idx, layer) for layer, m in enumerate(matchings)]
-        )
+        layer_idx = torch.cat([torch.full_like(m.batch_idx, layer) for layer, m in enumerate(matchings)])
         batch_idx = torch.cat([m.batch_idx for m in matchings])
         query_idx = torch.cat([m.query_idx for m in matchings])
         target_idx = torch.cat([m.target_idx for m in matchings])
 
         boxes = box_pair_losses(
-            queries.boxes[layer_idx, batch_idx, query_idx], targets.boxes[target_idx], targets.boxes_xyxy[target_idx]
+            queries.boxes[layer_idx, batch_idx, query_idx],
+            targets.boxes[target_idx],
+            targets.boxes_xyxy[target_idx],
         )
         per_layer = logits.new_zeros(num_layers)
         terms = {
@@ -265,8 +274,12 @@ class Sam3Criterion(nn.Module):
         }
 
         positive = positive_map(tuple(logits.shape), layer_idx, batch_idx, query_idx)
-        soft_target = iou_aware_soft_target(logits[layer_idx, batch_idx, query_idx].sigmoid(), boxes.iou, config.alpha)
-        supervised = targets.has_visible_object if config.use_presence else torch.ones_like(targets.has_visible_object)
+        soft_target = iou_aware_soft_target(
+            logits[layer_idx, batch_idx, query_idx].sigmoid(), boxes.iou, config.alpha
+        )
+        supervised = (
+            targets.has_visible_object if config.use_presence else torch.ones_like(targets.has_visible_object)
+        )
         terms["loss_ce"] = iou_aware_bce(
             logits,
             positive,

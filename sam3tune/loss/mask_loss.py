@@ -47,63 +47,80 @@ def mask_pair_losses(
 class _DenseMaskLoss(torch.autograd.Function):
     """Per-pair focal and dice loss at full resolution; the gradient is formed in the forward pass.
 
-    With ``z = -x`` on GT pixels and ``z = x`` elsewhere, ``s = sigmoid(z) = 1 - p_t`` and
-    ``BCE = softplus(z)``, so focal ``= alpha_t s^gamma softplus(z)`` and ``d focal / dz = alpha_t s^gamma
-    (gamma (1 - s) softplus(z) + s)``. Dice with ``I = sum(sigmoid(x) y)``, ``S = sum(sigmoid(x))``,
-    ``Y = sum(y)``: ``d dice / dx = (N / D^2 - 2 y / D) s (1 - s)``, ``N = 2I + 1``, ``D = S + Y + 1``.
-    Both full-resolution gradient maps are pulled back through the (linear) upsampling at once, so the
-    backward pass only scales two low-resolution maps per pair.
+    With ``z = x (1 - 2y)`` (the logit, sign-flipped on GT pixels), ``s = sigmoid(z) = 1 - p_t`` and
+    ``BCE = softplus(z)``, so focal ``= alpha_t s^gamma softplus(z)`` and, as ``alpha_t dz/dx = (1 - alpha
+    - y)``, ``d focal / dx = (1 - alpha - y) s^gamma (gamma (1 - s) softplus(z) + s) / P``. Dice with
+    ``I = sum(sigmoid(x) y)``, ``S = sum(sigmoid(x))``, ``Y = sum(y)``: ``d dice / dx = (N / D^2 - 2 y / D)
+    s (1 - s)`` with ``N = 2I + 1``, ``D = S + Y + 1``. Both full-resolution gradient maps are pulled back
+    through the (linear) upsampling at once, so the backward pass only scales two low-resolution maps per
+    pair. Work buffers are reused across chunks and every step is one pass over memory.
     """
 
     @staticmethod
-    def forward(ctx, pred_masks: Tensor, target_masks: Tensor, alpha: float, gamma: float):  # noqa: D102
+    def forward(ctx, pred_masks: Tensor, target_masks: Tensor, alpha: float, gamma: float):
         num_pairs, low_size, size = pred_masks.shape[0], pred_masks.shape[1:], target_masks.shape[1:]
         num_pixels = size[0] * size[1]
         needs_grad = ctx.needs_input_grad[0]
         focal = pred_masks.new_empty(num_pairs)
         dice = pred_masks.new_empty(num_pairs)
         grads = pred_masks.new_empty(num_pairs, 2, *low_size) if needs_grad else None
-        chunk = max(1, _CHUNK_ELEMENTS // num_pixels)
+        chunk = min(num_pairs, max(1, _CHUNK_ELEMENTS // num_pixels))
+        y_buffer = pred_masks.new_empty(chunk, *size)
+        pair_buffer = pred_masks.new_empty(chunk, 2, *size)  # [w, s], later [focal grad, dice grad]
+        softplus_buffer = pred_masks.new_empty(chunk, *size)
+        square_buffer = pred_masks.new_empty(chunk, *size)
         for start in range(0, num_pairs, chunk):
-            rows = slice(start, start + chunk)
-            x = F.interpolate(pred_masks[rows, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-            y = target_masks[rows]
-            z = torch.where(y, x.neg(), x)
-            del x
-            s = z.sigmoid()
-            softplus = F.softplus(z)
-            del z
-            weight = s**gamma if gamma != 2 else s.square()
-            alpha_t = torch.where(y, alpha, 1 - alpha).to(s.dtype)
-            focal[rows] = (alpha_t * weight * softplus).sum(dim=(1, 2)) / num_pixels
+            rows = slice(start, min(start + chunk, num_pairs))
+            n = rows.stop - rows.start
+            y = y_buffer[:n]
+            y.copy_(target_masks[rows])
+            pair = pair_buffer[:n]
+            w, s = pair[:, 0], pair[:, 1]
+            z = F.interpolate(pred_masks[rows, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+            z.addcmul_(z, y, value=-2)
+            torch.sigmoid(z, out=s)
+            softplus = torch._C._nn.softplus(z, 1, 20, out=softplus_buffer[:n])
+            square = torch.mul(s, s, out=square_buffer[:n])
+            s_gamma = square if gamma == 2 else s.pow(gamma)
+            torch.mul(s_gamma, softplus, out=w)
 
-            s_on_gt = torch.where(y, s, 0).sum(dim=(1, 2))
-            y_sum = y.sum(dim=(1, 2)).to(s.dtype)
-            intersection = y_sum - s_on_gt  # sum of sigmoid(x) over GT pixels
-            prob_sum = s.sum(dim=(1, 2)) - 2 * s_on_gt + y_sum  # sum of sigmoid(x)
+            flat = pair.view(n, 2, num_pixels)
+            sums = flat.sum(dim=2)  # sum(w), sum(s)
+            on_gt = torch.bmm(flat, y.view(n, num_pixels, 1))[..., 0]  # sum(w y), sum(s y)
+            y_sum = y.view(n, num_pixels).sum(dim=1)
+            focal[rows] = ((1 - alpha) * (sums[:, 0] - on_gt[:, 0]) + alpha * on_gt[:, 0]) / num_pixels
+            intersection = y_sum - on_gt[:, 1]  # sum of sigmoid(x) over GT pixels
+            prob_sum = sums[:, 1] - 2 * on_gt[:, 1] + y_sum  # sum of sigmoid(x)
             numerator = 2 * intersection + 1
             denominator = prob_sum + y_sum + 1
             dice[rows] = 1 - numerator / denominator
             if not needs_grad:
                 continue
 
-            one_minus_s = 1 - s
-            grad_z = weight * (gamma * one_minus_s * softplus + s) if gamma != 0 else s.clone()
-            del softplus, weight
-            grad_focal = grad_z.mul_(torch.where(y, -alpha, 1 - alpha).to(s.dtype)).div_(num_pixels)
-            scale_all = (numerator / denominator.square())[:, None, None]
-            scale_gt = scale_all - (2 / denominator)[:, None, None]
-            grad_dice = torch.where(y, scale_gt, scale_all).mul_(s).mul_(one_minus_s)
-            both = torch.stack((grad_focal, grad_dice), dim=1)
+            # Focal: (1 - alpha - y) / P * (s^gamma s + gamma w - gamma w s), written over z's buffer.
+            grad_focal = torch.mul(s_gamma, s, out=z)
+            if gamma != 0:
+                grad_focal.add_(w, alpha=gamma).addcmul_(w, s, value=-gamma)
+            if alpha != 1:
+                grad_focal.mul_((1 - alpha) / num_pixels).addcmul_(grad_focal, y, value=-1 / (1 - alpha))
+            else:
+                grad_focal.mul_(y).mul_(-1 / num_pixels)
+            w.copy_(grad_focal)
+            # Dice: s (1 - s) (N / D^2 - 2 y / D), in place of s.
+            per_row = numerator / denominator.square()
+            coefficient = torch.addcmul(
+                per_row[:, None, None], y, (2 / denominator)[:, None, None], value=-1, out=softplus
+            )
+            s.sub_(square).mul_(coefficient)
             grads[rows] = torch.ops.aten.upsample_bilinear2d_backward(
-                both, list(size), list(both.shape[:2]) + list(low_size), False, None, None
+                pair, list(size), [n, 2, *low_size], False, None, None
             )
         if needs_grad:
             ctx.save_for_backward(grads)
         return focal, dice
 
     @staticmethod
-    def backward(ctx, grad_focal: Tensor, grad_dice: Tensor):  # noqa: D102
+    def backward(ctx, grad_focal: Tensor, grad_dice: Tensor):
         (grads,) = ctx.saved_tensors
         grad = grads[:, 0] * grad_focal[:, None, None] + grads[:, 1] * grad_dice[:, None, None]
         return grad, None, None, None
@@ -148,6 +165,9 @@ def _uncertain_point_coords(
 
 
 def _point_sample(maps: Tensor, coords: Tensor) -> Tensor:
-    """Bilinear values of ``maps`` ``(R, 1, H, W)`` at ``coords`` ``(R, P, 2)`` (x, y in [0, 1]): ``(R, P)``."""
+    """Bilinear values of ``maps`` ``(R, 1, H, W)`` at ``coords`` ``(R, P, 2)`` (x, y in [0, 1]), ``(R, P)``.
+
+    Outside the image centres ``grid_sample`` pads with zeros, as the official point sampling does.
+    """
     grid = (2 * coords - 1)[:, :, None, :]
     return F.grid_sample(maps, grid, mode="bilinear", align_corners=False)[:, 0, :, 0]

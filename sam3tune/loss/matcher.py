@@ -81,12 +81,18 @@ class HungarianMatcher:
                 target_idx.append(gts[order] + offsets[b])
                 batch_idx.append(np.full(len(order), b))
             matchings.append(
-                Matching(*(torch.from_numpy(np.concatenate(a)).to(device) for a in (batch_idx, query_idx, target_idx)))
+                Matching(
+                    *(
+                        torch.from_numpy(np.concatenate(a)).to(device)
+                        for a in (batch_idx, query_idx, target_idx)
+                    )
+                )
             )
         return matchings
 
     def cost_matrices(self, logits: Tensor, boxes: Tensor, gt_boxes: Tensor) -> Tensor:
-        """Cost ``(L, R, Q, T)`` of ``logits`` ``(L, R, Q)``, ``boxes`` ``(L, R, Q, 4)`` vs ``gt_boxes`` ``(R, T, 4)``."""
+        """Cost matrices ``(L, R, Q, T)`` of ``logits`` ``(L, R, Q)`` and ``boxes`` ``(L, R, Q, 4)`` against
+        ``gt_boxes`` ``(R, T, 4)`` (cxcywh, zero-padded)."""
         num_layers = logits.shape[0]
         l1 = torch.cdist(boxes, gt_boxes.expand(num_layers, *gt_boxes.shape), p=1)
         giou = pairwise_generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(gt_boxes))

@@ -53,7 +53,7 @@ def parse_outputs(outputs: Mapping[str, object], batch_size: int) -> DecoderPred
     if any(has_o2m) and not all(has_o2m):
         raise ValueError(
             "the one-to-many outputs (pred_logits_o2m) must be in every decoder layer or in none; "
-            f"present in {[n for n, h in zip(names, has_o2m) if h]}"
+            f"present in {[n for n, h in zip(names, has_o2m, strict=True) if h]}"
         )
     one_to_one = _query_set(layers, names, "", batch_size)
     one_to_many = _query_set(layers, names, "_o2m", batch_size) if all(has_o2m) else None
@@ -70,7 +70,7 @@ def parse_outputs(outputs: Mapping[str, object], batch_size: int) -> DecoderPred
 
 def _query_set(layers: list[Mapping], names: list[str], suffix: str, batch_size: int) -> QuerySet:
     logits, boxes, presence = [], [], []
-    for layer, name in zip(layers, names):
+    for layer, name in zip(layers, names, strict=True):
         x = _tensor(layer, f"pred_logits{suffix}", name)
         if x.dim() != 2 or x.shape[0] != batch_size:
             hint = ": squeeze the last dimension" if x.dim() == 3 and x.shape[-1] == 1 else ""
@@ -115,11 +115,16 @@ def _query_set(layers: list[Mapping], names: list[str], suffix: str, batch_size:
     if len(dtypes) > 1:
         raise ValueError(f"pred_logits, pred_boxes and presence_logits must share one dtype, got {dtypes}")
     return QuerySet(
-        logits=torch.stack(logits),
-        boxes=torch.stack(boxes),
-        presence=torch.stack(presence) if presence else None,
+        logits=_at_least_float32(torch.stack(logits)),
+        boxes=_at_least_float32(torch.stack(boxes)),
+        presence=_at_least_float32(torch.stack(presence)) if presence else None,
         masks=masks,
     )
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    """Half / bfloat16 predictions (autocast) are upcast: the loss is computed in float32 or better."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _tensor(layer: Mapping, key: str, name: str) -> Tensor:
@@ -133,7 +138,7 @@ def _tensor(layer: Mapping, key: str, name: str) -> Tensor:
 
 
 def _raise_non_finite(layers: list[Mapping], names: list[str]) -> None:
-    for layer, name in zip(layers, names):
+    for layer, name in zip(layers, names, strict=True):
         for key in ("pred_logits", "pred_boxes", "presence_logits", "pred_logits_o2m", "pred_boxes_o2m"):
             value = layer.get(key)
             if isinstance(value, Tensor) and not bool(torch.isfinite(value).all()):

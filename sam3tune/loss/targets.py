@@ -65,7 +65,9 @@ def pack_targets(
             raise ValueError(f"targets[{b}] must be a dict with a 'boxes' entry, got {_describe(target)}")
         boxes = target["boxes"]
         if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
-            raise ValueError(f"targets[{b}]['boxes'] must be an (n, 4) tensor of cxcywh boxes, got {_describe(boxes)}")
+            raise ValueError(
+                f"targets[{b}]['boxes'] must be an (n, 4) tensor of cxcywh boxes, got {_describe(boxes)}"
+            )
         if not boxes.is_floating_point():
             raise ValueError(f"targets[{b}]['boxes'] must be floating point, got {boxes.dtype}")
         boxes_list.append(boxes)

@@ -1,7 +1,7 @@
 """TEST-ONLY glue: Meta's ``sam3==0.1.4`` loss and matchers on CPU as the parity reference.
 
-Nothing in ``sam3tune`` imports this. It follows docs/sam3-loss-spec.md section 14: ``sam3/__init__.py`` is not
-executed (it imports the whole model zoo), the Triton focal-loss module gets a stand-in, the official
+Nothing in ``sam3tune`` imports this. It follows docs/sam3-loss-spec.md section 14: ``sam3/__init__.py``
+is not executed (it imports the whole model zoo), the Triton focal-loss module gets a stand-in, the official
 pure-torch focal branch is forced, and ``normalization="global"`` gets a one-process gloo group.
 Also holds the seeded random case generator shared by the parity tests and ``bench/loss.py``.
 """
@@ -38,7 +38,9 @@ def unavailable_reason() -> str | None:
     try:
         load_official()
     except ImportError as err:
-        return f"Meta's sam3==0.1.4 reference is not importable ({err}); install it with scripts/setup.sh --test"
+        return (
+            f"Meta's sam3==0.1.4 reference is not importable ({err}); install it with scripts/setup.sh --test"
+        )
     return None
 
 
@@ -98,35 +100,53 @@ class OfficialCriterion:
         self.official = o
         w, m, om = config.weights, config.matcher, config.o2m_matcher
         self.matcher = o.matcher.BinaryHungarianMatcherV2(
-            cost_class=m.cost_class, cost_bbox=m.cost_bbox, cost_giou=m.cost_giou,
-            focal=True, alpha=m.alpha, gamma=m.gamma, stable=False,
-        )  # fmt: skip
-        self.o2m_matcher = o.matcher.BinaryOneToManyMatcher(alpha=om.alpha, threshold=om.threshold, topk=om.topk)
+            cost_class=m.cost_class,
+            cost_bbox=m.cost_bbox,
+            cost_giou=m.cost_giou,
+            focal=True,
+            alpha=m.alpha,
+            gamma=m.gamma,
+            stable=False,
+        )
+        self.o2m_matcher = o.matcher.BinaryOneToManyMatcher(
+            alpha=om.alpha, threshold=om.threshold, topk=om.topk
+        )
         loss_fns = [
             o.loss_fns.Boxes(weight_dict={"loss_bbox": w.loss_bbox, "loss_giou": w.loss_giou}),
             o.loss_fns.IABCEMdetr(
-                pos_weight=config.pos_weight, weight_dict={"loss_ce": w.loss_ce, "presence_loss": w.presence_loss},
-                gamma=config.gamma, weak_loss=False, alpha=config.alpha, pad_n_queries=config.pad_n_queries,
-                pad_scale_pos=config.pad_scale_pos, use_presence=config.use_presence,
-                presence_alpha=config.presence_alpha, presence_gamma=config.presence_gamma,
+                pos_weight=config.pos_weight,
+                weight_dict={"loss_ce": w.loss_ce, "presence_loss": w.presence_loss},
+                gamma=config.gamma,
+                weak_loss=False,
+                alpha=config.alpha,
+                pad_n_queries=config.pad_n_queries,
+                pad_scale_pos=config.pad_scale_pos,
+                use_presence=config.use_presence,
+                presence_alpha=config.presence_alpha,
+                presence_gamma=config.presence_gamma,
             ),
-        ]  # fmt: skip
+        ]
         if with_masks:
             loss_fns.append(
                 o.loss_fns.Masks(
                     weight_dict={"loss_mask": w.loss_mask, "loss_dice": w.loss_dice},
-                    focal_alpha=config.focal_alpha, focal_gamma=config.focal_gamma,
-                    num_sample_points=config.num_sample_points, oversample_ratio=config.oversample_ratio,
+                    focal_alpha=config.focal_alpha,
+                    focal_gamma=config.focal_gamma,
+                    num_sample_points=config.num_sample_points,
+                    oversample_ratio=config.oversample_ratio,
                     importance_sample_ratio=config.importance_sample_ratio,
-                )  # fmt: skip
+                )
             )
         self.wrapper = o.sam3_loss.Sam3LossWrapper(
-            loss_fns_find=loss_fns, normalization=config.normalization, matcher=self.matcher,
-            o2m_matcher=self.o2m_matcher, o2m_weight=config.o2m_weight,
+            loss_fns_find=loss_fns,
+            normalization=config.normalization,
+            matcher=self.matcher,
+            o2m_matcher=self.o2m_matcher,
+            o2m_weight=config.o2m_weight,
             use_o2m_matcher_on_o2m_aux=config.use_o2m_matcher_on_o2m_aux,
             normalize_by_valid_object_num=config.normalize_by_valid_object_num,
             scale_by_find_batch_size=config.scale_by_find_batch_size,
-        )  # fmt: skip
+        )
         self.use_o2m_matcher_on_o2m_aux = config.use_o2m_matcher_on_o2m_aux
 
     def targets(self, targets: list[dict]) -> dict:
@@ -159,7 +179,7 @@ class OfficialCriterion:
         }
 
     def outputs(self, outputs: dict, official_targets: dict) -> dict:
-        """Our outputs in the official layout, with every layer's one-to-one ``indices`` (as the model does)."""
+        """Our outputs in the official layout with each layer's one-to-one ``indices`` (as the model does)."""
         to_xyxy = self.official.box_ops.box_cxcywh_to_xyxy
 
         def layer(d: dict) -> dict:
@@ -185,7 +205,7 @@ class OfficialCriterion:
         return final
 
     def matchings(self, official_outputs: dict, official_targets: dict) -> LayerMatchings:
-        """The official matchings of every layer, earliest first, as ours (o2m: as the wrapper computes them)."""
+        """The official matchings of every layer, earliest first (o2m: as the wrapper computes them)."""
         layers = [*official_outputs["aux_outputs"], official_outputs]
         total = int(official_targets["num_boxes"].sum())
         one_to_one = [to_matching(layer["indices"], total) for layer in layers]

@@ -67,7 +67,12 @@ CASES = [
     Case("zero_size_gt", 14, [3, 2, 4], zero_size_share=0.3, invisible_rows=(1,), mask_size=(8, 8)),
     Case("no_presence", 15, [2, 1, 3], presence=False),
     Case("o2m_matcher_on_aux", 16, [2, 3, 1], config={"use_o2m_matcher_on_o2m_aux": True}),
-    Case("no_batch_scale_no_padding", 17, [2, 1, 3], config={"scale_by_find_batch_size": False, "pad_n_queries": None}),
+    Case(
+        "no_batch_scale_no_padding",
+        17,
+        [2, 1, 3],
+        config={"scale_by_find_batch_size": False, "pad_n_queries": None},
+    ),
     Case("padding_scale", 18, [2, 1, 3], num_queries=10, config={"pad_scale_pos": 2.0, "pad_n_queries": 50}),
     Case(
         "custom_weights",
@@ -75,7 +80,9 @@ CASES = [
         [2, 1, 3],
         mask_size=(8, 8),
         config={
-            "weights": LossWeights(loss_ce=3, presence_loss=0, loss_bbox=1, loss_giou=4, loss_mask=50, loss_dice=0),
+            "weights": LossWeights(
+                loss_ce=3, presence_loss=0, loss_bbox=1, loss_giou=4, loss_mask=50, loss_dice=0
+            ),
             "matcher": HungarianMatcherConfig(cost_class=1, cost_bbox=2, cost_giou=3, alpha=0.4, gamma=1.0),
             "o2m_matcher": OneToManyMatcherConfig(alpha=0.5, threshold=0.3, topk=3),
             "o2m_weight": 0.5,
@@ -100,7 +107,7 @@ def process_group():
 
 
 def _pairs(matching) -> list[tuple[int, int, int]]:
-    return list(zip(*(t.tolist() for t in matching)))
+    return list(zip(*(t.tolist() for t in matching), strict=True))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -119,10 +126,12 @@ def test_matches_official(case: Case, process_group) -> None:
 
     # 1. Matchings, exactly: Hungarian as sets of pairs, one-to-many in order.
     assert len(our_matchings.one_to_one) == len(official_matchings.one_to_one) == case.num_layers
-    for mine, official in zip(our_matchings.one_to_one, official_matchings.one_to_one):
+    for mine, official in zip(our_matchings.one_to_one, official_matchings.one_to_one, strict=True):
         assert sorted(_pairs(mine)) == sorted(_pairs(official))
     if case.o2m:
-        for layer, (mine, official) in enumerate(zip(our_matchings.one_to_many, official_matchings.one_to_many)):
+        for layer, (mine, official) in enumerate(
+            zip(our_matchings.one_to_many, official_matchings.one_to_many, strict=True)
+        ):
             one_to_many = config.use_o2m_matcher_on_o2m_aux or layer == case.num_layers - 1
             if one_to_many:
                 assert _pairs(mine) == _pairs(official)
@@ -154,7 +163,7 @@ def test_matches_official(case: Case, process_group) -> None:
     # 3. Gradients with respect to every model output.
     result["loss"].backward()
     expected["core_loss"].backward()
-    for (name, mine), (_, official) in zip(leaves(ours), leaves(theirs)):
+    for (name, mine), (_, official) in zip(leaves(ours), leaves(theirs), strict=True):
         if official.grad is None:
             assert mine.grad is None or not mine.grad.any(), name
             continue
