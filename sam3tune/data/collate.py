@@ -57,7 +57,11 @@ class Batch:
         return self._map(lambda t: t.pin_memory())
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
-        changes = {f.name: fn(getattr(self, f.name)) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
+        changes = {
+            f.name: fn(getattr(self, f.name))
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
         changes["targets"] = [{k: fn(v) for k, v in t.items()} for t in self.targets]
         return replace(self, **changes)
 

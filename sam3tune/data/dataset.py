@@ -13,13 +13,15 @@ iterator is created: do not use ``persistent_workers=True`` with ``set_epoch``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from sam3tune.data.coco import load_split
+from sam3tune.data.coco import CocoImage, CocoObject, load_split
 from sam3tune.data.config import DataConfig
 from sam3tune.data.images import read_rgb
 from sam3tune.data.layout import resolve_split
@@ -95,8 +97,10 @@ class QueryDataset(Dataset):
         category_ids = sorted([*query.positives, *choose_negatives(query, negatives, self.rngs(index)[1])])
         try:
             pixels = transform_image(read_rgb(image.path, at_least=geometry.side), geometry)
-        except OSError as err:
-            raise DataError("image_unreadable", f"{image.path}: {image.describe()} cannot be read: {err}") from err
+        except (OSError, SyntaxError, ValueError) as err:
+            raise DataError(
+                "image_unreadable", f"{image.path}: {image.describe()} cannot be read: {err}"
+            ) from err
         sampler = None
         if self.with_masks:
             mask_side = self.config.target_mask_resolution
@@ -122,7 +126,15 @@ class QueryDataset(Dataset):
             dropped=dropped,
         )
 
-    def _target(self, objects, image, geometry, sampler, dropped) -> dict[str, torch.Tensor]:
+    def _target(
+        self,
+        objects: Sequence[CocoObject],
+        image: CocoImage,
+        geometry: Geometry,
+        sampler: MaskSampler | None,
+        dropped: dict[str, int],
+    ) -> dict[str, torch.Tensor]:
+        """The target dict of one query (boxes, and masks + validity when ``sampler`` is set)."""
         boxes = transform_boxes(np.array([o.box for o in objects]), image.width, image.height, geometry)
         keep = nonempty_boxes(boxes, geometry.resolution)
         dropped["empty_objects"] += int((~keep).sum())
@@ -130,38 +142,40 @@ class QueryDataset(Dataset):
         if sampler is None:
             return target
         side = self.config.target_mask_resolution
-        kept = [o for o, k in zip(objects, keep.tolist()) if k]
-        masks = torch.zeros((len(kept), side, side), dtype=torch.bool)
-        valid = torch.zeros(len(kept), dtype=torch.bool)
+        kept = [o for o, k in zip(objects, keep.tolist(), strict=True) if k]
+        masks = np.zeros((len(kept), side, side), dtype=bool)
+        valid = np.zeros(len(kept), dtype=bool)
         for i, obj in enumerate(kept):
             if obj.segmentation is None:
                 continue
             try:
-                full = decode_segmentation(obj.segmentation, image.height, image.width)
+                crop = decode_segmentation(obj.segmentation, image.height, image.width)
             except SegmentationError as err:
                 raise DataError(
                     "segmentation_malformed", f"{image.path}: annotation {obj.annotation_id}: {err}"
                 ) from err
-            small = sampler(full)
-            if not small.any():
-                dropped["empty_masks"] += 1
-                continue
-            masks[i] = torch.from_numpy(small)
-            valid[i] = True
-        target["masks"] = masks
-        target["is_valid_mask"] = valid
+            valid[i] = sampler.paste(crop.mask, masks[i], crop.top, crop.left)
+            dropped["empty_masks"] += int(not valid[i])
+        target["masks"] = torch.from_numpy(masks)
+        target["is_valid_mask"] = torch.from_numpy(valid)
         return target
 
 
 def load_plan(
-    config: DataConfig, split: str, image_dir=None, train: bool = True, progress: bool = True
+    config: DataConfig,
+    split: str,
+    image_dir: str | Path | None = None,
+    train: bool = True,
+    progress: bool = True,
 ) -> QueryPlan:
     """Load, validate and plan the queries of ``split`` of ``config.root``.
 
     Training plans use ``config.negatives``; evaluation plans query every category ("all").
     """
     if config.root is None:
-        raise DataError("empty_split", "data.root is not set: point it at a dataset folder or a COCO JSON file")
+        raise DataError(
+            "empty_split", "data.root is not set: point it at a dataset folder or a COCO JSON file"
+        )
     split_files = resolve_split(config.root, split, image_dir)
     coco = load_split(split_files, progress=progress)
     plan = plan_queries(

@@ -37,8 +37,8 @@ class ImageInfo:
         return self.mode != "RGB"
 
 
-def probe_image(path: Path, verify: bool = True) -> ImageInfo:
-    """Read the header of ``path`` and, with ``verify``, decode it once to catch truncated files.
+def probe_image(path: Path) -> ImageInfo:
+    """Read the header of ``path`` and decode it once to catch truncated files.
 
     JPEGs are verified with a 1/8-scale DCT decode (reads the whole entropy stream, a few ms).
     Raises :class:`ImageFileError` with kind ``image_missing``, ``image_unreadable`` or ``image_truncated``.
@@ -53,10 +53,9 @@ def probe_image(path: Path, verify: bool = True) -> ImageInfo:
                 if img.getexif().get(_EXIF_ORIENTATION, 1) in _TRANSPOSED_ORIENTATIONS:
                     width, height = height, width
                 mode, fmt = img.mode, img.format
-                if verify:
-                    if fmt == "JPEG":
-                        img.draft(mode, (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
-                    img.load()
+                if fmt == "JPEG":
+                    img.draft(mode, (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
+                img.load()
     except OSError as err:
         kind = "image_truncated" if "truncated" in str(err).lower() else "image_unreadable"
         raise ImageFileError(kind, f"{path}: {err}") from err

@@ -67,7 +67,9 @@ def resolve_split(root: str | Path, split: str, image_dir: str | Path | None = N
     for name in _ALIASES.get(split, (split,)):
         for found in available:
             if found.name == name:
-                return SplitFiles(found.name, found.annotation_file, Path(image_dir) if image_dir else found.image_dir)
+                return SplitFiles(
+                    found.name, found.annotation_file, Path(image_dir) if image_dir else found.image_dir
+                )
     names = ", ".join(s.name for s in available) or "none"
     raise DataError("empty_split", f"{root}: no split {split!r} (splits found: {names})")
 
@@ -86,6 +88,11 @@ def image_path(image_dir: Path, file_name: str, where: str) -> Path:
         raise DataError("path_escapes_root", f"{where}: file_name {file_name!r} is absolute or empty")
     joined = os.path.normpath(os.path.join(image_dir, file_name))
     base = os.path.normpath(image_dir)
-    if os.path.commonpath([base, joined]) != base or ".." in PurePosixPath(file_name.replace("\\", "/")).parts:
-        raise DataError("path_escapes_root", f"{where}: file_name {file_name!r} escapes the image folder {image_dir}")
+    if (
+        os.path.commonpath([base, joined]) != base
+        or ".." in PurePosixPath(file_name.replace("\\", "/")).parts
+    ):
+        raise DataError(
+            "path_escapes_root", f"{where}: file_name {file_name!r} escapes the image folder {image_dir}"
+        )
     return Path(joined)

@@ -54,7 +54,8 @@ class ImageQueries:
 class QueryPlan:
     """All queries of a split, before any negative sampling.
 
-    ``problems`` is the split's report plus what planning skipped (categories, capped objects).
+    ``problems`` is the split's report plus what planning skipped (categories, capped objects);
+    ``skipped_categories`` maps each category left out to its problem kind.
     """
 
     split: CocoSplit
@@ -63,6 +64,7 @@ class QueryPlan:
     negatives: Negatives
     max_objects_per_query: int
     problems: ProblemReport
+    skipped_categories: dict[int, str]
 
     @property
     def num_positive(self) -> int:
@@ -80,7 +82,9 @@ class QueryPlan:
     @property
     def has_masks(self) -> bool:
         """True when at least one target has a segmentation."""
-        return any(o.segmentation is not None for q in self.images for objs in q.positives.values() for o in objs)
+        return any(
+            o.segmentation is not None for q in self.images for objs in q.positives.values() for o in objs
+        )
 
 
 def clean_prompt(name: str) -> str:
@@ -97,7 +101,9 @@ def load_prompt_map(path: str | Path) -> dict[str, str]:
     except (OSError, ValueError, yaml.YAMLError) as err:
         raise DataError("invalid_json", f"{path}: cannot read the prompt map: {err}") from err
     if not isinstance(data, dict) or not all(isinstance(v, str) and v.strip() for v in data.values()):
-        raise DataError("missing_key", f"{path}: the prompt map must map category names or ids to non-empty texts")
+        raise DataError(
+            "missing_key", f"{path}: the prompt map must map category names or ids to non-empty texts"
+        )
     return {str(k): v.strip() for k, v in data.items()}
 
 
@@ -113,7 +119,8 @@ def plan_queries(
     Raises :class:`DataError` when a prompt-map key is no category, or the split has no usable query.
     """
     problems = copy.deepcopy(split.problems)
-    categories = _query_categories(split, prompt_map or {}, keep_unused_categories, problems)
+    skipped: dict[int, str] = {}
+    categories = _query_categories(split, prompt_map or {}, keep_unused_categories, problems, skipped)
     images: list[ImageQueries] = []
     for image in split.images:
         objects = split.objects[image.image_id]
@@ -128,7 +135,7 @@ def plan_queries(
             problems.add("image_without_queries", image.describe())
             continue
         images.append(ImageQueries(image, positives, candidates))
-    plan = QueryPlan(split, categories, images, negatives, max_objects_per_query, problems)
+    plan = QueryPlan(split, categories, images, negatives, max_objects_per_query, problems, skipped)
     if plan.num_positive == 0:
         raise DataError(
             "no_usable_queries",
@@ -158,7 +165,11 @@ def choose_negatives(query: ImageQueries, negatives: Negatives, rng: np.random.G
 
 
 def _query_categories(
-    split: CocoSplit, prompt_map: dict[str, str], keep_unused: bool, problems: ProblemReport
+    split: CocoSplit,
+    prompt_map: dict[str, str],
+    keep_unused: bool,
+    problems: ProblemReport,
+    skipped: dict[int, str],
 ) -> dict[int, QueryCategory]:
     used = {o.category_id for objs in split.objects.values() for o in objs if not o.iscrowd}
     annotated = {o.category_id for objs in split.objects.values() for o in objs}
@@ -175,15 +186,22 @@ def _query_categories(
     for cat_id in sorted(names):
         name = names[cat_id]
         if not keep_unused:
-            if _is_placeholder(cat_id, split, annotated):
-                problems.add("category_placeholder", f"category {cat_id} {name!r}")
-                continue
-            if cat_id not in used:
-                problems.add("category_unused", f"category {cat_id} {name!r}")
+            kind = (
+                "category_placeholder"
+                if _is_placeholder(cat_id, split, annotated)
+                else "category_unused"
+                if cat_id not in used
+                else None
+            )
+            if kind:
+                problems.add(kind, f"category {cat_id} {name!r}")
+                skipped[cat_id] = kind
                 continue
         prompt = prompt_map.get(str(cat_id), prompt_map.get(name, clean_prompt(name)))
         if not prompt:
-            raise DataError("missing_key", f"{split.annotation_file}: category {cat_id} {name!r} gives an empty prompt")
+            raise DataError(
+                "missing_key", f"{split.annotation_file}: category {cat_id} {name!r} gives an empty prompt"
+            )
         result[cat_id] = QueryCategory(cat_id, name, prompt)
     return result
 

@@ -61,9 +61,11 @@ def transform_image(image: Image.Image, geometry: Geometry) -> torch.Tensor:
     if geometry.flip:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     resized = np.asarray(image.resize((geometry.side, geometry.side), Image.Resampling.BILINEAR))
-    canvas = np.zeros((geometry.resolution, geometry.resolution, 3), dtype=np.uint8)
-    canvas[geometry.top : geometry.top + geometry.side, geometry.left : geometry.left + geometry.side] = resized
-    return torch.from_numpy(canvas).permute(2, 0, 1).contiguous()
+    canvas = np.zeros((3, geometry.resolution, geometry.resolution), dtype=np.uint8)
+    rows = slice(geometry.top, geometry.top + geometry.side)
+    cols = slice(geometry.left, geometry.left + geometry.side)
+    canvas[:, rows, cols] = resized.transpose(2, 0, 1)
+    return torch.from_numpy(canvas)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -109,12 +111,30 @@ class MaskSampler:
         cols, col_inside = _source_index(centres - geometry.left, geometry.side, width, flip=geometry.flip)
         return cls(rows, cols, row_inside, col_inside)
 
-    def __call__(self, mask: np.ndarray) -> np.ndarray:
-        """``(height, width)`` bool -> ``(M, M)`` bool."""
-        out = mask[self.rows[:, None], self.cols[None, :]]
-        out &= self.row_inside[:, None]
-        out &= self.col_inside[None, :]
+    def __call__(self, mask: np.ndarray, top: int = 0, left: int = 0) -> np.ndarray:
+        """``(h, w)`` bool window at image pixel (``top``, ``left``) -> ``(M, M)`` bool."""
+        out = np.zeros((len(self.rows), len(self.cols)), dtype=bool)
+        self.paste(mask, out, top, left)
         return out
+
+    def paste(self, mask: np.ndarray, out: np.ndarray, top: int = 0, left: int = 0) -> bool:
+        """Write the resampled window ``mask`` (its pixel (0, 0) is image pixel (``top``, ``left``))
+        into the all-False ``(M, M)`` array ``out``; True if any pixel is set.
+
+        Only the target rectangle covering the mask's extent is sampled (cost ~ object size).
+        """
+        ys = np.flatnonzero(mask.any(axis=1)) + top
+        xs = np.flatnonzero(mask.any(axis=0)) + left
+        if len(ys) == 0:
+            return False
+        r = np.flatnonzero(self.row_inside & (self.rows >= ys[0]) & (self.rows <= ys[-1]))
+        c = np.flatnonzero(self.col_inside & (self.cols >= xs[0]) & (self.cols <= xs[-1]))
+        if len(r) == 0 or len(c) == 0:
+            return False
+        rows, cols = slice(r[0], r[-1] + 1), slice(c[0], c[-1] + 1)
+        region = mask[np.ix_(self.rows[rows] - top, self.cols[cols] - left)]
+        out[rows, cols] = region
+        return bool(region.any())
 
 
 def _source_index(offsets: np.ndarray, side: int, size: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
-FRUITS_NUTS = Path("/work/shared/data/fruits_nuts")
+_REPO = Path(__file__).resolve().parents[2]
+# The shared real dataset (never committed): beside the checkout, or two levels up for worktrees.
+FRUITS_NUTS = next(
+    (
+        p / "shared" / "data" / "fruits_nuts"
+        for p in (_REPO, _REPO.parent, _REPO.parent.parent)
+        if (p / "shared" / "data" / "fruits_nuts" / "train").is_dir()
+    ),
+    Path("/work/shared/data/fruits_nuts"),
+)
 
 
 def word_tokenize(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

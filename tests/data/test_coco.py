@@ -178,7 +178,9 @@ def test_bad_segmentation_drops_the_mask_keeps_the_box(tmp_path, segmentation, k
     assert split.problems.examples[kind][0].startswith("annotation 10 (image 1)")
     obj = split.objects[1][0]
     assert obj.annotation_id == 10 and obj.segmentation is None
-    dataset = build_train_dataset(DataConfig(root=tmp_path, resolution=32, mask_resolution=16), progress=False)
+    dataset = build_train_dataset(
+        DataConfig(root=tmp_path, resolution=32, mask_resolution=16), progress=False
+    )
     target = dataset[0].targets[0]  # image 1, category 1
     assert target["is_valid_mask"].tolist() == [False] and target["boxes"].shape == (1, 4)
 
@@ -240,7 +242,9 @@ def test_non_rgb_images_are_converted_and_counted(tmp_path, mode, array, expecte
 
 def test_palette_image_is_converted(tmp_path):
     folder = _write(tmp_path, basic_coco())
-    Image.new("RGB", (32, 24), (10, 200, 30)).convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "c.png")
+    Image.new("RGB", (32, 24), (10, 200, 30)).convert("P", palette=Image.Palette.ADAPTIVE).save(
+        folder / "c.png"
+    )
     split = _load(folder)
     assert "image 3 'c.png' (mode P)" in split.problems.examples["image_converted"][0]
     assert read_rgb(folder / "c.png").getpixel((0, 0)) == (10, 200, 30)

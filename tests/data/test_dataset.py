@@ -130,7 +130,7 @@ def test_augmentation_is_pure_function_of_seed_epoch_index(basic_split):
         a, b = first[index], second[index]
         assert torch.equal(a.image, b.image)
         assert a.category_ids == b.category_ids
-        for ta, tb in zip(a.targets, b.targets):
+        for ta, tb in zip(a.targets, b.targets, strict=True):
             assert torch.equal(ta["boxes"], tb["boxes"]) and torch.equal(ta["masks"], tb["masks"])
     geometries = {first.geometry(0)}
     for epoch in range(1, 6):
@@ -172,6 +172,10 @@ def test_batch_to_and_pin_memory(basic_split):
     assert moved.targets[0]["boxes"] is not None and moved.prompts == batch.prompts
     assert torch.equal(moved.pixel_values, batch.pixel_values)
     assert moved.num_images == 2 and moved.num_queries == 4
+    meta = batch.to("meta")  # every tensor, targets included, follows the device
+    tensors = [meta.pixel_values, meta.image_index, meta.input_ids, meta.attention_mask, meta.image_ids]
+    tensors += [meta.orig_sizes, meta.category_ids, *(v for t in meta.targets for v in t.values())]
+    assert all(t.device.type == "meta" for t in tensors) and batch.pixel_values.device.type == "cpu"
     if torch.cuda.is_available():
         pinned = batch.pin_memory()
         assert pinned.pixel_values.is_pinned() and pinned.targets[0]["masks"].is_pinned()
@@ -187,7 +191,8 @@ def test_negative_sampling_k_is_deterministic_and_bounded(tmp_path):
     coco = basic_coco()
     coco["categories"] += [{"id": i, "name": f"thing {i}"} for i in range(3, 9)]
     coco["annotations"] += [
-        {"id": 100 + i, "image_id": 2, "category_id": i, "bbox": [1, 1, 3, 3], "iscrowd": 0} for i in range(3, 9)
+        {"id": 100 + i, "image_id": 2, "category_id": i, "bbox": [1, 1, 3, 3], "iscrowd": 0}
+        for i in range(3, 9)
     ]
     write_split(tmp_path / "train", coco)
     config = DataConfig(root=tmp_path, resolution=32, masks=False, negatives=2)
@@ -206,3 +211,25 @@ def test_negative_sampling_k_is_deterministic_and_bounded(tmp_path):
     # image 1: min(2, 6 absent) = 2; image 2 (1, 3..8): only category 2 absent -> 1; image 3: min(2, 8)
     assert dataset.plan.num_negative == 2 + 1 + 2
     assert len(dataset[1].category_ids) == 8
+
+
+def test_objects_and_masks_that_become_empty_are_dropped_and_counted(tmp_path):
+    coco = basic_coco()
+    # image 2's only object: 0.0001 px wide -> less than 0.01 canvas px -> dropped, its query too
+    coco["annotations"][2].update(bbox=[4, 4, 0.0001, 6], segmentation=[])
+    # image 1, "blue dot": a 1-pixel polygon that no pixel centre of a 4 x 4 target grid hits
+    coco["annotations"][1].update(bbox=[16, 4, 1, 1], segmentation=[[16, 4, 17, 4, 17, 5, 16, 5]])
+    write_split(tmp_path / "train", coco)
+    config = DataConfig(root=tmp_path, val="train", resolution=32, mask_resolution=4)
+    dataset = build_eval_dataset(config, progress=False)
+    first, second = dataset[0], dataset[1]
+    assert second.category_ids == [2] and second.dropped == {
+        "empty_objects": 1,
+        "empty_queries": 1,
+        "empty_masks": 0,
+    }
+    assert first.dropped["empty_masks"] == 1
+    assert first.targets[1]["is_valid_mask"].tolist() == [False] and first.targets[1]["boxes"].shape == (1, 4)
+    batch = collate([first, second], word_tokenize)
+    assert batch.dropped == {"empty_objects": 1, "empty_queries": 1, "empty_masks": 1}
+    assert batch.category_ids.tolist() == [1, 2, 2]

@@ -92,9 +92,13 @@ def test_negatives_none_drops_background_images_and_counts_them(tmp_path):
 def test_crowd_is_never_a_target_nor_a_negative(tmp_path):
     coco = basic_coco()
     # image 2: a crowd "blue dot" -> category 2 is neither positive nor negative there
-    coco["annotations"].append({"id": 20, "image_id": 2, "category_id": 2, "bbox": [1, 1, 5, 5], "iscrowd": 1})
+    coco["annotations"].append(
+        {"id": 20, "image_id": 2, "category_id": 2, "bbox": [1, 1, 5, 5], "iscrowd": 1}
+    )
     # image 1: a crowd "red box" next to a normal one -> still only the normal one is a target
-    coco["annotations"].append({"id": 21, "image_id": 1, "category_id": 1, "bbox": [20, 1, 5, 5], "iscrowd": 1})
+    coco["annotations"].append(
+        {"id": 21, "image_id": 1, "category_id": 1, "bbox": [20, 1, 5, 5], "iscrowd": 1}
+    )
     plan = _plan(tmp_path, coco)
     by_image = {q.image.image_id: q for q in plan.images}
     assert list(by_image[2].positives) == [1] and by_image[2].negative_candidates == ()
@@ -135,7 +139,10 @@ def test_prompt_map_by_name_and_id(tmp_path):
     assert plan.categories[2].prompt == "small blue circle"
     as_json = tmp_path / "prompts.json"
     as_json.write_text(json.dumps({"1": "box"}))
-    assert load_plan(DataConfig(root=tmp_path, prompts=as_json), "train", progress=False).categories[1].prompt == "box"
+    assert (
+        load_plan(DataConfig(root=tmp_path, prompts=as_json), "train", progress=False).categories[1].prompt
+        == "box"
+    )
 
 
 def test_prompt_map_with_unknown_key_is_an_error(tmp_path):
@@ -149,7 +156,8 @@ def test_prompt_map_with_unknown_key_is_an_error(tmp_path):
 def test_objects_over_cap_keep_the_largest(tmp_path):
     coco = basic_coco()
     coco["annotations"] = [
-        {"id": 30 + i, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1 + i, 1 + i], "iscrowd": 0} for i in range(5)
+        {"id": 30 + i, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1 + i, 1 + i], "iscrowd": 0}
+        for i in range(5)
     ] + [{"id": 40, "image_id": 2, "category_id": 2, "bbox": [0, 0, 3, 3], "iscrowd": 0}]
     plan = _plan(tmp_path, coco, max_objects_per_query=3)
     image1 = next(q for q in plan.images if q.image.image_id == 1)
