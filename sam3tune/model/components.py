@@ -29,7 +29,9 @@ _TOP_LEVEL = {
 _HEADS_IN_DECODER = ("box_head", "presence_head")
 _VIT_BLOCK = re.compile(r"^vision_encoder\.backbone\.layers\.(\d+)\.")
 _VIT_STEM = ("vision_encoder.backbone.embeddings.", "vision_encoder.backbone.layer_norm.")
-_PEFT_INFIXES = re.compile(r"\.(base_layer|original_module|modules_to_save\.[^.]+|lora_[A-Za-z_]+\.[^.]+)(?=\.)")
+_PEFT_INFIXES = re.compile(
+    r"\.(base_layer|original_module|modules_to_save\.[^.]+|lora_[A-Za-z_]+\.[^.]+)(?=\.)"
+)
 
 
 def model_path(name: str) -> str:
@@ -122,7 +124,11 @@ def parameter_table(model: nn.Module) -> list[ComponentParameters]:
         if param.requires_grad:
             row[2] += n
     rows = [ComponentParameters(c, *counts[c]) for c in COMPONENTS]
-    rows.append(ComponentParameters("all", *(sum(getattr(r, f) for r in rows) for f in ("total", "adapters", "trainable"))))
+    rows.append(
+        ComponentParameters(
+            "all", *(sum(getattr(r, f) for r in rows) for f in ("total", "adapters", "trainable"))
+        )
+    )
     return rows
 
 

@@ -88,9 +88,7 @@ def _decoder_layer(
         update = torch.cat([update, torch.zeros_like(hidden[:, n:])], dim=1)
     hidden = layer.self_attn_layer_norm(hidden + layer.self_attn_dropout(update))
 
-    update, _ = layer.text_cross_attn(
-        query=hidden + pos, key=text, value=text, attention_mask=text_attention
-    )
+    update, _ = layer.text_cross_attn(query=hidden + pos, key=text, value=text, attention_mask=text_attention)
     hidden = layer.text_cross_attn_layer_norm(hidden + layer.text_cross_attn_dropout(update))
 
     update, _ = layer.vision_cross_attn(

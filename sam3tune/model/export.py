@@ -23,6 +23,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Sam3Model
 
+from sam3tune.model.finetune import quiet_peft
+
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
@@ -46,6 +48,16 @@ def atomic_directory(directory: str | Path) -> Iterator[Path]:
             shutil.rmtree(staging)
 
 
+@contextmanager
+def _target(directory: str | Path, atomic: bool) -> Iterator[Path]:
+    if atomic:
+        with atomic_directory(directory) as staging:
+            yield staging
+    else:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        yield Path(directory)
+
+
 def merged_model(sam3: Sam3Model | PeftModel) -> Sam3Model:
     """A plain ``Sam3Model`` with any LoRA adapters merged in (a copy; ``sam3`` is left as it is)."""
     if isinstance(sam3, PeftModel):
@@ -53,21 +65,25 @@ def merged_model(sam3: Sam3Model | PeftModel) -> Sam3Model:
     return sam3
 
 
-def save_merged(model: nn.Module, directory: str | Path) -> None:
-    """Save a ``Sam3ForTraining`` as a plain transformers checkpoint with its tokenizer."""
-    with atomic_directory(directory) as staging:
-        merged_model(model.sam3).save_pretrained(staging)
-        model.tokenizer.save(staging)
+def save_merged(model: nn.Module, directory: str | Path, *, atomic: bool = True) -> None:
+    """Save a ``Sam3ForTraining`` as a plain transformers checkpoint with its tokenizer.
+
+    ``atomic``: write to a staging directory that replaces ``directory`` at the end. Pass False to write
+    into a directory the caller is already staging (e.g. a training checkpoint with more files).
+    """
+    with _target(directory, atomic) as target:
+        merged_model(model.sam3).save_pretrained(target)
+        model.tokenizer.save(target)
 
 
-def save_adapters(model: nn.Module, directory: str | Path) -> None:
+def save_adapters(model: nn.Module, directory: str | Path, *, atomic: bool = True) -> None:
     """Save the LoRA adapters (and fully trained heads) of a LoRA-mode ``Sam3ForTraining``, with its
-    tokenizer."""
+    tokenizer (``atomic`` as in :func:`save_merged`)."""
     if not isinstance(model.sam3, PeftModel):
         raise ValueError("save_adapters needs a model fine-tuned with finetune.mode=lora; use save_merged")
-    with atomic_directory(directory) as staging:
-        model.sam3.save_pretrained(staging, safe_serialization=True)
-        model.tokenizer.save(staging)
+    with _target(directory, atomic) as target:
+        model.sam3.save_pretrained(target, safe_serialization=True)
+        model.tokenizer.save(target)
 
 
 def load_adapters(base: Sam3Model, directory: str | Path, trainable: bool = False) -> PeftModel:
@@ -75,7 +91,8 @@ def load_adapters(base: Sam3Model, directory: str | Path, trainable: bool = Fals
     weights = Path(directory) / ADAPTER_WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"no {ADAPTER_WEIGHTS} in {directory}: not a LoRA adapter directory")
-    return PeftModel.from_pretrained(base, str(directory), is_trainable=trainable)
+    with quiet_peft():
+        return PeftModel.from_pretrained(base, str(directory), is_trainable=trainable)
 
 
 def save_state_dict(module: nn.Module, path: str | Path, trainable_only: bool = False) -> None:

@@ -6,6 +6,10 @@ so every trainable parameter receives a gradient and DDP needs no ``find_unused_
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
@@ -37,6 +41,14 @@ LORA_TARGETS: dict[str, str] = {
 HEAD_MODULES: tuple[str, ...] = ("box_head", "presence_head", "dot_product_scoring")
 
 
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Silence the deprecation warning peft 0.21 triggers in transformers 5 on every wrap."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def unreachable_prefixes(model: Sam3Model) -> list[str]:
     """Parameter-name prefixes (inside ``Sam3Model``) that the text-prompt training forward never uses.
 
@@ -54,7 +66,10 @@ def unreachable_prefixes(model: Sam3Model) -> list[str]:
     ]
     used_stages = levels - 2  # the pixel decoder upsamples between the levels it gets (levels - 1 of them)
     for stage in range(used_stages, config.mask_decoder_config.num_upsampling_stages):
-        prefixes += [f"mask_decoder.pixel_decoder.conv_layers.{stage}.", f"mask_decoder.pixel_decoder.norms.{stage}."]
+        prefixes += [
+            f"mask_decoder.pixel_decoder.conv_layers.{stage}.",
+            f"mask_decoder.pixel_decoder.norms.{stage}.",
+        ]
     return prefixes
 
 
@@ -114,14 +129,17 @@ def _apply_lora(model: Sam3Model, config: FinetuneConfig, frozen: set[str]) -> P
         lora_dropout=lora.dropout,
         bias="none",
         target_modules="|".join(f"(?:{pattern})" for pattern in targets.values()),
-        rank_pattern={f"(?:{targets[c]})": r for c, r in lora.rank_per_component.items() if c in targets},
-        alpha_pattern={f"(?:{targets[c]})": a for c, a in lora.alpha_per_component.items() if c in targets},
+        rank_pattern={f"(?:{targets[c]})": r for c, r in lora.rank_per_component.items()},
+        alpha_pattern={f"(?:{targets[c]})": a for c, a in lora.alpha_per_component.items()},
         modules_to_save=list(HEAD_MODULES) if train_heads else None,
     )
     try:
-        peft_model = get_peft_model(model, peft_config)
+        with quiet_peft():
+            peft_model = get_peft_model(model, peft_config)
     except ValueError as err:  # peft refuses when no module matched at all
-        raise ValueError(f"finetune.lora: the LoRA targets matched no layer ({err}); targets: {targets}") from err
+        raise ValueError(
+            f"finetune.lora: the LoRA targets matched no layer ({err}); targets: {targets}"
+        ) from err
     freeze_unreachable(peft_model, model)
     counts = adapter_counts(peft_model)
     empty = [c for c in sorted(adapted) if counts.get(c, 0) == 0]
@@ -141,4 +159,3 @@ def adapter_counts(model: nn.Module) -> dict[str, int]:
             component = component_of(name + ".weight")
             counts[component] = counts.get(component, 0) + 1
     return counts
-

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import Sam3Model
 
+from sam3tune.config import load_config
 from sam3tune.model.architectures import NAMED_ARCHITECTURES, ArchitectureSpec, build_named_model
 from sam3tune.model.finetune import unreachable_prefixes
 from sam3tune.model.tokenizer import HashingTokenizer, Tokenizer, load_tokenizer
@@ -55,11 +56,16 @@ class LoadReport:
 
         lines = [f"weights from {self.source}:"]
         if self.harmful_missing:
-            lines.append(f"  MISSING (randomly initialised) {len(self.harmful_missing)}: {keys(self.harmful_missing)}")
+            lines.append(
+                f"  MISSING (randomly initialised) {len(self.harmful_missing)}: {keys(self.harmful_missing)}"
+            )
         if self.mismatched:
             lines.append(f"  WRONG SHAPE {len(self.mismatched)}: {keys(self.mismatched)}")
         if self.harmless_missing:
-            lines.append(f"  missing but unused in training {len(self.harmless_missing)}: {keys(self.harmless_missing)}")
+            lines.append(
+                f"  missing but unused in training {len(self.harmless_missing)}: "
+                f"{keys(self.harmless_missing)}"
+            )
         if self.unexpected:
             lines.append(f"  unexpected (ignored) {len(self.unexpected)}: {keys(self.unexpected)}")
         if len(lines) == 1:
@@ -89,16 +95,20 @@ def load_model(
     dtype: torch.dtype | None = None,
     seed: int = 0,
 ) -> ModelBundle:
-    """Load ``spec``: a named architecture (``tiny``, ``small``, or an :class:`ArchitectureSpec`), a
-    local ``save_pretrained`` directory (with its tokenizer), or a hub id such as ``facebook/sam3``.
+    """Load ``spec``: a named architecture (``tiny``, ``small``, an :class:`ArchitectureSpec`, or a YAML
+    file of ``ArchitectureSpec`` fields), a local ``save_pretrained`` directory (with its tokenizer), or a
+    hub id such as ``facebook/sam3``.
 
     Named architectures are built from random weights (``seed``). Pretrained weights must be
     safetensors; a checkpoint that leaves used weights missing or wrongly shaped raises
     :class:`WeightsNotLoadedError` unless ``allow_missing_weights``.
     """
+    if str(spec).endswith((".yaml", ".yml")):
+        spec, name = load_config(ArchitectureSpec, spec), f"architecture file {spec}"
+    else:
+        name = "custom architecture" if isinstance(spec, ArchitectureSpec) else f"named architecture {spec!r}"
     if isinstance(spec, ArchitectureSpec) or str(spec) in NAMED_ARCHITECTURES:
         arch = spec if isinstance(spec, ArchitectureSpec) else NAMED_ARCHITECTURES[str(spec)]
-        name = "custom architecture" if isinstance(spec, ArchitectureSpec) else f"named architecture {spec!r}"
         model = build_named_model(arch, seed=seed)
         if dtype is not None:
             model = model.to(dtype)

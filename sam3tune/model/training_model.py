@@ -7,6 +7,7 @@ image is encoded once and its features indexed for every query (prompt) on it.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -19,9 +20,12 @@ from sam3tune.model.components import ComponentParameters, format_parameter_tabl
 from sam3tune.model.config import ModelConfig
 from sam3tune.model.detr import inverse_sigmoid, run_detr_decoder, run_detr_encoder
 from sam3tune.model.dropout import set_detr_dropout
+from sam3tune.model.export import save_merged
 from sam3tune.model.finetune import apply_finetuning
 from sam3tune.model.loading import ModelBundle, WeightsNotLoadedError
 from sam3tune.model.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
 
 
 def _predict_masks(
@@ -82,6 +86,11 @@ class Sam3ForTraining(nn.Module):
     def num_queries(self) -> int:
         return int(self.core.config.detr_decoder_config.num_queries)
 
+    @property
+    def num_vit_blocks(self) -> int:
+        """Number of ViT blocks (for layer-wise learning-rate decay, see ``components.vit_lr_scale``)."""
+        return int(self.core.config.vision_config.backbone_config.num_hidden_layers)
+
     def parameter_table(self) -> list[ComponentParameters]:
         """Per-component total / adapter / trainable parameter counts (last row: ``all``)."""
         return parameter_table(self.sam3)
@@ -133,14 +142,36 @@ class Sam3ForTraining(nn.Module):
             decoder_hidden_states=decoded.query_states, text_features=text, text_mask=text_mask
         ).squeeze(-1)
         masks = run_maybe_checkpointed(
-            checkpointed, _predict_masks, sam3.mask_decoder, decoded.query_states[-1], memory, text, text_mask, *levels
+            checkpointed,
+            _predict_masks,
+            sam3.mask_decoder,
+            decoded.query_states[-1],
+            memory,
+            text,
+            text_mask,
+            *levels,
         )
-        return _outputs(logits.float(), boxes.float(), decoded.presence_logits.float(), masks, self.num_queries, one_to_many)
+        return _outputs(
+            logits.float(),
+            boxes.float(),
+            decoded.presence_logits.float(),
+            masks,
+            self.num_queries,
+            one_to_many,
+        )
 
-    def _check_inputs(self, pixel_values: Tensor, image_index: Tensor, input_ids: Tensor, attention_mask: Tensor) -> None:
+    def _check_inputs(
+        self, pixel_values: Tensor, image_index: Tensor, input_ids: Tensor, attention_mask: Tensor
+    ) -> None:
         size = self.image_size
-        if pixel_values.dim() != 4 or pixel_values.shape[1] != 3 or tuple(pixel_values.shape[-2:]) != (size, size):
-            raise ValueError(f"pixel_values must be (I, 3, {size}, {size}) for this model, got {tuple(pixel_values.shape)}")
+        if (
+            pixel_values.dim() != 4
+            or pixel_values.shape[1] != 3
+            or tuple(pixel_values.shape[-2:]) != (size, size)
+        ):
+            raise ValueError(
+                f"pixel_values must be (I, 3, {size}, {size}) for this model, got {tuple(pixel_values.shape)}"
+            )
         if input_ids.dim() != 2 or input_ids.shape != attention_mask.shape:
             raise ValueError(
                 f"input_ids and attention_mask must both be (B, L), got {tuple(input_ids.shape)} "
@@ -148,21 +179,23 @@ class Sam3ForTraining(nn.Module):
             )
         if image_index.dim() != 1 or image_index.shape[0] != input_ids.shape[0]:
             raise ValueError(
-                f"image_index must be (B,) with B = {input_ids.shape[0]} queries, got {tuple(image_index.shape)}"
+                f"image_index must be (B,) with B = {input_ids.shape[0]} queries, "
+                f"got {tuple(image_index.shape)}"
             )
         if image_index.dtype != torch.int64:
             raise ValueError(f"image_index must be int64, got {image_index.dtype}")
-        if image_index.numel() and (int(image_index.min()) < 0 or int(image_index.max()) >= pixel_values.shape[0]):
+        if image_index.numel() and (
+            int(image_index.min()) < 0 or int(image_index.max()) >= pixel_values.shape[0]
+        ):
             raise ValueError(
                 f"image_index values must lie in [0, {pixel_values.shape[0]}) (rows of pixel_values), "
                 f"got min {int(image_index.min())} max {int(image_index.max())}"
             )
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write a plain ``transformers`` checkpoint (LoRA merged) plus the tokenizer; see ``export``."""
-        from sam3tune.model.export import save_merged
-
-        save_merged(self, directory)
+    def save_pretrained(self, directory: str | Path, *, atomic: bool = True) -> None:
+        """Write a plain ``transformers`` checkpoint (LoRA merged) plus the tokenizer; see
+        ``export.save_merged``."""
+        save_merged(self, directory, atomic=atomic)
 
 
 def _outputs(
@@ -188,8 +221,9 @@ def _outputs(
 
 def build_training_model(bundle: ModelBundle, config: ModelConfig) -> Sam3ForTraining:
     """Prepare ``bundle.model`` for training as ``config`` says: dropout, fine-tuning mode (freezing /
-    LoRA), activation checkpointing. Refuses a model whose weights did not load (unless
-    ``config.allow_missing_weights``). The bundle's model is modified in place."""
+    LoRA), activation checkpointing; logs the per-component parameter table. Refuses a model whose
+    weights did not load (unless ``config.allow_missing_weights``). The bundle's model is modified in
+    place."""
     if not bundle.report.weights_loaded and not config.allow_missing_weights:
         raise WeightsNotLoadedError(
             f"{bundle.report.summary()}\nRefusing to fine-tune a partly random model; set "
@@ -197,9 +231,11 @@ def build_training_model(bundle: ModelBundle, config: ModelConfig) -> Sam3ForTra
         )
     set_detr_dropout(bundle.model, config.detr_dropout)
     sam3 = apply_finetuning(bundle.model, config.finetune)
-    return Sam3ForTraining(
+    model = Sam3ForTraining(
         sam3,
         bundle.tokenize,
         one_to_many=config.one_to_many,
         activation_checkpointing=config.activation_checkpointing,
     )
+    log.info("parameters (finetune.mode=%s):\n%s", config.finetune.mode, model.format_parameter_table())
+    return model
