@@ -49,6 +49,106 @@ def _add_train(sub) -> None:
         return run_train_command(args.data, args.config, args.overrides, args.resume)
 
     parser.set_defaults(handler=handler)
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="COCO box/mask AP, cgF1 and prompt specificity of a model or of a predictions file",
+        description="Evaluate a model on a dataset split (every image x every category prompt, negatives "
+        "included), optionally side by side with a baseline model, or evaluate a COCO results file "
+        "against COCO ground truth without any model. Writes eval.json and eval.md.",
+    )
+    source = p.add_argument_group("what to evaluate (either --model/--data or --predictions/--gt)")
+    source.add_argument("--model", help="model spec: a save_pretrained directory, a hub id or tiny/small")
+    source.add_argument("--data", type=Path, help="dataset root (COCO / Roboflow layout)")
+    source.add_argument("--split", default="valid", help="dataset split (default: valid)")
+    source.add_argument("--baseline", help="second model spec evaluated the same way, reported side by side")
+    source.add_argument("--prompts", type=Path, help="prompt map (category -> prompt text) used in training")
+    source.add_argument("--predictions", type=Path, help="COCO results JSON (no model is run)")
+    source.add_argument("--gt", type=Path, help="COCO annotation JSON the predictions refer to")
+    p.add_argument("--out", type=Path, default=Path("eval"), help="report directory (default: ./eval)")
+    p.add_argument("--config", type=Path, help="YAML file with EvalConfig settings")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="EvalConfig override, repeatable (e.g. cgf1_score_threshold=0.4)",
+    )
+    p.add_argument("--device", default=None, help="torch device for --model (default: cuda if available)")
+    p.set_defaults(handler=_run_eval, parser=p)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from sam3tune.config import ConfigError, load_config
+    from sam3tune.data import DataConfig, DataError
+    from sam3tune.eval import command
+    from sam3tune.eval.coco_results import ResultsError
+    from sam3tune.eval.config import EvalConfig
+    from sam3tune.eval.ground_truth import GroundTruthError
+
+    if args.predictions is not None or args.gt is not None:
+        if args.predictions is None or args.gt is None or args.model or args.baseline:
+            args.parser.error("--predictions needs --gt, and neither goes with --model/--baseline")
+    elif not (args.model and args.data):
+        args.parser.error("give --model and --data, or --predictions and --gt")
+    try:
+        config = load_config(EvalConfig, args.config, args.overrides)
+        if args.predictions is not None:
+            _, markdown = command.eval_predictions_file(args.predictions, args.gt, args.out, config)
+        else:
+            data = DataConfig(root=args.data, val=args.split, prompts=args.prompts)
+            _, _, markdown = command.eval_model(
+                args.model, data, args.out, config, baseline=args.baseline, device=args.device
+            )
+    except (ConfigError, DataError, ResultsError, GroundTruthError, FileNotFoundError) as err:
+        args.parser.error(str(err))
+    print(markdown)
+    print(f"reports written to {args.out}/eval.json and {args.out}/eval.md")
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="detect and segment text prompts in images: COCO results JSON + overlay PNGs",
+        description="Ask every --prompt on every image (files, or folders of images). Writes "
+        "OUT/predictions.json (COCO results; category i = i-th prompt), OUT/index.json (images and "
+        "categories) and OUT/overlays/<image>.png.",
+    )
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
+    p.add_argument(
+        "--model", required=True, help="model spec: a save_pretrained directory, a hub id or tiny/small"
+    )
+    p.add_argument("--prompt", dest="prompts", action="append", required=True, help="text prompt, repeatable")
+    p.add_argument(
+        "--out", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)"
+    )
+    p.add_argument("--score-threshold", type=float, default=0.5, help="keep detections scoring >= this")
+    p.add_argument("--nms", type=float, default=None, metavar="IOU", help="greedy box NMS at this IoU (off)")
+    p.add_argument("--max-detections", type=int, default=100, help="per prompt and image (default: 100)")
+    p.add_argument("--no-overlays", action="store_true", help="write the JSON only")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.set_defaults(handler=_run_predict, parser=p)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from sam3tune.eval.config import PostprocessConfig
+    from sam3tune.predict import Predictor, collect_images
+
+    try:
+        images = collect_images(args.images)
+        config = PostprocessConfig(
+            score_threshold=args.score_threshold,
+            nms_iou_threshold=args.nms,
+            max_detections=args.max_detections,
+        )
+        predictor = Predictor.load(args.model, config=config, device=args.device)
+        results = predictor.predict_files(images, args.prompts, args.out, overlays=not args.no_overlays)
+    except (FileNotFoundError, ValueError) as err:
+        args.parser.error(str(err))
+    print(f"{len(results)} detections on {len(images)} images written to {args.out}/predictions.json")
+    return 0
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
@@ -138,7 +238,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 # One entry per sub-command, in the order `sam3tune --help` lists them.
-_COMMANDS: tuple = (_add_data, _add_train)
+_COMMANDS: tuple = (_add_data, _add_train, _add_eval, _add_predict)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,99 @@
+"""What ``sam3tune eval`` does once its arguments are parsed."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+from pathlib import Path
+
+import torch
+
+from sam3tune.data import DataConfig, build_eval_dataset
+from sam3tune.eval.coco_results import load_coco_results, save_coco_results
+from sam3tune.eval.config import EvalConfig
+from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
+from sam3tune.eval.ground_truth import ground_truth_from_plan, load_ground_truth, without_unasked_categories
+from sam3tune.eval.model_eval import eval_loader, evaluate_model
+from sam3tune.eval.report import markdown_report, write_reports
+
+log = logging.getLogger(__name__)
+
+
+def eval_predictions_file(
+    predictions: str | Path,
+    gt: str | Path,
+    out_dir: str | Path,
+    config: EvalConfig | None = None,
+) -> tuple[EvalMetrics, str]:
+    """Evaluate a COCO results file against a COCO annotation file; write ``eval.json``/``eval.md``.
+
+    Every image is taken to have been asked every category that has an annotation or a prediction.
+
+    Returns the metrics and the Markdown report text.
+    """
+    ground_truth = load_ground_truth(gt)
+    results = load_coco_results(predictions)
+    ground_truth, unasked = without_unasked_categories(ground_truth, results)
+    metrics = evaluate_predictions(ground_truth, results, config)
+    if unasked:
+        metrics.notes.append(f"categories without annotations or predictions left out: {', '.join(unasked)}")
+    label = Path(predictions).name
+    context = {"predictions": str(predictions), "ground truth": str(gt)}
+    write_reports(out_dir, metrics, label, context=context)
+    return metrics, markdown_report(metrics, label, context=context)
+
+
+def eval_model(
+    model: str,
+    data: DataConfig,
+    out_dir: str | Path,
+    config: EvalConfig | None = None,
+    baseline: str | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> tuple[EvalMetrics, EvalMetrics | None, str]:
+    """Evaluate model spec ``model`` (and ``baseline``) on split ``data.val`` of ``data.root``.
+
+    Every image is asked every queried category (negatives included) at the model's own input
+    size. Writes ``eval.json``, ``eval.md`` and the COCO results (``predictions.json``,
+    ``baseline_predictions.json``) to ``out_dir``; returns both metrics and the Markdown report.
+    """
+    from sam3tune.predict import Predictor  # the model package is heavy; load it only here
+
+    config = config or EvalConfig()
+    out_dir = Path(out_dir)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    def run(spec: str, stem: str) -> tuple[EvalMetrics, dict]:
+        predictor = Predictor.load(spec, config=config.postprocess, device=device)
+        dataset = build_eval_dataset(
+            dataclasses.replace(data, resolution=predictor.image_size, masks=False), progress=progress
+        )
+        loader = eval_loader(dataset, predictor.tokenize, config)
+        gt = ground_truth_from_plan(dataset.plan)
+        metrics, results = evaluate_model(predictor.forward, loader, gt, config, device, progress)
+        save_coco_results(results, out_dir / f"{stem}.json")
+        context = {
+            "data": f"{data.root} (split {data.val}: {dataset.plan.split.annotation_file})",
+            "input size": predictor.image_size,
+        }
+        del predictor, loader, dataset
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return metrics, context
+
+    base_metrics = None
+    if baseline is not None:
+        log.info("evaluating baseline %s", baseline)
+        base_metrics, _ = run(baseline, "baseline_predictions")
+    log.info("evaluating %s", model)
+    metrics, context = run(model, "predictions")
+    context = {"model": model, **({"baseline": baseline} if baseline else {}), **context}
+    write_reports(out_dir, metrics, model, base_metrics, baseline or "baseline", context)
+    return (
+        metrics,
+        base_metrics,
+        markdown_report(metrics, model, base_metrics, baseline or "baseline", context),
+    )

@@ -1,0 +1,32 @@
+"""Evaluation and inference settings; the defaults follow SAM 3's official evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PostprocessConfig:
+    """How raw model outputs become detections (see :mod:`sam3tune.eval.postprocess`).
+
+    The defaults keep every query up to ``max_detections`` (what COCO AP wants: AP integrates over
+    all scores); user-facing prediction raises ``score_threshold``.
+    """
+
+    score_threshold: float = 0.0  # keep detections with sigmoid(logit) * sigmoid(presence) >= this
+    max_detections: int = 100  # per query, highest scores first (COCO's maxDets)
+    nms_iou_threshold: float | None = None  # greedy box NMS within a query; None = off (official)
+    mask_threshold: float = 0.5  # on sigmoid of the mask logits after upsampling to the image size
+    with_masks: bool = True  # upsample, threshold and RLE-encode masks of kept detections
+
+
+@dataclass
+class EvalConfig:
+    """What ``sam3tune eval`` computes."""
+
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    iou_types: list[str] = field(default_factory=lambda: ["bbox", "segm"])
+    cgf1_score_threshold: float = 0.5  # detections count for cgF1 at score >= this (Meta's default)
+    specificity_score_threshold: float = 0.5  # a negative prompt "fires" with a detection >= this
+    batch_size: int = 1  # images per forward pass (each with all its category prompts)
+    num_workers: int = 2  # DataLoader workers

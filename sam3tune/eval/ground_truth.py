@@ -1,0 +1,149 @@
+"""COCO ground truth for the metrics: load, validate and shape it for each IoU type.
+
+The metrics read a plain COCO dict (``images`` with ``height``/``width``, ``categories``,
+``annotations`` with ``bbox`` xywh pixels and optional ``segmentation`` / ``iscrowd``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from sam3tune.data import QueryPlan
+from sam3tune.eval.rle import annotation_rle, mask_areas
+
+
+class GroundTruthError(ValueError):
+    """Ground truth that cannot be evaluated (the message names the file and the offending id)."""
+
+
+def load_ground_truth(path: str | Path) -> dict:
+    """Read a COCO annotation file and check what evaluation relies on."""
+    path = Path(path)
+    try:
+        gt = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise GroundTruthError(f"cannot read ground truth {path}: {err}") from err
+    try:
+        check_ground_truth(gt)
+    except GroundTruthError as err:
+        raise GroundTruthError(f"ground truth {path}: {err}") from err
+    return gt
+
+
+def check_ground_truth(gt: object) -> None:
+    """Raise :class:`GroundTruthError` naming the first image/category/annotation that is unusable."""
+    if not isinstance(gt, dict):
+        raise GroundTruthError(f"expected a COCO object, got {type(gt).__name__}")
+    for key in ("images", "categories", "annotations"):
+        if not isinstance(gt.get(key), list):
+            raise GroundTruthError(f"missing the {key!r} list")
+    image_ids = set()
+    for image in gt["images"]:
+        if not isinstance(image, dict) or not all(k in image for k in ("id", "height", "width")):
+            raise GroundTruthError(f"image {image!r} lacks id, height or width")
+        if image["id"] in image_ids:
+            raise GroundTruthError(f"image id {image['id']} appears twice")
+        image_ids.add(image["id"])
+    category_ids = set()
+    for category in gt["categories"]:
+        if not isinstance(category, dict) or "id" not in category or "name" not in category:
+            raise GroundTruthError(f"category {category!r} lacks id or name")
+        category_ids.add(category["id"])
+    annotation_ids = set()
+    for ann in gt["annotations"]:
+        ann_id = ann.get("id") if isinstance(ann, dict) else None
+        if ann_id is None or ann_id in annotation_ids:
+            raise GroundTruthError(f"annotation {ann!r} has no id or a repeated one")
+        annotation_ids.add(ann_id)
+        if ann.get("image_id") not in image_ids:
+            raise GroundTruthError(f"annotation {ann_id} refers to unknown image {ann.get('image_id')!r}")
+        if ann.get("category_id") not in category_ids:
+            raise GroundTruthError(
+                f"annotation {ann_id} refers to unknown category {ann.get('category_id')!r}"
+            )
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and bbox[2] >= 0 and bbox[3] >= 0):
+            raise GroundTruthError(f"annotation {ann_id} has an invalid bbox {bbox!r}")
+
+
+def has_mask(ann: dict) -> bool:
+    """Whether an annotation carries a usable segmentation (polygons or RLE)."""
+    seg = ann.get("segmentation")
+    if isinstance(seg, dict):
+        return "counts" in seg
+    return isinstance(seg, list) and any(isinstance(p, list) and len(p) >= 6 for p in seg)
+
+
+def ground_truth_for(gt: dict, iou_type: str) -> tuple[dict, int]:
+    """A copy of ``gt`` ready for ``iou_type`` evaluation, and how many annotations had to be neutralised.
+
+    For ``"segm"``, annotations without a mask (bbox-only) become crowd regions covering their box:
+    a predicted mask inside such a box is ignored (neither a true nor a false positive), so objects
+    without masks neither help nor hurt mask AP. Missing ``area`` is filled from the box.
+    """
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"unknown IoU type {iou_type!r}; expected 'bbox' or 'segm'")
+    out = copy.deepcopy(gt)
+    neutralised = 0
+    for ann in out["annotations"]:
+        x, y, w, h = ann["bbox"]
+        ann.setdefault("iscrowd", 0)
+        ann.setdefault("area", float(w * h))
+        if iou_type == "segm" and not has_mask(ann):
+            ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+            ann["iscrowd"] = 1
+            neutralised += 1
+    return out, neutralised
+
+
+def ground_truth_from_plan(plan: QueryPlan) -> dict:
+    """The COCO ground truth of an evaluation :class:`~sam3tune.data.QueryPlan`.
+
+    Only what the model is asked about is scored: the plan's usable images and queried categories,
+    with every valid object of those (crowd included, uncapped), so that predictions from
+    :class:`~sam3tune.data.QueryDataset` and this ground truth describe the same queries.
+    """
+    images, annotations = [], []
+    for query in plan.images:
+        image = query.image
+        images.append(
+            {"id": image.image_id, "file_name": image.file_name, "height": image.height, "width": image.width}
+        )
+        for obj in plan.split.objects[image.image_id]:
+            if obj.category_id not in plan.categories:
+                continue
+            x0, y0, x1, y1 = obj.box
+            ann = {
+                "id": obj.annotation_id,
+                "image_id": image.image_id,
+                "category_id": obj.category_id,
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "iscrowd": int(obj.iscrowd),
+                "area": obj.box_area,
+            }
+            if obj.segmentation is not None:
+                ann["segmentation"] = obj.segmentation
+                ann["area"] = float(
+                    mask_areas([annotation_rle(obj.segmentation, image.height, image.width)])[0]
+                )
+            annotations.append(ann)
+    categories = [{"id": c.category_id, "name": c.name} for c in plan.categories.values()]
+    return {"images": images, "categories": categories, "annotations": annotations}
+
+
+def without_unasked_categories(gt: dict, results: Sequence[dict]) -> tuple[dict, list[str]]:
+    """``gt`` without the categories that have neither an annotation nor a prediction, and their names.
+
+    A results file does not say which prompts were asked; a category nobody annotated and nothing
+    predicted (e.g. Roboflow's placeholder category) was most likely never asked, and keeping it
+    would add one true-negative (image, prompt) pair per image to cgF1 and specificity.
+    """
+    used = {a["category_id"] for a in gt["annotations"]} | {r["category_id"] for r in results}
+    dropped = [c["name"] for c in gt["categories"] if c["id"] not in used]
+    if not dropped:
+        return gt, []
+    kept = {**gt, "categories": [c for c in gt["categories"] if c["id"] in used]}
+    return kept, dropped

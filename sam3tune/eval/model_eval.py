@@ -1,0 +1,156 @@
+"""Run a model over a DataLoader of :class:`~sam3tune.data.Batch` and score it.
+
+The model enters as ``forward(batch) -> outputs``: any callable returning the final-layer outputs
+dict of ``docs/architecture.md`` for the batch's queries (in eval mode, no gradients needed).
+This keeps the loop independent of how the model was loaded, so the train loop can call
+:func:`evaluate_model` for validation with its own model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from functools import partial
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from sam3tune.data import Batch, QueryDataset, Tokenize, collate
+from sam3tune.eval.config import EvalConfig, PostprocessConfig
+from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
+from sam3tune.eval.ground_truth import ground_truth_from_plan
+from sam3tune.eval.postprocess import postprocess
+
+Forward = Callable[[Batch], dict[str, torch.Tensor]]
+
+
+@torch.no_grad()
+def predict_batches(
+    forward: Forward,
+    batches: Iterable[Batch],
+    config: PostprocessConfig | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[list[dict], set[tuple[int, int]]]:
+    """COCO results (original image pixels) for every query of every batch, and the
+    ``(image_id, category_id)`` pairs that were queried.
+
+    Only the model inputs (``pixel_values``, ``image_index``, ``input_ids``, ``attention_mask``)
+    are moved to ``device``; targets stay where they are.
+    """
+    results: list[dict] = []
+    queried: set[tuple[int, int]] = set()
+    for batch in tqdm(batches, desc="predict", unit="batch", disable=not progress):
+        inputs = dataclasses.replace(
+            batch,
+            pixel_values=batch.pixel_values.to(device, non_blocking=True),
+            image_index=batch.image_index.to(device, non_blocking=True),
+            input_ids=batch.input_ids.to(device, non_blocking=True),
+            attention_mask=batch.attention_mask.to(device, non_blocking=True),
+        )
+        outputs = forward(inputs)
+        rows = batch.image_index.tolist()
+        sizes = [tuple(batch.orig_sizes[row].tolist()) for row in rows]
+        detections = postprocess(outputs, sizes, config)
+        for det, row, category_id in zip(detections, rows, batch.category_ids.tolist(), strict=True):
+            image_id = int(batch.image_ids[row])
+            queried.add((image_id, category_id))
+            results.extend(det.to_coco_results(image_id, category_id))
+    return results, queried
+
+
+def evaluate_model(
+    forward: Forward,
+    batches: Iterable[Batch],
+    gt: dict,
+    config: EvalConfig | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[EvalMetrics, list[dict]]:
+    """All metrics of a model on the queries in ``batches``, scored against COCO ground truth ``gt``.
+
+    ``batches`` must hold every (image, category) query of ``gt`` (an evaluation
+    :class:`~sam3tune.data.QueryDataset` does: all negatives, eval transforms), and ``gt`` is
+    typically :func:`~sam3tune.eval.ground_truth.ground_truth_from_plan` of the same plan.
+    Returns the metrics and the COCO results they were computed from.
+    """
+    config = config or EvalConfig()
+    postprocess_config = dataclasses.replace(
+        config.postprocess, with_masks=config.postprocess.with_masks and "segm" in config.iou_types
+    )
+    results, queried = predict_batches(forward, batches, postprocess_config, device, progress)
+    expected = {(img["id"], cat["id"]) for img in gt["images"] for cat in gt["categories"]}
+    unknown = sorted(queried - expected)
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} queries are not in the ground truth, e.g. (image_id, category_id) {unknown[0]}; "
+            "evaluate with the ground truth of the same split and categories"
+        )
+    metrics = evaluate_predictions(gt, results, config)
+    missing = len(expected - queried)
+    if missing:
+        metrics.notes.append(f"{missing} (image, category) queries were not run; they count as no detection")
+    return metrics, results
+
+
+def evaluate_module(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    gt: dict,
+    config: EvalConfig | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[EvalMetrics, list[dict]]:
+    """:func:`evaluate_model` for a module called as ``model(pixel_values, image_index, input_ids,
+    attention_mask)`` (e.g. ``Sam3ForTraining``); it runs in eval mode and gets its mode back after.
+
+    For validation in the train loop: ``evaluate_module(model, loader, gt)[0].summary()``.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+
+        def forward(batch: Batch) -> dict[str, torch.Tensor]:
+            return model(batch.pixel_values, batch.image_index, batch.input_ids, batch.attention_mask)
+
+        return evaluate_model(forward, batches, gt, config, device, progress)
+    finally:
+        model.train(was_training)
+
+
+def make_validator(
+    dataset: QueryDataset,
+    tokenize: Tokenize,
+    config: EvalConfig | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> Callable[[nn.Module], dict[str, float]]:
+    """``validate(model) -> {"bbox_AP": ..., "segm_cgF1": ..., ...}`` over an evaluation dataset.
+
+    ``dataset`` is an evaluation :class:`~sam3tune.data.QueryDataset` (``build_eval_dataset``);
+    its ground truth and loader (eval transforms, all negatives) are built once. The returned numbers are
+    :meth:`EvalMetrics.summary` without undefined (None) entries, ready for metric logs.
+    """
+    config = config or EvalConfig()
+    gt = ground_truth_from_plan(dataset.plan)
+    loader = eval_loader(dataset, tokenize, config)
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        metrics, _ = evaluate_module(model, loader, gt, config, device, progress)
+        return {key: value for key, value in metrics.summary().items() if value is not None}
+
+    return validate
+
+
+def eval_loader(dataset: QueryDataset, tokenize: Tokenize, config: EvalConfig) -> DataLoader:
+    """Batches of every query of ``dataset``'s plan with eval transforms and no target masks
+    (the metrics read :func:`~sam3tune.eval.ground_truth.ground_truth_from_plan` instead)."""
+    inputs_only = QueryDataset(dataset.plan, dataclasses.replace(dataset.config, masks=False), train=False)
+    return DataLoader(
+        inputs_only,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        collate_fn=partial(collate, tokenize=tokenize),
+    )

@@ -1,0 +1,148 @@
+"""Evaluation reports: a JSON file with every number and a Markdown summary, optionally side by
+side with a baseline model (``sam3tune eval --baseline``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sam3tune.eval.evaluate import EvalMetrics
+
+_IOU_NAMES = {"bbox": "box", "segm": "mask"}
+
+
+def report_dict(
+    metrics: EvalMetrics,
+    label: str,
+    baseline: EvalMetrics | None = None,
+    baseline_label: str = "baseline",
+    context: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON report: ``{"context", "model": {"label", "metrics"}, "baseline"?: {...}}``."""
+    out: dict[str, Any] = {
+        "context": dict(context or {}),
+        "model": {"label": label, "summary": metrics.summary(), "metrics": metrics.to_dict()},
+    }
+    if baseline is not None:
+        out["baseline"] = {
+            "label": baseline_label,
+            "summary": baseline.summary(),
+            "metrics": baseline.to_dict(),
+        }
+    return out
+
+
+def markdown_report(
+    metrics: EvalMetrics,
+    label: str,
+    baseline: EvalMetrics | None = None,
+    baseline_label: str = "baseline",
+    context: dict[str, Any] | None = None,
+) -> str:
+    """A Markdown summary; numbers are percentages (x100), ``-`` where undefined."""
+    runs = [(baseline_label, baseline), (label, metrics)] if baseline is not None else [(label, metrics)]
+    lines = [f"# Evaluation: {label}", ""]
+    for key, value in (context or {}).items():
+        lines.append(f"- {key}: {value}")
+    lines += [
+        f"- images: {metrics.images}, categories: {metrics.categories}, "
+        f"queries (image x prompt): {metrics.queries}, detections: {metrics.detections}",
+        f"- cgF1 counts detections with score >= {_cgf1_threshold(metrics)}; a negative prompt fires "
+        f"with a detection >= {metrics.specificity.score_threshold}",
+    ]
+    lines += [f"- note: {note}" for note in metrics.notes]
+    lines += ["", "## Summary", ""]
+    header = ["metric", *(name for name, _ in runs)]
+    if baseline is not None:
+        header.append("change")
+    rows = []
+    for key in metrics.summary():
+        values = [m.summary().get(key) for _, m in runs]
+        row = [_metric_name(key), *(_pct(v) for v in values)]
+        if baseline is not None:
+            row.append(_delta(values[0], values[1]))
+        rows.append(row)
+    lines += _table(header, rows)
+
+    lines += ["", "## Per category", ""]
+    columns = [(f"{_IOU_NAMES[t]} {k}", t, k) for t in metrics.coco for k in ("AP", "AP50")]
+    header = ["category"]
+    for title, _, _ in columns:
+        header += [f"{title} ({name})" for name, _ in runs]
+    header += [f"false-fire rate ({name})" for name, _ in runs]
+    rows = []
+    for category in metrics.specificity.per_category:
+        row = [category]
+        for _, iou_type, key in columns:
+            row += [_pct(_category_ap(m, iou_type, category, key)) for _, m in runs]
+        row += [_pct(m.specificity.per_category[category]["false_fire_rate"]) for _, m in runs]
+        rows.append(row)
+    lines += _table(header, rows)
+
+    lines += ["", "## Prompt specificity (negative prompts)", ""]
+    header = ["category", "negative images", *(f"fired ({name})" for name, _ in runs)]
+    header += [f"false detections ({name})" for name, _ in runs]
+    rows = []
+    for category, counts in metrics.specificity.per_category.items():
+        row = [category, str(counts["negative_images"])]
+        row += [str(m.specificity.per_category[category]["fired_images"]) for _, m in runs]
+        row += [str(m.specificity.per_category[category]["false_detections"]) for _, m in runs]
+        rows.append(row)
+    lines += _table(header, rows)
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(
+    out_dir: str | Path,
+    metrics: EvalMetrics,
+    label: str,
+    baseline: EvalMetrics | None = None,
+    baseline_label: str = "baseline",
+    context: dict[str, Any] | None = None,
+    stem: str = "eval",
+) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir`` (atomically) and return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    data = report_dict(metrics, label, baseline, baseline_label, context)
+    _write_atomic(json_path, json.dumps(data, indent=2))
+    _write_atomic(md_path, markdown_report(metrics, label, baseline, baseline_label, context))
+    return json_path, md_path
+
+
+def _cgf1_threshold(metrics: EvalMetrics) -> float | str:
+    return next((m.score_threshold for m in metrics.cgf1.values()), "-")
+
+
+def _category_ap(metrics: EvalMetrics, iou_type: str, category: str, key: str) -> float | None:
+    coco = metrics.coco.get(iou_type)
+    return coco.per_category.get(category, {}).get(key) if coco else None
+
+
+def _metric_name(key: str) -> str:
+    for iou_type, name in _IOU_NAMES.items():
+        if key.startswith(iou_type + "_"):
+            return f"{name} {key[len(iou_type) + 1 :]}"
+    return key.replace("_", " ")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _delta(before: float | None, after: float | None) -> str:
+    return "-" if before is None or after is None else f"{100 * (after - before):+.1f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

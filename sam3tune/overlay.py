@@ -1,0 +1,70 @@
+"""Drawing detections on an image: translucent masks, box outlines, ``prompt score`` labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from sam3tune.eval.postprocess import Detections
+
+# Distinct, saturated colours (one per prompt, cycling).
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (0, 128, 128),
+    (170, 110, 40),
+)
+
+
+def prompt_colour(index: int) -> tuple[int, int, int]:
+    """The colour of the ``index``-th prompt."""
+    return PALETTE[index % len(PALETTE)]
+
+
+def draw_overlay(
+    image: Image.Image,
+    predictions: Sequence[tuple[str, Detections]],
+    mask_alpha: float = 0.5,
+) -> Image.Image:
+    """A copy of ``image`` (RGB, same size) with every detection drawn.
+
+    Args:
+        image: the original image.
+        predictions: ``(prompt, detections)`` per prompt, in prompt order (which picks the colour);
+            detections are in the image's pixels (see :class:`~sam3tune.eval.postprocess.Detections`).
+        mask_alpha: opacity of the mask colour.
+    """
+    canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
+    for index, (_, detections) in enumerate(predictions):
+        if detections.masks is None or len(detections) == 0:
+            continue
+        if tuple(detections.image_size) != (image.height, image.width):
+            raise ValueError(
+                f"detections for image size {detections.image_size}, not {(image.height, image.width)}"
+            )
+        covered = detections.mask_array().any(axis=0)
+        colour = np.asarray(prompt_colour(index), dtype=np.float32)
+        canvas[covered] = (1 - mask_alpha) * canvas[covered] + mask_alpha * colour
+    out = Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(out)
+    short_side = min(image.width, image.height)
+    font = ImageFont.load_default(size=max(10, short_side // 40))
+    line = max(1, short_side // 300)
+    for index, (prompt, detections) in enumerate(predictions):
+        colour = prompt_colour(index)
+        for box, score in zip(detections.boxes.tolist(), detections.scores.tolist(), strict=True):
+            draw.rectangle(box, outline=colour, width=line)
+            label = f"{prompt} {score:.2f}"
+            left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+            x, y = box[0], max(0.0, box[1] - (bottom - top) - 2 * line)
+            draw.rectangle((x, y, x + right - left + 2 * line, y + bottom - top + 2 * line), fill=colour)
+            draw.text((x + line - left, y + line - top), label, fill=(255, 255, 255), font=font)
+    return out

@@ -1,0 +1,189 @@
+"""Text-prompted detection and segmentation with a (fine-tuned) SAM 3: the ``Predictor`` API.
+
+>>> predictor = Predictor.load("runs/fruits/model", score_threshold=0.5)
+>>> found = predictor.predict("tray.jpg", ["date", "fig"])   # {"date": Detections, "fig": Detections}
+>>> found["date"].boxes  # (N, 4) xyxy pixels of tray.jpg; .scores (N,); .mask_array() (N, H, W) bool
+
+Every prompt is asked on every image; the image is resized to the model's square input as in
+evaluation, and detections come back in the original image's pixels (see
+:mod:`sam3tune.eval.postprocess`). ``predict_files`` writes a COCO results JSON and one overlay
+PNG per image.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from sam3tune.data import Batch, Sample, collate
+from sam3tune.data.images import read_rgb
+from sam3tune.data.transforms import eval_geometry, transform_image
+from sam3tune.eval.coco_results import save_coco_results
+from sam3tune.eval.config import PostprocessConfig
+from sam3tune.eval.postprocess import Detections, postprocess
+from sam3tune.model import Sam3ForTraining, Tokenizer, load_model
+from sam3tune.overlay import draw_overlay
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class Predictor:
+    """A SAM 3 model in eval mode plus its tokenizer and postprocessing settings.
+
+    Args:
+        model: a module called as ``model(pixel_values, image_index, input_ids, attention_mask)``
+            returning the outputs dict of ``docs/architecture.md`` (e.g. ``Sam3ForTraining``).
+        tokenize: the model's tokenizer.
+        image_size: the square input side S of the model.
+        config: postprocessing (score threshold, NMS, ...); default: score >= 0.5.
+        device: where the model runs (default: CUDA when available).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenize: Tokenizer,
+        image_size: int,
+        config: PostprocessConfig | None = None,
+        device: torch.device | str | None = None,
+    ):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.eval().to(self.device)
+        self.tokenize = tokenize
+        self.image_size = image_size
+        self.config = config or PostprocessConfig(score_threshold=0.5)
+        self._dtype = next(model.parameters()).dtype
+
+    @classmethod
+    def load(
+        cls,
+        spec: str | Path,
+        *,
+        config: PostprocessConfig | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        allow_missing_weights: bool = False,
+    ) -> Predictor:
+        """Load ``spec`` (a ``save_pretrained`` directory, a hub id or a named architecture)."""
+        bundle = load_model(spec, dtype=dtype, allow_missing_weights=allow_missing_weights)
+        model = Sam3ForTraining(bundle.model, bundle.tokenize, one_to_many=False)
+        return cls(model, bundle.tokenize, bundle.image_size, config, device)
+
+    @torch.no_grad()
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The model's outputs for a :class:`~sam3tune.data.Batch` (eval mode, no gradients)."""
+        return self.model(
+            batch.pixel_values.to(self.device, self._dtype),
+            batch.image_index.to(self.device),
+            batch.input_ids.to(self.device),
+            batch.attention_mask.to(self.device),
+        )
+
+    def predict(self, image: Image.Image | str | Path, prompts: Sequence[str]) -> dict[str, Detections]:
+        """Detections of every prompt on one image, keyed by prompt, in the image's pixels."""
+        if not isinstance(image, Image.Image):
+            image = read_rgb(Path(image))
+        return self.predict_images([image], prompts)[0]
+
+    def predict_images(
+        self, images: Sequence[Image.Image], prompts: Sequence[str]
+    ) -> list[dict[str, Detections]]:
+        """:meth:`predict` for several images in one forward pass."""
+        prompts = _check_prompts(prompts)
+        geometry = eval_geometry(self.image_size)
+        samples = [
+            Sample(
+                image=transform_image(image.convert("RGB"), geometry),
+                image_id=index,
+                orig_size=(image.height, image.width),
+                category_ids=list(range(1, len(prompts) + 1)),
+                prompts=list(prompts),
+                targets=[{"boxes": torch.zeros(0, 4)} for _ in prompts],
+            )
+            for index, image in enumerate(images)
+        ]
+        batch = collate(samples, self.tokenize)
+        sizes = [tuple(batch.orig_sizes[row].tolist()) for row in batch.image_index.tolist()]
+        detections = postprocess(self.forward(batch), sizes, self.config)
+        n = len(prompts)
+        return [dict(zip(prompts, detections[i * n : (i + 1) * n], strict=True)) for i in range(len(images))]
+
+    def predict_files(
+        self,
+        images: Sequence[str | Path],
+        prompts: Sequence[str],
+        out_dir: str | Path,
+        overlays: bool = True,
+        progress: bool = True,
+    ) -> list[dict]:
+        """Predict every image file; write ``predictions.json`` (COCO results), ``index.json``
+        (COCO ``images`` and ``categories``: category ``i`` is the i-th prompt) and, with
+        ``overlays``, ``overlays/<image stem>.png``. Returns the COCO results."""
+        prompts = _check_prompts(prompts)
+        out_dir = Path(out_dir)
+        (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
+        results, entries, used_names = [], [], set()
+        for image_id, path in enumerate(
+            tqdm(list(images), desc="predict", unit="image", disable=not progress), 1
+        ):
+            path = Path(path)
+            image = read_rgb(path)
+            found = self.predict(image, prompts)
+            for category_id, prompt in enumerate(prompts, 1):
+                results.extend(found[prompt].to_coco_results(image_id, category_id))
+            entry = {"id": image_id, "file_name": str(path), "height": image.height, "width": image.width}
+            if overlays:
+                name = _unique_name(path.stem, used_names)
+                draw_overlay(image, list(found.items())).save(out_dir / "overlays" / f"{name}.png")
+                entry["overlay"] = f"overlays/{name}.png"
+            entries.append(entry)
+        save_coco_results(results, out_dir / "predictions.json")
+        index = {"images": entries, "categories": [{"id": i, "name": p} for i, p in enumerate(prompts, 1)]}
+        (out_dir / "index.json").write_text(json.dumps(index, indent=2))
+        return results
+
+
+def collect_images(paths: Sequence[str | Path]) -> list[Path]:
+    """Image files named directly, plus the image files (by suffix, sorted) of named folders."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(
+                sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            )
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such image file or folder")
+    if not found:
+        raise FileNotFoundError(
+            f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, paths))}"
+        )
+    return found
+
+
+def _check_prompts(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, got a single string")
+    prompts = [p.strip() for p in prompts]
+    if not prompts or any(not p for p in prompts):
+        raise ValueError(f"give at least one non-empty prompt, got {prompts!r}")
+    if len(set(prompts)) != len(prompts):
+        raise ValueError(f"prompts repeat: {prompts!r}")
+    return prompts
+
+
+def _unique_name(stem: str, used: set[str]) -> str:
+    name, k = stem, 1
+    while name in used:
+        k += 1
+        name = f"{stem}_{k}"
+    used.add(name)
+    return name

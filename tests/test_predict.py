@@ -1,0 +1,132 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from sam3tune.cli import main
+from sam3tune.eval.coco_results import detections_from_results, group_by_query, load_coco_results
+from sam3tune.model import HashingTokenizer
+from sam3tune.overlay import prompt_colour
+from sam3tune.predict import Predictor, collect_images
+
+
+class _FixedModel(nn.Module):
+    """Each prompt finds one object: prompt 0 the left half of the canvas, prompt 1 the bottom
+    right quarter; every other proposal scores ~0."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, pixel_values, image_index, input_ids, attention_mask):
+        assert pixel_values.shape[-1] == 32
+        b, q = len(image_index), 3
+        prompt = torch.arange(b) % 2
+        logits = torch.full((b, q), -20.0)
+        logits[:, 0] = 20.0
+        boxes = torch.full((b, q, 4), 0.5)
+        boxes[prompt == 0, 0] = torch.tensor([0.25, 0.5, 0.5, 1.0])
+        boxes[prompt == 1, 0] = torch.tensor([0.75, 0.75, 0.5, 0.5])
+        masks = torch.full((b, q, 16, 16), -20.0)
+        masks[prompt == 0, 0, :, :8] = 20.0
+        masks[prompt == 1, 0, 8:, 8:] = 20.0
+        presence = torch.full((b, 1), 20.0)
+        return {"pred_logits": logits, "pred_boxes": boxes, "presence_logits": presence, "pred_masks": masks}
+
+
+@pytest.fixture
+def predictor():
+    return Predictor(_FixedModel(), HashingTokenizer(64, 8), image_size=32, device="cpu")
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (120, 80), (100, 100, 100)).save(folder / "a.png")
+    Image.new("RGB", (50, 70), (100, 100, 100)).save(folder / "b.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_predict_maps_to_original_pixels(predictor, images):
+    found = predictor.predict(images / "a.png", ["date", "fig"])
+    assert list(found) == ["date", "fig"]
+    date, fig = found["date"], found["fig"]
+    assert len(date) == 1 and len(fig) == 1 and date.scores[0] == pytest.approx(1.0)
+    np.testing.assert_allclose(date.boxes[0], [0, 0, 60, 80], atol=1e-4)
+    np.testing.assert_allclose(fig.boxes[0], [60, 40, 120, 80], atol=1e-4)
+    masks = date.mask_array()
+    assert masks.shape == (1, 80, 120) and masks[0, :, :58].all() and not masks[0, :, 62:].any()
+
+
+def test_predict_files_writes_json_and_overlays(predictor, images, tmp_path):
+    out = tmp_path / "out"
+    paths = collect_images([images])
+    assert [p.name for p in paths] == ["a.png", "b.jpg"]
+    results = predictor.predict_files(paths, ["date", "fig"], out, progress=False)
+    assert len(results) == 4
+    index = json.loads((out / "index.json").read_text())
+    assert [c["name"] for c in index["categories"]] == ["date", "fig"]
+    loaded = load_coco_results(out / "predictions.json")
+    assert loaded == results
+    for entry in index["images"]:
+        overlay = Image.open(out / entry["overlay"])
+        assert overlay.size == (entry["width"], entry["height"])
+        pixels = np.asarray(overlay).astype(int)
+        groups = group_by_query(loaded)
+        h, w = entry["height"], entry["width"]
+        for category_id in (1, 2):
+            masks = detections_from_results(groups[entry["id"], category_id], (h, w)).mask_array()
+            expected = np.round(0.5 * 100 + 0.5 * np.array(prompt_colour(category_id - 1)))
+            inside = masks[0].copy()
+            inside[: h // 4] = False  # skip the label strip at the top
+            ys, xs = np.nonzero(inside)
+            core = (ys > ys.min() + 3) & (ys < ys.max() - 3) & (xs > xs.min() + 3) & (xs < xs.max() - 3)
+            assert core.sum() > 20
+            assert (np.abs(pixels[ys[core], xs[core]] - expected) <= 1).all()
+    # a.png: the top-right quarter holds no mask; below the "date" label, above the "fig" one: untouched
+    a = np.asarray(Image.open(out / index["images"][0]["overlay"])).astype(int)
+    assert (a[14:24, 70:115] == 100).all()
+
+
+def test_predict_cli_with_tiny_model(images, tmp_path):
+    out = tmp_path / "cli"
+    code = main(
+        [
+            "predict",
+            "--model",
+            "tiny",
+            "--prompt",
+            "date",
+            "--prompt",
+            "fig",
+            str(images / "a.png"),
+            str(images / "b.jpg"),
+            "--out",
+            str(out),
+            "--score-threshold",
+            "0",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert code == 0
+    results = load_coco_results(out / "predictions.json")
+    assert len(results) == 2 * 2 * 6  # tiny model: 6 proposals per prompt, all kept at threshold 0
+    sizes = {
+        e["id"]: (e["height"], e["width"]) for e in json.loads((out / "index.json").read_text())["images"]
+    }
+    assert sizes == {1: (80, 120), 2: (70, 50)}
+    assert all(r["segmentation"]["size"] == list(sizes[r["image_id"]]) for r in results)
+    assert Image.open(out / "overlays" / "b.png").size == (50, 70)
+
+
+def test_bad_prompts_and_paths(predictor, tmp_path):
+    with pytest.raises(ValueError, match="repeat"):
+        predictor.predict(Image.new("RGB", (8, 8)), ["a", "a"])
+    with pytest.raises(FileNotFoundError, match="no such"):
+        collect_images([tmp_path / "missing.jpg"])
