@@ -49,13 +49,17 @@ class LoopConfig:
     epochs: int = 20
     batch_size: int = 1  # images per process per micro-batch, each with all its queries
     grad_accum_steps: int = 1  # micro-batches per optimizer step
+    # official random square resize + random-offset pad of training images; false trains on the
+    # evaluation transform (plain resize, all negatives), e.g. to check that a model can memorise
+    augment: bool = True
     max_steps: int | None = None  # cap on optimizer steps (the schedule spans the capped run)
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 autocast on CUDA, off elsewhere
     seed: int = 123
     device: str = "auto"  # auto = cuda if available (the local rank's GPU under torchrun), else cpu
     num_workers: int = 2  # data-loading worker processes per training process
     max_consecutive_nonfinite: int = 5  # NaN/inf steps in a row before the run aborts
-    checkpoint_every_steps: int = 0  # also save `last` every N steps (0: at epoch ends only)
+    checkpoint_every_epochs: int = 1  # save `last` after every N epochs (and always at the end)
+    checkpoint_every_steps: int = 0  # also save `last` every N steps within an epoch (0: never)
     find_unused_parameters: bool = True  # DDP: some SAM 3 parameters get no gradient in a step
 
 

@@ -277,7 +277,7 @@ class Trainer:
             while self.step_in_epoch < steps_here:
                 started = time.perf_counter()
                 micro_batches = [next(batches) for _ in range(accum)]
-                record, stop_flag = self._train_step(micro_batches)
+                record, stop_flag = self.train_step(micro_batches)
                 self.step += 1
                 self.step_in_epoch += 1
                 record = {"kind": "train", "step": self.step, "epoch": epoch + 1, **record}
@@ -312,14 +312,19 @@ class Trainer:
             epoch_end = self.step_in_epoch == 0
             if run_done or (epoch_end and self.epoch % every_val == 0):
                 improved = self._validate()
-        self._save("last")
+        every_ckpt = loop.checkpoint_every_epochs
+        epoch_due = self.step_in_epoch == 0 and every_ckpt > 0 and self.epoch % every_ckpt == 0
+        if run_done or stopped or improved or epoch_due:
+            self._save("last")
         if improved:
             self._save("best")
         return last_record, stopped and not run_done
 
     # ---------------------------------------------------------------------------------------- step
-    def _train_step(self, micro_batches: list[Any]) -> tuple[dict[str, Any], bool]:
-        """One optimizer step over ``micro_batches``; returns (log record, stop requested anywhere)."""
+    def train_step(self, micro_batches: list[Any]) -> tuple[dict[str, Any], bool]:
+        """One optimizer step at the current step's learning rate over ``micro_batches`` (gradient
+        accumulation, clipping, NaN/inf skip); returns (log record, stop requested on any process).
+        The loop calls it; it does not advance ``step`` (benchmarks call it directly)."""
         factor = self.schedule.factor(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor

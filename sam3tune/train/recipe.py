@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from sam3tune.config import load_config, save_config
-from sam3tune.data import DataConfig, DataError, build_eval_dataset, build_train_dataset, collate
+from sam3tune.data import (
+    DataConfig,
+    DataError,
+    QueryDataset,
+    build_eval_dataset,
+    build_train_dataset,
+    collate,
+    load_plan,
+)
 from sam3tune.eval.model_eval import make_validator
 from sam3tune.loss import Sam3Criterion
 from sam3tune.model import build_training_model, load_model
@@ -69,7 +77,11 @@ def build_training_parts(
     config = dataclasses.replace(config, data=_data_for_model(config.data, bundle.image_size))
     if context.is_main:
         log.info("trainable parameters per component:\n%s", model.format_parameter_table())
-    train_dataset = build_train_dataset(config.data, seed=config.loop.seed, progress=context.is_main)
+    if config.loop.augment:
+        train_dataset = build_train_dataset(config.data, seed=config.loop.seed, progress=context.is_main)
+    else:
+        plan = load_plan(config.data, config.data.train, config.data.train_images, progress=context.is_main)
+        train_dataset = QueryDataset(plan, config.data, train=False)
     val_dataset = None
     if config.val.every_epochs > 0:
         try:

@@ -205,3 +205,14 @@ def test_max_steps_caps_the_run_and_its_schedule(tmp_path):
     assert (result.steps, result.total_steps, result.epochs) == (6, 6, 1)
     val = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "val"]
     assert [r["step"] for r in val] == [4, 6]  # after epoch 1 and at the end of the run
+
+
+def test_last_checkpoint_every_n_epochs_and_at_the_end(tmp_path):
+    config = _config(epochs=3, checkpoint_every_epochs=2)
+    config.val = ValidationConfig(every_epochs=0, best_metric="loss", best_mode="min")
+    trainer = Trainer(config, _parts(), tmp_path, CPU)
+    saved = []
+    save = trainer._save
+    trainer._save = lambda name: saved.append((name, trainer.step)) or save(name)
+    trainer.fit()
+    assert saved == [("last", 8), ("last", 12)]
