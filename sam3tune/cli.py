@@ -49,6 +49,8 @@ def _add_train(sub) -> None:
         return run_train_command(args.data, args.config, args.overrides, args.resume)
 
     parser.set_defaults(handler=handler)
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
