@@ -21,6 +21,7 @@ import torch
 from sam3tune.config import load_config
 from sam3tune.data.synth import SynthConfig, generate
 from sam3tune.train.config import TrainConfig
+from sam3tune.train.loop import RunResult
 from sam3tune.train.recipe import train
 
 # From scratch the model needs a larger, nearly constant learning rate than the fine-tuning recipe
@@ -81,13 +82,25 @@ def write_images(root: Path, images: int, seed: int) -> Path:
     return root
 
 
+def run_memorisation(
+    images: int = 8, steps: int = 500, evals: int = 1, seed: int = 0, out: Path | None = None, extra=()
+) -> tuple[float, float, RunResult]:
+    """Train and evaluate; returns (train-set bbox AP50, minutes, run result)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = out or Path(scratch)
+        data = write_images(out / "data", images, seed)
+        config = memorisation_config(data, out, images, steps, evals, list(extra))
+        started = time.perf_counter()
+        result = train(config)
+        minutes = (time.perf_counter() - started) / 60
+    return (result.last_val or {}).get("bbox_AP50", 0.0), minutes, result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument(
-        "--evals", type=int, default=1, help="validations during the run (the last at the end)"
-    )
+    parser.add_argument("--evals", type=int, default=1, help="validations in the run (the last at its end)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target", type=float, default=0.5)
     parser.add_argument(
@@ -98,19 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
-    with tempfile.TemporaryDirectory() as scratch:
-        out = args.out or Path(scratch)
-        data = write_images(out / "data", args.images, args.seed)
-        config = memorisation_config(data, out, args.images, args.steps, args.evals, args.overrides)
-        started = time.perf_counter()
-        result = train(config)
-        minutes = (time.perf_counter() - started) / 60
-        ap50 = (result.last_val or {}).get("bbox_AP50", 0.0)
-        print(
-            f"memorisation: {args.images} images, {result.steps} steps, {minutes:.1f} min, "
-            f"train-set bbox AP50 {ap50:.3f} (target >= {args.target}), last loss "
-            f"{result.last_train.get('loss', float('nan')):.1f}"
-        )
+    ap50, minutes, result = run_memorisation(
+        args.images, args.steps, args.evals, args.seed, args.out, args.overrides
+    )
+    print(
+        f"memorisation: {args.images} images, {result.steps} steps, {minutes:.1f} min, "
+        f"train-set bbox AP50 {ap50:.3f} (target >= {args.target}), last loss "
+        f"{result.last_train.get('loss', float('nan')):.1f}"
+    )
     return 0 if ap50 >= args.target else 1
 
 
