@@ -201,7 +201,7 @@ class Sam3Criterion(nn.Module):
                     result[f"{term}{suffix}{branch}"] = per_layer[layer]
             if queries.masks is not None:
                 loss_mask, loss_dice = self._mask_terms(
-                    queries.masks, layer_matchings[-1], targets, num_boxes
+                    queries.masks, layer_matchings[-1], targets, num_boxes, f"pred_masks{branch}"
                 )
                 result[f"loss_mask{branch}"] = loss_mask
                 result[f"loss_dice{branch}"] = loss_dice
@@ -303,7 +303,12 @@ class Sam3Criterion(nn.Module):
         return terms
 
     def _mask_terms(
-        self, pred_masks: Tensor, matching: Matching, targets: PackedTargets, num_boxes: Tensor | float
+        self,
+        pred_masks: Tensor,
+        matching: Matching,
+        targets: PackedTargets,
+        num_boxes: Tensor | float,
+        name: str,
     ) -> tuple[Tensor, Tensor]:
         if targets.masks is None:  # the data has no masks: no mask loss
             zero = pred_masks.new_zeros(())
@@ -314,7 +319,7 @@ class Sam3Criterion(nn.Module):
         if selected.dtype in (torch.float16, torch.bfloat16):
             selected = selected.float()
         if not bool(torch.isfinite(selected).all()):
-            raise ValueError("outputs['pred_masks'] contains NaN or inf in a matched prediction")
+            raise ValueError(f"outputs['{name}'] contains NaN or inf in a matched prediction")
         c = self.config
         focal, dice = mask_pair_losses(
             selected,

@@ -41,7 +41,9 @@ def mask_pair_losses(
     if pred_masks.shape[0] == 0:
         zero = pred_masks.sum(dim=(1, 2))
         return zero, zero
-    return _DenseMaskLoss.apply(pred_masks, target_masks, alpha, gamma)
+    # Under no_grad (evaluation) the gradient maps are not formed.
+    with_grad = torch.is_grad_enabled() and pred_masks.requires_grad
+    return _DenseMaskLoss.apply(pred_masks, target_masks, alpha, gamma, with_grad)
 
 
 class _DenseMaskLoss(torch.autograd.Function):
@@ -57,13 +59,12 @@ class _DenseMaskLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, pred_masks: Tensor, target_masks: Tensor, alpha: float, gamma: float):
+    def forward(ctx, pred_masks: Tensor, target_masks: Tensor, alpha: float, gamma: float, with_grad: bool):
         num_pairs, low_size, size = pred_masks.shape[0], pred_masks.shape[1:], target_masks.shape[1:]
         num_pixels = size[0] * size[1]
-        needs_grad = ctx.needs_input_grad[0]
         focal = pred_masks.new_empty(num_pairs)
         dice = pred_masks.new_empty(num_pairs)
-        grads = pred_masks.new_empty(num_pairs, 2, *low_size) if needs_grad else None
+        grads = pred_masks.new_empty(num_pairs, 2, *low_size) if with_grad else None
         chunk = min(num_pairs, max(1, _CHUNK_ELEMENTS // num_pixels))
         y_buffer = pred_masks.new_empty(chunk, *size)
         pair_buffer = pred_masks.new_empty(chunk, 2, *size)  # [w, s], later [focal grad, dice grad]
@@ -80,33 +81,35 @@ class _DenseMaskLoss(torch.autograd.Function):
             z.addcmul_(z, y, value=-2)
             torch.sigmoid(z, out=s)
             softplus = torch._C._nn.softplus(z, 1, 20, out=softplus_buffer[:n])
+            del z
             square = torch.mul(s, s, out=square_buffer[:n])
             s_gamma = square if gamma == 2 else s.pow(gamma)
             torch.mul(s_gamma, softplus, out=w)
 
             flat = pair.view(n, 2, num_pixels)
-            sums = flat.sum(dim=2)  # sum(w), sum(s)
-            on_gt = torch.bmm(flat, y.view(n, num_pixels, 1))[..., 0]  # sum(w y), sum(s y)
+            w_sum, s_sum = flat.sum(dim=2).unbind(1)
+            w_on_gt, s_on_gt = torch.bmm(flat, y.view(n, num_pixels, 1))[..., 0].unbind(1)
             y_sum = y.view(n, num_pixels).sum(dim=1)
-            focal[rows] = ((1 - alpha) * (sums[:, 0] - on_gt[:, 0]) + alpha * on_gt[:, 0]) / num_pixels
-            intersection = y_sum - on_gt[:, 1]  # sum of sigmoid(x) over GT pixels
-            prob_sum = sums[:, 1] - 2 * on_gt[:, 1] + y_sum  # sum of sigmoid(x)
+            focal[rows] = ((1 - alpha) * (w_sum - w_on_gt) + alpha * w_on_gt) / num_pixels
+            intersection = y_sum - s_on_gt  # sum of sigmoid(x) over GT pixels
+            prob_sum = s_sum - 2 * s_on_gt + y_sum  # sum of sigmoid(x)
             numerator = 2 * intersection + 1
             denominator = prob_sum + y_sum + 1
             dice[rows] = 1 - numerator / denominator
-            if not needs_grad:
+            if not with_grad:
                 continue
 
-            # Focal: (1 - alpha - y) / P * (s^gamma s + gamma w - gamma w s), written over z's buffer.
-            grad_focal = torch.mul(s_gamma, s, out=z)
+            # Focal, in place of w: (1 - alpha - y) / P * (gamma w (1 - s) + s^gamma s).
             if gamma != 0:
-                grad_focal.add_(w, alpha=gamma).addcmul_(w, s, value=-gamma)
-            if alpha != 1:
-                grad_focal.mul_((1 - alpha) / num_pixels).addcmul_(grad_focal, y, value=-1 / (1 - alpha))
+                w.addcmul_(w, s, value=-1).addcmul_(s_gamma, s, value=1 / gamma)
             else:
-                grad_focal.mul_(y).mul_(-1 / num_pixels)
-            w.copy_(grad_focal)
-            # Dice: s (1 - s) (N / D^2 - 2 y / D), in place of s.
+                w.copy_(s)
+            scale = (gamma if gamma != 0 else 1) / num_pixels
+            if alpha != 1:
+                w.mul_(scale * (1 - alpha)).addcmul_(w, y, value=-1 / (1 - alpha))
+            else:
+                w.mul_(y).mul_(-scale)
+            # Dice, in place of s: s (1 - s) (N / D^2 - 2 y / D).
             per_row = numerator / denominator.square()
             coefficient = torch.addcmul(
                 per_row[:, None, None], y, (2 / denominator)[:, None, None], value=-1, out=softplus
@@ -115,7 +118,7 @@ class _DenseMaskLoss(torch.autograd.Function):
             grads[rows] = torch.ops.aten.upsample_bilinear2d_backward(
                 pair, list(size), [n, 2, *low_size], False, None, None
             )
-        if needs_grad:
+        if with_grad:
             ctx.save_for_backward(grads)
         return focal, dice
 
@@ -123,7 +126,7 @@ class _DenseMaskLoss(torch.autograd.Function):
     def backward(ctx, grad_focal: Tensor, grad_dice: Tensor):
         (grads,) = ctx.saved_tensors
         grad = grads[:, 0] * grad_focal[:, None, None] + grads[:, 1] * grad_dice[:, None, None]
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
 def _sampled_mask_losses(

@@ -210,3 +210,10 @@ def test_bfloat16_outputs_under_autocast_are_computed_in_float32():
     assert result["loss"].dtype == torch.float32
     for key, value in expected.items():
         torch.testing.assert_close(result[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_non_finite_matched_mask_prediction_is_reported():
+    outputs, targets = make_batch()
+    outputs["pred_masks_o2m"][:] = float("nan")
+    with pytest.raises(ValueError, match=r"pred_masks_o2m'\] contains NaN"):
+        Sam3Criterion()(outputs, targets)

@@ -187,3 +187,14 @@ def test_point_sampled_mask_losses_estimate_the_dense_ones():
 def test_no_pairs_give_empty_losses():
     focal, dice = mask_pair_losses(torch.zeros(0, 4, 4), torch.zeros(0, 8, 8, dtype=torch.bool))
     assert focal.shape == dice.shape == (0,)
+
+
+def test_dense_mask_losses_under_no_grad_equal_the_training_values():
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(3, 6, 6, generator=g, requires_grad=True)
+    target = torch.rand(3, 21, 21, generator=g) < 0.5
+    with torch.no_grad():
+        evaluated = mask_pair_losses(logits, target)
+    trained = mask_pair_losses(logits, target)
+    assert trained[0].requires_grad and not evaluated[0].requires_grad
+    torch.testing.assert_close(evaluated, tuple(t.detach() for t in trained))
