@@ -370,6 +370,9 @@ class Trainer:
         return record, stop
 
     def _losses(self, model: nn.Module, batch: Any, criterion: Criterion) -> dict[str, torch.Tensor]:
+        """The criterion's dict for ``batch``. Non-finite model outputs (a diverging model) are zeroed so
+        that the criterion still runs (its collectives stay in step across processes) and the total is
+        set to NaN, which makes the step a skipped one."""
         with self._autocast():
             outputs = model(
                 pixel_values=batch.pixel_values,
@@ -377,7 +380,14 @@ class Trainer:
                 input_ids=batch.input_ids,
                 attention_mask=batch.attention_mask,
             )
-        return criterion(_to_float32(outputs), batch.targets)
+        outputs = _to_float32(outputs)
+        finite = _all_finite(outputs)
+        if not finite:
+            outputs = _zero_nonfinite(outputs)
+        losses = criterion(outputs, batch.targets)
+        if not finite:
+            losses = {**losses, "loss": losses["loss"] * float("nan")}
+        return losses
 
     def _autocast(self):
         amp = self.config.loop.amp
@@ -503,9 +513,9 @@ class Trainer:
         raise TrainingDivergedError(
             f"the loss or its gradient was NaN/inf for {count} optimizer steps in a row (steps "
             f"{self.step - count + 1}-{self.step}; {self.skipped_steps} skipped in all), so training "
-            f"stopped. The weights of the last finite step are saved in {path}. Usual causes: a "
-            "learning rate too high for this setup (lower optim.lr_*), or broken targets (check the "
-            "data with `sam3tune data inspect`). loop.max_consecutive_nonfinite sets the limit."
+            f"stopped. The run is saved in {path} (skipped steps left the weights unchanged). Usual "
+            "causes: a learning rate too high for this setup (lower optim.lr_*), or broken targets "
+            "(check the data with `sam3tune data inspect`). loop.max_consecutive_nonfinite sets the limit."
         )
 
     # ------------------------------------------------------------------------------------ helpers
@@ -588,6 +598,28 @@ def _to_float32(obj: Any) -> Any:
         return {k: _to_float32(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_float32(v) for v in obj)
+    return obj
+
+
+def _all_finite(obj: Any) -> bool:
+    """Whether every floating tensor in ``obj`` (nested dicts/lists) is finite."""
+    if isinstance(obj, torch.Tensor):
+        return not obj.is_floating_point() or bool(torch.isfinite(obj).all())
+    if isinstance(obj, dict):
+        return all(_all_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(_all_finite(v) for v in obj)
+    return True
+
+
+def _zero_nonfinite(obj: Any) -> Any:
+    """``obj`` with NaN and inf replaced by 0 in every floating tensor."""
+    if isinstance(obj, torch.Tensor):
+        return torch.nan_to_num(obj, nan=0.0, posinf=0.0, neginf=0.0) if obj.is_floating_point() else obj
+    if isinstance(obj, dict):
+        return {k: _zero_nonfinite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_zero_nonfinite(v) for v in obj)
     return obj
 
 
