@@ -75,8 +75,6 @@ def build_training_parts(
     )
     model = build_training_model(bundle, config.model)
     config = dataclasses.replace(config, data=_data_for_model(config.data, bundle.image_size))
-    if context.is_main:
-        log.info("trainable parameters per component:\n%s", model.format_parameter_table())
     if config.loop.augment:
         train_dataset = build_train_dataset(config.data, seed=config.loop.seed, progress=context.is_main)
     else:
@@ -90,7 +88,7 @@ def build_training_parts(
             if err.kind != "empty_split" or "no split" not in str(err):
                 raise
             log.warning("%s: training without validation (set data.val to a split to validate)", err)
-    if not config.val.map and not config.val.best_metric.startswith(("loss", "presence_loss")):
+    if not config.val.map and "loss" not in config.val.best_metric:
         raise ValueError(
             f"val.best_metric={config.val.best_metric!r} needs the COCO metrics, but val.map is false; "
             "set val.map=true or val.best_metric=loss val.best_mode=min"
