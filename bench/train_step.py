@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
 MODES = ("lora", "frozen", "full")
 
 
