@@ -109,3 +109,63 @@ def test_sigint_interrupted_run_resumes_to_the_same_losses(dataset, tmp_path):
     ref_val = [r for r in read_metrics(reference.run_dir / "metrics.jsonl") if r["kind"] == "val"]
     assert [r["loss"] for r in val] == [r["loss"] for r in ref_val]
     assert json.loads((tmp_path / "run" / "checkpoints" / "last" / "meta.json").read_text())["step"] == 4
+
+
+def test_recipe_learning_rates_on_the_real_model():
+    from sam3tune.model import build_training_model, load_model
+    from sam3tune.train.param_groups import build_param_groups, no_weight_decay_names
+
+    config = TrainConfig()
+    model = build_training_model(load_model("tiny"), config.model)
+    groups = build_param_groups(
+        model.named_parameters(), lambda n: recipe_role(n, 2), no_weight_decay_names(model), config.optim, 2
+    )
+    group_of = {id(p): g for g in groups for p in g["params"]}
+    params = dict(model.named_parameters())
+
+    def lr_wd(name):
+        group = group_of[id(params["sam3." + name])]
+        return pytest.approx(group["lr"], rel=1e-12), group["weight_decay"]
+
+    vit = "vision_encoder.backbone."
+    assert lr_wd(vit + "layers.1.mlp.fc1.weight") == (2.5e-5 * 0.9, 0.1)  # last of 2 blocks
+    assert lr_wd(vit + "layers.0.attention.q_proj.bias") == (2.5e-5 * 0.9**2, 0.0)
+    assert lr_wd(vit + "embeddings.patch_embeddings.projection.weight") == (2.5e-5 * 0.9**3, 0.1)
+    assert lr_wd(vit + "layer_norm.weight") == (2.5e-5 * 0.9**3, 0.0)
+    assert lr_wd(vit + "embeddings.position_embeddings") == (2.5e-5, 0.1)
+    assert lr_wd("vision_encoder.neck.fpn_layers.0.proj1.weight") == (2.5e-5, 0.1)
+    assert lr_wd("text_encoder.text_model.encoder.layers.0.mlp.fc1.weight") == (5e-6, 0.1)
+    assert lr_wd("text_projection.weight") == (5e-6, 0.1)
+    assert lr_wd("detr_decoder.layers.0.self_attn.q_proj.weight") == (8e-5, 0.1)
+    assert lr_wd("detr_decoder.layers.0.mlp_layer_norm.weight") == (8e-5, 0.0)
+    assert lr_wd("dot_product_scoring.text_proj.weight") == (8e-5, 0.1)
+    assert lr_wd("mask_decoder.pixel_decoder.norms.0.weight") == (8e-5, 0.0)  # GroupNorm
+    assert "sam3.geometry_encoder.final_proj.weight" not in {
+        n for n, p in params.items() if id(p) in group_of
+    }
+
+
+def test_lora_run_trains_adapters_at_the_lora_rate_and_exports_them(dataset, tmp_path):
+    from sam3tune.model import build_training_model, load_model
+    from sam3tune.train.param_groups import build_param_groups, no_weight_decay_names
+
+    config = _config(dataset, tmp_path, "run_name=lora", "model.finetune.mode=lora", "loop.epochs=1")
+    model = build_training_model(load_model("tiny"), config.model)
+    groups = build_param_groups(
+        model.named_parameters(), lambda n: recipe_role(n, 2), no_weight_decay_names(model), config.optim, 2
+    )
+    by_name = {g["name"]: g for g in groups}
+    assert (by_name["lora"]["lr"], by_name["lora"]["weight_decay"]) == (2e-4, 0.0)
+    assert all(
+        ".lora_" in n for n, p in model.named_parameters() if any(p is q for q in by_name["lora"]["params"])
+    )
+    assert by_name["transformer"]["lr"] == 8e-5  # the fully trained heads keep the recipe rate
+    assert not any(name.startswith("vision") for name in by_name)  # the frozen backbone has no group
+
+    result = train(config)
+    assert result.status == "completed" and result.steps == 4
+    state = load_checkpoint(tmp_path / "lora" / "checkpoints" / "last")[0]
+    adapters = [name for name in state if ".lora_A." in name or ".lora_B." in name]
+    assert adapters and not any("vision_encoder.backbone.layers.0.mlp.fc1.base_layer" in n for n in state)
+    assert (tmp_path / "lora" / "adapters" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "lora" / "model" / "config.json").is_file()
