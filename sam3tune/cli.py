@@ -27,6 +27,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_train(sub) -> None:
+    parser = sub.add_parser(
+        "train",
+        help="fine-tune SAM 3 with the official recipe",
+        description=(
+            "Fine-tune SAM 3 on a COCO / Roboflow dataset with the official recipe. Settings come from the "
+            "defaults, then --config, then key=value overrides (e.g. optim.lr_transformer=1e-4 "
+            "loop.epochs=10 model.finetune.mode=lora). Multi-GPU: torchrun --nproc_per_node=N -m sam3tune "
+            "train ..."
+        ),
+    )
+    parser.add_argument("--data", metavar="PATH", help="dataset root or COCO JSON (sets data.root)")
+    parser.add_argument("--config", metavar="C.yaml", help="YAML file with config values")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+    def handler(args) -> int:
+        from sam3tune.train.command import run_train_command
+
+        return run_train_command(args.data, args.config, args.overrides, args.resume)
+
+    parser.set_defaults(handler=handler)
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
@@ -216,7 +238,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 # One entry per sub-command, in the order `sam3tune --help` lists them.
-_COMMANDS: tuple = (_add_data, _add_eval, _add_predict)
+_COMMANDS: tuple = (_add_data, _add_train, _add_eval, _add_predict)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

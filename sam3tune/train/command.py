@@ -1,0 +1,76 @@
+"""``sam3tune train``: the command-line entry of :func:`sam3tune.train.recipe.train`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sam3tune.config import ConfigError, load_config
+from sam3tune.train.config import TrainConfig
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+
+def run_train_command(
+    data: str | None,
+    config_path: str | None,
+    overrides: Sequence[str],
+    resume: str | None,
+) -> int:
+    """Load the config (``--config`` file, then ``key=value`` overrides, then ``--data``) or the config
+    of the run being resumed, train, and return the exit status: 0 done, 2 bad input (message printed),
+    3 training diverged (NaN/inf), 130 stopped by a signal (resumable)."""
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    from sam3tune.data import DataError
+    from sam3tune.train.checkpoint import CheckpointError
+    from sam3tune.train.loop import TrainingDivergedError
+    from sam3tune.train.recipe import load_run_config, train
+
+    overrides = list(overrides)
+    if data is not None:
+        overrides.append(f"data.root={data}")
+    try:
+        if resume is not None:
+            if config_path is not None:
+                raise ConfigError("--resume continues a run with its own config.yaml; drop --config")
+            config = load_run_config(resume, overrides)
+        else:
+            config = load_config(TrainConfig, config_path, overrides)
+            if config.data.root is None:
+                raise ConfigError("no dataset: pass --data PATH (or set data.root in the config)")
+        result = train(config, resume=Path(resume) if resume else None)
+    except TrainingDivergedError as err:
+        print(f"sam3tune train: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except (ConfigError, DataError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as err:
+        print(f"sam3tune train: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if rank == 0:
+        print(_summary(result))
+    return EXIT_OK if result.status == "completed" else EXIT_INTERRUPTED
+
+
+def _summary(result) -> str:
+    lines = [f"run {result.status}: {result.steps}/{result.total_steps} steps, {result.epochs} epoch(s)"]
+    if result.last_train.get("loss") is not None:
+        lines.append(f"last training loss: {result.last_train['loss']:.4g}")
+    if result.skipped_steps:
+        lines.append(f"steps skipped for a NaN/inf loss: {result.skipped_steps}")
+    if result.last_val:
+        shown = {k: v for k, v in result.last_val.items() if "_aux_" not in k and "o2m" not in k}
+        lines.append("last validation: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+    lines.append(f"run directory: {result.run_dir}")
+    if result.status == "interrupted":
+        lines.append(f"continue with: sam3tune train --resume {result.run_dir}")
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""The training configuration: dataclasses whose defaults are Meta's official SAM 3 fine-tuning
+recipe (``roboflow_v100_full_ft_100_images.yaml``), loadable from YAML with ``key=value`` overrides
+through :func:`sam3tune.config.load_config`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from sam3tune.data.config import DataConfig
+from sam3tune.loss import CriterionConfig
+from sam3tune.model.config import ModelConfig
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with per-component learning rates (see :mod:`sam3tune.train.param_groups`)."""
+
+    lr_transformer: float = 8e-5  # DETR encoder/decoder, geometry encoder, mask decoder, heads
+    lr_vision: float = 2.5e-5  # ViT backbone and FPN neck, before layer-wise decay
+    lr_text: float = 5e-6  # text encoder and its projection
+    vision_layer_decay: float = 0.9  # per ViT block, last block x0.9, stem x0.9^(N+1)
+    weight_decay: float = 0.1  # 0 for biases and normalisation layers
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    grad_clip_norm: float | None = 0.1  # max global L2 norm of the gradients; null = no clipping
+    # LoRA mode: adapter weights start at zero and live in a low-rank subspace, so they take a larger
+    # step than full fine-tuning (the usual LoRA range is 1e-4 to 3e-4) and no weight decay or layer
+    # decay; fully trained parts (heads) keep the recipe's rates above.
+    lora_lr: float = 2e-4
+    lora_weight_decay: float = 0.0
+
+
+@dataclass
+class ScheduleConfig:
+    """Inverse-square-root schedule (see :mod:`sam3tune.train.schedule`), in optimizer steps."""
+
+    warmup_steps: int = 20
+    cooldown_steps: int = 20
+    timescale: int = 20
+
+
+@dataclass
+class LoopConfig:
+    """How long and how the loop runs."""
+
+    epochs: int = 20
+    batch_size: int = 1  # images per process per micro-batch, each with all its queries
+    grad_accum_steps: int = 1  # micro-batches per optimizer step
+    max_steps: int | None = None  # cap on optimizer steps (the schedule spans the capped run)
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 autocast on CUDA, off elsewhere
+    seed: int = 123
+    device: str = "auto"  # auto = cuda if available (the local rank's GPU under torchrun), else cpu
+    num_workers: int = 2  # data-loading worker processes per training process
+    max_consecutive_nonfinite: int = 5  # NaN/inf steps in a row before the run aborts
+    checkpoint_every_steps: int = 0  # also save `last` every N steps (0: at epoch ends only)
+    find_unused_parameters: bool = True  # DDP: some SAM 3 parameters get no gradient in a step
+
+
+@dataclass
+class ValidationConfig:
+    """Validation on the held-out split and the choice of the `best` checkpoint."""
+
+    every_epochs: int = 10  # also after the last epoch; 0 = never
+    best_metric: str = "loss"  # a key of the validation results, e.g. loss
+    best_mode: Literal["min", "max"] = "min"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; the resolved copy is written to ``RUN_DIR/config.yaml``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: CriterionConfig = field(default_factory=CriterionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    val: ValidationConfig = field(default_factory=ValidationConfig)
+    output_dir: Path = Path("runs")  # a run goes to output_dir/run_name
+    run_name: str | None = None  # default: the start time, YYYYmmdd-HHMMSS
+    export: bool = True  # at the end, write the best (else last) weights as RUN_DIR/model (+ adapters)

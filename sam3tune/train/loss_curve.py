@@ -1,0 +1,43 @@
+"""The loss-curve figure of a run: the total training loss and each loss component against the
+optimizer step, with the validation loss where it was measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+# The final-layer, one-to-one components of the official criterion, in the order they are drawn.
+CURVE_COMPONENTS = ("loss_ce", "presence_loss", "loss_bbox", "loss_giou", "loss_mask", "loss_dice")
+
+
+def plot_loss_curve(records: list[dict[str, Any]], path: Path) -> Path:
+    """Draw ``loss`` and every component of :data:`CURVE_COMPONENTS` present in the ``train`` records
+    (one panel each; ``val`` records add the validation loss to the total's panel) into a PNG."""
+    train = [r for r in records if r["kind"] == "train"]
+    val = [r for r in records if r["kind"] == "val" and r.get("loss") is not None]
+    keys = ["loss"] + [k for k in CURVE_COMPONENTS if any(r.get(k) is not None for r in train)]
+    columns = min(len(keys), 4)
+    rows = -(-len(keys) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    for axis, key in zip(axes.flat, keys, strict=False):
+        points = [(r["step"], r[key]) for r in train if r.get(key) is not None]
+        if points:
+            steps, values = zip(*points, strict=True)
+            axis.plot(steps, values, linewidth=1.0, label="train")
+        if key == "loss" and val:
+            axis.plot([r["step"] for r in val], [r["loss"] for r in val], "o-", label="validation")
+            axis.legend()
+        axis.set_title("total loss" if key == "loss" else key)
+        axis.set_xlabel("optimizer step")
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(keys) :]:
+        axis.set_visible(False)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)

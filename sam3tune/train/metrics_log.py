@@ -1,0 +1,66 @@
+"""The run's metric log: one JSON object per line in ``RUN_DIR/metrics.jsonl`` and the same scalars in
+TensorBoard (``RUN_DIR/tb``).
+
+Every record has ``kind`` (``train`` for an optimizer step, ``val`` for a validation), ``step`` (the
+number of optimizer steps completed when it was written) and ``epoch``; the rest are scalars. When a
+run resumes from a checkpoint taken after step ``s``, records with a step beyond ``s`` (written by the
+crashed process after its last checkpoint) are removed, so the log reads as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl`` (a torn last line from a crash is ignored)."""
+    records = []
+    if not Path(path).exists():
+        return records
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+class MetricsLog:
+    """Appends records to ``metrics.jsonl`` and TensorBoard; on resume, first trims both to
+    ``resume_step``."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        self.path = Path(run_dir) / "metrics.jsonl"
+        if resume_step is not None:
+            kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, self.path)
+        self._file = open(self.path, "a")  # noqa: SIM115 (open for the run's lifetime; closed in close())
+        purge = resume_step + 1 if resume_step is not None else None
+        self._writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=purge)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record (``kind``, ``step``, ``epoch`` and scalars; NaN/inf are written as null);
+        flushed at once."""
+        clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+        self._file.write(json.dumps(clean) + "\n")
+        self._file.flush()
+        prefix = record["kind"]
+        for key, value in record.items():
+            if key in ("kind", "step", "epoch") or not isinstance(value, (int, float)):
+                continue
+            if isinstance(value, bool) or not math.isfinite(value):  # skipped steps stay out
+                continue
+            self._writer.add_scalar(f"{prefix}/{key}", value, record["step"])
+
+    def close(self) -> None:
+        self._file.close()
+        self._writer.close()

@@ -1,0 +1,163 @@
+"""``train(config) -> RunResult``: build the data, model and criterion a :class:`TrainConfig` describes and
+run the loop in a run directory (the ``sam3tune train`` command and the demo call this)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from sam3tune.config import load_config, save_config
+from sam3tune.data import DataConfig, DataError, build_eval_dataset, build_train_dataset, collate
+from sam3tune.loss import Sam3Criterion
+from sam3tune.model import build_training_model, load_model
+from sam3tune.model.components import component_of, is_adapter_parameter, model_path, vit_layer_id
+from sam3tune.model.export import save_adapters, save_merged
+from sam3tune.train.checkpoint import load_checkpoint, load_model_state
+from sam3tune.train.config import TrainConfig
+from sam3tune.train.distributed import DistributedContext, barrier, broadcast_object, init_distributed
+from sam3tune.train.loop import RunResult, Trainer, TrainingParts
+from sam3tune.train.param_groups import ParamRole
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+_LR_FAMILY = {"vision": "vision", "text": "text"}  # every other component: lr_transformer
+
+
+def recipe_role(name: str, num_vit_blocks: int) -> ParamRole:
+    """The recipe role of a ``Sam3ForTraining`` parameter: vision (ViT + FPN neck) and text (CLIP +
+    projection) get their own learning rates, everything else (DETR encoder/decoder, mask decoder,
+    geometry encoder, heads) ``lr_transformer``. Inside the ViT trunk the stem and blocks get a depth for
+    layer-wise decay; the position embedding keeps scale 1 (the recipe's ``*pos_embed*`` override), as does
+    the rest of the trunk."""
+    component = component_of(name)
+    depth = None
+    if component == "vision" and not model_path(name).endswith("position_embeddings"):
+        layer_id = vit_layer_id(name, num_vit_blocks)
+        if layer_id is not None and layer_id <= num_vit_blocks:
+            depth = layer_id
+    return ParamRole(
+        _LR_FAMILY.get(component, "transformer"), vit_depth=depth, is_adapter=is_adapter_parameter(name)
+    )
+
+
+def load_run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """The resolved config of an existing run (``RUN_DIR/config.yaml``), with ``overrides`` applied."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a sam3tune run directory (no {CONFIG_FILE})")
+    return load_config(TrainConfig, path, overrides)
+
+
+def build_training_parts(
+    config: TrainConfig, context: DistributedContext
+) -> tuple[TrainingParts, TrainConfig]:
+    """Model (``config.model``), criterion (``config.loss``) and datasets (``config.data``) for the loop.
+
+    Returns the parts and the config actually used (``data.resolution`` follows the model's input size
+    when left at its default)."""
+    bundle = load_model(
+        config.model.name, allow_missing_weights=config.model.allow_missing_weights, seed=config.loop.seed
+    )
+    model = build_training_model(bundle, config.model)
+    config = dataclasses.replace(config, data=_data_for_model(config.data, bundle.image_size))
+    if context.is_main:
+        log.info("trainable parameters per component:\n%s", model.format_parameter_table())
+    train_dataset = build_train_dataset(config.data, seed=config.loop.seed, progress=context.is_main)
+    val_dataset = None
+    if config.val.every_epochs > 0:
+        try:
+            val_dataset = build_eval_dataset(config.data, progress=context.is_main)
+        except DataError as err:
+            if err.kind != "empty_split" or "no split" not in str(err):
+                raise
+            log.warning("%s: training without validation (set data.val to a split to validate)", err)
+    collate_fn = partial(collate, tokenize=bundle.tokenize)
+    num_blocks = int(model.core.config.vision_config.backbone_config.num_hidden_layers)
+    parts = TrainingParts(
+        model=model,
+        criterion=Sam3Criterion(config.loss),
+        train_dataset=train_dataset,
+        collate_fn=collate_fn,
+        role_of=partial(recipe_role, num_vit_blocks=num_blocks),
+        num_vit_blocks=num_blocks,
+        val_dataset=val_dataset,
+        val_collate_fn=collate_fn,
+        val_criterion=Sam3Criterion(dataclasses.replace(config.loss, normalization="local")),
+    )
+    return parts, config
+
+
+def train(
+    config: TrainConfig,
+    resume: str | Path | None = None,
+    on_step_end: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Run ``config`` in a new run directory (``output_dir/run_name``), or continue the run in ``resume``
+    exactly where its `last` checkpoint left it. Under ``torchrun`` every process calls this; rank 0
+    writes the run directory. See :meth:`Trainer.fit` for ``on_step_end`` and the errors."""
+    context = init_distributed(config.loop.device)
+    parts, config = build_training_parts(config, context)
+    run_dir = Path(resume) if resume is not None else _new_run_dir(config, context)
+    if context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / CONFIG_FILE)
+        log.info("run directory: %s", run_dir)
+    barrier(context)
+    trainer = Trainer(config, parts, run_dir, context, resume=resume is not None)
+    result = trainer.fit(on_step_end)
+    if config.export and result.status == "completed" and context.is_main:
+        _export(trainer, result, config)
+    barrier(context)
+    return result
+
+
+def _data_for_model(data: DataConfig, image_size: int) -> DataConfig:
+    if data.resolution == image_size:
+        return data
+    if data.resolution != DataConfig().resolution:
+        raise ValueError(
+            f"data.resolution={data.resolution} but the model takes {image_size}x{image_size} images; "
+            f"set data.resolution={image_size} (or leave it unset)"
+        )
+    log.info("data.resolution follows the model's input size: %d", image_size)
+    return dataclasses.replace(data, resolution=image_size)
+
+
+def _new_run_dir(config: TrainConfig, context: DistributedContext) -> Path:
+    """``output_dir/run_name`` (default: the start time); an existing directory is never reused."""
+    run_dir = None
+    if context.is_main:
+        if config.run_name is not None:
+            run_dir = Path(config.output_dir) / config.run_name
+            if run_dir.exists():
+                raise FileExistsError(
+                    f"run directory {run_dir} exists: choose another run_name, or continue it with "
+                    f"--resume {run_dir}"
+                )
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            run_dir = Path(config.output_dir) / stamp
+            suffix = 1
+            while run_dir.exists():
+                suffix += 1
+                run_dir = Path(config.output_dir) / f"{stamp}-{suffix}"
+        run_dir.mkdir(parents=True)
+    return Path(broadcast_object(str(run_dir) if run_dir else None, context))
+
+
+def _export(trainer: Trainer, result: RunResult, config: TrainConfig) -> None:
+    """Write the best (else the last) weights as a plain transformers model to ``RUN_DIR/model`` and, in
+    LoRA mode, the adapters to ``RUN_DIR/adapters``."""
+    source = result.best_checkpoint or result.checkpoint
+    model_state, _, _ = load_checkpoint(source)
+    load_model_state(trainer.module, model_state, source)
+    save_merged(trainer.module, result.run_dir / "model")
+    if config.model.finetune.mode == "lora":
+        save_adapters(trainer.module, result.run_dir / "adapters")
+    log.info("exported the weights of %s to %s", source, result.run_dir / "model")
