@@ -1,10 +1,11 @@
 """What the first-batch loss should be: the recipe's loss of an *uninformed* model on the same batch.
 
 An uninformed model has every output logit at 0: class and presence probability 0.5, every box
-(0.5, 0.5, 0.5, 0.5) (sigmoid of 0), every mask pixel 0.5. Its loss is a closed-form function of the batch
-(``docs/doctor.md`` derives each term); here it is evaluated by the criterion itself on such outputs, so the
-weighting cannot drift from the recipe's. A freshly initialised model scores close to it (random weights
-give logits near 0), a pretrained model lower; far above it, something is scaled wrong.
+(0.5, 0.5, 0.5, 0.5) (sigmoid of 0), every mask pixel 0.5, and its one-to-many queries matched one per
+target. Its loss is a closed-form function of the batch (``docs/doctor.md`` derives each term); here it is
+evaluated by the criterion itself on such outputs, so the weighting cannot drift from the recipe's. A
+freshly initialised model scores near it (random weights give logits near 0), a pretrained model lower;
+far above it, something is scaled wrong.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from sam3tune.doctor.flags import Flag, make_flag
 from sam3tune.doctor.loss_table import loss_table
-from sam3tune.loss import CriterionConfig, Sam3Criterion
+from sam3tune.loss import CriterionConfig, LayerMatchings, Sam3Criterion
 
 HIGH_FACTOR = 5.0
 """A total above ``HIGH_FACTOR`` x the recipe's uninformed total is an error."""
@@ -71,16 +72,30 @@ def in_range_targets(targets: Sequence[Mapping[str, Tensor]]) -> list[dict[str, 
     ]
 
 
+def uninformed_loss(
+    criterion: Sam3Criterion, outputs: Mapping[str, Any], targets: Sequence[Mapping[str, Tensor]]
+) -> dict[str, Tensor]:
+    """``criterion``'s result for :func:`uninformed_outputs` of ``outputs`` on ``targets``.
+
+    Every prediction being equal, the one-to-many matcher (strictly above a quantile of equal scores)
+    would match nothing, a degenerate tie; a real model matches one to four predictions per target there.
+    The reference matches the one-to-many queries one per target in every layer, like the one-to-one
+    queries (any one-to-one assignment gives the same values when all predictions are equal).
+    """
+    predictions, packed = criterion.prepare(uninformed_outputs(outputs), in_range_targets(targets))
+    with torch.no_grad():
+        one_to_one = criterion.match(predictions, packed).one_to_one
+        twice = list(one_to_one) if predictions.one_to_many is not None else None
+        return criterion.compute(predictions, packed, LayerMatchings(one_to_one, twice))
+
+
 def expected_total(
     outputs: Mapping[str, Any], targets: Sequence[Mapping[str, Tensor]], config: CriterionConfig
 ) -> ExpectedTotal:
     """The uninformed-model totals of this batch under the recipe and under ``config``."""
-    reference_outputs = uninformed_outputs(outputs)
-    reference_targets = in_range_targets(targets)
     recipe = Sam3Criterion(CriterionConfig())
-    with torch.no_grad():
-        recipe_result = recipe(reference_outputs, reference_targets)
-        configured = float(Sam3Criterion(config)(reference_outputs, reference_targets)["loss"])
+    recipe_result = uninformed_loss(recipe, outputs, targets)
+    configured = float(uninformed_loss(Sam3Criterion(config), outputs, targets)["loss"])
     table = loss_table(recipe, recipe_result, len(targets))
     return ExpectedTotal(
         recipe=table.total,

@@ -80,7 +80,7 @@ CATALOGUE: dict[str, FlagKind] = {
     ),
     "total_out_of_range": FlagKind(
         "error",
-        "the first-batch loss is far from what the recipe gives for this batch (expected range below)",
+        "the first-batch loss is far from what the recipe gives an uninformed model on this batch",
         "use the recipe's loss weights and normalisation (loss.*); check box units and mask targets",
     ),
     "weights_differ_from_recipe": FlagKind(
@@ -115,7 +115,7 @@ CATALOGUE: dict[str, FlagKind] = {
     ),
     "optimiser_differs_from_recipe": FlagKind(
         "info",
-        "weight decay, gradient clipping or layer decay differ from the recipe",
+        "weight decay, gradient clipping, betas or eps differ from the recipe",
         "remove the optim.* overrides listed unless they are intended",
     ),
     "many_tiny_objects": FlagKind(

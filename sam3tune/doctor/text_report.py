@@ -120,7 +120,7 @@ def format_expected(expected: ExpectedTotal, total: float | None) -> list[str]:
         f"under this run's loss settings: {expected.configured:.4g}",
         "recipe terms for it: " + ", ".join(f"{k} {v:.3g}" for k, v in expected.recipe_terms.items()),
         f"expected first-batch total: {expected.low:.3g} .. {expected.high:.4g} "
-        "(random init ~ 1x, pretrained lower; derivation in docs/doctor.md)",
+        "(a fresh model scores about the uninformed total, a pretrained one less: docs/doctor.md)",
     ]
     if total is not None:
         lines.append(f"actual: {total:.4g} = {total / expected.recipe:.3g}x the uninformed total")

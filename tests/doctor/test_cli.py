@@ -36,3 +36,12 @@ def test_doctor_exits_1_on_an_error_flag(shapes, tmp_path, capsys):
 def test_doctor_exits_2_on_a_bad_config(shapes, capsys):
     assert main(["doctor", "--data", str(shapes), "loss.weights.loss_mask=heavy"]) == 2
     assert "loss.weights.loss_mask" in capsys.readouterr().err
+
+
+def test_docs_list_every_flag():
+    from pathlib import Path
+
+    from sam3tune.doctor import CATALOGUE
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "doctor.md").read_text()
+    assert [code for code in CATALOGUE if f"| `{code}` |" not in docs] == []

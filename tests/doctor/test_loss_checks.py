@@ -78,7 +78,6 @@ def test_expected_total_equals_its_closed_form():
     visible = [n for n in counts if n > 0]
     presence = 0.5 * LN2
     ce = LN2 * sum(0.25 * (queries - n) + 10 * n for n in visible) / (rows * max(queries, 200))
-    ce_o2m_final = LN2 * sum(0.25 * queries for _ in visible) / (rows * max(queries, 200))
     boxes = [b for t in targets for b in t["boxes"].tolist()]
     l1 = sum(abs(0.5 - c) for b in boxes for c in b) / objects
     giou = sum(1 - _giou_with_centre(*b) for b in boxes) / objects
@@ -90,9 +89,9 @@ def test_expected_total_equals_its_closed_form():
                 focal += 0.25 * LN2 * (0.25 * fg + 0.75 * (pixels - fg)) / pixels
                 dice += 1 - (fg + 1) / (0.5 * pixels + fg + 1)
     focal, dice = focal / objects, dice / objects
-    per_layer = 20 * presence + 20 * ce + 5 * l1 + 2 * giou
-    o2m = 2 * ((layers - 1) * (20 * ce + 5 * l1 + 2 * giou) + 20 * ce_o2m_final)
-    closed_form = math.sqrt(rows) * (layers * per_layer + o2m + 200 * focal + 10 * dice)
+    # The one-to-many set (matched one per target, weight 2) repeats every term but presence.
+    matched = layers * (20 * ce + 5 * l1 + 2 * giou) + 200 * focal + 10 * dice
+    closed_form = math.sqrt(rows) * (layers * 20 * presence + 3 * matched)
 
     expected = expected_total(outputs, targets, CriterionConfig(o2m_weight=1.0))
     assert expected.recipe == pytest.approx(closed_form, rel=1e-5)
