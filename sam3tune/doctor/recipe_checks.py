@@ -12,7 +12,7 @@ from sam3tune.config import to_dict
 from sam3tune.doctor.flags import Flag, make_flag
 from sam3tune.loss import CriterionConfig
 from sam3tune.model import FinetuneConfig, parameter_table
-from sam3tune.model.finetune import lora_target_matches
+from sam3tune.model.finetune import lora_target_matches, lora_targets
 
 
 def differences(config: Any, recipe: Any, prefix: str) -> list[str]:
@@ -51,14 +51,14 @@ def lora_flags(base_model: nn.Module, finetune: FinetuneConfig) -> list[Flag]:
     if finetune.mode != "lora":
         return []
     matches = lora_target_matches(base_model, finetune.lora)
-    empty = sorted(c for c, n in matches.items() if n == 0)
+    patterns = lora_targets(finetune.lora)
     return [
         make_flag(
             "lora_component_without_adapters",
-            f"LoRA component {c!r} matches no layer of this model "
-            f"(pattern {finetune.lora.target_modules.get(c, 'default')!r})",
+            f"LoRA component {c!r}: its pattern {patterns[c]!r} matches no layer of this model",
         )
-        for c in empty
+        for c in sorted(matches)
+        if matches[c] == 0
     ]
 
 

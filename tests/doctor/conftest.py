@@ -2,20 +2,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from sam3tune.config import load_config
 from sam3tune.data.synth import SynthConfig, generate
 from sam3tune.train.config import TrainConfig
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny-model ops are far faster on one thread, especially on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.model.conftest import _one_thread  # noqa: F401  (autouse: tiny models run on one thread)
 
 
 @pytest.fixture(scope="session")
