@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from sam3tune.data.config import DataConfig
+from sam3tune.eval.config import EvalConfig
 from sam3tune.loss import CriterionConfig
 from sam3tune.model.config import ModelConfig
 
@@ -63,8 +64,12 @@ class ValidationConfig:
     """Validation on the held-out split and the choice of the `best` checkpoint."""
 
     every_epochs: int = 10  # also after the last epoch; 0 = never
-    best_metric: str = "loss"  # a key of the validation results, e.g. loss
-    best_mode: Literal["min", "max"] = "min"
+    map: bool = True  # also COCO AP, cgF1 and prompt specificity through sam3tune.eval (main process)
+    # a key of the validation results: loss or a loss component, or with map: bbox_AP, bbox_AP50,
+    # segm_AP, bbox_cgF1, false_fire_rate, ...
+    best_metric: str = "bbox_AP"
+    best_mode: Literal["min", "max"] = "max"
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 @dataclass

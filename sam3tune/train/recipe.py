@@ -13,6 +13,7 @@ from typing import Any
 
 from sam3tune.config import load_config, save_config
 from sam3tune.data import DataConfig, DataError, build_eval_dataset, build_train_dataset, collate
+from sam3tune.eval.model_eval import make_validator
 from sam3tune.loss import Sam3Criterion
 from sam3tune.model import build_training_model, load_model
 from sam3tune.model.components import component_of, is_adapter_parameter, model_path, vit_layer_id
@@ -77,6 +78,16 @@ def build_training_parts(
             if err.kind != "empty_split" or "no split" not in str(err):
                 raise
             log.warning("%s: training without validation (set data.val to a split to validate)", err)
+    if not config.val.map and not config.val.best_metric.startswith(("loss", "presence_loss")):
+        raise ValueError(
+            f"val.best_metric={config.val.best_metric!r} needs the COCO metrics, but val.map is false; "
+            "set val.map=true or val.best_metric=loss val.best_mode=min"
+        )
+    evaluate = None
+    if val_dataset is not None and config.val.map and context.is_main:
+        evaluate = make_validator(
+            val_dataset, bundle.tokenize, config.val.eval, device=context.device, progress=True
+        )
     collate_fn = partial(collate, tokenize=bundle.tokenize)
     num_blocks = int(model.core.config.vision_config.backbone_config.num_hidden_layers)
     parts = TrainingParts(
@@ -88,6 +99,7 @@ def build_training_parts(
         num_vit_blocks=num_blocks,
         val_dataset=val_dataset,
         val_collate_fn=collate_fn,
+        evaluate=evaluate,
         val_criterion=Sam3Criterion(dataclasses.replace(config.loss, normalization="local")),
     )
     return parts, config

@@ -22,7 +22,7 @@ def _config(batch_size: int) -> TrainConfig:
         optim=OptimConfig(lr_transformer=1e-2, lr_vision=5e-3, lr_text=2e-3),
         schedule=ScheduleConfig(warmup_steps=1, cooldown_steps=1, timescale=2),
         loop=LoopConfig(epochs=2, batch_size=batch_size, num_workers=0, seed=4),
-        val=ValidationConfig(every_epochs=1),
+        val=ValidationConfig(every_epochs=1, best_metric="loss", best_mode="min"),
     )
 
 
@@ -59,6 +59,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow  # the real-model version (test_train_processes.py) runs by default
 def test_two_gloo_processes_on_split_batches_equal_one_process_on_whole_batches(tmp_path):
     single = tmp_path / "single"
     cpu = DistributedContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))

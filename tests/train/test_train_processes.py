@@ -1,6 +1,6 @@
-"""Whole-process checks of ``sam3tune train`` (slow: each starts Python processes): a run killed with
-SIGKILL resumes to the uninterrupted run's losses, and torchrun with 2 gloo processes on split batches
-equals one process on whole batches."""
+"""Whole-process checks of ``sam3tune train``: a run killed with SIGKILL resumes to the uninterrupted
+run's losses (slow), and torchrun with 2 gloo processes on split batches equals one process on whole
+batches."""
 
 import os
 import signal
@@ -18,10 +18,15 @@ from sam3tune.train.config import TrainConfig
 from sam3tune.train.metrics_log import read_metrics
 from sam3tune.train.recipe import train
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parents[2]
-COMMON = ["model.name=tiny", "loop.num_workers=0", "loop.batch_size=2", "loop.epochs=2", "val.every_epochs=1"]
+COMMON = [
+    "model.name=tiny",
+    "loop.num_workers=0",
+    "loop.batch_size=2",
+    "loop.epochs=2",
+    "val.every_epochs=1",
+    "val.eval.num_workers=0",
+]
 
 
 def _env():
@@ -49,6 +54,7 @@ def _wait_for(predicate, process, timeout=300.0):
     raise AssertionError("timed out waiting for the training process")
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_same_losses(tmp_path):
     data = write_dataset(tmp_path / "data", train=8, valid=2)
     args = [f"output_dir={tmp_path}", *COMMON, "loop.checkpoint_every_steps=2"]
@@ -82,7 +88,14 @@ def test_torchrun_two_gloo_processes_equal_one_process(tmp_path):
     # no dropout (random per process) and no sqrt(queries) scaling of the total (it uses the per-process
     # query count, as Meta's trainer does): then the mean of the per-process losses is the whole-batch loss
     exact = ["model.detr_dropout=0.0", "loss.scale_by_find_batch_size=false", f"output_dir={tmp_path}"]
-    base = ["model.name=tiny", "loop.num_workers=0", "loop.epochs=2", "val.every_epochs=1", *exact]
+    base = [
+        "model.name=tiny",
+        "loop.num_workers=0",
+        "loop.epochs=2",
+        "val.every_epochs=1",
+        "val.eval.num_workers=0",
+        *exact,
+    ]
     one_process = [f"data.root={data}", "run_name=one", "loop.batch_size=2", *base]
     single = train(load_config(TrainConfig, None, one_process))
     command = [

@@ -15,7 +15,14 @@ from sam3tune.train.config import TrainConfig
 from sam3tune.train.metrics_log import read_metrics
 from sam3tune.train.recipe import load_run_config, recipe_role, train
 
-FAST = ["model.name=tiny", "loop.num_workers=0", "loop.batch_size=2", "loop.epochs=2", "val.every_epochs=1"]
+FAST = [
+    "model.name=tiny",
+    "loop.num_workers=0",
+    "loop.batch_size=2",
+    "loop.epochs=2",
+    "val.every_epochs=1",
+    "val.eval.num_workers=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +51,12 @@ def test_run_directory_layout_and_exported_model(dataset, tmp_path):
     assert 10 < train_records[0]["loss"] < 5_000
     components = {"loss_ce", "presence_loss", "loss_bbox", "loss_giou", "loss_mask", "loss_dice"}
     assert components <= set(train_records[0])
-    assert [r["step"] for r in records if r["kind"] == "val"] == [4, 8]
+    val = [r for r in records if r["kind"] == "val"]
+    assert [r["step"] for r in val] == [4, 8]
+    assert {"loss", "bbox_AP", "bbox_AP50", "segm_AP", "bbox_cgF1"} <= set(val[0])  # through sam3tune.eval
+    assert 0.0 <= val[-1]["bbox_AP50"] <= 1.0
+    best_step = max(val, key=lambda r: r["bbox_AP"])["step"]  # the first best on ties
+    assert json.loads((run / "checkpoints" / "best" / "meta.json").read_text())["step"] == best_step
     layout = ("config.yaml", "metrics.jsonl", "loss_curve.png", "tb", "checkpoints/last", "checkpoints/best")
     for name in layout:
         assert (run / name).exists(), name

@@ -22,7 +22,7 @@ def _config(**loop) -> TrainConfig:
         optim=OptimConfig(lr_transformer=1e-2, lr_vision=5e-3, lr_text=2e-3),
         schedule=ScheduleConfig(warmup_steps=2, cooldown_steps=2, timescale=2),
         loop=LoopConfig(**{**defaults, **loop}),
-        val=ValidationConfig(every_epochs=1),
+        val=ValidationConfig(every_epochs=1, best_metric="loss", best_mode="min"),
     )
 
 
