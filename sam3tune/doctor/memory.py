@@ -28,7 +28,8 @@ def block_bytes(nbytes: int) -> int:
 
 class LiveTensorMeter(TorchDispatchMode):
     """Bytes of tensor storage created while active and still alive (``live``), and their maximum
-    (``peak``). Tensors that existed before (weights) are not counted; views share their base's storage."""
+    (``peak``). Tensors that existed before (weights) are not counted, nor are views and in-place
+    results (they share an input's storage)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -40,15 +41,23 @@ class LiveTensorMeter(TorchDispatchMode):
         self.peak = self.live
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        # Views and in-place results alias an input (e.g. a weight's transpose, a parameter updated by the
+        # optimizer): no new memory. Everything else an operator returns was allocated by it.
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in tree_flatten((args, kwargs))[0]
+            if isinstance(t, torch.Tensor) and t.device.type != "meta"
+        }
         for tensor in tree_flatten(out)[0]:
             if isinstance(tensor, torch.Tensor) and tensor.device.type != "meta":
-                self._track(tensor.untyped_storage())
+                self._track(tensor.untyped_storage(), inputs)
         return out
 
-    def _track(self, storage: torch.UntypedStorage) -> None:
+    def _track(self, storage: torch.UntypedStorage, inputs: set[int]) -> None:
         key = storage.data_ptr()
-        if key in self._sizes or storage.nbytes() == 0:
+        if key in self._sizes or key in inputs or storage.nbytes() == 0:
             return
         size = block_bytes(storage.nbytes())
         self._sizes[key] = size

@@ -28,6 +28,16 @@ def test_meter_counts_allocations_in_allocator_blocks():
     assert meter.live == 0
 
 
+def test_meter_ignores_views_and_in_place_results_of_older_tensors():
+    weight = torch.zeros(256, 256)  # 256 KiB that exist before the meter
+    meter = LiveTensorMeter()
+    with meter:
+        transposed = weight.t()
+        weight.add_(1.0)
+        product = transposed @ weight  # the one new allocation
+    assert meter.peak == meter.live == block_bytes(product.numel() * 4)
+
+
 def test_model_bytes():
     model = nn.Sequential(nn.Linear(10, 20), nn.LayerNorm(20))
     model[1].weight.requires_grad_(False)
