@@ -239,8 +239,34 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     synth.set_defaults(handler=run_synth)
 
 
+def _add_doctor(sub) -> None:
+    parser = sub.add_parser(
+        "doctor",
+        help="explain the first training step and catch the classic failures before training",
+        description=(
+            "Load the run exactly as `sam3tune train` would (same config, same overrides) and check it: data "
+            "report, one training step on the first batch with every loss term (raw, weight, share), the "
+            "expected total, trainable parameters, learning rates, an estimate of GPU memory, and flags "
+            "with their fixes. Exit status 1 when a flag is an error, 2 for bad input. See docs/doctor.md."
+        ),
+    )
+    parser.add_argument("--data", metavar="PATH", help="dataset root or COCO JSON (sets data.root)")
+    parser.add_argument(
+        "--model", metavar="M", help="model: hub id, save_pretrained dir, tiny/small (model.name)"
+    )
+    parser.add_argument("--config", metavar="C.yaml", help="train config YAML (as for sam3tune train)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+    def handler(args) -> int:
+        from sam3tune.doctor.command import run_doctor_command
+
+        return run_doctor_command(args.data, args.model, args.config, args.overrides)
+
+    parser.set_defaults(handler=handler)
+
+
 # One entry per sub-command, in the order `sam3tune --help` lists them.
-_COMMANDS: tuple = (_add_data, _add_train, _add_eval, _add_predict)
+_COMMANDS: tuple = (_add_data, _add_train, _add_doctor, _add_eval, _add_predict)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

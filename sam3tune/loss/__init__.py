@@ -11,9 +11,11 @@ from sam3tune.loss.criterion import (
     CriterionConfig,
     HungarianMatcherConfig,
     LayerMatchings,
+    LossKey,
     LossWeights,
     OneToManyMatcherConfig,
     Sam3Criterion,
+    split_key,
 )
 from sam3tune.loss.matcher import HungarianMatcher, Matching, OneToManyMatcher
 from sam3tune.loss.targets import PackedTargets, pack_targets
@@ -23,6 +25,7 @@ __all__ = [
     "HungarianMatcher",
     "HungarianMatcherConfig",
     "LayerMatchings",
+    "LossKey",
     "LossWeights",
     "Matching",
     "OneToManyMatcher",
@@ -30,4 +33,5 @@ __all__ = [
     "PackedTargets",
     "Sam3Criterion",
     "pack_targets",
+    "split_key",
 ]

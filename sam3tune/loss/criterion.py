@@ -116,6 +116,28 @@ class CriterionConfig:
 
 
 @dataclass(frozen=True)
+class LossKey:
+    """The parts of a component key ``<term><layer><branch>`` of :class:`Sam3Criterion`'s result.
+
+    ``layer`` is the auxiliary layer index (0 = earliest decoder layer) or ``None`` for the final layer;
+    ``one_to_many`` is True for the ``_o2m`` branch.
+    """
+
+    term: str
+    layer: int | None
+    one_to_many: bool
+
+
+def split_key(key: str) -> LossKey:
+    """``"loss_giou_aux_2_o2m"`` -> ``LossKey("loss_giou", 2, True)``; ``KeyError`` for a malformed key."""
+    match = _KEY.match(key)
+    if match is None:
+        raise KeyError(f"{key!r} is not a loss component key (<term>[_aux_<i>][_o2m])")
+    layer = match["layer"]
+    return LossKey(match["term"], int(layer[len("_aux_") :]) if layer else None, match["branch"] is not None)
+
+
+@dataclass(frozen=True)
 class LayerMatchings:
     """Matching of every decoder layer (earliest first) of the one-to-one and one-to-many query sets."""
 
@@ -215,14 +237,13 @@ class Sam3Criterion(nn.Module):
 
         E.g. ``weight_of("loss_ce_aux_2_o2m") == weights.loss_ce * o2m_weight``.
         """
-        match = _KEY.match(key)
-        term = match["term"] if match else key
-        if term in LOGGED_ONLY_TERMS:
+        parts = split_key(key) if _KEY.match(key) else None
+        if parts is not None and parts.term in LOGGED_ONLY_TERMS:
             return 0.0
         weights = vars(self.config.weights)
-        if match is None or term not in weights:
+        if parts is None or parts.term not in weights:
             raise KeyError(f"{key!r} is not a loss term of Sam3Criterion (terms: {sorted(weights)})")
-        return weights[term] * (self.config.o2m_weight if match["branch"] else 1.0)
+        return weights[parts.term] * (self.config.o2m_weight if parts.one_to_many else 1.0)
 
     def loss_scale(self, batch_size: int) -> float:
         """Factor of the whole total: ``sqrt(batch_size)`` with ``scale_by_find_batch_size``, else 1."""

@@ -6,6 +6,7 @@ so every trainable parameter receives a gradient and DDP needs no ``find_unused_
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from torch import nn
 from transformers import Sam3Model
 
 from sam3tune.model.components import component_of, model_path
-from sam3tune.model.config import COMPONENTS, FinetuneConfig
+from sam3tune.model.config import COMPONENTS, FinetuneConfig, LoraConfig
 
 #: Linear layers adapted per component: a regex that must fully match the module name inside Sam3Model.
 LORA_TARGETS: dict[str, str] = {
@@ -121,7 +122,7 @@ def _apply_lora(model: Sam3Model, config: FinetuneConfig, frozen: set[str]) -> P
     for c in set(lora.rank_per_component) | set(lora.alpha_per_component):
         if c not in adapted:
             raise ValueError(f"finetune.lora: rank/alpha given for {c!r}, which is not in lora.components")
-    targets = {c: lora.target_modules.get(c, LORA_TARGETS[c]) for c in sorted(adapted)}
+    targets = lora_targets(lora)
     train_heads = "heads" not in frozen and "heads" not in adapted
     peft_config = PeftLoraConfig(
         r=lora.rank,
@@ -149,6 +150,27 @@ def _apply_lora(model: Sam3Model, config: FinetuneConfig, frozen: set[str]) -> P
             f"{[targets[c] for c in empty]} matched no Linear layer of this model"
         )
     return peft_model
+
+
+def lora_targets(lora: LoraConfig) -> dict[str, str]:
+    """Component -> regex of its layers that get adapters (``lora.target_modules``, else ``LORA_TARGETS``),
+    for the known components in ``lora.components``."""
+    return {
+        c: lora.target_modules.get(c, LORA_TARGETS[c])
+        for c in sorted(set(lora.components))
+        if c in LORA_TARGETS
+    }
+
+
+def lora_target_matches(model: Sam3Model, lora: LoraConfig) -> dict[str, int]:
+    """How many layers of ``model`` (a plain ``Sam3Model``) each component of ``lora.components`` would
+    adapt; 0 means the component would receive no adapter (``apply_finetuning`` refuses that)."""
+    adaptable = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    names = [name for name, module in model.named_modules() if isinstance(module, adaptable)]
+    return {
+        component: sum(re.fullmatch(pattern, name) is not None for name in names)
+        for component, pattern in lora_targets(lora).items()
+    }
 
 
 def adapter_counts(model: nn.Module) -> dict[str, int]:

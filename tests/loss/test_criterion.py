@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sam3tune.config import load_config
-from sam3tune.loss import CriterionConfig, LossWeights, Sam3Criterion
+from sam3tune.loss import CriterionConfig, LossKey, LossWeights, Sam3Criterion, split_key
 
 
 def _layer(g, batch, queries, o2m=True):
@@ -80,6 +80,15 @@ def test_weight_of():
     with pytest.raises(KeyError):
         criterion.weight_of("loss_class")
     assert criterion.loss_scale(9) == 3.0
+
+
+def test_split_key():
+    assert split_key("loss_ce") == LossKey("loss_ce", None, False)
+    assert split_key("loss_giou_aux_2_o2m") == LossKey("loss_giou", 2, True)
+    assert split_key("presence_dec_acc_aux_11") == LossKey("presence_dec_acc", 11, False)
+    assert split_key("loss_mask_o2m") == LossKey("loss_mask", None, True)
+    with pytest.raises(KeyError):
+        split_key("Loss-CE")
 
 
 def test_num_boxes_modes():

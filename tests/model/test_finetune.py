@@ -9,7 +9,7 @@ from sam3tune.model import (
     load_model,
     parameter_table,
 )
-from sam3tune.model.finetune import LORA_TARGETS, adapter_counts
+from sam3tune.model.finetune import LORA_TARGETS, adapter_counts, lora_target_matches
 from tests.model.conftest import total_of
 
 
@@ -94,6 +94,21 @@ def test_lora_component_without_adapters_is_an_error(tiny):
     lora = LoraConfig(components=["vision", "text"], target_modules={"text": r"text_encoder\.no_such_layer"})
     with pytest.raises(ValueError, match=r"\['text'\] received no LoRA adapter"):
         build_training_model(tiny, ModelConfig(name="tiny", finetune=FinetuneConfig(mode="lora", lora=lora)))
+
+
+def test_lora_target_matches_predicts_the_adapters(tiny):
+    lora = LoraConfig(components=["vision", "text"], target_modules={"text": r"text_encoder\.no_such_layer"})
+    assert lora_target_matches(tiny.model, lora) == {
+        "text": 0,
+        "vision": 12,
+    }  # 2 blocks x (q, k, v, o, fc1, fc2)
+    lora = LoraConfig(components=["vision", "detr_decoder"])
+    matches = lora_target_matches(tiny.model, lora)
+    model = build_training_model(
+        tiny, ModelConfig(name="tiny", finetune=FinetuneConfig(mode="lora", lora=lora))
+    )
+    counts = adapter_counts(model.sam3)
+    assert matches == {c: counts[c] for c in matches}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,41 @@
+"""``sam3tune doctor``: load the run config as ``sam3tune train`` does, diagnose it, print the report."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from sam3tune.config import ConfigError, load_config
+
+EXIT_OK = 0
+EXIT_FLAGGED = 1
+EXIT_BAD_INPUT = 2
+
+
+def run_doctor_command(
+    data: str | None, model: str | None, config_path: str | None, overrides: Sequence[str]
+) -> int:
+    """Config from ``--config``, then ``key=value`` overrides, then ``--data`` / ``--model`` (the train
+    command's order); print the report. Exit status: 0 no error flag, 1 an error flag, 2 bad input."""
+    from sam3tune.doctor.diagnosis import diagnose
+    from sam3tune.doctor.text_report import format_report
+    from sam3tune.train.config import TrainConfig
+
+    overrides = list(overrides)
+    if data is not None:
+        overrides.append(f"data.root={data}")
+    if model is not None:
+        overrides.append(f"model.name={model}")
+    try:
+        config = load_config(TrainConfig, config_path, overrides)
+    except (ConfigError, ValueError) as err:
+        print(f"sam3tune doctor: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if config.data.root is None:
+        print(
+            "sam3tune doctor: no dataset: pass --data PATH (or set data.root in the config)", file=sys.stderr
+        )
+        return EXIT_BAD_INPUT
+    report = diagnose(config, progress=True, say=lambda line: print(f"doctor: {line}", file=sys.stderr))
+    print(format_report(report))
+    return EXIT_OK if report.ok else EXIT_FLAGGED
