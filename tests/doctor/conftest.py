@@ -6,7 +6,6 @@ import pytest
 from sam3tune.config import load_config
 from sam3tune.data.synth import SynthConfig, generate
 from sam3tune.train.config import TrainConfig
-from tests.model.conftest import _one_thread  # noqa: F401  (autouse: tiny models run on one thread)
 
 
 @pytest.fixture(scope="session")

@@ -4,15 +4,6 @@ import torch
 from sam3tune.model import load_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny-model ops are far faster on one thread, especially on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def tiny():
     """A fresh tiny bundle (models are modified in place by build_training_model)."""
