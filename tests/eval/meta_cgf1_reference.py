@@ -14,13 +14,13 @@ import io
 import json
 from pathlib import Path
 
-import pytest
+from tests.meta_reference import reference_unavailable
 
 
 def load_meta_cgf1():
     spec = importlib.util.find_spec("sam3")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("Meta's sam3 package is not installed")
+        reference_unavailable("Meta's sam3 package is not installed")
     path = Path(next(iter(spec.submodule_search_locations))) / "eval" / "cgf1_eval.py"
     module_spec = importlib.util.spec_from_file_location("meta_cgf1_eval", path)
     module = importlib.util.module_from_spec(module_spec)

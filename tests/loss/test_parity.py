@@ -26,9 +26,16 @@ from sam3tune.loss import (
     OneToManyMatcherConfig,
     Sam3Criterion,
 )
+from tests.meta_reference import reference_unavailable
 
 REASON = unavailable_reason()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+
+@pytest.fixture(autouse=True)
+def _reference():
+    if REASON is not None:
+        reference_unavailable(REASON)
+
 
 CASES = [
     Case("recipe_boxes_global", 1, [3, 1, 0, 2]),

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from sam3tune.train.schedule import InverseSqrtSchedule
+from tests.meta_reference import reference_unavailable
 
 RECIPE = {"warmup_steps": 20, "cooldown_steps": 20, "timescale": 20}
 
@@ -52,7 +53,7 @@ def _meta_schedulers():
     package without executing ``sam3/__init__`` (which needs einops, triton, ...)."""
     found = importlib.machinery.PathFinder.find_spec("sam3")  # the files, even if a stub is imported
     if found is None or not found.submodule_search_locations:
-        pytest.skip("Meta's sam3 is not installed")
+        reference_unavailable("Meta's sam3 is not installed")
     path = f"{found.submodule_search_locations[0]}/train/optim/schedulers.py"
     spec = importlib.util.spec_from_file_location("meta_sam3_schedulers", path)
     module = importlib.util.module_from_spec(spec)
