@@ -3,6 +3,8 @@ optimizer step, with the validation loss where it was measured."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,14 @@ import matplotlib.pyplot as plt
 
 # The final-layer, one-to-one components of the official criterion, in the order they are drawn.
 CURVE_COMPONENTS = ("loss_ce", "presence_loss", "loss_bbox", "loss_giou", "loss_mask", "loss_dice")
+
+
+def running_mean(values: Sequence[float], window: int | None = None) -> list[float]:
+    """Trailing mean over ``window`` steps (default: 1/20 of the run, at least 1): single steps are
+    noisy (an image without objects has no box loss), the trend is what a person reads."""
+    window = window or max(1, len(values) // 20)
+    sums = [0.0, *itertools.accumulate(values)]
+    return [(sums[i + 1] - sums[max(0, i + 1 - window)]) / min(i + 1, window) for i in range(len(values))]
 
 
 def plot_loss_curve(records: list[dict[str, Any]], path: Path) -> Path:
@@ -28,10 +38,14 @@ def plot_loss_curve(records: list[dict[str, Any]], path: Path) -> Path:
         points = [(r["step"], r[key]) for r in train if r.get(key) is not None]
         if points:
             steps, values = zip(*points, strict=True)
-            axis.plot(steps, values, linewidth=1.0, label="train")
+            axis.plot(steps, values, linewidth=0.6, alpha=0.35, color="C0", label="train (per step)")
+            axis.plot(steps, running_mean(values), linewidth=1.6, color="C0", label="train (running mean)")
         if key == "loss" and val:
-            axis.plot([r["step"] for r in val], [r["loss"] for r in val], "o-", label="validation")
-            axis.legend()
+            axis.plot(
+                [r["step"] for r in val], [r["loss"] for r in val], "o-", color="C1", label="validation"
+            )
+        if key == "loss":
+            axis.legend(fontsize="small")
         axis.set_title("total loss" if key == "loss" else key)
         axis.set_xlabel("optimizer step")
         axis.grid(alpha=0.3)

@@ -2,7 +2,7 @@ import json
 
 from PIL import Image
 
-from sam3tune.train.loss_curve import plot_loss_curve
+from sam3tune.train.loss_curve import plot_loss_curve, running_mean
 from sam3tune.train.metrics_log import MetricsLog, read_metrics
 
 
@@ -42,3 +42,8 @@ def test_loss_curve_png_has_a_panel_per_component(tmp_path):
         width, height = image.size
         assert image.format == "PNG"
     assert (width, height) == (1260, 320)  # three panels of 4.2 x 3.2 inches at 100 dpi
+
+
+def test_running_mean_is_a_trailing_window_mean():
+    assert running_mean([2.0, 4.0, 6.0, 8.0], window=2) == [2.0, 3.0, 5.0, 7.0]
+    assert running_mean([1.0] * 40) == [1.0] * 40  # default window 40 // 20 = 2
