@@ -66,7 +66,8 @@ def test_masks_cover_the_drawn_colour():
             inner = mask & ~np.roll(mask, 1, 0) | mask & ~np.roll(mask, -1, 1)  # boundary pixels
             core = mask & ~inner
             mean = pixels[core].mean(axis=0)
-            assert np.abs(mean - COLOURS[pairs[obj.category][0]]).max() < 2, (seed, obj.category, mean)
+            assert np.abs(mean - COLOURS[obj.colour]).max() < 2, (seed, obj.colour, mean)
+            assert [pairs[c] for c in obj.categories] == [(obj.colour, obj.shape)]
             x, y, w, h = obj.bbox
             assert min(x, y) >= 0 and x + w <= 128 and y + h <= 128
             checked += 1
