@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     result = train(config, resume=resume)
     minutes = (time.perf_counter() - started) / 60
-    validations = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("kind") == "val"]
+    records = read_metrics(run_dir / "metrics.jsonl")
+    validations = [r for r in records if r.get("kind") == "val"]
+    step_minutes = sum(r["seconds"] for r in records if r.get("kind") == "train") / 60
     for record in validations:
         print(
             f"step {record['step']}: seen-concept bbox AP50 {record.get('bbox_AP50', float('nan')):.3f}, "
@@ -69,19 +71,24 @@ def main(argv: list[str] | None = None) -> int:
             "script": "scripts/pretrain_demo_base.py",
             "arguments": {k: str(v) for k, v in vars(args).items()},
             "recipe_overrides": list(PRETRAINING),
-            "task": {"train_images": args.images, "valid_images": args.valid_images, "seed": args.seed,
-                     "categories": task.category_names()},
+            "task": {
+                "train_images": args.images,
+                "valid_images": args.valid_images,
+                "nonsense": args.nonsense,
+                "seed": args.seed,
+                "categories": task.category_names(),
+            },
             "steps": result.steps,
-            "minutes_this_segment": round(minutes, 1),
+            "training_step_minutes": round(step_minutes, 1),  # all segments, validation excluded
             "threads": args.threads,
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "torch": torch.__version__,
             "validation": validations,
-        }  # fmt: skip
+        }
         export_base(run_dir / "model", args.export, provenance)
         size = (args.export / "model.safetensors").stat().st_size / 2**20
         print(f"base model written to {args.export} ({size:.1f} MiB fp16)")
-    print(f"{result.steps} steps in {minutes:.1f} min (this segment)")
+    print(f"{result.steps} steps; {step_minutes:.1f} min of training steps, {minutes:.1f} min this segment")
     return 0
 
 

@@ -92,6 +92,7 @@ def finetune_task(train_images: int, heldout_images: int, seed: int = 1) -> Synt
         distractor_fraction=DISTRACTOR_FRACTION,
         splits=(("train", train_images), ("test", heldout_images)),
         seed=seed,
+        placeholder_category=False,
         project="demo-new-shapes",
         **_SCENE,
     )
