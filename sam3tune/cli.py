@@ -289,7 +289,10 @@ def _add_demo(sub) -> None:
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic images (default: 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
-        "--base", type=Path, default=None, help="base model directory (default: the shipped one)"
+        "--base",
+        type=Path,
+        default=None,
+        help="base model: a directory or an architecture name (default: the shipped base)",
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="fine-tuning config overrides")
 

@@ -1,6 +1,6 @@
 """Pretrain the base model that `sam3tune demo` fine-tunes, and ship it as sam3tune/demo/base.
 
-    python scripts/pretrain_demo_base.py [--out runs/demo-base] [--steps 6000] [--images 16000]
+    python scripts/pretrain_demo_base.py [--out runs/demo-base] [--steps 6000] [--images 12000]
                                          [--threads 1] [--export DIR | --no-export] [key=value ...]
 
 Seeded and deterministic on one machine: writes the seen-shapes concept dataset (sam3tune.demo.tasks)

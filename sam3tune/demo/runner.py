@@ -50,7 +50,7 @@ OVERLAY_SCALE = 4  # overlays are drawn on held-out images enlarged 4x (nearest)
 class DemoSettings:
     """What ``run_demo`` does; the defaults are the measured demo (docs/demo.md)."""
 
-    out: Path = Path("demo")
+    out: Path = Path("sam3tune-demo")
     steps: int = 400
     train_images: int = 100
     heldout_images: int = 200
