@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 "categories": task.category_names(),
             },
             "steps": result.steps,
+            "weights": _shipped_weights(result, validations),
             "training_step_minutes": round(step_minutes, 1),  # all segments, validation excluded
             "threads": args.threads,
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
@@ -90,6 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"base model written to {args.export} ({size:.1f} MiB fp16)")
     print(f"{result.steps} steps; {step_minutes:.1f} min of training steps, {minutes:.1f} min this segment")
     return 0
+
+
+def _shipped_weights(result, validations: list[dict]) -> dict:
+    """Which checkpoint the run's exported model holds (the recipe exports the best one, else the last):
+    its step and seen-concept bbox AP50."""
+    if result.best_checkpoint is None or not validations:
+        return {"checkpoint": "last", "step": result.steps}
+    best = max(validations, key=lambda record: record["bbox_AP50"])  # the first of equal values
+    return {"checkpoint": "best", "step": best["step"], "bbox_AP50": best["bbox_AP50"]}
 
 
 if __name__ == "__main__":
