@@ -281,9 +281,9 @@ def _add_demo(sub) -> None:
         "--out", type=Path, default=Path("sam3tune-demo"), help="output folder (new or empty)"
     )
     parser.add_argument(
-        "--steps", type=int, default=400, help="fine-tuning steps of 16 images (default: 400)"
+        "--steps", type=int, default=600, help="fine-tuning steps of 16 images (default: 600)"
     )
-    parser.add_argument("--train-images", type=int, default=100, help="fine-tuning images (default: 100)")
+    parser.add_argument("--train-images", type=int, default=500, help="fine-tuning images (default: 500)")
     parser.add_argument("--heldout-images", type=int, default=200, help="held-out images (default: 200)")
     parser.add_argument("--overlays", type=int, default=6, help="held-out images drawn (default: 6)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic images (default: 1)")

@@ -51,8 +51,8 @@ class DemoSettings:
     """What ``run_demo`` does; the defaults are the measured demo (docs/demo.md)."""
 
     out: Path = Path("sam3tune-demo")
-    steps: int = 400
-    train_images: int = 100
+    steps: int = 600
+    train_images: int = 500
     heldout_images: int = 200
     overlays: int = 6
     seed: int = 1

@@ -12,7 +12,15 @@ from sam3tune.demo.tasks import ARCHITECTURE, demo_tokenizer, pretraining_task
 from sam3tune.model import NAMED_ARCHITECTURES, load_model
 from sam3tune.model.architectures import sam3_config
 
-_NOT_ARCHITECTURE = {"dtype", "torch_dtype", "transformers_version", "architectures", "_name_or_path"}
+# dropout is a training setting (the pretraining recipe sets model.detr_dropout=0.0), not architecture
+_NOT_ARCHITECTURE = {
+    "dtype",
+    "torch_dtype",
+    "transformers_version",
+    "architectures",
+    "_name_or_path",
+    "dropout",
+}
 
 
 def _architecture(config: Sam3Config) -> dict:

@@ -58,6 +58,7 @@ def test_full_demo_learns_the_new_shapes_on_held_out_images(tmp_path):
     result = run_demo(DemoSettings(out=tmp_path / "demo"), progress=False)
     before, after = result.zero_shot.summary(), result.tuned.summary()
     print(result.table, result.seconds)
-    assert after["bbox_AP50"] >= 0.3
-    assert after["bbox_AP50"] - before["bbox_AP50"] >= 0.25
-    assert after["false_fire_rate"] <= 0.5
+    # measured: 0.03 -> 0.71 on one thread, 0.03 -> 0.70 on two (docs/demo.md); the issue asks for 0.3
+    assert before["bbox_AP50"] <= 0.1
+    assert after["bbox_AP50"] >= 0.5
+    assert after["false_fire_rate"] <= 0.2
