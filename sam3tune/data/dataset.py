@@ -61,12 +61,19 @@ class Sample:
 
 
 class QueryDataset(Dataset):
-    """Map-style dataset over the images of a :class:`QueryPlan` (see module docstring)."""
+    """Map-style dataset over the images of a :class:`QueryPlan` (see module docstring).
 
-    def __init__(self, plan: QueryPlan, config: DataConfig, train: bool, seed: int = 0):
+    ``train``: negatives as ``config.negatives`` (else all) and, with ``augment`` (default: ``train``),
+    the random training geometry (else the evaluation resize).
+    """
+
+    def __init__(
+        self, plan: QueryPlan, config: DataConfig, train: bool, seed: int = 0, augment: bool | None = None
+    ):
         self.plan = plan
         self.config = config
         self.train = train
+        self.augment = train if augment is None else augment and train
         self.seed = seed
         self.epoch = 0
         self.with_masks = config.masks and plan.has_masks
@@ -84,8 +91,9 @@ class QueryDataset(Dataset):
         return np.random.default_rng(geometry_seed), np.random.default_rng(negatives_seed)
 
     def geometry(self, index: int) -> Geometry:
-        """The geometry of sample ``index`` in the current epoch (eval: plain square resize)."""
-        if not self.train:
+        """The geometry of sample ``index`` in the current epoch (without augmentation: plain square
+        resize)."""
+        if not self.augment:
             return eval_geometry(self.config.resolution)
         return sample_train_geometry(self.rngs(index)[0], self.config.resolution, self.config.hflip)
 
@@ -189,10 +197,13 @@ def load_plan(
     return plan
 
 
-def build_train_dataset(config: DataConfig, seed: int = 0, progress: bool = True) -> QueryDataset:
-    """The training dataset of ``config`` (split ``config.train``, train transforms)."""
+def build_train_dataset(
+    config: DataConfig, seed: int = 0, progress: bool = True, augment: bool = True
+) -> QueryDataset:
+    """The training dataset of ``config`` (split ``config.train``, ``config.negatives``): train
+    transforms, or with ``augment=False`` the evaluation resize."""
     plan = load_plan(config, config.train, config.train_images, train=True, progress=progress)
-    return QueryDataset(plan, config, train=True, seed=seed)
+    return QueryDataset(plan, config, train=True, seed=seed, augment=augment)
 
 
 def build_eval_dataset(config: DataConfig, split: str | None = None, progress: bool = True) -> QueryDataset:

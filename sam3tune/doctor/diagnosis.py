@@ -231,7 +231,9 @@ def _load_data(
 ) -> QueryDataset | None:
     """The training dataset as the trainer builds it, and the data report of its split."""
     try:
-        dataset = build_train_dataset(data, seed=config.loop.seed, progress=progress)
+        dataset = build_train_dataset(
+            data, seed=config.loop.seed, progress=progress, augment=config.loop.augment
+        )
         files = resolve_split(data.root, data.train, data.train_images)
     except DataError as err:
         code = "dataset_without_targets" if err.kind in _NO_TARGET_KINDS else "data_unusable"

@@ -99,6 +99,31 @@ NAMED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
         detr_decoder_layers=3,
         num_queries=30,
     ),
+    # `sam3tune demo`: 1.3M parameters, 64 px, global attention in both ViT layers, 10 queries; its
+    # pretrained weights ship in sam3tune/demo/base (made by scripts/pretrain_demo_base.py, docs/demo.md).
+    "demo": ArchitectureSpec(
+        image_size=64,
+        patch_size=8,
+        pretrain_image_size=64,
+        vit_hidden_size=64,
+        vit_intermediate_size=256,
+        vit_layers=2,
+        vit_heads=4,
+        vit_window_size=8,
+        vit_global_attn_indexes=(0, 1),
+        text_vocab_size=1024,
+        text_hidden_size=64,
+        text_intermediate_size=256,
+        text_layers=1,
+        text_heads=4,
+        text_max_length=8,
+        detr_hidden_size=64,
+        detr_heads=4,
+        detr_intermediate_size=256,
+        detr_encoder_layers=2,
+        detr_decoder_layers=3,
+        num_queries=10,
+    ),
 }
 
 

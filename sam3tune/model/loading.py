@@ -100,8 +100,9 @@ def load_model(
     hub id such as ``facebook/sam3``.
 
     Named architectures are built from random weights (``seed``). Pretrained weights must be
-    safetensors; a checkpoint that leaves used weights missing or wrongly shaped raises
-    :class:`WeightsNotLoadedError` unless ``allow_missing_weights``.
+    safetensors; they load as ``dtype``, float32 by default whatever the stored precision (a
+    half-precision checkpoint is widened). A checkpoint that leaves used weights missing or wrongly
+    shaped raises :class:`WeightsNotLoadedError` unless ``allow_missing_weights``.
     """
     if str(spec).endswith((".yaml", ".yml")):
         spec, name = load_config(ArchitectureSpec, spec), f"architecture file {spec}"
@@ -124,9 +125,9 @@ def _load_pretrained(source: str, *, allow_missing_weights: bool, dtype: torch.d
             f"{path} is not a saved SAM 3 model (no config.json); expected a directory written by "
             f"save_pretrained, a hub id such as facebook/sam3, or one of {sorted(NAMED_ARCHITECTURES)}"
         )
-    kwargs = {"use_safetensors": True, "output_loading_info": True}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
+    # float32 unless asked otherwise: a checkpoint stored in half precision (e.g. the demo base, fp16)
+    # must not make training or CPU inference run in it (transformers would keep the stored dtype)
+    kwargs = {"use_safetensors": True, "output_loading_info": True, "dtype": dtype or torch.float32}
     if path.exists():
         kwargs["local_files_only"] = True
     model, info = Sam3Model.from_pretrained(source, **kwargs)

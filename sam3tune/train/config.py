@@ -50,7 +50,7 @@ class LoopConfig:
     batch_size: int = 1  # images per process per micro-batch, each with all its queries
     grad_accum_steps: int = 1  # micro-batches per optimizer step
     # official random square resize + random-offset pad of training images; false trains on the
-    # evaluation transform (plain resize, all negatives), e.g. to check that a model can memorise
+    # evaluation transform (plain resize; negatives still as data.negatives), e.g. to memorise
     augment: bool = True
     max_steps: int | None = None  # cap on optimizer steps (the schedule spans the capped run)
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 autocast on CUDA, off elsewhere

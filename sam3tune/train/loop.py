@@ -67,6 +67,7 @@ _BAR_COMPONENTS = {
     "loss_dice": "dice",
 }
 _CHECKPOINT_FORMAT = 1
+_KEEP_EPOCH_BAR_STEPS = 20  # shorter epochs clear their progress bar (no screenful of 6-step bars)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -269,6 +270,7 @@ class Trainer:
             initial=self.step_in_epoch,
             desc=f"epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}",
             disable=not self.context.is_main,
+            leave=self.steps_per_epoch >= _KEEP_EPOCH_BAR_STEPS,
             dynamic_ncols=True,
         )
         batches = iter(loader)

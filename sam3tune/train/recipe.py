@@ -15,11 +15,9 @@ from sam3tune.config import load_config, save_config
 from sam3tune.data import (
     DataConfig,
     DataError,
-    QueryDataset,
     build_eval_dataset,
     build_train_dataset,
     collate,
-    load_plan,
 )
 from sam3tune.eval.model_eval import make_validator
 from sam3tune.loss import Sam3Criterion
@@ -75,11 +73,9 @@ def build_training_parts(
     )
     model = build_training_model(bundle, config.model)
     config = dataclasses.replace(config, data=_data_for_model(config.data, bundle.image_size))
-    if config.loop.augment:
-        train_dataset = build_train_dataset(config.data, seed=config.loop.seed, progress=context.is_main)
-    else:
-        plan = load_plan(config.data, config.data.train, config.data.train_images, progress=context.is_main)
-        train_dataset = QueryDataset(plan, config.data, train=False)
+    train_dataset = build_train_dataset(
+        config.data, seed=config.loop.seed, progress=context.is_main, augment=config.loop.augment
+    )
     val_dataset = None
     if config.val.every_epochs > 0:
         try:

@@ -208,6 +208,13 @@ def test_negative_sampling_k_is_deterministic_and_bounded(tmp_path):
         assert fresh[0].category_ids == ids
         draws.add(tuple(ids))
     assert len(draws) > 1
+    # without augmentation: the evaluation resize, but still the k sampled negatives of training
+    plain = build_train_dataset(config, seed=1, progress=False, augment=False)
+    for epoch in range(3):
+        plain.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        assert plain.geometry(0) == Geometry(resolution=32, side=32, left=0, top=0, flip=False)
+        assert plain[0].category_ids == dataset[0].category_ids
     # image 1: min(2, 6 absent) = 2; image 2 (1, 3..8): only category 2 absent -> 1; image 3: min(2, 8)
     assert dataset.plan.num_negative == 2 + 1 + 2
     assert len(dataset[1].category_ids) == 8

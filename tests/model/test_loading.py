@@ -56,6 +56,19 @@ def test_saved_named_model_loads_back_with_its_tokenizer(tmp_path, batch):
         assert torch.equal(expected[key], got[key]), key
 
 
+def test_half_precision_checkpoint_loads_as_float32(tmp_path):
+    bundle = load_model("tiny")
+    weights = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+    bundle.model.half().save_pretrained(tmp_path)
+    bundle.tokenize.save(tmp_path)
+    loaded = load_model(tmp_path)
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
+    for name, value in loaded.model.state_dict().items():
+        if value.is_floating_point():
+            assert torch.equal(value, weights[name].half().float()), name  # fp16 rounding, nothing else
+    assert load_model(tmp_path, dtype=torch.bfloat16).model.dtype == torch.bfloat16
+
+
 def test_checkpoint_with_wrong_key_prefix_is_refused(tmp_path):
     """Meta sam3 issue #606: every key under an unknown prefix leaves a random model."""
     _save(load_model("tiny"), tmp_path / "m")

@@ -1,0 +1,64 @@
+"""`sam3tune demo` end to end: a tiny run through the CLI (default suite) and the full demo (slow), which
+must show held-out learning."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from PIL import Image
+
+from sam3tune.cli import main
+from sam3tune.demo.runner import DemoSettings, run_demo
+from sam3tune.model import load_model
+
+TABLE_ROW = re.compile(r"^(box AP50|mask AP50|box cgF1|false-fire rate)\s+(-|[\d.]+)\s+(-|[\d.]+)\s+", re.M)
+
+
+def test_tiny_demo_writes_table_report_curve_overlays(tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--steps", "3", "--train-images", "16", "--heldout-images", "6"]
+    assert main([*argv, "--overlays", "2", "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "zero-shot" in printed and "tuned" in printed
+    rows = {name: (before, after) for name, before, after in TABLE_ROW.findall(printed)}
+    assert set(rows) == {"box AP50", "mask AP50", "box cgF1", "false-fire rate"}
+    report = json.loads((out / "eval" / "eval.json").read_text())
+    before, after = report["baseline"]["summary"], report["model"]["summary"]
+    for name, key in (
+        ("box AP50", "bbox_AP50"),
+        ("mask AP50", "segm_AP50"),
+        ("false-fire rate", "false_fire_rate"),
+    ):
+        assert rows[name] == (
+            f"{100 * before[key]:.1f}",
+            f"{100 * after[key]:.1f}",
+        )  # the table is the report
+    assert report["model"]["metrics"]["images"] == 6 and report["model"]["metrics"]["categories"] == 3
+    for path in (
+        out / "eval" / "eval.md",
+        out / "run" / "loss_curve.png",
+        out / "overlays" / "side_by_side.png",
+    ):
+        assert str(path) in printed and path.stat().st_size > 0
+    metrics = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if m["kind"] == "train"] == [1, 2, 3]
+    for name in ("zero-shot", "tuned"):
+        overlays = sorted((out / "overlays" / name / "overlays").glob("*.png"))
+        assert [Image.open(p).size for p in overlays] == [(256, 256)] * 2  # 64 px images drawn 4x
+    assert Image.open(out / "overlays" / "side_by_side.png").size == (2 * 256, 2 * 256)
+    tuned = load_model(out / "run" / "model")
+    assert tuned.report.weights_loaded and tuned.image_size == 64
+    assert main(argv) == 2 and "not empty" in capsys.readouterr().err  # never overwrites a demo
+
+
+@pytest.mark.slow
+def test_full_demo_learns_the_new_shapes_on_held_out_images(tmp_path):
+    result = run_demo(DemoSettings(out=tmp_path / "demo"), progress=False)
+    before, after = result.zero_shot.summary(), result.tuned.summary()
+    print(result.table, result.seconds)
+    # measured: 0.03 -> 0.71 on one thread, 0.03 -> 0.70 on two (docs/demo.md); the issue asks for 0.3
+    assert before["bbox_AP50"] <= 0.1
+    assert after["bbox_AP50"] >= 0.5
+    assert after["false_fire_rate"] <= 0.2
