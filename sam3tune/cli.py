@@ -266,6 +266,8 @@ def _add_doctor(sub) -> None:
 
 
 def _add_demo(sub) -> None:
+    from sam3tune.demo.settings import DemoSettings  # a plain dataclass: no torch at start-up
+
     parser = sub.add_parser(
         "demo",
         help="CPU demo: fine-tune a small pretrained SAM 3 on unseen shapes, zero-shot vs tuned",
@@ -277,16 +279,25 @@ def _add_demo(sub) -> None:
             "cores. See docs/demo.md."
         ),
     )
+    defaults = DemoSettings()
     parser.add_argument(
-        "--out", type=Path, default=Path("sam3tune-demo"), help="output folder (new or empty)"
+        "--out", type=Path, default=defaults.out, help="output folder, new or empty (default: %(default)s)"
     )
     parser.add_argument(
-        "--steps", type=int, default=600, help="fine-tuning steps of 16 images (default: 600)"
+        "--steps",
+        type=int,
+        default=defaults.steps,
+        help="fine-tuning steps of 16 images (default: %(default)s)",
     )
-    parser.add_argument("--train-images", type=int, default=500, help="fine-tuning images (default: 500)")
-    parser.add_argument("--heldout-images", type=int, default=200, help="held-out images (default: 200)")
-    parser.add_argument("--overlays", type=int, default=6, help="held-out images drawn (default: 6)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic images (default: 1)")
+    for option, name, what in (
+        ("--train-images", "train_images", "fine-tuning images"),
+        ("--heldout-images", "heldout_images", "held-out images"),
+        ("--overlays", "overlays", "held-out images drawn"),
+        ("--seed", "seed", "seed of the synthetic images"),
+    ):
+        parser.add_argument(
+            option, type=int, default=getattr(defaults, name), help=f"{what} (default: %(default)s)"
+        )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "--base",
@@ -298,7 +309,6 @@ def _add_demo(sub) -> None:
 
     def handler(args) -> int:
         from sam3tune.demo.command import run_demo_command
-        from sam3tune.demo.runner import DemoSettings
 
         for name in ("steps", "train_images", "heldout_images"):
             if getattr(args, name) < 1:

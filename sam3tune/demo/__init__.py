@@ -2,5 +2,5 @@
 zero-shot next to tuned on held-out images (docs/demo.md).
 
 ``tasks`` (the synthetic concept tasks), ``recipe`` (the training runs), ``base`` (the shipped base
-model), ``runner`` (the demo itself).
+model), ``settings`` (what the demo does, its defaults), ``runner`` (the demo itself).
 """

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from sam3tune.data import DataConfig
 from sam3tune.data.synth import generate
 from sam3tune.demo.base import base_model_dir
 from sam3tune.demo.recipe import finetune_config
+from sam3tune.demo.settings import DemoSettings
 from sam3tune.demo.tasks import NEW_SHAPES, finetune_task
 from sam3tune.eval.command import eval_model
 from sam3tune.eval.config import EvalConfig, PostprocessConfig
@@ -44,20 +45,6 @@ TABLE_ROWS = (
     ("false_fire_rate", "false-fire rate"),
 )
 OVERLAY_SCALE = 4  # overlays are drawn on held-out images enlarged 4x (nearest), so labels are legible
-
-
-@dataclass
-class DemoSettings:
-    """What ``run_demo`` does; the defaults are the measured demo (docs/demo.md)."""
-
-    out: Path = Path("sam3tune-demo")
-    steps: int = 600
-    train_images: int = 500
-    heldout_images: int = 200
-    overlays: int = 6
-    seed: int = 1
-    base: Path | None = None  # default: the shipped base model
-    overrides: list[str] = field(default_factory=list)  # extra TrainConfig key=value for the fine-tune
 
 
 @dataclass
