@@ -15,7 +15,15 @@ import torch
 from transformers import Sam3Model
 
 from sam3tune.config import load_config
-from sam3tune.model.architectures import NAMED_ARCHITECTURES, ArchitectureSpec, build_named_model
+from sam3tune.model.architectures import (
+    NAMED_ARCHITECTURES,
+    SAM3_RANDOM,
+    ArchitectureSpec,
+    architecture_names,
+    build_named_model,
+    build_sam3_random,
+)
+from sam3tune.model.clip_tokenizer import ClipTokenizer
 from sam3tune.model.finetune import unreachable_prefixes
 from sam3tune.model.tokenizer import HashingTokenizer, Tokenizer, load_tokenizer
 
@@ -95,15 +103,18 @@ def load_model(
     dtype: torch.dtype | None = None,
     seed: int = 0,
 ) -> ModelBundle:
-    """Load ``spec``: a named architecture (``tiny``, ``small``, an :class:`ArchitectureSpec`, or a YAML
-    file of ``ArchitectureSpec`` fields), a local ``save_pretrained`` directory (with its tokenizer), or a
-    hub id such as ``facebook/sam3``.
+    """Load ``spec``: a named architecture (``tiny``, ``small``, ``demo``, an :class:`ArchitectureSpec`, or a
+    YAML file of ``ArchitectureSpec`` fields), ``sam3-random`` (the released architecture, untrained), a
+    local ``save_pretrained`` directory (with its tokenizer), or a hub id such as ``facebook/sam3``.
 
-    Named architectures are built from random weights (``seed``). Pretrained weights must be
-    safetensors; they load as ``dtype``, float32 by default whatever the stored precision (a
+    Named architectures are built from random weights (``seed``); ``sam3-random`` needs CLIP's BPE file
+    on this machine (``ClipTokenizer.find_local``) and raises ``FileNotFoundError`` saying how to get it.
+    Pretrained weights must be safetensors; they load as ``dtype``, float32 by default whatever the stored precision (a
     half-precision checkpoint is widened). A checkpoint that leaves used weights missing or wrongly
     shaped raises :class:`WeightsNotLoadedError` unless ``allow_missing_weights``.
     """
+    if str(spec) == SAM3_RANDOM:
+        return _load_sam3_random(seed, dtype)
     if str(spec).endswith((".yaml", ".yml")):
         spec, name = load_config(ArchitectureSpec, spec), f"architecture file {spec}"
     else:
@@ -118,12 +129,22 @@ def load_model(
     return _load_pretrained(str(spec), allow_missing_weights=allow_missing_weights, dtype=dtype)
 
 
+def _load_sam3_random(seed: int, dtype: torch.dtype | None) -> ModelBundle:
+    tokenizer = ClipTokenizer.find_local()  # before the 840M build: a missing file fails at once
+    source = f"{SAM3_RANDOM} (released SAM 3 architecture, random weights: UNTRAINED)"
+    log.warning("building %s; it predicts nothing useful until trained", source)
+    model = build_sam3_random(seed)
+    if dtype is not None:
+        model = model.to(dtype)
+    return ModelBundle(model, tokenizer, int(model.config.image_size), source, LoadReport(source=source))
+
+
 def _load_pretrained(source: str, *, allow_missing_weights: bool, dtype: torch.dtype | None) -> ModelBundle:
     path = Path(source)
     if path.exists() and not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"{path} is not a saved SAM 3 model (no config.json); expected a directory written by "
-            f"save_pretrained, a hub id such as facebook/sam3, or one of {sorted(NAMED_ARCHITECTURES)}"
+            f"save_pretrained, a hub id such as facebook/sam3, or one of {architecture_names()}"
         )
     # float32 unless asked otherwise: a checkpoint stored in half precision (e.g. the demo base, fp16)
     # must not make training or CPU inference run in it (transformers would keep the stored dtype)
