@@ -109,9 +109,9 @@ def load_model(
 
     Named architectures are built from random weights (``seed``); ``sam3-random`` needs CLIP's BPE file
     on this machine (``ClipTokenizer.find_local``) and raises ``FileNotFoundError`` saying how to get it.
-    Pretrained weights must be safetensors; they load as ``dtype``, float32 by default whatever the stored precision (a
-    half-precision checkpoint is widened). A checkpoint that leaves used weights missing or wrongly
-    shaped raises :class:`WeightsNotLoadedError` unless ``allow_missing_weights``.
+    Pretrained weights must be safetensors; they load as ``dtype``, float32 by default whatever the
+    stored precision (a half-precision checkpoint is widened). A checkpoint that leaves used weights
+    missing or wrongly shaped raises :class:`WeightsNotLoadedError` unless ``allow_missing_weights``.
     """
     if str(spec) == SAM3_RANDOM:
         return _load_sam3_random(seed, dtype)
