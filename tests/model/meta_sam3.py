@@ -7,11 +7,13 @@ tokenizer only to open a file) gets a stand-in that opens local paths.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import importlib
 import importlib.abc
 import importlib.util
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.meta_reference import reference_unavailable
@@ -38,7 +40,7 @@ def import_meta(module: str) -> types.ModuleType:
         package.__path__ = list(spec.submodule_search_locations)
         package.__spec__ = spec
         sys.modules["sam3"] = package
-    if importlib.util.find_spec("iopath") is None and "iopath.common.file_io" not in sys.modules:
+    if "iopath.common.file_io" not in sys.modules and importlib.util.find_spec("iopath") is None:
         file_io = types.ModuleType("iopath.common.file_io")
         file_io.g_pathmgr = types.SimpleNamespace(open=builtins.open)
         for name in ("iopath", "iopath.common"):
@@ -60,6 +62,8 @@ class _Anything:
         return args[0] if len(args) == 1 and callable(args[0]) and not kwargs else _Anything()
 
     def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
         return _Anything()
 
     def __getitem__(self, key):
@@ -80,18 +84,26 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec):
         module = types.ModuleType(spec.name)
         module.__path__ = []
-        module.__getattr__ = lambda attr: _Anything if attr[:1].isupper() else _Anything()
+
+        def attribute(name):
+            if name.startswith("__"):
+                raise AttributeError(name)  # __file__ & co.: what introspection asks of a module
+            return _Anything if name[:1].isupper() else _Anything()
+
+        module.__getattr__ = attribute
         return module
 
     def exec_module(self, module):
         pass
 
 
-def _stub_modules() -> None:
-    """Stand-ins for what Meta's model modules import but building and running the image model with text
-    prompts on the CPU does not need: torchvision (box-prompt RoI pooling, video and data transforms),
-    triton (CUDA kernels), cv2/decord (video), and timm's ``DropPath`` / ``Mlp`` / ``trunc_normal_``
-    (re-implemented: ``Mlp`` is fc1 -> act -> fc2, the layout of Meta's keys)."""
+@contextlib.contextmanager
+def _stand_ins() -> Iterator[None]:
+    """Stand-ins, while Meta's modules are imported and built, for what they import but the image model
+    with text prompts on the CPU does not need: torchvision (box-prompt RoI pooling, video and data
+    transforms), triton (CUDA kernels), cv2/decord (video), and timm's ``DropPath`` / ``Mlp`` /
+    ``trunc_normal_`` (re-implemented: ``Mlp`` is fc1 -> act -> fc2, the layout of Meta's keys).
+    Afterwards the stand-ins leave ``sys.modules`` again, so no other test sees a fake torchvision."""
     from torch import nn
 
     class Mlp(nn.Module):
@@ -109,13 +121,18 @@ def _stub_modules() -> None:
             super().__init__()
 
     libraries = ("torchvision", "triton", "cv2", "decord", "timm")
-    roots = {r for r in libraries if importlib.util.find_spec(r) is None}
-    if roots and not any(isinstance(f, _StubFinder) for f in sys.meta_path):
-        sys.meta_path.append(_StubFinder(roots))
-    if "timm" in roots:
-        for name in ("timm.layers", "timm.models.layers"):
-            layers = importlib.import_module(name)
-            layers.DropPath, layers.Mlp, layers.trunc_normal_ = DropPath, Mlp, nn.init.trunc_normal_
+    finder = _StubFinder({r for r in libraries if importlib.util.find_spec(r) is None})
+    sys.meta_path.append(finder)
+    try:
+        if "timm" in finder.roots:
+            for name in ("timm.layers", "timm.models.layers"):
+                layers = importlib.import_module(name)
+                layers.DropPath, layers.Mlp, layers.trunc_normal_ = DropPath, Mlp, nn.init.trunc_normal_
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+        for name in [n for n in sys.modules if n.split(".")[0] in finder.roots]:
+            del sys.modules[name]
 
 
 def build_meta_image_model(device: str = "meta"):
@@ -136,21 +153,22 @@ def build_meta_image_model(device: str = "meta"):
             kwargs = dict(kwargs or {})
             if kwargs.get("device") is not None and torch.device(kwargs["device"]).type == "cuda":
                 kwargs["device"] = real
+            if kwargs.get("device", "unset") is None:
+                del kwargs["device"]  # nn.Linear & co. pass device=None: the default device
             made_from_scratch = not any(isinstance(a, torch.Tensor) for a in args) and "device" not in kwargs
-            if device != "meta" or not made_from_scratch:
+            if device != "meta" or not made_from_scratch or not _takes_device(func):
                 return func(*args, **kwargs)
-            out = func(*args, **kwargs, device="meta") if _takes_device(func) else func(*args, **kwargs)
-            if isinstance(out, torch.Tensor) and out.is_meta and out.numel() < small:
+            out = func(*args, **kwargs, device="meta")
+            if out.numel() < small:
                 out = func(*args, **kwargs, device="cpu")
             return out
 
-    _stub_modules()
-    builder = import_meta("model_builder")
-    with Placement():
-        model = builder.build_sam3_image_model(
-            bpe_path=str(clip_bpe_file()), device="cpu", eval_mode=True, load_from_HF=False
-        )
-    return model
+    with _stand_ins():
+        builder = import_meta("model_builder")
+        with Placement():
+            return builder.build_sam3_image_model(
+                bpe_path=str(clip_bpe_file()), device="cpu", eval_mode=True, load_from_HF=False
+            )
 
 
 def _takes_device(func) -> bool:
