@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import nn
 
 from sam3tune.train.config import OptimConfig
@@ -104,3 +105,13 @@ def _depth_label(vit_depth: int | None) -> str:
     if vit_depth is None:
         return ""
     return ".stem" if vit_depth == 0 else f".block{vit_depth - 1:02d}"
+
+
+def build_optimizer(
+    model: nn.Module, role_of: Callable[[str], ParamRole], num_vit_blocks: int, config: OptimConfig
+) -> torch.optim.AdamW:
+    """The trainer's AdamW over :func:`build_param_groups` of ``model`` with ``config``'s betas and eps."""
+    groups = build_param_groups(
+        model.named_parameters(), role_of, no_weight_decay_names(model), config, num_vit_blocks
+    )
+    return torch.optim.AdamW(groups, betas=tuple(config.betas), eps=config.eps, lr=config.lr_transformer)
