@@ -19,11 +19,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sam3tune.data import DataConfig, build_train_dataset, collate
-from sam3tune.doctor.learning_rates import build_optimizer
 from sam3tune.doctor.step_probe import probe_training_step
 from sam3tune.loss import Sam3Criterion
 from sam3tune.model import ModelConfig, build_training_model, load_model
 from sam3tune.train.config import OptimConfig
+from sam3tune.train.param_groups import build_optimizer, role_of
 from tests.data.conftest import FRUITS_NUTS
 
 
@@ -92,7 +92,7 @@ def main() -> None:
             batch = batches([dataset[i] for i in range(images)])
 
             def step(bf16: bool, model=model, batch=batch):
-                optimizer = build_optimizer(model, OptimConfig())
+                optimizer = build_optimizer(model, role_of, model.num_vit_blocks, OptimConfig())
                 return probe_training_step(model, Sam3Criterion(), batch, optimizer, bf16=bf16).memory
 
             step(False)  # warm-up: lazily created buffers, allocator pools

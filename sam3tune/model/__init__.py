@@ -7,9 +7,7 @@ from sam3tune.model.components import (
     component_of,
     format_parameter_table,
     parameter_table,
-    vit_block_index,
-    vit_layer_id,
-    vit_lr_scale,
+    vit_depth,
 )
 from sam3tune.model.config import COMPONENTS, FinetuneConfig, LoraConfig, ModelConfig
 from sam3tune.model.export import load_adapters, load_state_dict, save_adapters, save_merged, save_state_dict
@@ -42,7 +40,5 @@ __all__ = [
     "save_adapters",
     "save_merged",
     "save_state_dict",
-    "vit_block_index",
-    "vit_layer_id",
-    "vit_lr_scale",
+    "vit_depth",
 ]

@@ -88,7 +88,7 @@ class Sam3ForTraining(nn.Module):
 
     @property
     def num_vit_blocks(self) -> int:
-        """Number of ViT blocks (for layer-wise learning-rate decay, see ``components.vit_lr_scale``)."""
+        """Number of ViT blocks (for layer-wise learning-rate decay, see ``sam3tune.train.param_groups``)."""
         return int(self.core.config.vision_config.backbone_config.num_hidden_layers)
 
     def parameter_table(self) -> list[ComponentParameters]:

@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from sam3tune.model.components import component_of, is_adapter_parameter, vit_depth
 from sam3tune.train.config import OptimConfig
 
 Component = Literal["transformer", "vision", "text"]
@@ -40,6 +41,16 @@ class ParamRole:
     component: Component
     vit_depth: int | None = None
     is_adapter: bool = False
+
+
+def role_of(name: str) -> ParamRole:
+    """The recipe role of a ``Sam3ForTraining`` parameter: vision (ViT + FPN neck) and text (CLIP +
+    projection) get their own learning rates, everything else (DETR encoder/decoder, mask decoder,
+    geometry encoder, heads) ``lr_transformer``; ViT-trunk parameters get their depth for layer decay
+    (``sam3tune.model.components.vit_depth``); LoRA adapter weights are marked."""
+    component = component_of(name)
+    family = component if component in ("vision", "text") else "transformer"
+    return ParamRole(family, vit_depth=vit_depth(name), is_adapter=is_adapter_parameter(name))
 
 
 def no_weight_decay_names(model: nn.Module) -> set[str]:
