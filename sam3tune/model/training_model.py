@@ -192,10 +192,10 @@ class Sam3ForTraining(nn.Module):
                 f"got min {int(image_index.min())} max {int(image_index.max())}"
             )
 
-    def save_pretrained(self, directory: str | Path, *, atomic: bool = True) -> None:
-        """Write a plain ``transformers`` checkpoint (LoRA merged) plus the tokenizer; see
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write a plain ``transformers`` checkpoint (LoRA merged) plus the tokenizer, atomically; see
         ``export.save_merged``."""
-        save_merged(self, directory, atomic=atomic)
+        save_merged(self, directory)
 
 
 def _outputs(
