@@ -1,7 +1,7 @@
 """Check the doctor's memory meter against an independent count: the C heap in use (glibc ``mallinfo2``),
 sampled after every operator of the same training step on the CPU.
 
-    python bench/doctor_memory.py [--archs tiny small] [--images 1 2 4] [--threads 1]
+    PYTHONPATH=. python bench/doctor_memory.py [--archs tiny small] [--images 1 2 4] [--threads 1]
 
 For each architecture and batch size (images of fruits_nuts, all their queries) it runs the doctor's step
 (``probe_training_step``: forward, loss, backward, clipping, AdamW step) once to warm up, then once inside

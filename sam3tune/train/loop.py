@@ -289,7 +289,7 @@ class Trainer:
         self, on_step_end: Callable[[dict[str, Any]], None] | None, last_record: dict[str, Any]
     ) -> tuple[dict[str, Any], bool]:
         """Steps of the current epoch from the current position, then validation and checkpoints.
-        Returns the last record and whether a stop was requested."""
+        Returns the last record and whether the run stopped before its end (a stop request)."""
         loop, progress = self.config.loop, self.progress
         epoch = progress.epoch
         self.sampler.set_epoch(epoch, progress.step_in_epoch * loop.grad_accum_steps)
@@ -334,25 +334,27 @@ class Trainer:
         finally:
             bar.close()
             del batches
+        return last_record, self._end_of_steps(stopped)
+
+    def _end_of_steps(self, stopped: bool) -> bool:
+        """After a run of steps (an epoch, or its part up to the end of the run or a stop): close the epoch
+        when it is complete, validate and save checkpoints when due; returns whether the run stops here
+        before its end (a stop request)."""
+        progress, every_val = self.progress, self.config.val.every_epochs
         if progress.step_in_epoch == self.steps_per_epoch:
             progress.epoch, progress.step_in_epoch = progress.epoch + 1, 0
         run_done = progress.step >= self.total_steps
         epoch_end = progress.step_in_epoch == 0
-        every_val = self.config.val.every_epochs
-        validate = self.parts.val_dataset is not None and every_val > 0
+        validation_due = run_done or (epoch_end and _every(every_val, progress.epoch))
         improved = (
-            validate and (run_done or (epoch_end and _every(every_val, progress.epoch))) and self._validate()
+            self.parts.val_dataset is not None and every_val > 0 and validation_due and self._validate()
         )
-        if (
-            run_done
-            or stopped
-            or improved
-            or (epoch_end and _every(loop.checkpoint_every_epochs, progress.epoch))
-        ):
+        checkpoint_due = epoch_end and _every(self.config.loop.checkpoint_every_epochs, progress.epoch)
+        if run_done or stopped or improved or checkpoint_due:
             self._save("last")
         if improved:
             self._save("best")
-        return last_record, stopped and not run_done
+        return stopped and not run_done
 
     # ---------------------------------------------------------------------------------------- step
     def train_step(self, micro_batches: list[Any]) -> tuple[dict[str, Any], bool]:
