@@ -2,8 +2,8 @@
 
 import huggingface_hub
 import pytest
-from huggingface_hub import errors
 from httpx2 import Request, Response
+from huggingface_hub import errors
 
 from sam3tune.model import load_model
 from sam3tune.model.hub import HUB_FILES, ModelSpecError, is_hub_id
