@@ -87,15 +87,7 @@ def probe_training_step(
         return StepProbe(shapes[0], result, no_gradient, None, None)
 
     gradients = gradient_bytes(model)
-    before_step = meter.live
-    meter.reset_peak()
-    with meter:
-        trainable = [p for group in optimizer.param_groups for p in group["params"]]
-        limit = max_grad_norm if max_grad_norm is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_norm=limit))
-        optimizer.step()
-    step_peak = gradients + meter.peak - before_step
-    optimizer.zero_grad(set_to_none=True)
+    grad_norm, step_peak = _clip_and_step(optimizer, max_grad_norm, meter)
     cuda_peak = None
     if on_cuda:
         torch.cuda.synchronize(device)
@@ -105,12 +97,28 @@ def probe_training_step(
         gradients=gradients,
         optimizer_state=optimizer_state_bytes(optimizer),
         activations=activations,
-        optimizer_step=step_peak,
+        optimizer_step=gradients + step_peak,
         precision="bf16 autocast" if bf16 else str(next(model.parameters()).dtype).removeprefix("torch."),
         device=str(device),
         cuda_peak=cuda_peak,
     )
     return StepProbe(shapes[0], result, no_gradient, grad_norm, memory)
+
+
+def _clip_and_step(
+    optimizer: torch.optim.Optimizer, max_grad_norm: float | None, meter: LiveTensorMeter
+) -> tuple[float, int]:
+    """The trainer's clipping and AdamW step, then gradients released: the gradient norm before clipping
+    and the memory the step added on top of what was alive before it."""
+    before = meter.live
+    meter.reset_peak()
+    with meter:
+        trainable = [p for group in optimizer.param_groups for p in group["params"]]
+        limit = max_grad_norm if max_grad_norm is not None else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_norm=limit))
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm, meter.peak - before
 
 
 def _meta(tensor: Tensor) -> Tensor:
