@@ -1,0 +1,89 @@
+"""The key conversion is semantically right where same-shaped tensors could be swapped unnoticed: Meta's
+own layers (small, random) and the Sam3Model layers loaded through ``convert_state_dict`` compute the same.
+(The whole model at full size: tests/model/test_meta_parity.py, slow.)"""
+
+import torch
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+from transformers.models.sam3.configuration_sam3 import Sam3DETREncoderConfig
+from transformers.models.sam3.modeling_sam3 import Sam3DetrEncoderLayer
+
+from sam3tune.model.meta_checkpoint import convert_state_dict
+from tests.model.meta_sam3 import build_meta_image_model, import_meta
+
+
+def _converted(module, meta_prefix: str, hf_prefix: str) -> dict:
+    meta = {meta_prefix + k: v for k, v in module.state_dict().items()}
+    out, _ = convert_state_dict(meta)
+    assert all(k.startswith(hf_prefix) for k in out), sorted(out)[:3]
+    return {k[len(hf_prefix) :]: v for k, v in out.items()}
+
+
+def test_detr_encoder_layer_matches_meta():
+    build_meta_image_model("meta")  # imports Meta's modules with their stand-ins
+    encoder, misc = import_meta("model.encoder"), import_meta("model.model_misc")
+    torch.manual_seed(0)
+    meta = encoder.TransformerEncoderLayer(
+        activation="relu",
+        d_model=32,
+        dim_feedforward=64,
+        dropout=0.0,
+        pos_enc_at_attn=True,
+        pos_enc_at_cross_attn_keys=False,
+        pos_enc_at_cross_attn_queries=False,
+        pre_norm=True,
+        self_attention=misc.MultiheadAttentionWrapper(
+            num_heads=4, dropout=0.0, embed_dim=32, batch_first=True
+        ),
+        cross_attention=misc.MultiheadAttentionWrapper(
+            num_heads=4, dropout=0.0, embed_dim=32, batch_first=True
+        ),
+    ).eval()
+    with torch.no_grad():  # distinct norms, so that a swapped norm shows
+        for name, p in meta.named_parameters():
+            if "norm" in name:
+                p.normal_()
+    hf = Sam3DetrEncoderLayer(
+        Sam3DETREncoderConfig(hidden_size=32, num_attention_heads=4, intermediate_size=64, dropout=0.0)
+    ).eval()
+    hf.load_state_dict(
+        _converted(meta, "transformer.encoder.layers.0.", "detr_encoder.layers.0."), strict=True
+    )
+    image, text, pos = torch.randn(2, 20, 32), torch.randn(2, 5, 32), torch.randn(2, 20, 32)
+    with torch.no_grad():
+        expected = meta(tgt=image, memory=text, query_pos=pos)
+        got = hf(vision_feats=image, prompt_feats=text, vision_pos_encoding=pos)
+    assert (got - expected).abs().max() < 1e-5
+
+
+def test_clip_text_encoder_matches_meta():
+    build_meta_image_model("meta")
+    text_encoder = import_meta("model.text_encoder_ve")
+    torch.manual_seed(0)
+    meta = text_encoder.TextTransformer(
+        context_length=8, vocab_size=64, width=32, heads=4, layers=2, output_dim=16, output_tokens=True
+    ).eval()
+    with torch.no_grad():
+        for name, p in meta.named_parameters():
+            if "ln_" in name:
+                p.normal_()
+    config = CLIPTextConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=8,
+        projection_dim=16,
+        hidden_act="gelu",
+        pad_token_id=0,
+        bos_token_id=62,
+        eos_token_id=63,
+    )
+    hf = CLIPTextModelWithProjection(config).eval()
+    state = _converted(meta, "backbone.language_backbone.encoder.", "text_encoder.")
+    hf.load_state_dict(state, strict=True)
+    ids = torch.randint(0, 62, (2, 8))
+    with torch.no_grad():
+        _, tokens = meta(ids)
+        got = hf(input_ids=ids).last_hidden_state
+    assert (got - tokens).abs().max() < 1e-5
