@@ -87,3 +87,58 @@ def test_clip_text_encoder_matches_meta():
         _, tokens = meta(ids)
         got = hf(input_ids=ids).last_hidden_state
     assert (got - tokens).abs().max() < 1e-5
+
+
+def test_detr_decoder_layer_matches_meta():
+    from transformers.models.sam3.configuration_sam3 import Sam3DETRDecoderConfig
+    from transformers.models.sam3.modeling_sam3 import Sam3DetrDecoderLayer
+
+    build_meta_image_model("meta")
+    decoder = import_meta("model.decoder")
+    torch.manual_seed(0)
+    meta = decoder.TransformerDecoderLayer(
+        activation="relu",
+        d_model=32,
+        dim_feedforward=64,
+        dropout=0.0,
+        cross_attention=torch.nn.MultiheadAttention(32, 4, dropout=0.0),
+        n_heads=4,
+        use_text_cross_attention=True,
+    ).eval()
+    with torch.no_grad():  # distinct norms, so that a swapped norm shows
+        for name, p in meta.named_parameters():
+            if "norm" in name:
+                p.normal_()
+    hf = Sam3DetrDecoderLayer(
+        Sam3DETRDecoderConfig(hidden_size=32, num_attention_heads=4, intermediate_size=64, dropout=0.0)
+    ).eval()
+    hf.load_state_dict(
+        _converted(meta, "transformer.decoder.layers.3.", "detr_decoder.layers.3."), strict=True
+    )
+    queries, batch, tokens, pixels = 6, 2, 5, 12
+    tgt, query_pos = torch.randn(queries, batch, 32), torch.randn(queries, batch, 32)
+    text, image, image_pos = (
+        torch.randn(tokens, batch, 32),
+        torch.randn(pixels, batch, 32),
+        torch.randn(pixels, batch, 32),
+    )
+    presence = torch.randn(1, batch, 32)
+    with torch.no_grad():
+        out, presence_out = meta(
+            tgt=tgt,
+            tgt_query_pos=query_pos,
+            memory_text=text,
+            memory=image,
+            memory_pos=image_pos,
+            cross_attn_mask=torch.zeros(batch * 4, queries, pixels),
+            presence_token=presence,
+        )
+        got = hf(
+            hidden_states=torch.cat([presence, tgt]).transpose(0, 1),
+            query_pos=query_pos.transpose(0, 1),
+            text_features=text.transpose(0, 1),
+            vision_features=image.transpose(0, 1),
+            vision_pos_encoding=image_pos.transpose(0, 1),
+        )
+    expected = torch.cat([presence_out, out]).transpose(0, 1)
+    assert (got - expected).abs().max() < 1e-5
