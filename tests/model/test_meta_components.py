@@ -142,3 +142,30 @@ def test_detr_decoder_layer_matches_meta():
         )
     expected = torch.cat([presence_out, out]).transpose(0, 1)
     assert (got - expected).abs().max() < 1e-5
+
+
+def test_dot_product_scoring_matches_meta():
+    from transformers.models.sam3.modeling_sam3 import Sam3DotProductScoring
+
+    from sam3tune.model import NAMED_ARCHITECTURES
+    from sam3tune.model.architectures import sam3_config
+
+    build_meta_image_model("meta")
+    misc = import_meta("model.model_misc")
+    torch.manual_seed(0)
+    prompt_mlp = misc.MLP(
+        input_dim=16, hidden_dim=32, output_dim=16, num_layers=2, dropout=0.0, residual=True,
+        out_norm=torch.nn.LayerNorm(16),
+    )  # fmt: skip
+    meta = misc.DotProductScoring(d_model=16, d_proj=16, prompt_mlp=prompt_mlp).eval()
+    with torch.no_grad():
+        meta.prompt_mlp.out_norm.weight.normal_()
+    hf = Sam3DotProductScoring(sam3_config(NAMED_ARCHITECTURES["tiny"])).eval()
+    hf.load_state_dict(_converted(meta, "dot_prod_scoring.", "dot_product_scoring."), strict=True)
+    hs, text = torch.randn(2, 3, 6, 16), torch.randn(5, 3, 16)
+    padding = torch.zeros(3, 5, dtype=torch.bool)
+    padding[1, 3:] = True
+    with torch.no_grad():
+        expected = meta(hs, text, padding)
+        got = hf(hs, text.transpose(0, 1), ~padding)
+    assert (got - expected).abs().max() < 1e-5
