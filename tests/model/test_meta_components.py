@@ -2,6 +2,7 @@
 own layers (small, random) and the Sam3Model layers loaded through ``convert_state_dict`` compute the same.
 (The whole model at full size: tests/model/test_meta_parity.py, slow.)"""
 
+import pytest
 import torch
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 from transformers.models.sam3.configuration_sam3 import Sam3DETREncoderConfig
@@ -169,3 +170,32 @@ def test_dot_product_scoring_matches_meta():
         expected = meta(hs, text, padding)
         got = hf(hs, text.transpose(0, 1), ~padding)
     assert (got - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("window", [4, 0], ids=["windowed", "global"])
+def test_vit_block_matches_meta(window):
+    """The fused qkv split and the norms; Meta's rotary tables are dropped and Sam3Model's own agree."""
+    from transformers.models.sam3.configuration_sam3 import Sam3ViTConfig
+    from transformers.models.sam3.modeling_sam3 import Sam3ViTLayer
+
+    build_meta_image_model("meta")
+    vitdet = import_meta("model.vitdet")
+    torch.manual_seed(0)
+    meta = vitdet.Block(
+        dim=32, num_heads=4, mlp_ratio=2.0, qkv_bias=True, window_size=window, input_size=(8, 8),
+        use_rope=True, rope_pt_size=(4, 4), rope_interp=True,
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        for name, p in meta.named_parameters():
+            if "norm" in name:
+                p.normal_()
+    config = Sam3ViTConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, image_size=64,
+        patch_size=8, pretrain_image_size=32, window_size=4, global_attn_indexes=[0],
+    )  # fmt: skip
+    hf = Sam3ViTLayer(config, window_size=window).eval()
+    state = _converted(meta, "backbone.vision_backbone.trunk.blocks.5.", "vision_encoder.backbone.layers.5.")
+    hf.load_state_dict(state, strict=True)
+    x = torch.randn(2, 8, 8, 32)
+    with torch.no_grad():
+        assert (hf(x) - meta(x)).abs().max() < 1e-4
