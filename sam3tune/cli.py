@@ -235,7 +235,29 @@ def _add_demo(sub) -> None:
 
 
 # One entry per sub-command, in the order `sam3tune --help` lists them.
-_COMMANDS: tuple = (_add_demo, _add_data, _add_train, _add_doctor, _add_eval, _add_predict)
+def _add_import_checkpoint(sub) -> None:
+    parser = sub.add_parser(
+        "import-checkpoint",
+        help="convert a checkpoint of Meta's SAM 3 code (sam3.pt, trainer) to a Hugging Face folder",
+        description="Convert a state dict written by Meta's sam3 builder or trainer (sam3.pt with "
+        "detector./tracker. keys, a trainer checkpoint's 'model', DDP module. prefixes; .pt loaded "
+        "weights-only, or .safetensors) into a save_pretrained folder that Sam3Model.from_pretrained and "
+        "sam3tune --model load. Every weight is accounted for. See docs/model.md.",
+    )
+    parser.add_argument("checkpoint", type=Path, metavar="PATH", help="Meta checkpoint file")
+    parser.add_argument("out", type=Path, metavar="OUT", help="new output folder")
+    parser.set_defaults(handler="sam3tune.model.command:run_import_checkpoint_command")
+
+
+_COMMANDS: tuple = (
+    _add_demo,
+    _add_data,
+    _add_train,
+    _add_doctor,
+    _add_eval,
+    _add_predict,
+    _add_import_checkpoint,
+)
 _NOT_ARGUMENTS = ("handler", "command", "action", "show_help")
 
 
