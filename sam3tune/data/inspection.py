@@ -75,7 +75,7 @@ def _inspect_split(
         "problems": [],
     }
     try:
-        split = load_split(files, progress=progress)
+        split = load_split(files, progress=progress, follow_symlinks=config.follow_symlinks)
     except DataError as err:
         entry["error"] = {"kind": err.kind, "message": str(err)}
         return entry
