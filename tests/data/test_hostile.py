@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from faster_coco_eval.core import mask as coco_mask
 from PIL import Image
 
 from sam3tune.data import (
+    CATALOGUE,
     DataConfig,
     DataError,
     build_eval_dataset,
@@ -425,3 +427,8 @@ def test_ids_beyond_64_bits_are_refused_at_load(tmp_path, where, fragment):
     assert info.value.kind == "id_out_of_range"
     assert str(folder / "_annotations.coco.json") in str(info.value) and fragment in str(info.value)
     assert str(2**63) in str(info.value)
+
+
+def test_every_problem_kind_is_in_the_documented_catalogue():
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "data.md").read_text()
+    assert [kind for kind in CATALOGUE if f"`{kind}`" not in docs] == []

@@ -14,6 +14,7 @@ import pytest
 from faster_coco_eval import COCO, COCOeval_faster
 
 from sam3tune.data import DataConfig, build_eval_dataset
+from sam3tune.eval.coco_results import ResultsError, load_coco_results
 from sam3tune.eval.command import eval_predictions_file
 from sam3tune.eval.evaluate import evaluate_predictions
 from sam3tune.eval.ground_truth import (
@@ -159,4 +160,12 @@ def test_deeply_nested_ground_truth_file_is_a_clear_error(tmp_path):
     path.write_text("[" * 200_000 + "]" * 200_000)
     with pytest.raises(GroundTruthError, match="nested too deeply") as info:
         load_ground_truth(path)
+    assert str(path) in str(info.value)
+
+
+def test_deeply_nested_predictions_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "predictions.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ResultsError, match="nested too deeply") as info:
+        load_coco_results(path)
     assert str(path) in str(info.value)
