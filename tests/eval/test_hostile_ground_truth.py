@@ -155,17 +155,12 @@ def test_unusable_ground_truth_is_named(change, fragment):
         check_ground_truth(gt)
 
 
-def test_deeply_nested_ground_truth_file_is_a_clear_error(tmp_path):
-    path = tmp_path / "gt.json"
+@pytest.mark.parametrize(
+    ("read", "error"), [(load_ground_truth, GroundTruthError), (load_coco_results, ResultsError)]
+)
+def test_deeply_nested_ground_truth_or_predictions_file_is_a_clear_error(tmp_path, read, error):
+    path = tmp_path / "nested.json"
     path.write_text("[" * 200_000 + "]" * 200_000)
-    with pytest.raises(GroundTruthError, match="nested too deeply") as info:
-        load_ground_truth(path)
-    assert str(path) in str(info.value)
-
-
-def test_deeply_nested_predictions_file_is_a_clear_error(tmp_path):
-    path = tmp_path / "predictions.json"
-    path.write_text("[" * 200_000 + "]" * 200_000)
-    with pytest.raises(ResultsError, match="nested too deeply") as info:
-        load_coco_results(path)
+    with pytest.raises(error, match="nested too deeply") as info:
+        read(path)
     assert str(path) in str(info.value)
