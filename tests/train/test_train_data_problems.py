@@ -57,7 +57,7 @@ def test_colliding_prompts_stop_train_before_a_run_folder_exists(tmp_path, capsy
         coco["categories"][1]["name"] = "Red Block"  # category 1 is "red_block"
 
     _rewrite(root, collide)
-    status = run_train_command(str(root), None, [f"output_dir={tmp_path / 'runs'}", *FAST], None)
+    status = run_train_command(overrides=[f"output_dir={tmp_path / 'runs'}", *FAST], data=str(root))
     assert status == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "category 1 'red_block' -> 'red block' and category 2 'Red Block' -> 'red block'" in err
