@@ -50,7 +50,8 @@ def probe_image(path: Path) -> ImageInfo:
     """Read the header of ``path`` and decode it once to catch truncated files.
 
     JPEGs are verified with a 1/8-scale DCT decode (reads the whole entropy stream, a few ms) and a
-    scan of their marker structure (:func:`jpeg_damage`), which catches corrupt files that still decode.
+    scan of their marker structure (:func:`jpeg_damage`), which catches corrupt files that still decode;
+    PNGs above :data:`LARGE_IMAGE_PIXELS` by their chunk checksums (not decoded); others by a decode.
     Raises :class:`ImageFileError` with kind ``image_missing``, ``image_unreadable``, ``image_truncated``
     or ``image_corrupt``.
     """
@@ -61,13 +62,19 @@ def probe_image(path: Path) -> ImageInfo:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 width, height = img.size
-                orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+                mode, fmt = img.mode, img.format
+                if fmt == "PNG" and width * height > LARGE_IMAGE_PIXELS:
+                    # Pillow decodes a PNG to find EXIF after the pixels: read only an early eXIf chunk,
+                    # and check the chunk checksums to the end without holding the pixels in memory.
+                    orientation = _early_png_orientation(img)
+                    img.verify()
+                else:
+                    orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+                    if fmt == "JPEG":
+                        img.draft(mode, (max(1, width // 8), max(1, height // 8)))
+                    img.load()
                 if orientation in _TRANSPOSED_ORIENTATIONS:
                     width, height = height, width
-                mode, fmt = img.mode, img.format
-                if fmt == "JPEG":
-                    img.draft(mode, (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
-                img.load()
     except OSError as err:
         kind = "image_truncated" if "truncated" in str(err).lower() else "image_unreadable"
         raise ImageFileError(kind, f"{path}: {err}") from err
@@ -80,6 +87,16 @@ def probe_image(path: Path) -> ImageInfo:
     if not isinstance(orientation, int) or not 1 <= orientation <= 8:
         orientation = 1  # PIL's exif_transpose ignores such values as well
     return ImageInfo(width=width, height=height, mode=mode, format=fmt, orientation=orientation)
+
+
+def _early_png_orientation(img: Image.Image) -> int:
+    """The EXIF orientation of an eXIf chunk Pillow met before the pixel data (1 without one)."""
+    raw = img.info.get("exif")
+    if not raw:
+        return 1
+    exif = Image.Exif()
+    exif.load(raw)
+    return exif.get(_EXIF_ORIENTATION, 1)
 
 
 def jpeg_damage(data: bytes) -> str | None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from faster_coco_eval.core import mask as coco_mask
-from PIL import Image
+from PIL import Image, ImageFile
 
 from sam3tune.data import (
     CATALOGUE,
@@ -432,3 +432,28 @@ def test_ids_beyond_64_bits_are_refused_at_load(tmp_path, where, fragment):
 def test_every_problem_kind_is_in_the_documented_catalogue():
     docs = (Path(__file__).resolve().parents[2] / "docs" / "data.md").read_text()
     assert [kind for kind in CATALOGUE if f"`{kind}`" not in docs] == []
+
+
+@pytest.mark.parametrize(
+    ("cut", "kind"), [(None, None), ("truncate", "image_truncated"), ("flip", "image_unreadable")]
+)
+def test_large_pngs_are_checked_without_decoding(tmp_path, monkeypatch, cut, kind):
+    monkeypatch.setattr(images_module, "LARGE_IMAGE_PIXELS", 100)
+    path = tmp_path / "big.png"
+    pixels = np.random.default_rng(1).integers(0, 256, size=(60, 80, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    data = path.read_bytes()
+    decoded = []
+    load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self) or load(self))
+    if cut == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif cut == "flip":
+        path.write_bytes(data[:2000] + bytes([data[2000] ^ 0xFF]) + data[2001:])
+    if kind is None:
+        assert images_module.probe_image(path).width == 80
+    else:
+        with pytest.raises(images_module.ImageFileError) as info:
+            images_module.probe_image(path)
+        assert info.value.kind == kind and str(path) in str(info.value)
+    assert decoded == []  # never decoded at load
