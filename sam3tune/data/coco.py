@@ -1,9 +1,11 @@
 """Reading one COCO split strictly: every object checked, every problem raised or counted.
 
 ``load_split`` turns a COCO annotation file plus its image folder into a :class:`CocoSplit`:
-usable images (file present, decodable, real size = JSON size after EXIF orientation), their
-objects with boxes clipped to the image (``xyxy`` pixels) and validated segmentations, all
-categories, and a :class:`~sam3tune.data.problems.ProblemReport`. Fatal problems raise
+usable images (file inside the image folder once links are resolved, listed under one id only,
+present, decodable, not corrupt, real size = JSON size after EXIF orientation), their objects
+(duplicates dropped, ``iscrowd`` 0 or 1) with boxes clipped to the image (``xyxy`` pixels) and
+validated, bounded segmentations that cover pixels inside their box, all categories, and a
+:class:`~sam3tune.data.problems.ProblemReport`. Fatal problems raise
 :class:`~sam3tune.data.problems.DataError` naming the file and the image / annotation id.
 """
 
