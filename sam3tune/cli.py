@@ -41,12 +41,20 @@ def _add_train(sub) -> None:
     parser.add_argument("--data", metavar="PATH", help="dataset root or COCO JSON (sets data.root)")
     parser.add_argument("--config", metavar="C.yaml", help="YAML file with config values")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    parser.add_argument(
+        "--allow-inexact-resume",
+        action="store_true",
+        help="with --resume: accept overrides that change the computation (seed, data, model, ...); recorded "
+        "in RUN_DIR/resumes.jsonl",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
     def handler(args) -> int:
         from sam3tune.train.command import run_train_command
 
-        return run_train_command(args.data, args.config, args.overrides, args.resume)
+        return run_train_command(
+            args.data, args.config, args.overrides, args.resume, args.allow_inexact_resume
+        )
 
     parser.set_defaults(handler=handler)
 
@@ -334,7 +342,12 @@ _COMMANDS: tuple = (_add_demo, _add_data, _add_train, _add_doctor, _add_eval, _a
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse leaves positionals after an option unparsed: `train a=1 --data D b=2` -> extra ["b=2"]
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 2

@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
 from sam3tune.data import Batch, Sample, collate
 from sam3tune.data.images import read_rgb
@@ -29,6 +28,7 @@ from sam3tune.eval.config import PostprocessConfig
 from sam3tune.eval.postprocess import Detections, postprocess
 from sam3tune.model import Sam3ForTraining, Tokenizer, load_model
 from sam3tune.overlay import draw_overlay
+from sam3tune.progress import progress_bar
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -130,7 +130,7 @@ class Predictor:
         (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
         results, entries, used_names = [], [], set()
         for image_id, path in enumerate(
-            tqdm(list(images), desc="predict", unit="image", disable=not progress), 1
+            progress_bar(list(images), desc="predict", unit="image", disable=not progress), 1
         ):
             path = Path(path)
             image = read_rgb(path)

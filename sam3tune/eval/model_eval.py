@@ -15,13 +15,13 @@ from functools import partial
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from sam3tune.data import Batch, QueryDataset, Tokenize, collate
 from sam3tune.eval.config import EvalConfig, PostprocessConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
 from sam3tune.eval.ground_truth import ground_truth_from_plan
 from sam3tune.eval.postprocess import postprocess
+from sam3tune.progress import progress_bar
 
 Forward = Callable[[Batch], dict[str, torch.Tensor]]
 
@@ -42,7 +42,7 @@ def predict_batches(
     """
     results: list[dict] = []
     queried: set[tuple[int, int]] = set()
-    for batch in tqdm(batches, desc="predict", unit="batch", disable=not progress):
+    for batch in progress_bar(batches, desc="predict", unit="batch", disable=not progress):
         inputs = dataclasses.replace(
             batch,
             pixel_values=batch.pixel_values.to(device, non_blocking=True),

@@ -8,6 +8,7 @@ unexpected or wrongly shaped key is reported, and a model whose weights did not 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from sam3tune.model.finetune import unreachable_prefixes
 from sam3tune.model.tokenizer import HashingTokenizer, Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")  # owner/name
 
 
 class WeightsNotLoadedError(RuntimeError):
@@ -120,6 +123,12 @@ def load_model(
 
 def _load_pretrained(source: str, *, allow_missing_weights: bool, dtype: torch.dtype | None) -> ModelBundle:
     path = Path(source)
+    if not path.exists() and not _HUB_ID.fullmatch(source):
+        raise FileNotFoundError(
+            f"model {source!r}: no such architecture, folder or hub id (named architectures: "
+            f"{', '.join(sorted(NAMED_ARCHITECTURES))}; a folder must exist; a hub id reads owner/name, "
+            "e.g. facebook/sam3)"
+        )
     if path.exists() and not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"{path} is not a saved SAM 3 model (no config.json); expected a directory written by "

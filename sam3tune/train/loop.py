@@ -34,8 +34,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from sam3tune.output_files import writing
+from sam3tune.progress import progress_bar
 from sam3tune.train.checkpoint import (
-    load_checkpoint,
     load_model_state,
     model_state_to_save,
     save_checkpoint,
@@ -51,6 +52,7 @@ from sam3tune.train.distributed import (
 from sam3tune.train.loss_curve import plot_loss_curve
 from sam3tune.train.metrics_log import MetricsLog, read_metrics
 from sam3tune.train.param_groups import ParamRole, build_param_groups, no_weight_decay_names
+from sam3tune.train.resume import ResumePoint, find_resume_point
 from sam3tune.train.rng_state import capture_rng_state, preserved_rng_state, restore_rng_state
 from sam3tune.train.sampler import EpochBatchSampler
 from sam3tune.train.schedule import InverseSqrtSchedule
@@ -126,7 +128,7 @@ class Trainer:
         parts: TrainingParts,
         run_dir: Path,
         context: DistributedContext,
-        resume: bool = False,
+        resume: bool | ResumePoint = False,
     ) -> None:
         self.config = config
         self.parts = parts
@@ -172,10 +174,10 @@ class Trainer:
 
         module = parts.model
         state = None
-        if resume:
-            checkpoint = self.run_dir / "checkpoints" / "last"
-            model_state, state, _ = load_checkpoint(checkpoint)
-            load_model_state(module, model_state, checkpoint)
+        if resume:  # True: the run's `last` checkpoint (else `best`); or the ResumePoint read already
+            point = resume if isinstance(resume, ResumePoint) else find_resume_point(self.run_dir)
+            checkpoint, state = point.path, point.training_state
+            load_model_state(module, point.model_state, checkpoint)
             self._restore_counters(state, checkpoint)
         module.to(context.device)
         self.module = module
@@ -265,7 +267,7 @@ class Trainer:
         )
         steps_here = min(self.steps_per_epoch, self.step_in_epoch + self.total_steps - self.step)
         window: dict[str, deque] = {}
-        bar = tqdm(
+        bar = progress_bar(
             total=steps_here,
             initial=self.step_in_epoch,
             desc=f"epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}",
@@ -313,7 +315,11 @@ class Trainer:
         if self.parts.val_dataset is not None and every_val > 0:
             epoch_end = self.step_in_epoch == 0
             if run_done or (epoch_end and self.epoch % every_val == 0):
-                improved = self._validate()
+                try:
+                    improved = self._validate()
+                except Exception:
+                    self._save("last")  # a failed validation keeps the epoch's training (resumable)
+                    raise
         every_ckpt = loop.checkpoint_every_epochs
         epoch_due = self.step_in_epoch == 0 and every_ckpt > 0 and self.epoch % every_ckpt == 0
         if run_done or stopped or improved or epoch_due:
@@ -418,7 +424,7 @@ class Trainer:
             criterion = self.parts.val_criterion or self.parts.criterion
             totals: dict[str, torch.Tensor] = {}
             batches = 0
-            for batch in tqdm(loader, desc="validation", disable=not context.is_main, leave=False):
+            for batch in progress_bar(loader, desc="validation", disable=not context.is_main, leave=False):
                 losses = self._losses(self.module, _to_device(batch, context.device), criterion)
                 for key, value in losses.items():
                     totals[key] = totals.get(key, 0.0) + torch.as_tensor(value).detach().float().cpu()
@@ -434,7 +440,7 @@ class Trainer:
             self.module.train()
         metric = self.config.val.best_metric
         if metric not in results:
-            raise KeyError(
+            raise ValueError(
                 f"val.best_metric {metric!r} is not among the validation results {sorted(results)}"
             )
         value = results[metric]
@@ -481,7 +487,8 @@ class Trainer:
                 "best_value": self.best_value,
                 "last_val": self.last_val,
             }
-            save_checkpoint(path, model_state_to_save(self.module), training_state, meta)
+            with writing(path):
+                save_checkpoint(path, model_state_to_save(self.module), training_state, meta)
         barrier(self.context)
         return path
 
