@@ -88,11 +88,9 @@ def require_range(
             continue
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         require(ok, name, value, f"must be a finite number; {wording}")
-        if low is not None:
-            ok = value > low if low_open else value >= low
-        if high is not None:
-            ok = value < high if high_open else value <= high
-        require(ok, name, value, wording)
+        above = low is None or (value > low if low_open else value >= low)
+        below = high is None or (value < high if high_open else value <= high)
+        require(above and below, name, value, wording)
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:

@@ -35,7 +35,17 @@ def progress_bar(iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
         ascii=True,
         bar_format=_LINE_FORMAT if kwargs.get("total") is not None or _has_len(iterable) else None,
     )
-    return tqdm(iterable, **kwargs)
+    return _LineBar(iterable, **kwargs)
+
+
+class _LineBar(tqdm):
+    """tqdm whose final line is written even when the loop ended before the first interval."""
+
+    def close(self) -> None:
+        never_shown = hasattr(self, "last_print_t") and self.last_print_t < self.start_t + self.delay
+        if not self.disable and never_shown:
+            self.display()
+        super().close()
 
 
 def _draws_bars(stream: TextIO) -> bool:

@@ -40,7 +40,7 @@ def resolve_device(preference: str, local_rank: int, key: str = "loop.device") -
     try:
         device = torch.device(preference)
     except RuntimeError as err:
-        raise ValueError(f"{key}={preference!r} is not a torch device ({err})") from None
+        raise ValueError(f"{key}={preference!r}: not a torch device ({err})") from None
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     available = {
