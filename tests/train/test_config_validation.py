@@ -11,6 +11,7 @@ from sam3tune.eval.config import EvalConfig, PostprocessConfig
 from sam3tune.train.config import LoopConfig, OptimConfig, TrainConfig
 from sam3tune.train.distributed import resolve_device
 
+LORA = "model.finetune.lora"
 # (override, the key the message must name, words of the requirement)
 REFUSED = [
     ("optim.grad_clip_norm=0", "optim.grad_clip_norm=0.0", "> 0"),
@@ -62,9 +63,9 @@ REFUSED = [
     ("model.finetune.lora.rank=0", "model.finetune.lora.rank", ">= 1"),
     ("model.finetune.lora.alpha=0", "model.finetune.lora.alpha", "> 0"),
     ("model.finetune.lora.dropout=-0.1", "model.finetune.lora.dropout", "[0, 1)"),
-    ("model.finetune.lora.rank_per_component={vision: 0}", "model.finetune.lora.rank_per_component.vision", "positive"),
-    ("model.finetune.lora.rank_per_component={vison: 4}", "model.finetune.lora.rank_per_component.vison", "not one of"),
-    ("model.finetune.lora.target_modules={vision: '(['}", "model.finetune.lora.target_modules.vision", "regular expression"),
+    ("model.finetune.lora.rank_per_component={vision: 0}", f"{LORA}.rank_per_component.vision", "positive"),
+    ("model.finetune.lora.rank_per_component={vison: 4}", f"{LORA}.rank_per_component.vison", "not one of"),
+    ("model.finetune.lora.target_modules={vision: '(['}", f"{LORA}.target_modules.vision", "regular"),
     ("data.resolution=4", "data.resolution", ">= 8"),
     ("data.mask_resolution=0", "data.mask_resolution", ">= 1"),
     ("data.max_objects_per_query=0", "data.max_objects_per_query", ">= 1"),

@@ -102,9 +102,9 @@ def test_a_second_process_is_refused_while_one_trains(run, capsys):
     finally:
         holder.kill()
         holder.wait()
-    with run_lock(run):  # the kernel released the killed holder's lock: no stale lock blocks a resume
-        with pytest.raises(RunLockedError, match="in use"), run_lock(run):
-            pass
+    # the kernel released the killed holder's lock: no stale lock blocks a resume
+    with run_lock(run), pytest.raises(RunLockedError, match="in use"), run_lock(run):
+        pass
 
 
 def test_a_corrupt_last_checkpoint_is_named_and_resume_falls_back_to_best(run, caplog):
