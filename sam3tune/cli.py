@@ -76,6 +76,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--predictions", type=Path, help="COCO results JSON (no model is run)")
     source.add_argument("--gt", type=Path, help="COCO annotation JSON the predictions refer to")
     p.add_argument("--out", type=Path, default=Path("eval"), help="report directory (default: ./eval)")
+    p.add_argument("--overwrite", action="store_true", help="replace the reports of an earlier run in --out")
     p.add_argument("--config", type=Path, help="YAML file with EvalConfig settings")
     p.add_argument(
         "--set",
@@ -96,6 +97,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from sam3tune.eval.coco_results import ResultsError
     from sam3tune.eval.config import EvalConfig
     from sam3tune.eval.ground_truth import GroundTruthError
+    from sam3tune.output_files import WriteError, claim_output_folder
 
     if args.predictions is not None or args.gt is not None:
         if args.predictions is None or args.gt is None or args.model or args.baseline:
@@ -104,6 +106,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         args.parser.error("give --model and --data, or --predictions and --gt")
     try:
         config = load_config(EvalConfig, args.config, args.overrides)
+        claim_output_folder(args.out, command.OUTPUTS, args.overwrite)
         if args.predictions is not None:
             _, markdown = command.eval_predictions_file(args.predictions, args.gt, args.out, config)
         else:
@@ -111,7 +114,7 @@ def _run_eval(args: argparse.Namespace) -> int:
             _, _, markdown = command.eval_model(
                 args.model, data, args.out, config, baseline=args.baseline, device=args.device
             )
-    except (ConfigError, DataError, ResultsError, GroundTruthError, FileNotFoundError) as err:
+    except (ConfigError, DataError, ResultsError, GroundTruthError, FileNotFoundError, WriteError) as err:
         args.parser.error(str(err))
     print(markdown)
     print(f"reports written to {args.out}/eval.json and {args.out}/eval.md")
@@ -138,12 +141,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nms", type=float, default=None, metavar="IOU", help="greedy box NMS at this IoU (off)")
     p.add_argument("--max-detections", type=int, default=100, help="per prompt and image (default: 100)")
     p.add_argument("--no-overlays", action="store_true", help="write the JSON only")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.set_defaults(handler=_run_predict, parser=p)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from sam3tune.eval.config import PostprocessConfig
+    from sam3tune.output_files import WriteError
     from sam3tune.predict import Predictor, collect_images
 
     try:
@@ -154,10 +159,18 @@ def _run_predict(args: argparse.Namespace) -> int:
             max_detections=args.max_detections,
         )
         predictor = Predictor.load(args.model, config=config, device=args.device)
-        results = predictor.predict_files(images, args.prompts, args.out, overlays=not args.no_overlays)
-    except (FileNotFoundError, ValueError) as err:
+        done = predictor.predict_files(
+            images, args.prompts, args.out, overlays=not args.no_overlays, overwrite=args.overwrite
+        )
+    except (FileNotFoundError, ValueError, WriteError) as err:
         args.parser.error(str(err))
-    print(f"{len(results)} detections on {len(images)} images written to {args.out}/predictions.json")
+    print(
+        f"{len(done.results)} detections on {len(done.images)} images written to {args.out}/predictions.json"
+    )
+    if done.skipped:
+        print(
+            f"{len(done.skipped)} file(s) skipped, not readable as images (listed in {args.out}/index.json)"
+        )
     return 0
 
 

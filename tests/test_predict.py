@@ -67,9 +67,11 @@ def test_predict_files_writes_json_and_overlays(predictor, images, tmp_path):
     out = tmp_path / "out"
     paths = collect_images([images])
     assert [p.name for p in paths] == ["a.png", "b.jpg"]
-    results = predictor.predict_files(paths, ["date", "fig"], out, progress=False)
-    assert len(results) == 4
+    done = predictor.predict_files(paths, ["date", "fig"], out, progress=False)
+    results = done.results
+    assert len(results) == 4 and done.complete and done.skipped == []
     index = json.loads((out / "index.json").read_text())
+    assert index["complete"] is True and not (out / "predictions.jsonl").exists()
     assert [c["name"] for c in index["categories"]] == ["date", "fig"]
     loaded = load_coco_results(out / "predictions.json")
     assert loaded == results

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from sam3tune.data import DataConfig, build_eval_dataset
-from sam3tune.eval.coco_results import load_coco_results, save_coco_results
+from sam3tune.eval.coco_results import check_results_against, load_coco_results, save_coco_results
 from sam3tune.eval.config import EvalConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
 from sam3tune.eval.ground_truth import ground_truth_from_plan, load_ground_truth, without_unasked_categories
@@ -18,6 +18,9 @@ from sam3tune.eval.model_eval import eval_loader, evaluate_model
 from sam3tune.eval.report import markdown_report, write_reports
 
 log = logging.getLogger(__name__)
+
+#: What ``sam3tune eval`` writes in its ``--out`` folder (``--overwrite`` replaces exactly these).
+OUTPUTS = ("eval.json", "eval.md", "predictions.json", "baseline_predictions.json")
 
 
 def eval_predictions_file(
@@ -34,6 +37,7 @@ def eval_predictions_file(
     """
     ground_truth = load_ground_truth(gt)
     results = load_coco_results(predictions)
+    check_results_against(results, ground_truth, predictions)
     ground_truth, unasked = without_unasked_categories(ground_truth, results)
     metrics = evaluate_predictions(ground_truth, results, config)
     if unasked:

@@ -65,3 +65,61 @@ def annotation_rle(segmentation: list | dict, height: int, width: int) -> dict:
     if isinstance(segmentation.get("counts"), list):
         return coco_mask.frPyObjects(segmentation, height, width)
     return _binary_ready(segmentation)
+
+
+def rle_problem(segmentation: object) -> str | None:
+    """What is wrong with a JSON RLE ``{"size": [h, w], "counts": str | list[int]}``, or None.
+
+    The counts must decode (COCO's 6-bit character code, no number cut short) to non-negative run lengths
+    that cover exactly ``h * w`` pixels: a mask encoded for another image size fails here."""
+    if not isinstance(segmentation, dict) or "size" not in segmentation or "counts" not in segmentation:
+        return "segmentation must be an RLE {'size': [height, width], 'counts': ...}"
+    size = segmentation["size"]
+    if not (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+    ):
+        return f"segmentation size must be [height, width] of positive integers, got {size!r}"
+    counts = segmentation["counts"]
+    if isinstance(counts, str):
+        runs = _compressed_runs(counts)
+        if runs is None:
+            return "segmentation counts is not a valid compressed RLE string"
+    elif isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        runs = counts
+    else:
+        kind = type(counts).__name__
+        return f"segmentation counts must be a compressed string or a list of integers, got {kind}"
+    if any(r < 0 for r in runs):
+        return "segmentation counts hold a negative run length"
+    if sum(runs) != size[0] * size[1]:
+        return (
+            f"segmentation counts cover {sum(runs)} pixels, but its size {size} has {size[0] * size[1]} "
+            "(an RLE of another image size?)"
+        )
+    return None
+
+
+def _compressed_runs(text: str) -> list[int] | None:
+    """The run lengths of a COCO compressed RLE string, or None when it is malformed."""
+    runs: list[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if position == len(text):
+                return None  # a number cut short
+            code = ord(text[position]) - 48
+            if not 0 <= code < 64:
+                return None
+            value |= (code & 0x1F) << shift
+            more = bool(code & 0x20)
+            position += 1
+            shift += 5
+            if not more and code & 0x10:
+                value |= -1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
