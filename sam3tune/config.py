@@ -12,6 +12,7 @@ naming the dotted key.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import types
@@ -64,6 +65,21 @@ def require(condition: bool, key: str, value: Any, requirement: str) -> None:
     """Raise :class:`InvalidValue` for ``key`` unless ``condition``."""
     if not condition:
         raise InvalidValue(key, value, requirement)
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
+
+
+def require_device(config: Any, name: str = "device") -> None:
+    """Field ``name`` of ``config`` must be a device string torch takes: ``auto`` (CUDA when available),
+    ``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``xpu[:N]``."""
+    value = getattr(config, name)
+    require(
+        isinstance(value, str) and _DEVICE.fullmatch(value) is not None,
+        name,
+        value,
+        "must be auto, cpu, cuda, cuda:N, mps or xpu[:N]",
+    )
 
 
 def require_range(
@@ -144,6 +160,32 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
+def as_overrides(values: dict[str, Any], prefix: str = "") -> list[str]:
+    """A (nested) mapping as ``dotted.key=value`` overrides, values quoted so that a path stays a string:
+    ``{"loop": {"epochs": 2}}`` -> ``["loop.epochs=2"]``."""
+    overrides = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            overrides += as_overrides(value, f"{prefix}{key}.")
+        else:
+            overrides.append(f"{prefix}{key}={json.dumps(to_dict(value))}")
+    return overrides
+
+
+def with_shortcuts(overrides: Sequence[str], values: dict[str, Any]) -> list[str]:
+    """``overrides`` followed by the ``key=value`` of every value that is not None: what command-line
+    shortcuts set (``--data PATH`` is ``data.root=PATH``)."""
+    return [*overrides, *as_overrides({k: v for k, v in values.items() if v is not None})]
+
+
+def is_override(text: str) -> bool:
+    """Whether a command-line word is a ``dotted.key=value`` override (not, e.g., a file path)."""
+    return _OVERRIDE.match(text) is not None
+
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """Load ``cls`` from an optional YAML file, then apply ``overrides``."""
     data: dict[str, Any] = {}
@@ -184,8 +226,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin in (list, tuple, Sequence):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        (item_tp, *_) = get_args(tp) or (Any,)
-        items = [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        args = get_args(tp) or (Any, ...)
+        if origin is tuple and args[-1] is not Ellipsis and len(args) != len(value):  # tuple[int, str]
+            raise ConfigError(f"{key}: expected {len(args)} items, got {value!r}")
+        types_ = args if origin is tuple and args[-1] is not Ellipsis else args[:1] * len(value)
+        items = [_coerce(t, v, f"{key}[{i}]") for i, (t, v) in enumerate(zip(types_, value, strict=True))]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):

@@ -80,8 +80,8 @@ def test_a_killed_run_leaves_its_finished_images_in_the_journal(predictor, folde
     def killed(image, prompts):
         calls.append(1)
         if len(calls) == 3:
-            monkeypatch.setattr("sam3tune.predict.save_coco_results", lambda *a: None)
-            monkeypatch.setattr("sam3tune.predict.write_text_atomic", lambda *a: None)
+            monkeypatch.setattr("sam3tune.predict.predictor.save_coco_results", lambda *a: None)
+            monkeypatch.setattr("sam3tune.predict.predictor.write_text_atomic", lambda *a: None)
             monkeypatch.setattr("pathlib.Path.unlink", lambda *a, **k: None)
             raise SystemExit(137)
         return original(image, prompts)
@@ -112,14 +112,13 @@ def test_an_output_folder_with_results_is_refused_or_replaced_whole(predictor, f
 
 def test_the_cli_refuses_an_out_that_is_a_file_and_reports_skips(folder, tmp_path, capsys):
     (tmp_path / "taken").write_text("x")
-    argv = ["predict", "--model", "tiny", "--prompt", "date", "--device", "cpu", str(folder)]
-    with pytest.raises(SystemExit):
-        main([*argv, "--out", str(tmp_path / "taken")])
+    argv = ["predict", "--model", "tiny", "--prompt", "date", "device=cpu", str(folder)]
+    assert main([*argv, "--out", str(tmp_path / "taken")]) == 2
     assert f"--out {tmp_path / 'taken'} exists and is not a folder" in capsys.readouterr().err
     assert (tmp_path / "taken").read_text() == "x"
-    assert main([*argv, "--out", str(tmp_path / "out"), "--no-overlays"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "out"), "overlays=false"]) == 0
     out = capsys.readouterr().out
     assert "on 5 images" in out and "3 file(s) skipped" in out
-    with pytest.raises(SystemExit):
-        main([*argv, "--out", str(tmp_path / "out")])
-    assert "--overwrite" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert "already holds results (predictions.json, index.json); pass --overwrite" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "out"), "--overwrite"]) == 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sam3tune.config import require, require_range
+from sam3tune.config import require, require_device, require_range
+from sam3tune.data.config import DataConfig
 
 
 @dataclass
@@ -54,3 +55,22 @@ class EvalConfig:
             self.iou_types,
             "must be a non-empty list of bbox and/or segm",
         )
+
+
+@dataclass
+class EvalRunConfig(EvalConfig):
+    """What ``sam3tune eval`` evaluates, and how (the :class:`EvalConfig` keys at top level).
+
+    ``model`` / ``baseline``: model specs (a ``save_pretrained`` folder, a hub id or tiny/small); ``data``:
+    the dataset, its split ``data.val`` and prompt map ``data.prompts`` (the resolution follows the
+    model); ``device``: a torch device, ``auto`` = CUDA when available.
+    """
+
+    model: str | None = None
+    baseline: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    device: str = "auto"
+
+    def validate(self) -> None:
+        super().validate()
+        require_device(self)

@@ -4,18 +4,15 @@ through :func:`sam3tune.config.load_config`."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from sam3tune.config import require, require_range
+from sam3tune.config import require, require_device, require_range
 from sam3tune.data.config import DataConfig
 from sam3tune.eval.config import EvalConfig
 from sam3tune.loss import CriterionConfig
 from sam3tune.model.config import ModelConfig
-
-_DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 
 
 @dataclass
@@ -100,12 +97,7 @@ class LoopConfig:
         require_range(self, "max_steps", low=1)  # null: no cap
         require_range(self, "num_workers", "checkpoint_every_epochs", "checkpoint_every_steps", low=0)
         require_range(self, "seed", low=0, high=2**32 - 1)  # numpy and DataLoader seeds
-        require(
-            _DEVICE.fullmatch(self.device) is not None,
-            "device",
-            self.device,
-            "must be auto, cpu, cuda, cuda:N, mps or xpu[:N]",
-        )
+        require_device(self)
 
 
 @dataclass

@@ -87,12 +87,10 @@ def test_eval_out_is_refused_when_it_holds_a_report_unless_overwrite(tmp_path, c
     argv = ["eval", "--predictions", str(tmp_path / "preds.json"), "--gt", str(tmp_path / "gt.json")]
     assert main([*argv, "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "eval.json").read_bytes()
-    with pytest.raises(SystemExit):
-        main([*argv, "--out", str(tmp_path / "report")])
+    assert main([*argv, "--out", str(tmp_path / "report")]) == 2
     assert "already holds results (eval.json, eval.md)" in capsys.readouterr().err
     assert (tmp_path / "report" / "eval.json").read_bytes() == report
     assert main([*argv, "--out", str(tmp_path / "report"), "--overwrite"]) == 0
     (tmp_path / "file").write_text("x")
-    with pytest.raises(SystemExit):
-        main([*argv, "--out", str(tmp_path / "file")])
+    assert main([*argv, "--out", str(tmp_path / "file")]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err
