@@ -130,8 +130,15 @@ def eval_model(
         )
         loader = eval_loader(dataset, predictor.tokenize, config)
         gt = ground_truth_from_plan(dataset.plan)
-        metrics, results = evaluate_model(predictor.forward, loader, gt, config, device, progress)
-        save_coco_results(results, out_dir / f"{stem}.json")
+        metrics, _ = evaluate_model(
+            predictor.forward,
+            loader,
+            gt,
+            config,
+            device,
+            progress,
+            on_predicted=lambda results: save_coco_results(results, out_dir / f"{stem}.json"),
+        )
         context = {
             "data": f"{data.root} (split {data.val}: {dataset.plan.split.annotation_file})",
             "input size": predictor.image_size,

@@ -68,8 +68,11 @@ def evaluate_model(
     config: EvalConfig | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    on_predicted: Callable[[list[dict]], None] | None = None,
 ) -> tuple[EvalMetrics, list[dict]]:
     """All metrics of a model on the queries in ``batches``, scored against COCO ground truth ``gt``.
+    ``on_predicted(results)`` is called with the COCO results before they are scored (``sam3tune eval``
+    saves them there, so that a failure while scoring does not lose the model's work).
 
     ``batches`` must hold every (image, category) query of ``gt`` (an evaluation
     :class:`~sam3tune.data.QueryDataset` does: all negatives, eval transforms), and ``gt`` is
@@ -81,6 +84,8 @@ def evaluate_model(
         config.postprocess, with_masks=config.postprocess.with_masks and "segm" in config.iou_types
     )
     results, queried = predict_batches(forward, batches, postprocess_config, device, progress)
+    if on_predicted is not None:
+        on_predicted(results)
     expected = {(img["id"], cat["id"]) for img in gt["images"] for cat in gt["categories"]}
     unknown = sorted(queried - expected)
     if unknown:

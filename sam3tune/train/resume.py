@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from sam3tune.config import ConfigError, to_dict
 from sam3tune.output_files import writing
-from sam3tune.train.checkpoint import META_FILE, MODEL_FILE, STATE_FILE, CheckpointError, find_checkpoint
+from sam3tune.train.checkpoint import STATE_FILE, CheckpointError, find_checkpoint, load_checkpoint
 from sam3tune.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -64,22 +63,10 @@ def read_checkpoint(directory: Path) -> ResumePoint:
     """Read the checkpoint at ``directory`` (or its ``.old``); a missing, truncated or corrupt file raises
     :class:`CheckpointError` naming it."""
     found = find_checkpoint(directory)
-    parts: dict[str, Any] = {}
-    readers = {
-        MODEL_FILE: lambda p: load_file(str(p)),
-        STATE_FILE: lambda p: torch.load(p, map_location="cpu", weights_only=True),
-        META_FILE: lambda p: json.loads(p.read_text()),
-    }
-    for name, read in readers.items():
-        try:
-            parts[name] = read(found / name)
-        except Exception as err:
-            raise CheckpointError(
-                f"checkpoint file {found / name} is truncated or corrupt ({type(err).__name__}: {err})"
-            ) from err
-    if not isinstance(parts[STATE_FILE], dict) or "step" not in parts[STATE_FILE]:
+    model_state, training_state, meta = load_checkpoint(found)
+    if not isinstance(training_state, dict) or "step" not in training_state:
         raise CheckpointError(f"checkpoint file {found / STATE_FILE} holds no training state")
-    return ResumePoint(found, parts[MODEL_FILE], parts[STATE_FILE], parts[META_FILE])
+    return ResumePoint(found, model_state, training_state, meta)
 
 
 def find_resume_point(run_dir: str | Path) -> ResumePoint:
