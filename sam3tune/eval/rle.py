@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from faster_coco_eval.core import mask as coco_mask
 
+from sam3tune.data.masks import rle_string_counts
+
 RLE = dict  # {"size": [h, w], "counts": str}
 
 
@@ -83,7 +85,7 @@ def rle_problem(segmentation: object) -> str | None:
         return f"segmentation size must be [height, width] of positive integers, got {size!r}"
     counts = segmentation["counts"]
     if isinstance(counts, str):
-        runs = _compressed_runs(counts)
+        runs = rle_string_counts(counts)
         if runs is None:
             return "segmentation counts is not a valid compressed RLE string"
     elif isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
@@ -99,27 +101,3 @@ def rle_problem(segmentation: object) -> str | None:
             "(an RLE of another image size?)"
         )
     return None
-
-
-def _compressed_runs(text: str) -> list[int] | None:
-    """The run lengths of a COCO compressed RLE string, or None when it is malformed."""
-    runs: list[int] = []
-    position = 0
-    while position < len(text):
-        value, shift, more = 0, 0, True
-        while more:
-            if position == len(text):
-                return None  # a number cut short
-            code = ord(text[position]) - 48
-            if not 0 <= code < 64:
-                return None
-            value |= (code & 0x1F) << shift
-            more = bool(code & 0x20)
-            position += 1
-            shift += 5
-            if not more and code & 0x10:
-                value |= -1 << shift
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    return runs
