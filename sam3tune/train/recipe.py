@@ -32,7 +32,7 @@ from sam3tune.train.distributed import DistributedContext, barrier, broadcast_ob
 from sam3tune.train.loop import RunResult, Trainer, TrainingParts
 from sam3tune.train.param_groups import ParamRole
 from sam3tune.train.resume import find_resume_point, record_resume, resume_changes
-from sam3tune.train.run_lock import run_lock
+from sam3tune.train.run_lock import RunLockedError, run_lock
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +130,15 @@ def train(
         if resume is not None:
             run_dir = Path(resume)
             saved = load_run_config(run_dir)
-            if context.is_main:
-                held.enter_context(run_lock(run_dir))
+            _lock_on_main(held, run_dir, context)
             changes = resume_changes(saved, config, allow_inexact=allow_inexact_resume)
             point = find_resume_point(run_dir)
         parts, config = build_training_parts(config, context)
         if resume is None:
             run_dir = _new_run_dir(config, context)
-            if context.is_main:
-                held.callback(_remove_if_unused, run_dir, held.enter_context(run_lock(run_dir)))
+            lock_file = _lock_on_main(held, run_dir, context)
+            if lock_file is not None:
+                held.callback(_remove_if_unused, run_dir, lock_file)
         trainer = Trainer(config, parts, run_dir, context, resume=point if point is not None else False)
         if context.is_main:
             with writing(run_dir / CONFIG_FILE):
@@ -152,6 +152,21 @@ def train(
             _export(trainer, result, config)
         barrier(context)
     return result
+
+
+def _lock_on_main(held: ExitStack, run_dir: Path, context: DistributedContext) -> Path | None:
+    """Rank 0 takes the lock of ``run_dir`` for the rest of ``held`` (returns the lock file); when another
+    process holds it, every rank raises :class:`RunLockedError` (no rank is left waiting)."""
+    lock_file, problem = None, None
+    if context.is_main:
+        try:
+            lock_file = held.enter_context(run_lock(run_dir))
+        except RunLockedError as err:
+            problem = str(err)
+    problem = broadcast_object(problem, context)
+    if problem is not None:
+        raise RunLockedError(problem)
+    return lock_file
 
 
 def _remove_if_unused(run_dir: Path, lock_file: Path) -> None:
