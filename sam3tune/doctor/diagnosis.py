@@ -24,6 +24,7 @@ from sam3tune.data import (
     resolve_split,
 )
 from sam3tune.data.inspection import inspect_dataset
+from sam3tune.devices import resolve_device
 from sam3tune.doctor.data_report import DataReport, data_flags, data_report
 from sam3tune.doctor.expected_loss import ExpectedTotal, expected_total, total_flags
 from sam3tune.doctor.flags import SEVERITIES, Flag, make_flag
@@ -54,7 +55,6 @@ from sam3tune.model import (
     load_model,
 )
 from sam3tune.train.config import TrainConfig
-from sam3tune.train.distributed import resolve_device
 from sam3tune.train.sampler import EpochBatchSampler
 
 SAM3_PATCH_SIZE = 14

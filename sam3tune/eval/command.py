@@ -13,6 +13,7 @@ import torch
 
 from sam3tune.config import ConfigError, load_config, with_shortcuts
 from sam3tune.data import DataConfig, DataError, build_eval_dataset
+from sam3tune.devices import resolve_device
 from sam3tune.eval.coco_results import (
     ResultsError,
     check_results_against,
@@ -64,8 +65,8 @@ def run_eval_command(
         elif settings.model is None or settings.data.root is None:
             raise ConfigError("give --model and --data (model=..., data.root=...), or --predictions and --gt")
         else:
+            device = resolve_device(settings.device, key="device")
             claim_output_folder(out, OUTPUTS, overwrite)
-            device = None if settings.device == "auto" else settings.device
             _, _, markdown = eval_model(
                 settings.model, settings.data, out, settings, baseline=settings.baseline, device=device
             )
@@ -108,7 +109,7 @@ def eval_model(
     out_dir: str | Path,
     config: EvalConfig | None = None,
     baseline: str | None = None,
-    device: str | None = None,
+    device: str | torch.device | None = None,
     progress: bool = True,
 ) -> tuple[EvalMetrics, EvalMetrics | None, str]:
     """Evaluate model spec ``model`` (and ``baseline``) on split ``data.val`` of ``data.root``.

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sam3tune.config import ConfigError, load_config, with_shortcuts
+from sam3tune.devices import resolve_device
 from sam3tune.output_files import WriteError, claim_output_folder
 from sam3tune.predict.config import PredictConfig
 from sam3tune.predict.predictor import OUTPUTS, Predictor, collect_images
@@ -33,8 +34,8 @@ def run_predict_command(
         if settings.model is None or not settings.prompts:
             raise ConfigError("give a model (--model M), prompts (--prompt TEXT, repeatable) and images")
         files = collect_images(images)
+        device = resolve_device(settings.device, key="device")
         claim_output_folder(out, OUTPUTS, overwrite)
-        device = None if settings.device == "auto" else settings.device
         predictor = Predictor.load(settings.model, config=settings.postprocess, device=device)
         done = predictor.predict_files(
             files, settings.prompts, out, overlays=settings.overlays, overwrite=overwrite

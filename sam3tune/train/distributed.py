@@ -10,6 +10,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from sam3tune.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -29,32 +31,6 @@ class DistributedContext:
     @property
     def is_distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(preference: str, local_rank: int, key: str = "loop.device") -> torch.device:
-    """``auto``: the local rank's CUDA device when CUDA is present, else CPU; anything else is used as
-    given (``cpu``, ``cuda``, ``cuda:1``, ``mps``). A device this machine does not have raises
-    ``ValueError`` naming ``key``, before any model is built."""
-    if preference == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(preference)
-    except RuntimeError as err:
-        raise ValueError(f"{key}={preference!r}: not a torch device ({err})") from None
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    available = {
-        "cpu": lambda: True,
-        "cuda": lambda: torch.cuda.is_available() and device.index < torch.cuda.device_count(),
-        "mps": lambda: torch.backends.mps.is_available(),
-        "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
-    }.get(device.type, lambda: True)
-    if not available():
-        raise ValueError(
-            f"{key}={preference!r}: this machine has no such device (CUDA devices: "
-            f"{torch.cuda.device_count() if torch.cuda.is_available() else 'none'}); use {key}=auto or cpu"
-        )
-    return device
 
 
 def init_distributed(device_preference: str = "auto") -> DistributedContext:

@@ -7,9 +7,9 @@ import pytest
 
 from sam3tune.config import ConfigError, InvalidValue, load_config
 from sam3tune.data.queries import load_prompt_map
+from sam3tune.devices import resolve_device
 from sam3tune.eval.config import EvalConfig, PostprocessConfig
 from sam3tune.train.config import LoopConfig, OptimConfig, TrainConfig
-from sam3tune.train.distributed import resolve_device
 
 LORA = "model.finetune.lora"
 # (override, the key the message must name, words of the requirement)
@@ -142,3 +142,18 @@ def test_prompt_maps_read_yes_no_on_as_words(tmp_path):
         "yes": "nodding head",
         "3": "off",
     }
+
+
+def test_predict_and_eval_name_their_device_key(tmp_path, capsys):
+    from sam3tune.cli import main
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    out = ["--out", str(tmp_path / "out")]
+    assert main(["predict", "--model", "tiny", "--prompt", "x", "device=cuda:9", str(image), *out]) == 2
+    assert "device='cuda:9': this machine has no such device" in capsys.readouterr().err
+    assert main(["predict", "--model", "tiny", "--prompt", "x", "device=gpu", str(image), *out]) == 2
+    assert "device='gpu': must be auto, cpu, cuda" in capsys.readouterr().err
+    assert main(["eval", "--model", "tiny", "--data", str(tmp_path), "device=cuda:9", *out]) == 2
+    assert "device='cuda:9': this machine has no such device" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
