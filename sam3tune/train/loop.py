@@ -229,7 +229,8 @@ class Trainer:
                     status = "interrupted"
                     break
         if status == "completed" and self.log is not None:
-            curve = plot_loss_curve(read_metrics(self.log.path), self.run_dir / "loss_curve.png")
+            with writing(self.run_dir / "loss_curve.png"):
+                curve = plot_loss_curve(read_metrics(self.log.path), self.run_dir / "loss_curve.png")
         else:
             curve = None
         if self.log is not None:

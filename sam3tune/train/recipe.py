@@ -217,7 +217,9 @@ def _export(trainer: Trainer, result: RunResult, config: TrainConfig) -> None:
     source = result.best_checkpoint or result.checkpoint
     model_state, _, _ = load_checkpoint(source)
     load_model_state(trainer.module, model_state, source)
-    save_merged(trainer.module, result.run_dir / "model")
+    with writing(result.run_dir / "model"):
+        save_merged(trainer.module, result.run_dir / "model")
     if config.model.finetune.mode == "lora":
-        save_adapters(trainer.module, result.run_dir / "adapters")
+        with writing(result.run_dir / "adapters"):
+            save_adapters(trainer.module, result.run_dir / "adapters")
     log.info("exported the weights of %s to %s", source, result.run_dir / "model")
