@@ -2,6 +2,7 @@
 with its dotted key named, through every way a config is built."""
 
 import dataclasses
+import re
 
 import pytest
 
@@ -157,3 +158,28 @@ def test_predict_and_eval_name_their_device_key(tmp_path, capsys):
     assert main(["eval", "--model", "tiny", "--data", str(tmp_path), "device=cuda:9", *out]) == 2
     assert "device='cuda:9': this machine has no such device" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("patch_size: 7", "image_size=64: must be a multiple of patch_size"),
+        ("vit_heads: 3", "vit_hidden_size=32: must be a multiple of vit_heads"),
+        ("detr_hidden_size: 12", "detr_hidden_size=12: must be a multiple of 8"),
+        ("vit_layers: 0", "vit_layers=0: must be >= 1"),
+        ("vit_global_attn_indexes: [5]", "vit_global_attn_indexes=(5,): must be layer indexes"),
+    ],
+)
+def test_an_architecture_file_that_cannot_build_is_refused_with_its_key(tmp_path, change, message):
+    import yaml
+
+    from sam3tune.model import load_model
+    from sam3tune.model.architectures import NAMED_ARCHITECTURES
+
+    spec = dataclasses.asdict(NAMED_ARCHITECTURES["tiny"])
+    key, value = change.split(": ")
+    spec[key] = yaml.safe_load(value)
+    path = tmp_path / "arch.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(InvalidValue, match=re.escape(message)):
+        load_model(str(path))
