@@ -48,6 +48,8 @@ class DataConfig:
     """YAML or JSON map (category name or id -> prompt text) overriding the cleaned names."""
     keep_unused_categories: bool = False
     """Also query categories with no instance in the split (and Roboflow's placeholder)."""
+    follow_symlinks: bool = False
+    """Use image files that resolve (through symlinks) outside their image folder; off: skipped, counted."""
 
     def __post_init__(self) -> None:
         self.validate()

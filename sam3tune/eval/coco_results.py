@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sam3tune.data.json_file import JsonFileError, read_json
 from sam3tune.eval.postprocess import Detections
 from sam3tune.eval.rle import rle_problem
 from sam3tune.output_files import write_text_atomic
@@ -34,9 +35,9 @@ def load_coco_results(path: str | Path) -> list[dict]:
     """Read and validate a COCO results file; errors name the file and the entry index."""
     path = Path(path)
     try:
-        results = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ResultsError(f"cannot read predictions {path}: {err}") from err
+        results = read_json(path, "predictions file")
+    except JsonFileError as err:
+        raise ResultsError(f"cannot read predictions: {err}") from err
     if not isinstance(results, list):
         raise ResultsError(
             f"predictions {path} must hold a JSON list of detections, got {type(results).__name__}"

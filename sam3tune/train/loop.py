@@ -16,11 +16,12 @@ same weights, optimizer state, batch and random numbers as the uninterrupted run
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
@@ -57,6 +58,8 @@ from sam3tune.train.resume import ResumePoint, find_resume_point
 from sam3tune.train.rng_state import capture_rng_state, preserved_rng_state, restore_rng_state
 from sam3tune.train.sampler import EpochBatchSampler
 from sam3tune.train.schedule import InverseSqrtSchedule
+
+log = logging.getLogger(__name__)
 
 Criterion = Callable[[dict[str, Any], list[dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
 
@@ -314,10 +317,14 @@ class Trainer:
         )
         batches = iter(loader)
         stopped = False
+        dropped: Counter = Counter()
         try:
             while progress.step_in_epoch < steps_here and not stopped:
                 started = time.perf_counter()
-                record, stop_flag = self.train_step([next(batches) for _ in range(loop.grad_accum_steps)])
+                micro_batches = [next(batches) for _ in range(loop.grad_accum_steps)]
+                for batch in micro_batches:
+                    dropped.update(getattr(batch, "dropped", None) or {})
+                record, stop_flag = self.train_step(micro_batches)
                 progress.step += 1
                 progress.step_in_epoch += 1
                 record = {"kind": "train", "step": progress.step, "epoch": epoch + 1, **record}
@@ -337,6 +344,7 @@ class Trainer:
         finally:
             bar.close()
             del batches
+        _log_dropped(dropped, epoch, self.context.is_main)
         return last_record, self._end_of_steps(stopped)
 
     def _end_of_steps(self, stopped: bool) -> bool:
@@ -576,6 +584,20 @@ class Trainer:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+
+
+def _log_dropped(dropped: Counter, epoch: int, is_main: bool) -> None:
+    """Warn about what the data transforms removed in an epoch (``sam3tune.data.Sample.dropped``)."""
+    if not is_main or not any(dropped.values()):
+        return
+    log.warning(
+        "epoch %d: the transforms left out %d object(s) whose box became empty, %d positive quer(y/ies) "
+        "left without an object and %d mask(s) with no pixel at the target resolution (this process)",
+        epoch + 1,
+        dropped["empty_objects"],
+        dropped["empty_queries"],
+        dropped["empty_masks"],
+    )
 
 
 def _seed_all(seed: int) -> None:

@@ -18,6 +18,7 @@ from sam3tune.data import (
     DataError,
     build_eval_dataset,
     build_train_dataset,
+    check_prompt_tokens,
     collate,
 )
 from sam3tune.eval.model_eval import make_validator
@@ -66,6 +67,7 @@ def build_training_parts(
     train_dataset = build_train_dataset(
         config.data, seed=config.loop.seed, progress=context.is_main, augment=config.loop.augment
     )
+    check_prompt_tokens(train_dataset.plan, bundle.tokenize, str(train_dataset.plan.split.annotation_file))
     val_dataset = None
     if config.val.every_epochs > 0:
         try:
@@ -74,6 +76,8 @@ def build_training_parts(
             if err.kind != "empty_split" or "no split" not in str(err):
                 raise
             log.warning("%s: training without validation (set data.val to a split to validate)", err)
+    if val_dataset is not None:
+        check_prompt_tokens(val_dataset.plan, bundle.tokenize, str(val_dataset.plan.split.annotation_file))
     evaluate = None
     if val_dataset is not None and config.val.map and context.is_main:
         evaluate = make_validator(
