@@ -136,7 +136,8 @@ def _stand_ins() -> Iterator[None]:
 
 
 class _Placement:
-    """A torch function mode: tensors Meta's code puts on ``"cuda"`` by name go to the CPU; with
+    """A torch function mode: tensors Meta's code puts on ``"cuda"`` by name go to the CPU (and pinning
+    host memory, which needs a GPU, is skipped); with
     ``device="meta"``, tensors made from scratch go to the meta device when large (weights) and to the
     CPU when small (drop-path schedules, position-encoding caches Meta's constructors compute with)."""
 
@@ -148,6 +149,8 @@ class _Placement:
 
         class Placement(TorchFunctionMode):
             def __torch_function__(self, func, types, args=(), kwargs=None):
+                if func is torch.Tensor.pin_memory and not torch.cuda.is_available():
+                    return args[0]  # Meta's box encoding pins a host tensor for the GPU copy
                 kwargs = dict(kwargs or {})
                 if kwargs.get("device", "unset") is None:
                     del kwargs["device"]  # nn.Linear & co. pass device=None: the default device
