@@ -190,7 +190,9 @@ def meta_predict(model, pixel_values, prompt: str) -> dict:
     ``pred_logits`` (1, Q), ``pred_boxes`` (1, Q, 4) cxcywh in [0, 1], ``presence_logit_dec`` (1, 1)."""
     import torch
 
-    data_misc = import_meta("model.data_misc")
+    data_misc, geometry = import_meta_modules("model.data_misc", "model.geometry_encoders")
+    if not hasattr(geometry.torchvision, "__version__"):  # the stand-in: Meta pools boxes even when none
+        geometry.torchvision.ops.roi_align = _roi_align_without_boxes
     index = torch.zeros(1, dtype=torch.long)
     find = data_misc.FindStage(
         img_ids=index,
@@ -215,6 +217,13 @@ def meta_predict(model, pixel_values, prompt: str) -> dict:
         "pred_boxes": out["pred_boxes"],
         "presence_logit_dec": out["presence_logit_dec"].reshape(1, 1),
     }
+
+
+def _roi_align_without_boxes(features, boxes, output_size):
+    """torchvision's ``roi_align`` for the case Meta's text-only forward reaches: no boxes at all."""
+    if sum(len(b) for b in boxes):
+        raise RuntimeError("box prompts need torchvision's roi_align, which is not installed")
+    return features.new_zeros(0, features.shape[1], output_size, output_size)
 
 
 def _takes_device(func) -> bool:
