@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from sam3tune.data.images import LARGE_IMAGE_PIXELS, ImageFileError, ImageInfo, probe_image
 from sam3tune.data.json_file import JsonFileError, read_json
 from sam3tune.data.layout import SplitFiles, image_path, resolves_inside
 from sam3tune.data.masks import Segmentation, SegmentationError, mask_extent, validate_segmentation
 from sam3tune.data.problems import DataError, ProblemReport
+from sam3tune.progress import progress_bar
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")
 _CLIP_TOLERANCE_PX = 1e-3  # coordinates this close outside the image are clipped without a report
@@ -280,7 +279,7 @@ def _probe_images(
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         results = list(
-            tqdm(
+            progress_bar(
                 pool.map(probe, entries),
                 total=len(entries),
                 desc=f"checking images of {source.parent.name or source.name}",

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import yaml
 
+from sam3tune.config import parse_yaml
 from sam3tune.data.coco import CocoImage, CocoObject, CocoSplit
 from sam3tune.data.problems import DataError, ProblemReport
 
@@ -101,11 +102,14 @@ def clean_prompt(name: str) -> str:
 
 
 def load_prompt_map(path: str | Path) -> dict[str, str]:
-    """A YAML or JSON mapping category name or id -> prompt text (keys returned as strings)."""
+    """A YAML or JSON mapping category name or id -> prompt text (keys returned as strings). YAML is read
+    as YAML 1.2, like configs: ``on``, ``no``, ``yes`` are words, not booleans."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = (
+            json.loads(text) if path.suffix.lower() == ".json" else parse_yaml(text)
+        )  # `on`, `no` stay text
     except (OSError, ValueError, yaml.YAMLError) as err:
         raise DataError("invalid_json", f"{path}: cannot read the prompt map: {err}") from err
     if not isinstance(data, dict) or not all(isinstance(v, str) and v.strip() for v in data.values()):

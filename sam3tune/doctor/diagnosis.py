@@ -24,6 +24,7 @@ from sam3tune.data import (
     resolve_split,
 )
 from sam3tune.data.inspection import inspect_dataset
+from sam3tune.devices import resolve_device
 from sam3tune.doctor.data_report import DataReport, data_flags, data_report
 from sam3tune.doctor.expected_loss import ExpectedTotal, expected_total, total_flags
 from sam3tune.doctor.flags import SEVERITIES, Flag, make_flag
@@ -52,7 +53,6 @@ from sam3tune.model import (
     build_training_model,
 )
 from sam3tune.train.config import TrainConfig
-from sam3tune.train.distributed import resolve_device
 from sam3tune.train.loop import uses_bf16
 from sam3tune.train.param_groups import build_optimizer, role_of
 from sam3tune.train.recipe import data_for_model, load_bundle

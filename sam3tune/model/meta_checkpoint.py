@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from sam3tune.atomic import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +254,7 @@ def import_checkpoint(path: str | Path, out: str | Path, *, config=None) -> dict
         ]
         raise MetaCheckpointError(f"{path} does not fill a Sam3Model: " + "; ".join(problems))
     model.load_state_dict(converted, strict=True, assign=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
-    try:
+    with atomic_directory(out) as staging:
         model.save_pretrained(staging)
         try:
             ClipTokenizer.find_local(max_length=model.config.text_config.max_position_embeddings).save(
@@ -263,9 +262,4 @@ def import_checkpoint(path: str | Path, out: str | Path, *, config=None) -> dict
             )
         except FileNotFoundError as err:
             log.warning("tokenizer files not written (%s); load_model will need them in %s", err, out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return dropped

@@ -36,8 +36,9 @@ from torch.utils._pytree import tree_flatten, tree_map_only
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from sam3tune.output_files import writing
+from sam3tune.progress import progress_bar
 from sam3tune.train.checkpoint import (
-    load_checkpoint,
     load_model_state,
     model_state_to_save,
     save_checkpoint,
@@ -53,6 +54,7 @@ from sam3tune.train.distributed import (
 from sam3tune.train.loss_curve import plot_loss_curve
 from sam3tune.train.metrics_log import MetricsLog, read_metrics
 from sam3tune.train.param_groups import ParamRole, build_optimizer
+from sam3tune.train.resume import ResumePoint, find_resume_point
 from sam3tune.train.rng_state import capture_rng_state, preserved_rng_state, restore_rng_state
 from sam3tune.train.sampler import EpochBatchSampler
 from sam3tune.train.schedule import InverseSqrtSchedule
@@ -180,7 +182,7 @@ class Trainer:
         parts: TrainingParts,
         run_dir: Path,
         context: DistributedContext,
-        resume: bool = False,
+        resume: bool | ResumePoint = False,
     ) -> None:
         self.config = config
         self.parts = parts
@@ -221,10 +223,10 @@ class Trainer:
 
         module = parts.model
         state = None
-        if resume:
-            checkpoint = self.run_dir / "checkpoints" / "last"
-            model_state, state, _ = load_checkpoint(checkpoint)
-            load_model_state(module, model_state, checkpoint)
+        if resume:  # True: the run's `last` checkpoint (else `best`); or the ResumePoint read already
+            point = resume if isinstance(resume, ResumePoint) else find_resume_point(self.run_dir)
+            checkpoint, state = point.path, point.training_state
+            load_model_state(module, point.model_state, checkpoint)
             self._restore_counters(state, checkpoint)
         module.to(context.device)
         self.module = module
@@ -267,7 +269,8 @@ class Trainer:
                     status = "interrupted"
                     break
         if status == "completed" and self.log is not None:
-            curve = plot_loss_curve(read_metrics(self.log.path), self.run_dir / "loss_curve.png")
+            with writing(self.run_dir / "loss_curve.png"):
+                curve = plot_loss_curve(read_metrics(self.log.path), self.run_dir / "loss_curve.png")
         else:
             curve = None
         if self.log is not None:
@@ -304,7 +307,7 @@ class Trainer:
         )
         steps_here = min(self.steps_per_epoch, progress.step_in_epoch + self.total_steps - progress.step)
         window: dict[str, deque] = {}
-        bar = tqdm(
+        bar = progress_bar(
             total=steps_here,
             initial=progress.step_in_epoch,
             desc=f"epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}",
@@ -354,9 +357,13 @@ class Trainer:
         run_done = progress.step >= self.total_steps
         epoch_end = progress.step_in_epoch == 0
         validation_due = run_done or (epoch_end and _every(every_val, progress.epoch))
-        improved = (
-            self.parts.val_dataset is not None and every_val > 0 and validation_due and self._validate()
-        )
+        try:
+            improved = (
+                self.parts.val_dataset is not None and every_val > 0 and validation_due and self._validate()
+            )
+        except Exception:
+            self._save("last")  # a failed validation keeps the epoch's training (resumable)
+            raise
         checkpoint_due = epoch_end and _every(self.config.loop.checkpoint_every_epochs, progress.epoch)
         if run_done or stopped or improved or checkpoint_due:
             self._save("last")
@@ -438,7 +445,7 @@ class Trainer:
             criterion = self.parts.val_criterion or self.parts.criterion
             totals: dict[str, torch.Tensor] = {}
             batches = 0
-            for batch in tqdm(loader, desc="validation", disable=not context.is_main, leave=False):
+            for batch in progress_bar(loader, desc="validation", disable=not context.is_main, leave=False):
                 losses = forward_and_loss(self.module, self._on_device(batch), criterion, self.bf16)
                 for key, value in losses.items():
                     totals[key] = totals.get(key, 0.0) + torch.as_tensor(value).detach().float().cpu()
@@ -454,7 +461,7 @@ class Trainer:
             self.module.train()
         metric = self.config.val.best_metric
         if metric not in results:
-            raise KeyError(
+            raise ValueError(
                 f"val.best_metric {metric!r} is not among the validation results {sorted(results)}"
             )
         value, best = results[metric], self.progress.best_value
@@ -495,7 +502,8 @@ class Trainer:
                 "best_metric": self.config.val.best_metric,
                 "last_val": self.last_val,
             }
-            save_checkpoint(path, model_state_to_save(self.module), training_state, meta)
+            with writing(path):
+                save_checkpoint(path, model_state_to_save(self.module), training_state, meta)
         barrier(self.context)
         return path
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
+from sam3tune.output_files import writing
+
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """All records of a ``metrics.jsonl`` (a torn last line from a crash is ignored)."""
@@ -51,8 +53,9 @@ class MetricsLog:
         """Append one record (``kind``, ``step``, ``epoch`` and scalars; NaN/inf are written as null);
         flushed at once."""
         clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
-        self._file.write(json.dumps(clean) + "\n")
-        self._file.flush()
+        with writing(self.path):
+            self._file.write(json.dumps(clean) + "\n")
+            self._file.flush()
         prefix = record["kind"]
         for key, value in record.items():
             if key in ("kind", "step", "epoch") or not isinstance(value, (int, float)):
