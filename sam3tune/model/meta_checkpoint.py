@@ -114,6 +114,7 @@ RULES: list[tuple[str, str]] = [
 DROPPED: list[tuple[str, str]] = [
     (r"\.attn\.freqs_cis$", "rotary tables of the ViT (a buffer Sam3Model recomputes)"),
     (r"^geometry_encoder\.points_", "point-prompt projection (Sam3Model takes text and box prompts only)"),
+    (r"\.sam2_convs\.", "the video tracker's copy of the FPN neck (not part of the image model)"),
 ]
 _PREFIXES = ("module.", "detector.")
 
@@ -130,8 +131,8 @@ def meta_state_dict(checkpoint: Mapping) -> dict[str, Tensor]:
     tensors = {k: v for k, v in checkpoint.items() if isinstance(v, Tensor)}
     if not tensors:
         raise MetaCheckpointError(f"no tensors in the checkpoint (top-level keys: {sorted(checkpoint)[:8]})")
-    if any(k.startswith("detector.") or k.startswith("module.detector.") for k in tensors):
-        tensors = {k: v for k, v in tensors.items() if "detector." in k.split(".", 2)[-1] or "detector." in k}
+    if any("detector." in k for k in tensors):  # sam3.pt: the image model is the video model's detector
+        tensors = {k: v for k, v in tensors.items() if "detector." in k}
     out = {}
     for key, value in tensors.items():
         changed = True

@@ -21,15 +21,18 @@ from sam3tune.output_files import writing
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` (a torn last line from a crash is ignored)."""
+    """All records of a ``metrics.jsonl`` (a torn last line from a crash, or any line that is not a record
+    with a ``step``, is ignored)."""
     records = []
     if not Path(path).exists():
         return records
-    for line in Path(path).read_text().splitlines():
+    for line in Path(path).read_text(errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
     return records
 
 

@@ -183,3 +183,10 @@ def test_an_architecture_file_that_cannot_build_is_refused_with_its_key(tmp_path
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(InvalidValue, match=re.escape(message)):
         load_model(str(path))
+
+
+def test_doctor_names_a_missing_device(tmp_path, capsys):
+    from sam3tune.cli import main
+
+    assert main(["doctor", "--data", str(tmp_path), "--model", "tiny", "loop.device=cuda:9"]) == 2
+    assert "loop.device='cuda:9': this machine has no such device" in capsys.readouterr().err

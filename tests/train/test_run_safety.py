@@ -160,7 +160,8 @@ def test_a_failed_write_names_the_file_and_the_reason(trained, tmp_path, capsys,
     assert f"cannot write {tmp_path}/r/checkpoints/last: No space left on device" in err
 
 
-def test_overrides_may_stand_on_both_sides_of_options(trained, tmp_path):
+def test_overrides_may_stand_on_both_sides_of_options(trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SAM3TUNE_PROGRESS", raising=False)
     data = trained.parent / "data"
     argv = [
         "train",
@@ -173,5 +174,7 @@ def test_overrides_may_stand_on_both_sides_of_options(trained, tmp_path):
     ]
     assert main([*argv, "val.every_epochs=0"]) == 0
     assert _train_steps(tmp_path / "both") == [1]
+    err = capsys.readouterr().err  # not a terminal: the epoch's progress is one plain line
+    assert "\r" not in err and [line for line in err.splitlines() if line.startswith("epoch 1/1: 1/1 [")]
     with pytest.raises(SystemExit):
         main([*argv, "--no-such-option"])
