@@ -328,8 +328,39 @@ def _add_demo(sub) -> None:
     parser.set_defaults(handler=handler)
 
 
+def _add_export(sub) -> None:
+    parser = sub.add_parser(
+        "export",
+        help="ship a model: ONNX graphs for onnxruntime, or a Hugging Face Hub folder with a model card",
+        description=(
+            "--format onnx MODEL OUT: three ONNX graphs (image encoder, text encoder, decoder) of a merged "
+            "model (e.g. RUN_DIR/model), checked against torch in onnxruntime; run them with sam3tune "
+            "predict --model OUT. --format hub RUN_DIR OUT: a Hugging Face model repository folder (weights, "
+            "tokenizer, processor config, README.md model card with the evaluation against zero-shot); "
+            "--push REPO_ID uploads it. Settings: --config and key=value overrides (onnx.opset=17, "
+            "onnx.exporter=torchscript, hub.weights=merged, hub.private=true). See docs/ship.md."
+        ),
+    )
+    parser.add_argument("--format", required=True, choices=("onnx", "hub"), dest="fmt")
+    parser.add_argument("source", metavar="MODEL_OR_RUN", help="onnx: a model spec; hub: a run directory")
+    parser.add_argument("out", type=Path, metavar="OUT", help="output folder (replaced)")
+    parser.add_argument("--push", metavar="REPO_ID", help="hub: upload the folder to this model repository")
+    parser.add_argument("--eval", type=Path, metavar="EVAL_JSON", help="hub: eval.json for the model card")
+    parser.add_argument("--config", metavar="C.yaml", help="YAML file with export settings")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+    def handler(args) -> int:
+        from sam3tune.ship.command import run_export_command
+
+        return run_export_command(
+            args.fmt, args.source, args.out, args.config, args.overrides, args.push, args.eval
+        )
+
+    parser.set_defaults(handler=handler)
+
+
 # One entry per sub-command, in the order `sam3tune --help` lists them.
-_COMMANDS: tuple = (_add_demo, _add_data, _add_train, _add_doctor, _add_eval, _add_predict)
+_COMMANDS: tuple = (_add_demo, _add_data, _add_train, _add_doctor, _add_eval, _add_predict, _add_export)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
