@@ -5,7 +5,7 @@ Two sources give the same verdict:
 * a training run's validation records (``metrics.jsonl``): with validation on, the loop evaluates the
   starting model before its first step and logs it as the ``val`` record of step 0; every later ``val``
   record measures trained weights (:func:`verdict_from_records`, printed by ``sam3tune train``);
-* an evaluation with ``--baseline`` set to the starting model (:func:`verdict_from_metrics`, in
+* an evaluation with ``baseline=`` set to the starting model (:func:`verdict_from_metrics`, in
   ``eval.md``).
 """
 

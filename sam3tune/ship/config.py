@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 
@@ -24,10 +25,17 @@ class HubExportConfig:
     # adapter_model.safetensors (LoRA runs only; load on top of the base model); auto: adapters for a
     # LoRA run, merged otherwise
     weights: Literal["auto", "merged", "adapters"] = "auto"
-    private: bool = False  # --push: create the repository as private
+    # eval.json of `sam3tune eval --model RUN_DIR/model baseline=<start model>` for the card's evaluation
+    # (default: RUN_DIR/eval/eval.json or RUN_DIR/../eval/eval.json when present)
+    eval_report: Path | None = None
+    push: str | None = None  # upload the folder to this model repository (REPO_ID)
+    private: bool = False  # create that repository as private
 
 
 @dataclass
 class ExportConfig:
+    """``sam3tune export``: ``format`` says what is written from the source."""
+
+    format: Literal["onnx", "hub"] | None = None  # onnx: graphs of a model; hub: a run's repository folder
     onnx: OnnxExportConfig = field(default_factory=OnnxExportConfig)
     hub: HubExportConfig = field(default_factory=HubExportConfig)

@@ -47,7 +47,7 @@ def export_hub_folder(
 ) -> Path:
     """Write the repository folder of the run in ``run_dir`` to ``out`` (replaced atomically).
 
-    ``eval_report``: an ``eval.json`` of ``sam3tune eval --model RUN_DIR/model --baseline <start model>``
+    ``eval_report``: an ``eval.json`` of ``sam3tune eval --model RUN_DIR/model baseline=<start model>``
     (default: ``RUN_DIR/eval/eval.json`` or ``RUN_DIR/../eval/eval.json`` when present) for the card's
     evaluation table. Raises :class:`HubExportError` naming what the run lacks.
     """

@@ -31,7 +31,7 @@ class ModelCardInputs:
     config: dict[str, Any]  # the run's resolved config.yaml
     records: list[dict[str, Any]]  # metrics.jsonl
     data: dict[str, Any] | None  # `sam3tune data inspect --json` report of the run's dataset
-    eval_report: dict[str, Any] | None  # eval.json of `sam3tune eval --model ... --baseline <start>`
+    eval_report: dict[str, Any] | None  # eval.json of `sam3tune eval --model ... baseline=<start>`
     weights: str  # "merged" or "adapters"
     has_loss_curve: bool
 
@@ -164,8 +164,8 @@ def _validation_table(inputs: ModelCardInputs) -> list[str]:
         return [
             "## Evaluation",
             "",
-            "No evaluation against zero-shot was recorded: run `sam3tune eval --model RUN/model --baseline "
-            "<base model> --data DATA --split test --out RUN/eval` and export again.",
+            "No evaluation against zero-shot was recorded: run `sam3tune eval --model RUN/model baseline="
+            "<base model> --data DATA data.val=test --out RUN/eval` and export again.",
             "",
         ]
     metric = (inputs.config.get("val") or {}).get("best_metric", "bbox_AP")
@@ -175,7 +175,7 @@ def _validation_table(inputs: ModelCardInputs) -> list[str]:
         "## Evaluation (validation split)",
         "",
         f"Validation of the starting model (step 0) and of the best weights (step {best['step']}, by "
-        f"{metric}); per-category figures come with an eval report (`sam3tune eval --baseline`).",
+        f"{metric}); per-category figures come with an eval report (`sam3tune eval baseline=...`).",
         "",
     ]
     rows = [

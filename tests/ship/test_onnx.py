@@ -170,9 +170,8 @@ def test_cli_export_and_predict_match_the_torch_predict(tiny_dir, tmp_path, caps
         "red apple",
         "--prompt",
         "nut",
-        "--score-threshold",
-        "0",
-        "--no-overlays",
+        "postprocess.score_threshold=0",
+        "overlays=false",
         str(images),
     ]
     assert main(["predict", "--model", str(tiny_dir), "--out", str(tmp_path / "t"), *common]) == 0
