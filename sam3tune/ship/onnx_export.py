@@ -202,6 +202,7 @@ def _export_graph(
     with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter_logs():
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)  # torch.export internals (pytree)
         if dynamo:
             dims = {
                 name: {axis: torch.export.Dim.DYNAMIC for axis in axes} for name, axes in dynamic_axes.items()
