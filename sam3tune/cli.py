@@ -103,6 +103,12 @@ def _add_train(sub) -> None:
     )
     _shortcuts(parser, "model.name")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    parser.add_argument(
+        "--allow-inexact-resume",
+        action="store_true",
+        help="with --resume: accept overrides that change the computation (seed, data, model, ...); "
+        "recorded in RUN_DIR/resumes.jsonl",
+    )
     _overrides(parser, "TrainConfig")
 
 
@@ -143,6 +149,9 @@ def _add_eval(sub) -> None:
     parser.add_argument("--predictions", type=Path, help="COCO results JSON to evaluate (no model is run)")
     parser.add_argument("--gt", type=Path, help="COCO annotation JSON the predictions refer to")
     parser.add_argument("--out", type=Path, default=Path("eval"), help="report folder (default: ./eval)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the reports of an earlier run in --out"
+    )
     _overrides(parser, "EvalRunConfig")
 
 
@@ -167,6 +176,9 @@ def _add_predict(sub) -> None:
     )
     parser.add_argument(
         "--out", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the results of an earlier run in --out"
     )
     _overrides(parser, "PredictConfig")
 
