@@ -113,16 +113,35 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
-        help="detect and segment text prompts in images: COCO results JSON + overlay PNGs",
-        description="Ask every --prompt on every image (files, or folders of images). Writes "
-        "OUT/predictions.json (COCO results; category i = i-th prompt), OUT/index.json (images and "
-        "categories) and OUT/overlays/<image>.png.",
+        help="detect and segment text and box prompts in images: COCO results JSON + overlay PNGs",
+        description="Ask every --prompt on every image (files, or folders of images), together with the "
+        "exemplar boxes (--box, --neg-box) if given; with boxes and no --prompt, one query 'visual' finds "
+        "everything like the boxes. Writes OUT/predictions.json (COCO results; category i = i-th prompt), "
+        "OUT/index.json (images, categories, exemplars) and OUT/overlays/<image>.png.",
     )
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
     p.add_argument(
         "--model", required=True, help="model spec: a save_pretrained directory, a hub id or tiny/small"
     )
-    p.add_argument("--prompt", dest="prompts", action="append", required=True, help="text prompt, repeatable")
+    p.add_argument("--prompt", dest="prompts", action="append", default=[], help="text prompt, repeatable")
+    p.add_argument(
+        "--box",
+        dest="boxes",
+        action="append",
+        default=[],
+        type=_pixel_box,
+        metavar="X0,Y0,X1,Y1",
+        help="positive exemplar box in pixels of the input image, repeatable",
+    )
+    p.add_argument(
+        "--neg-box",
+        dest="negative_boxes",
+        action="append",
+        default=[],
+        type=_pixel_box,
+        metavar="X0,Y0,X1,Y1",
+        help="negative exemplar box (not this kind), repeatable",
+    )
     p.add_argument(
         "--out", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)"
     )
@@ -134,10 +153,25 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_predict, parser=p)
 
 
+def _pixel_box(text: str) -> tuple[float, float, float, float]:
+    """``"x0,y0,x1,y1"`` -> four floats (argparse type of ``--box`` / ``--neg-box``)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or not (values[0] < values[2] and values[1] < values[3]):
+        raise argparse.ArgumentTypeError(
+            f"expected x0,y0,x1,y1 pixels with x0 < x1 and y0 < y1, got {text!r}"
+        )
+    return values
+
+
 def _run_predict(args: argparse.Namespace) -> int:
     from sam3tune.eval.config import PostprocessConfig
     from sam3tune.predict import Predictor, collect_images
 
+    if not args.prompts and not args.boxes:
+        args.parser.error("give at least one --prompt or --box")
     try:
         images = collect_images(args.images)
         config = PostprocessConfig(
@@ -146,7 +180,14 @@ def _run_predict(args: argparse.Namespace) -> int:
             max_detections=args.max_detections,
         )
         predictor = Predictor.load(args.model, config=config, device=args.device)
-        results = predictor.predict_files(images, args.prompts, args.out, overlays=not args.no_overlays)
+        results = predictor.predict_files(
+            images,
+            args.prompts,
+            args.out,
+            overlays=not args.no_overlays,
+            boxes=args.boxes,
+            negative_boxes=args.negative_boxes,
+        )
     except (FileNotFoundError, ValueError) as err:
         args.parser.error(str(err))
     print(f"{len(results)} detections on {len(images)} images written to {args.out}/predictions.json")

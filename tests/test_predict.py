@@ -8,6 +8,7 @@ from torch import nn
 
 from sam3tune.cli import main
 from sam3tune.eval.coco_results import detections_from_results, group_by_query, load_coco_results
+from sam3tune.eval.config import PostprocessConfig
 from sam3tune.model import HashingTokenizer
 from sam3tune.overlay import prompt_colour
 from sam3tune.predict import Predictor, collect_images
@@ -130,3 +131,74 @@ def test_bad_prompts_and_paths(predictor, tmp_path):
         predictor.predict(Image.new("RGB", (8, 8)), ["a", "a"])
     with pytest.raises(FileNotFoundError, match="no such"):
         collect_images([tmp_path / "missing.jpg"])
+
+
+class _RecordingModel(_FixedModel):
+    """``_FixedModel`` that also takes exemplar boxes and keeps what it was given."""
+
+    def forward(
+        self, pixel_values, image_index, input_ids, attention_mask, exemplar_boxes=None, exemplar_labels=None
+    ):
+        self.seen = (exemplar_boxes, exemplar_labels, input_ids)
+        return super().forward(pixel_values, image_index, input_ids, attention_mask)
+
+
+def test_exemplar_boxes_reach_the_model_normalised(images):
+    model = _RecordingModel()
+    predictor = Predictor(model, HashingTokenizer(64, 8), image_size=32, device="cpu")
+    # a.png is 120 x 80: (12, 8, 60, 40) -> centre (36, 24), size 48 x 32; a negative partly outside
+    found = predictor.predict(images / "a.png", boxes=[(12, 8, 60, 40)], negative_boxes=[(100, 60, 130, 90)])
+    assert list(found) == ["visual"]
+    boxes, labels, input_ids = model.seen
+    torch.testing.assert_close(
+        boxes, torch.tensor([[[0.3, 0.3, 0.4, 0.4], [110 / 120, 0.875, 20 / 120, 0.25]]])
+    )
+    assert labels.tolist() == [[1, 0]]
+    assert torch.equal(input_ids, HashingTokenizer(64, 8)(["visual"])[0])
+    # with prompts, every prompt carries the boxes
+    found = predictor.predict(images / "a.png", ["date", "fig"], boxes=[(12, 8, 60, 40)])
+    assert list(found) == ["date", "fig"] and model.seen[0].shape == (2, 1, 4)
+    assert model.seen[1].tolist() == [[1], [1]]
+    with pytest.raises(ValueError, match="empty inside"):
+        predictor.predict(images / "a.png", boxes=[(130, 10, 140, 20)])
+    with pytest.raises(ValueError, match="prompt or a positive exemplar box"):
+        predictor.predict(images / "a.png", negative_boxes=[(12, 8, 60, 40)])
+
+
+def test_predict_cli_with_boxes_only(images, tmp_path):
+    out = tmp_path / "cli"
+    args = ["predict", "--model", "tiny", str(images / "a.png"), "--out", str(out), "--device", "cpu"]
+    code = main([*args, "--box", "12,8,60,40", "--neg-box", "70,44,110,76", "--score-threshold", "0"])
+    assert code == 0
+    index = json.loads((out / "index.json").read_text())
+    assert index["categories"] == [{"id": 1, "name": "visual"}]
+    assert index["exemplars"] == {"positive": [[12, 8, 60, 40]], "negative": [[70, 44, 110, 76]]}
+    results = load_coco_results(out / "predictions.json")
+    assert len(results) == 6 and {r["category_id"] for r in results} == {1}
+    # the same query through the API gives the same scores
+    predictor = Predictor.load("tiny", config=PostprocessConfig(score_threshold=0.0), device="cpu")
+    api = predictor.predict(images / "a.png", boxes=[(12, 8, 60, 40)], negative_boxes=[(70, 44, 110, 76)])
+    np.testing.assert_allclose(
+        sorted(r["score"] for r in results), sorted(api["visual"].scores.tolist()), rtol=1e-5
+    )
+    # and the boxes matter: a text query scores differently
+    text = predictor.predict(images / "a.png", ["visual"])
+    assert not np.allclose(sorted(text["visual"].scores.tolist()), sorted(api["visual"].scores.tolist()))
+    # exemplar boxes are drawn as white outlines inside black ones, with labels below them
+    overlay = np.asarray(Image.open(out / "overlays" / "a.png")).astype(int)
+    assert (overlay[24, 12] == 255).all() and (overlay[24, 11] == 0).all()  # left edge of the positive box
+    assert (overlay[60, 70] == 255).all() and (overlay[60, 69] == 0).all()  # the negative one
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "--prompt or --box"),
+        (["--box", "1,2,3"], "x0,y0,x1,y1"),
+        (["--neg-box", "5,5,2,9", "--prompt", "a"], "x0 < x1"),
+    ],
+)
+def test_predict_cli_rejects_bad_boxes(images, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--model", "tiny", str(images / "a.png"), "--out", str(tmp_path), *extra])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

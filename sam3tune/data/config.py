@@ -10,9 +10,36 @@ has a flip transform), so ``hflip`` defaults to off.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+
+@dataclass
+class ExemplarConfig:
+    """Exemplar queries in training (``data.exemplars``); off by default (the official recipes never use
+    them)."""
+
+    probability: float = 0.0
+    """Chance that a positive query becomes an exemplar query (Meta's ``TextQueryToVisual``)."""
+    max_positives: int = 1
+    """k: the number of positive exemplars is drawn uniformly from 1..min(k, targets)."""
+    keep_text: bool = False
+    """Keep the category text next to the boxes; False replaces it with ``"visual"`` (official default)."""
+    max_negatives: int = 0
+    """Negative exemplars: uniformly 0..min(this, other categories' objects on the image)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"data.exemplars.probability must lie in [0, 1], got {self.probability}")
+        if self.max_positives < 1:
+            raise ValueError(f"data.exemplars.max_positives must be >= 1, got {self.max_positives}")
+        if self.max_negatives < 0:
+            raise ValueError(f"data.exemplars.max_negatives must be >= 0, got {self.max_negatives}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.probability > 0
 
 
 @dataclass
@@ -46,6 +73,8 @@ class DataConfig:
     """YAML or JSON map (category name or id -> prompt text) overriding the cleaned names."""
     keep_unused_categories: bool = False
     """Also query categories with no instance in the split (and Roboflow's placeholder)."""
+    exemplars: ExemplarConfig = field(default_factory=ExemplarConfig)
+    """Exemplar (box-prompt) queries in training; off by default (``sam3tune.data.exemplars``)."""
 
     def __post_init__(self) -> None:
         if self.resolution < 8:

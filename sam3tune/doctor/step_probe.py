@@ -76,7 +76,7 @@ def probe_training_step(
     meter = LiveTensorMeter()
     with meter:
         with autocast:
-            outputs = model(batch.pixel_values, batch.image_index, batch.input_ids, batch.attention_mask)
+            outputs = model(**batch.model_inputs())
         outputs = _map_tensors(outputs, lambda t: t.float() if t.is_floating_point() else t)
         result = criterion(outputs, batch.targets)
         trains = optimizer is not None and result["loss"].requires_grad

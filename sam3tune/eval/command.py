@@ -6,16 +6,26 @@ import dataclasses
 import gc
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from sam3tune.data import DataConfig, build_eval_dataset
+from sam3tune.data import DataConfig, QueryDataset, build_eval_dataset
 from sam3tune.eval.coco_results import load_coco_results, save_coco_results
 from sam3tune.eval.config import EvalConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
+from sam3tune.eval.exemplar_protocol import (
+    ExemplarMetrics,
+    ExemplarQueries,
+    choose_exemplars,
+    exemplar_metrics,
+)
 from sam3tune.eval.ground_truth import ground_truth_from_plan, load_ground_truth, without_unasked_categories
-from sam3tune.eval.model_eval import eval_loader, evaluate_model
+from sam3tune.eval.model_eval import eval_loader, evaluate_model, predict_batches, sample_loader
 from sam3tune.eval.report import markdown_report, write_reports
+
+if TYPE_CHECKING:
+    from sam3tune.predict import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,28 @@ def eval_predictions_file(
     return metrics, markdown_report(metrics, label, context=context)
 
 
+def _exemplar_protocol(
+    predictor: Predictor,
+    dataset: QueryDataset,
+    gt: dict,
+    iou_types: list[str],
+    config: EvalConfig,
+    device: str,
+    progress: bool,
+) -> tuple[ExemplarMetrics, list[dict]]:
+    """The exemplar protocol's metrics and COCO results for one model (see ``exemplar_protocol``)."""
+    protocol = config.exemplars
+    prompts = choose_exemplars(dataset.plan, protocol.seed)
+    queries = ExemplarQueries(dataset, prompts, keep_text=protocol.keep_text)
+    loader = sample_loader(queries, predictor.tokenize, config)
+    postprocess_config = dataclasses.replace(config.postprocess, with_masks="segm" in iou_types)
+    results, _ = predict_batches(predictor.forward, loader, postprocess_config, device, progress)
+    metrics = exemplar_metrics(
+        gt, results, prompts, iou_types, protocol.exclude_iou, protocol.seed, protocol.keep_text
+    )
+    return metrics, results
+
+
 def eval_model(
     model: str,
     data: DataConfig,
@@ -58,6 +90,8 @@ def eval_model(
     Every image is asked every queried category (negatives included) at the model's own input
     size. Writes ``eval.json``, ``eval.md`` and the COCO results (``predictions.json``,
     ``baseline_predictions.json``) to ``out_dir``; returns both metrics and the Markdown report.
+    With ``config.exemplars.enabled`` the exemplar protocol runs too (``*_exemplar.json`` results,
+    ``metrics.exemplar``).
     """
     from sam3tune.predict import Predictor  # the model package is heavy; load it only here
 
@@ -74,6 +108,11 @@ def eval_model(
         gt = ground_truth_from_plan(dataset.plan)
         metrics, results = evaluate_model(predictor.forward, loader, gt, config, device, progress)
         save_coco_results(results, out_dir / f"{stem}.json")
+        if config.exemplars.enabled:
+            metrics.exemplar, exemplar_results = _exemplar_protocol(
+                predictor, dataset, gt, list(metrics.coco), config, device, progress
+            )
+            save_coco_results(exemplar_results, out_dir / f"{stem}_exemplar.json")
         context = {
             "data": f"{data.root} (split {data.val}: {dataset.plan.split.annotation_file})",
             "input size": predictor.image_size,

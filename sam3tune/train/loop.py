@@ -78,9 +78,10 @@ class TrainingDivergedError(RuntimeError):
 class TrainingParts:
     """What the loop trains and on what.
 
-    ``model``: ``forward(pixel_values, image_index, input_ids, attention_mask)`` -> outputs dict of
-    ``sam3tune.loss``; ``criterion(outputs, targets)`` -> dict with the differentiable total ``loss``
-    and scalar components; datasets of single samples with their collates producing a
+    ``model``: ``forward(**batch.model_inputs())`` (pixel_values, image_index, input_ids, attention_mask,
+    and exemplar boxes / labels when the batch has them) -> outputs dict of ``sam3tune.loss``;
+    ``criterion(outputs, targets)`` -> dict with the differentiable total ``loss`` and scalar components;
+    datasets of single samples with their collates producing a
     ``sam3tune.data.Batch``; ``role_of(parameter name)`` -> :class:`ParamRole`; ``num_vit_blocks`` for
     the layer-wise decay; ``evaluate(model)`` -> metrics (e.g. COCO mAP) computed on the main process;
     ``val_criterion``: the criterion for the validation loss (default ``criterion``). Validation shards
@@ -376,12 +377,7 @@ class Trainer:
         that the criterion still runs (its collectives stay in step across processes) and the total is
         set to NaN, which makes the step a skipped one."""
         with self._autocast():
-            outputs = model(
-                pixel_values=batch.pixel_values,
-                image_index=batch.image_index,
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-            )
+            outputs = model(**batch.model_inputs())
         outputs = _to_float32(outputs)
         finite = _all_finite(outputs)
         if not finite:

@@ -71,7 +71,7 @@ def build_training_parts(
     bundle = load_model(
         config.model.name, allow_missing_weights=config.model.allow_missing_weights, seed=config.loop.seed
     )
-    model = build_training_model(bundle, config.model)
+    model = build_training_model(bundle, config.model, exemplars=config.data.exemplars.enabled)
     config = dataclasses.replace(config, data=_data_for_model(config.data, bundle.image_size))
     train_dataset = build_train_dataset(
         config.data, seed=config.loop.seed, progress=context.is_main, augment=config.loop.augment
