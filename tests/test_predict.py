@@ -109,10 +109,8 @@ def test_predict_cli_with_tiny_model(images, tmp_path):
             str(images / "b.jpg"),
             "--out",
             str(out),
-            "--score-threshold",
-            "0",
-            "--device",
-            "cpu",
+            "postprocess.score_threshold=0",
+            "device=cpu",
         ]
     )
     assert code == 0
@@ -167,8 +165,8 @@ def test_exemplar_boxes_reach_the_model_normalised(images):
 
 def test_predict_cli_with_boxes_only(images, tmp_path):
     out = tmp_path / "cli"
-    args = ["predict", "--model", "tiny", str(images / "a.png"), "--out", str(out), "--device", "cpu"]
-    code = main([*args, "--box", "12,8,60,40", "--neg-box", "70,44,110,76", "--score-threshold", "0"])
+    args = ["predict", "--model", "tiny", str(images / "a.png"), "--out", str(out), "device=cpu"]
+    code = main([*args, "--box", "12,8,60,40", "--neg-box", "70,44,110,76", "postprocess.score_threshold=0"])
     assert code == 0
     index = json.loads((out / "index.json").read_text())
     assert index["categories"] == [{"id": 1, "name": "visual"}]
@@ -193,7 +191,6 @@ def test_predict_cli_with_boxes_only(images, tmp_path):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        ([], "--prompt or --box"),
         (["--box", "1,2,3"], "x0,y0,x1,y1"),
         (["--neg-box", "5,5,2,9", "--prompt", "a"], "x0 < x1"),
     ],
@@ -202,3 +199,13 @@ def test_predict_cli_rejects_bad_boxes(images, tmp_path, capsys, extra, message)
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", "--model", "tiny", str(images / "a.png"), "--out", str(tmp_path), *extra])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_predict_cli_needs_a_prompt_or_a_box_and_takes_boxes_as_keys(images, tmp_path, capsys):
+    args = ["predict", "--model", "tiny", str(images / "a.png"), "device=cpu"]
+    assert main([*args, "--out", str(tmp_path / "none")]) == 2
+    assert "--box X0,Y0,X1,Y1" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "keys"), "boxes=[[12, 8, 60, 40]]", "negative_boxes=[]"]) == 0
+    index = json.loads((tmp_path / "keys" / "index.json").read_text())
+    assert index["categories"] == [{"id": 1, "name": "visual"}]
+    assert index["exemplars"] == {"positive": [[12, 8, 60, 40]], "negative": []}

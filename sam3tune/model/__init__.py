@@ -2,17 +2,16 @@
 fine-tuning modes (freezing, LoRA), activation checkpointing, export. See docs/model.md."""
 
 from sam3tune.model.architectures import NAMED_ARCHITECTURES, ArchitectureSpec
+from sam3tune.model.clip_tokenizer import ClipTokenizer
 from sam3tune.model.components import (
     ComponentParameters,
     component_of,
     format_parameter_table,
     parameter_table,
-    vit_block_index,
-    vit_layer_id,
-    vit_lr_scale,
+    vit_depth,
 )
 from sam3tune.model.config import COMPONENTS, FinetuneConfig, LoraConfig, ModelConfig
-from sam3tune.model.export import load_adapters, load_state_dict, save_adapters, save_merged, save_state_dict
+from sam3tune.model.export import load_adapters, save_adapters, save_merged
 from sam3tune.model.loading import LoadReport, ModelBundle, WeightsNotLoadedError, load_model
 from sam3tune.model.tokenizer import HashingTokenizer, PretrainedTokenizer, Tokenizer
 from sam3tune.model.training_model import Sam3ForTraining, build_training_model
@@ -21,6 +20,7 @@ __all__ = [
     "COMPONENTS",
     "NAMED_ARCHITECTURES",
     "ArchitectureSpec",
+    "ClipTokenizer",
     "ComponentParameters",
     "FinetuneConfig",
     "HashingTokenizer",
@@ -37,12 +37,8 @@ __all__ = [
     "format_parameter_table",
     "load_adapters",
     "load_model",
-    "load_state_dict",
     "parameter_table",
     "save_adapters",
     "save_merged",
-    "save_state_dict",
-    "vit_block_index",
-    "vit_layer_id",
-    "vit_lr_scale",
+    "vit_depth",
 ]

@@ -21,36 +21,17 @@ from sam3tune.data import (
 )
 from sam3tune.eval.model_eval import make_validator
 from sam3tune.loss import Sam3Criterion
-from sam3tune.model import build_training_model, load_model
-from sam3tune.model.components import component_of, is_adapter_parameter, model_path, vit_layer_id
+from sam3tune.model import ModelBundle, build_training_model, load_model
 from sam3tune.model.export import save_adapters, save_merged
 from sam3tune.train.checkpoint import load_checkpoint, load_model_state
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.distributed import DistributedContext, barrier, broadcast_object, init_distributed
 from sam3tune.train.loop import RunResult, Trainer, TrainingParts
-from sam3tune.train.param_groups import ParamRole
+from sam3tune.train.param_groups import role_of
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
-_LR_FAMILY = {"vision": "vision", "text": "text"}  # every other component: lr_transformer
-
-
-def recipe_role(name: str, num_vit_blocks: int) -> ParamRole:
-    """The recipe role of a ``Sam3ForTraining`` parameter: vision (ViT + FPN neck) and text (CLIP +
-    projection) get their own learning rates, everything else (DETR encoder/decoder, mask decoder,
-    geometry encoder, heads) ``lr_transformer``. Inside the ViT trunk the stem and blocks get a depth for
-    layer-wise decay; the position embedding keeps scale 1 (the recipe's ``*pos_embed*`` override), as does
-    the rest of the trunk."""
-    component = component_of(name)
-    depth = None
-    if component == "vision" and not model_path(name).endswith("position_embeddings"):
-        layer_id = vit_layer_id(name, num_vit_blocks)
-        if layer_id is not None and layer_id <= num_vit_blocks:
-            depth = layer_id
-    return ParamRole(
-        _LR_FAMILY.get(component, "transformer"), vit_depth=depth, is_adapter=is_adapter_parameter(name)
-    )
 
 
 def load_run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
@@ -61,6 +42,13 @@ def load_run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> Train
     return load_config(TrainConfig, path, overrides)
 
 
+def load_bundle(config: TrainConfig) -> ModelBundle:
+    """The model, tokenizer and input size of ``config.model`` as training loads them."""
+    return load_model(
+        config.model.name, allow_missing_weights=config.model.allow_missing_weights, seed=config.loop.seed
+    )
+
+
 def build_training_parts(
     config: TrainConfig, context: DistributedContext
 ) -> tuple[TrainingParts, TrainConfig]:
@@ -68,11 +56,9 @@ def build_training_parts(
 
     Returns the parts and the config actually used (``data.resolution`` follows the model's input size
     when left at its default)."""
-    bundle = load_model(
-        config.model.name, allow_missing_weights=config.model.allow_missing_weights, seed=config.loop.seed
-    )
+    bundle = load_bundle(config)
     model = build_training_model(bundle, config.model, exemplars=config.data.exemplars.enabled)
-    config = dataclasses.replace(config, data=_data_for_model(config.data, bundle.image_size))
+    config = dataclasses.replace(config, data=data_for_model(config.data, bundle.image_size))
     train_dataset = build_train_dataset(
         config.data, seed=config.loop.seed, progress=context.is_main, augment=config.loop.augment
     )
@@ -95,14 +81,13 @@ def build_training_parts(
             val_dataset, bundle.tokenize, config.val.eval, device=context.device, progress=True
         )
     collate_fn = partial(collate, tokenize=bundle.tokenize)
-    num_blocks = int(model.core.config.vision_config.backbone_config.num_hidden_layers)
     parts = TrainingParts(
         model=model,
         criterion=Sam3Criterion(config.loss),
         train_dataset=train_dataset,
         collate_fn=collate_fn,
-        role_of=partial(recipe_role, num_vit_blocks=num_blocks),
-        num_vit_blocks=num_blocks,
+        role_of=role_of,
+        num_vit_blocks=model.num_vit_blocks,
         val_dataset=val_dataset,
         val_collate_fn=collate_fn,
         evaluate=evaluate,
@@ -135,12 +120,14 @@ def train(
     return result
 
 
-def _data_for_model(data: DataConfig, image_size: int) -> DataConfig:
+def data_for_model(data: DataConfig, image_size: int) -> DataConfig:
+    """``data`` at the model's input size: ``data.resolution`` follows it when left at its default; any
+    other mismatch is a ``ValueError``."""
     if data.resolution == image_size:
         return data
     if data.resolution != DataConfig().resolution:
         raise ValueError(
-            f"data.resolution={data.resolution} but the model takes {image_size}x{image_size} images; "
+            f"data.resolution={data.resolution} but the model takes {image_size} px images; "
             f"set data.resolution={image_size} (or leave it unset)"
         )
     log.info("data.resolution follows the model's input size: %d", image_size)

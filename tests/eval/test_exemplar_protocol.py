@@ -116,13 +116,12 @@ def test_exemplar_queries_ask_positive_categories_with_their_box(tmp_path):
 def test_eval_cli_reports_exemplar_ap_next_to_text_ap(tmp_path):
     write_tiny_dataset(tmp_path / "data")
     out = tmp_path / "report"
-    common = ["--device", "cpu", "--set", "num_workers=0", "--set", "exemplars.enabled=true"]
+    common = ["device=cpu", "num_workers=0", "exemplars.enabled=true"]
     args = [
         "eval",
         "--model",
         "tiny",
-        "--baseline",
-        "tiny",
+        "baseline=tiny",
         "--data",
         str(tmp_path / "data"),
         "--out",

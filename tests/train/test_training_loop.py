@@ -214,6 +214,6 @@ def test_last_checkpoint_every_n_epochs_and_at_the_end(tmp_path):
     trainer = Trainer(config, _parts(), tmp_path, CPU)
     saved = []
     save = trainer._save
-    trainer._save = lambda name: saved.append((name, trainer.step)) or save(name)
+    trainer._save = lambda name: saved.append((name, trainer.progress.step)) or save(name)
     trainer.fit()
     assert saved == [("last", 8), ("last", 12)]
