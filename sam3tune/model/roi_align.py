@@ -12,7 +12,7 @@ each bin samples a ``ceil(h / P) x ceil(w / P)`` grid of points at the centres o
 point takes the bilinear interpolation of the features (points more than one pixel outside the map give
 0; points in [-1, 0] are clamped to 0; the last row/column is replicated beyond it) and the bin is their
 mean. Bilinear weights factor into a row part and a column part, so each box's pooling is two matrix
-products: ``rows (P, H) @ features (C, H, W) @ cols (W, P)``.
+products: ``rows (P, H) @ features (C, H, W) @ cols (W, P)``, done per image for all its boxes.
 """
 
 from __future__ import annotations
@@ -51,8 +51,13 @@ def roi_align(features: Tensor, boxes: list[Tensor] | Tensor, output_size: int |
         rows, row_grid = _axis_weights(xyxy[:, 1], xyxy[:, 3], ph, height)
         cols, col_grid = _axis_weights(xyxy[:, 0], xyxy[:, 2], pw, width)
         count = (row_grid * col_grid).clamp(min=1).to(compute)
-        picked = features.index_select(0, image_of_box).to(compute)
-        pooled = torch.einsum("rph,rchw,rqw->rcpq", rows, picked, cols) / count[:, None, None, None]
+        pooled = features.new_zeros(len(xyxy), features.shape[1], ph, pw, dtype=compute)
+        for image in image_of_box.unique().tolist():  # per image: no (R, C, H, W) copy of the features
+            mine = image_of_box == image
+            pooled[mine] = torch.einsum(
+                "kph,chw,kqw->kcpq", rows[mine], features[image].to(compute), cols[mine]
+            )
+        pooled = pooled / count[:, None, None, None]
     return pooled.to(features.dtype)
 
 
