@@ -103,6 +103,12 @@ def _add_train(sub) -> None:
     )
     _shortcuts(parser, "model.name")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    parser.add_argument(
+        "--allow-inexact-resume",
+        action="store_true",
+        help="with --resume: accept overrides that change the computation (seed, data, model, ...); "
+        "recorded in RUN_DIR/resumes.jsonl",
+    )
     _overrides(parser, "TrainConfig")
 
 
@@ -143,6 +149,9 @@ def _add_eval(sub) -> None:
     parser.add_argument("--predictions", type=Path, help="COCO results JSON to evaluate (no model is run)")
     parser.add_argument("--gt", type=Path, help="COCO annotation JSON the predictions refer to")
     parser.add_argument("--out", type=Path, default=Path("eval"), help="report folder (default: ./eval)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the reports of an earlier run in --out"
+    )
     _overrides(parser, "EvalRunConfig")
 
 
@@ -178,6 +187,9 @@ def _add_predict(sub) -> None:
         )
     parser.add_argument(
         "--out", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the results of an earlier run in --out"
     )
     _overrides(parser, "PredictConfig")
 
@@ -258,6 +270,33 @@ def _add_demo(sub) -> None:
     _overrides(parser, "DemoSettings")
 
 
+def _add_export(sub) -> None:
+    parser = _command(
+        sub,
+        "export",
+        "sam3tune.ship.command:run_export_command",
+        "ExportConfig",
+        help="ship a model: ONNX graphs for onnxruntime, or a Hugging Face Hub folder with a model card",
+        description=(
+            "--format onnx MODEL OUT: three ONNX graphs (image encoder, text encoder, decoder) of a merged "
+            "model (e.g. RUN_DIR/model), checked against torch in onnxruntime; run them with sam3tune "
+            "predict --model OUT. --format hub RUN_DIR OUT: a Hugging Face model repository folder (weights, "
+            "tokenizer, processor config, README.md model card with the evaluation against zero-shot); "
+            "--push REPO_ID uploads it. Keys: format, onnx.opset, onnx.exporter (dynamo/torchscript), "
+            "onnx.check, hub.weights (auto/merged/adapters), hub.private, hub.push, hub.eval_report "
+            "(ExportConfig, docs/ship.md)."
+        ),
+    )
+    parser.add_argument("source", metavar="MODEL_OR_RUN", help="onnx: a model spec; hub: a run directory")
+    parser.add_argument("out", type=Path, metavar="OUT", help="output folder (replaced)")
+    parser.add_argument("--format", dest="fmt", choices=("onnx", "hub"), help="onnx or hub (sets format)")
+    parser.add_argument("--push", metavar="REPO_ID", help="hub: upload to this model repository (hub.push)")
+    parser.add_argument(
+        "--eval", dest="eval_report", type=Path, metavar="EVAL_JSON", help="hub: eval.json (hub.eval_report)"
+    )
+    _overrides(parser, "ExportConfig")
+
+
 # One entry per sub-command, in the order `sam3tune --help` lists them.
 def _add_import_checkpoint(sub) -> None:
     parser = sub.add_parser(
@@ -281,6 +320,7 @@ _COMMANDS: tuple = (
     _add_eval,
     _add_predict,
     _add_import_checkpoint,
+    _add_export,
 )
 _NOT_ARGUMENTS = ("handler", "command", "action", "show_help")
 

@@ -42,6 +42,7 @@ def inspect_dataset(
             "keep_unused_categories": config.keep_unused_categories,
             "prompts": str(config.prompts) if config.prompts else None,
             "exemplars": dataclasses.asdict(config.exemplars),
+            "follow_symlinks": config.follow_symlinks,
         },
         "error": None,
         "splits": [],
@@ -76,7 +77,7 @@ def _inspect_split(
         "problems": [],
     }
     try:
-        split = load_split(files, progress=progress)
+        split = load_split(files, progress=progress, follow_symlinks=config.follow_symlinks)
     except DataError as err:
         entry["error"] = {"kind": err.kind, "message": str(err)}
         return entry

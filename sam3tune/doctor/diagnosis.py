@@ -19,10 +19,12 @@ from sam3tune.data import (
     DataError,
     QueryDataset,
     build_train_dataset,
+    check_prompt_tokens,
     collate,
     resolve_split,
 )
 from sam3tune.data.inspection import inspect_dataset
+from sam3tune.devices import resolve_device
 from sam3tune.doctor.data_report import DataReport, data_flags, data_report
 from sam3tune.doctor.expected_loss import ExpectedTotal, expected_total, total_flags
 from sam3tune.doctor.flags import SEVERITIES, Flag, make_flag
@@ -51,7 +53,6 @@ from sam3tune.model import (
     build_training_model,
 )
 from sam3tune.train.config import TrainConfig
-from sam3tune.train.distributed import resolve_device
 from sam3tune.train.loop import uses_bf16
 from sam3tune.train.param_groups import build_optimizer, role_of
 from sam3tune.train.recipe import data_for_model, load_bundle
@@ -230,11 +231,14 @@ def _load_data(
             data, seed=config.loop.seed, progress=progress, augment=config.loop.augment
         )
         files = resolve_split(data.root, data.train, data.train_images)
+        if bundle is not None:
+            check_prompt_tokens(dataset.plan, bundle.tokenize, str(files.annotation_file))
     except DataError as err:
         code = "dataset_without_targets" if err.kind in _NO_TARGET_KINDS else "data_unusable"
         report.flags.append(make_flag(code, f"{err} [{err.kind}]"))
         return None
     inspection = inspect_dataset(files.annotation_file, data, image_dir=files.image_dir, progress=progress)
+    inspection["splits"][0]["problems"] = dataset.plan.problems.as_list()  # with the tokenizer's findings
     patch = (
         bundle.model.config.vision_config.backbone_config.patch_size
         if bundle is not None

@@ -11,10 +11,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+import yaml
 
 from sam3tune.config import ConfigError, load_config, with_shortcuts
 from sam3tune.data import DataConfig, DataError, QueryDataset, build_eval_dataset
-from sam3tune.eval.coco_results import ResultsError, load_coco_results, save_coco_results
+from sam3tune.devices import resolve_device
+from sam3tune.eval.coco_results import (
+    ResultsError,
+    check_results_against,
+    load_coco_results,
+    save_coco_results,
+)
 from sam3tune.eval.config import EvalConfig, EvalRunConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
 from sam3tune.eval.exemplar_protocol import (
@@ -31,11 +38,23 @@ from sam3tune.eval.ground_truth import (
 )
 from sam3tune.eval.model_eval import eval_loader, evaluate_model, predict_batches, sample_loader
 from sam3tune.eval.report import markdown_report, write_reports
+from sam3tune.eval.verdict import Verdict, verdict_from_metrics
+from sam3tune.output_files import WriteError, claim_output_folder
 
 if TYPE_CHECKING:
     from sam3tune.predict import Predictor
 
 log = logging.getLogger(__name__)
+
+#: What ``sam3tune eval`` writes in its ``--out`` folder (``--overwrite`` replaces exactly these).
+OUTPUTS = (
+    "eval.json",
+    "eval.md",
+    "predictions.json",
+    "baseline_predictions.json",
+    "predictions_exemplar.json",
+    "baseline_predictions_exemplar.json",
+)
 
 
 def run_eval_command(
@@ -46,10 +65,12 @@ def run_eval_command(
     predictions: Path | None = None,
     gt: Path | None = None,
     out: Path = Path("eval"),
+    overwrite: bool = False,
 ) -> int:
     """:class:`EvalRunConfig` from the ``config`` file, ``key=value`` overrides, then ``model`` / ``data``
     (which set ``model`` / ``data.root``); evaluate the model (and ``baseline``) on split ``data.val``, or
-    the COCO results file ``predictions`` against ``gt``; print the report and write it to ``out``.
+    the COCO results file ``predictions`` against ``gt``; print the report and write it to ``out`` (a
+    folder holding an earlier report is refused unless ``overwrite``, checked before any model runs).
     Exit status 0, or 2 for bad input (message on stderr)."""
     try:
         settings = load_config(
@@ -58,15 +79,17 @@ def run_eval_command(
         if predictions is not None or gt is not None:
             if predictions is None or gt is None or settings.model or settings.baseline:
                 raise ConfigError("--predictions needs --gt, and neither goes with a model or a baseline")
+            claim_output_folder(out, OUTPUTS, overwrite)
             _, markdown = eval_predictions_file(predictions, gt, out, settings)
         elif settings.model is None or settings.data.root is None:
             raise ConfigError("give --model and --data (model=..., data.root=...), or --predictions and --gt")
         else:
-            device = None if settings.device == "auto" else settings.device
+            device = resolve_device(settings.device, key="device")
+            claim_output_folder(out, OUTPUTS, overwrite)
             _, _, markdown = eval_model(
                 settings.model, settings.data, out, settings, baseline=settings.baseline, device=device
             )
-    except (ConfigError, DataError, ResultsError, GroundTruthError, FileNotFoundError) as err:
+    except (ConfigError, DataError, ResultsError, GroundTruthError, FileNotFoundError, WriteError) as err:
         print(f"sam3tune eval: {err}", file=sys.stderr)
         return 2
     print(markdown)
@@ -88,6 +111,7 @@ def eval_predictions_file(
     """
     ground_truth = load_ground_truth(gt)
     results = load_coco_results(predictions)
+    check_results_against(results, ground_truth, predictions)
     ground_truth, unasked = without_unasked_categories(ground_truth, results)
     metrics = evaluate_predictions(ground_truth, results, config)
     if unasked:
@@ -104,7 +128,7 @@ def _exemplar_protocol(
     gt: dict,
     iou_types: list[str],
     config: EvalConfig,
-    device: str,
+    device: str | torch.device,
     progress: bool,
 ) -> tuple[ExemplarMetrics, list[dict]]:
     """The exemplar protocol's metrics and COCO results for one model (see ``exemplar_protocol``)."""
@@ -126,7 +150,7 @@ def eval_model(
     out_dir: str | Path,
     config: EvalConfig | None = None,
     baseline: str | None = None,
-    device: str | None = None,
+    device: str | torch.device | None = None,
     progress: bool = True,
 ) -> tuple[EvalMetrics, EvalMetrics | None, str]:
     """Evaluate model spec ``model`` (and ``baseline``) on split ``data.val`` of ``data.root``.
@@ -150,8 +174,15 @@ def eval_model(
         )
         loader = eval_loader(dataset, predictor.tokenize, config)
         gt = ground_truth_from_plan(dataset.plan)
-        metrics, results = evaluate_model(predictor.forward, loader, gt, config, device, progress)
-        save_coco_results(results, out_dir / f"{stem}.json")
+        metrics, _ = evaluate_model(
+            predictor.forward,
+            loader,
+            gt,
+            config,
+            device,
+            progress,
+            on_predicted=lambda results: save_coco_results(results, out_dir / f"{stem}.json"),
+        )
         if config.exemplars.enabled:
             metrics.exemplar, exemplar_results = _exemplar_protocol(
                 predictor, dataset, gt, list(metrics.coco), config, device, progress
@@ -174,9 +205,34 @@ def eval_model(
     log.info("evaluating %s", model)
     metrics, context = run(model, "predictions")
     context = {"model": model, **({"baseline": baseline} if baseline else {}), **context}
-    write_reports(out_dir, metrics, model, base_metrics, baseline or "baseline", context)
-    return (
-        metrics,
-        base_metrics,
-        markdown_report(metrics, model, base_metrics, baseline or "baseline", context),
-    )
+    verdict = None
+    if base_metrics is not None and baseline is not None:
+        verdict = run_verdict(model, baseline, metrics, base_metrics)
+    label = baseline or "baseline"
+    write_reports(out_dir, metrics, model, base_metrics, label, context, verdict=verdict)
+    return metrics, base_metrics, markdown_report(metrics, model, base_metrics, label, context, verdict)
+
+
+def run_verdict(model: str, baseline: str, tuned: EvalMetrics, zero_shot: EvalMetrics) -> Verdict | None:
+    """The zero-shot verdict when ``model`` is a training run's exported model (``RUN_DIR/model``) and
+    ``baseline`` the model that run started from (its ``model.name``); on the run's ``val.best_metric``
+    (``bbox_AP`` when that is a loss, which evaluation does not compute). None otherwise."""
+    config_file = Path(model).parent / "config.yaml"
+    if not config_file.is_file():
+        return None
+    run = yaml.safe_load(config_file.read_text()) or {}
+    started_from = str((run.get("model") or {}).get("name"))
+    if not _same_model(started_from, baseline):
+        return None
+    val = run.get("val") or {}
+    metric, mode = val.get("best_metric", "bbox_AP"), val.get("best_mode", "max")
+    if metric not in tuned.summary():
+        metric, mode = "bbox_AP", "max"
+    return verdict_from_metrics(tuned, zero_shot, metric, mode)
+
+
+def _same_model(a: str, b: str) -> bool:
+    """The same model spec: equal strings, or paths of the same existing directory."""
+    if a == b:
+        return True
+    return Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from sam3tune.atomic import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ RULES: list[tuple[str, str]] = [
 DROPPED: list[tuple[str, str]] = [
     (r"\.attn\.freqs_cis$", "rotary tables of the ViT (a buffer Sam3Model recomputes)"),
     (r"^geometry_encoder\.points_", "point-prompt projection (Sam3Model takes text and box prompts only)"),
+    (r"\.sam2_convs\.", "the video tracker's copy of the FPN neck (not part of the image model)"),
 ]
 _PREFIXES = ("module.", "detector.")
 
@@ -130,8 +131,8 @@ def meta_state_dict(checkpoint: Mapping) -> dict[str, Tensor]:
     tensors = {k: v for k, v in checkpoint.items() if isinstance(v, Tensor)}
     if not tensors:
         raise MetaCheckpointError(f"no tensors in the checkpoint (top-level keys: {sorted(checkpoint)[:8]})")
-    if any(k.startswith("detector.") or k.startswith("module.detector.") for k in tensors):
-        tensors = {k: v for k, v in tensors.items() if "detector." in k.split(".", 2)[-1] or "detector." in k}
+    if any("detector." in k for k in tensors):  # sam3.pt: the image model is the video model's detector
+        tensors = {k: v for k, v in tensors.items() if "detector." in k}
     out = {}
     for key, value in tensors.items():
         changed = True
@@ -254,8 +255,7 @@ def import_checkpoint(path: str | Path, out: str | Path, *, config=None) -> dict
         ]
         raise MetaCheckpointError(f"{path} does not fill a Sam3Model: " + "; ".join(problems))
     model.load_state_dict(converted, strict=True, assign=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
-    try:
+    with atomic_directory(out) as staging:
         model.save_pretrained(staging)
         try:
             ClipTokenizer.find_local(max_length=model.config.text_config.max_position_embeddings).save(
@@ -263,9 +263,4 @@ def import_checkpoint(path: str | Path, out: str | Path, *, config=None) -> dict
             )
         except FileNotFoundError as err:
             log.warning("tokenizer files not written (%s); load_model will need them in %s", err, out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return dropped

@@ -7,21 +7,23 @@
 
 Every prompt is asked on every image; the image is resized to the model's square input as in
 evaluation, and detections come back in the original image's pixels (see
-:mod:`sam3tune.eval.postprocess`). Exemplar boxes (xyxy pixels of the image; ``boxes`` positive,
-``negative_boxes`` negative) go with every prompt, or, without a prompt, form one query whose text is
-the placeholder ``"visual"``. ``predict_files`` writes a COCO results JSON and one overlay PNG per image.
+:mod:`sam3tune.eval.postprocess`). ``predict_files`` writes a COCO results JSON and one overlay
+PNG per image, keeping every finished image whatever stops the run. Exemplar boxes (xyxy pixels of the
+image; ``boxes`` positive, ``negative_boxes`` negative) go with every prompt, or, without a prompt, form
+one query whose text is the placeholder ``"visual"``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
 from sam3tune.data import Batch, Sample, collate
 from sam3tune.data.exemplars import VISUAL_PROMPT
@@ -31,18 +33,27 @@ from sam3tune.eval.coco_results import save_coco_results
 from sam3tune.eval.config import PostprocessConfig
 from sam3tune.eval.postprocess import Detections, postprocess
 from sam3tune.model import Sam3ForTraining, Tokenizer, load_model
+from sam3tune.model.tokenizer import load_tokenizer
+from sam3tune.output_files import claim_output_folder, write_text_atomic, writing
 from sam3tune.overlay import draw_overlay
+from sam3tune.progress import progress_bar
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: What ``predict_files`` writes in its output folder (``--overwrite`` replaces exactly these).
+OUTPUTS = ("predictions.json", "predictions.jsonl", "index.json", "overlays")
+# what PIL raises for a truncated, corrupt, oversized or non-image file
+UNREADABLE_IMAGE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+log = logging.getLogger(__name__)
 
 
 class Predictor:
     """A SAM 3 model in eval mode plus its tokenizer and postprocessing settings.
 
     Args:
-        model: a module called as ``model(pixel_values, image_index, input_ids, attention_mask)``
-            (plus ``exemplar_boxes``, ``exemplar_labels`` for box prompts) returning the outputs dict of
-            ``docs/architecture.md`` (e.g. ``Sam3ForTraining``).
+        model: called as ``model(pixel_values, image_index, input_ids, attention_mask)`` (plus
+            ``exemplar_boxes``, ``exemplar_labels`` for box prompts), returning the outputs dict of
+            ``docs/architecture.md``: a module (e.g. ``Sam3ForTraining``) or an ONNX export in onnxruntime
+            (:class:`~sam3tune.ship.onnx_model.OnnxSam3`, runs on the CPU; text prompts only).
         tokenize: the model's tokenizer.
         image_size: the square input side S of the model.
         config: postprocessing (score threshold, NMS, ...); default: score >= 0.5.
@@ -58,11 +69,12 @@ class Predictor:
         device: torch.device | str | None = None,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.eval().to(self.device)
+        is_module = isinstance(model, nn.Module)
+        self.model = model.eval().to(self.device) if is_module else model
         self.tokenize = tokenize
         self.image_size = image_size
         self.config = config or PostprocessConfig(score_threshold=0.5)
-        self._dtype = next(model.parameters()).dtype
+        self._dtype = next(model.parameters()).dtype if is_module else torch.float32
 
     @classmethod
     def load(
@@ -74,7 +86,18 @@ class Predictor:
         dtype: torch.dtype | None = None,
         allow_missing_weights: bool = False,
     ) -> Predictor:
-        """Load ``spec`` (a ``save_pretrained`` directory, a hub id or a named architecture)."""
+        """Load ``spec``: a ``save_pretrained`` directory, a hub id, a named architecture, or an ONNX
+        export (``sam3tune export --format onnx``: its folder or one of its ``.onnx`` files), which runs
+        in onnxruntime on the CPU (``device`` and ``dtype`` do not apply)."""
+        from sam3tune.ship.onnx_model import onnx_export_dir
+
+        onnx_dir = onnx_export_dir(spec)
+        if onnx_dir is not None:
+            from sam3tune.ship.onnx_model import OnnxSam3
+
+            model = OnnxSam3(onnx_dir)
+            tokenize = load_tokenizer(onnx_dir, model.manifest.text_max_length)
+            return cls(model, tokenize, model.image_size, config, "cpu")
         bundle = load_model(spec, dtype=dtype, allow_missing_weights=allow_missing_weights)
         model = Sam3ForTraining(bundle.model, bundle.tokenize, one_to_many=False)
         return cls(model, bundle.tokenize, bundle.image_size, config, device)
@@ -137,44 +160,92 @@ class Predictor:
         out_dir: str | Path,
         overlays: bool = True,
         progress: bool = True,
+        overwrite: bool = False,
         boxes: Sequence[Sequence[float]] = (),
         negative_boxes: Sequence[Sequence[float]] = (),
-    ) -> list[dict]:
-        """Predict every image file; write ``predictions.json`` (COCO results), ``index.json``
-        (COCO ``images`` and ``categories``: category ``i`` is the i-th prompt, or ``visual``; the exemplar
-        boxes) and, with ``overlays``, ``overlays/<image stem>.png`` (exemplar boxes drawn as well).
-        Returns the COCO results."""
+    ) -> PredictedFiles:
+        """Predict every image file into ``out_dir`` (see :data:`OUTPUTS`): ``predictions.json`` (COCO
+        results), ``index.json`` (COCO ``images`` and ``categories``: category ``i`` is the i-th prompt, or
+        ``visual``; the ``exemplars`` boxes; the files ``skipped`` and why, ``complete``) and, with
+        ``overlays``, ``overlays/<image stem>.png`` (exemplar boxes drawn too). ``boxes`` /
+        ``negative_boxes``: exemplar boxes (xyxy pixels) asked on every image, as in :meth:`predict`.
+
+        A file that cannot be read as an image (truncated, corrupt, not an image) is skipped and counted.
+        Finished images are never lost: each is appended to ``predictions.jsonl`` as it is done, and
+        ``predictions.json`` and ``index.json`` are written on any exit (an error or Ctrl-C at image 900
+        keeps the 899 before it, with ``complete: false``); ``predictions.jsonl`` is removed once they
+        are. An ``out_dir`` that already holds results is refused unless ``overwrite`` (which removes
+        them first, old overlays included)."""
         prompts = _check_prompts(prompts, has_boxes=bool(boxes))
-        out_dir = Path(out_dir)
-        (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
-        results, entries, used_names = [], [], set()
-        for image_id, path in enumerate(
-            tqdm(list(images), desc="predict", unit="image", disable=not progress), 1
-        ):
-            path = Path(path)
-            image = read_rgb(path)
-            found = self.predict(image, prompts, boxes, negative_boxes)
-            for category_id, prompt in enumerate(prompts, 1):
-                results.extend(found[prompt].to_coco_results(image_id, category_id))
-            entry = {"id": image_id, "file_name": str(path), "height": image.height, "width": image.width}
-            if overlays:
-                name = _unique_name(path.stem, used_names)
-                exemplars = [(b, True) for b in boxes] + [(b, False) for b in negative_boxes]
-                overlay = draw_overlay(image, list(found.items()), exemplars=exemplars)
-                overlay.save(out_dir / "overlays" / f"{name}.png")
-                entry["overlay"] = f"overlays/{name}.png"
-            entries.append(entry)
-        save_coco_results(results, out_dir / "predictions.json")
-        index = {
-            "images": entries,
-            "categories": [{"id": i, "name": p} for i, p in enumerate(prompts, 1)],
-            "exemplars": {
-                "positive": [list(b) for b in boxes],
-                "negative": [list(b) for b in negative_boxes],
-            },
-        }
-        (out_dir / "index.json").write_text(json.dumps(index, indent=2))
-        return results
+        exemplars = [(b, True) for b in boxes] + [(b, False) for b in negative_boxes]
+        out_dir = claim_output_folder(out_dir, OUTPUTS, overwrite)
+        if overlays:
+            (out_dir / "overlays").mkdir()
+        done = PredictedFiles(out_dir)
+        lines = out_dir / "predictions.jsonl"
+        used_names: set[str] = set()
+        try:
+            with writing(lines), open(lines, "a", encoding="utf-8") as journal:
+                for path in progress_bar(list(images), desc="predict", unit="image", disable=not progress):
+                    path = Path(path)
+                    try:
+                        image = read_rgb(path)
+                    except UNREADABLE_IMAGE as err:
+                        done.skipped.append(
+                            {"file_name": str(path), "reason": f"{type(err).__name__}: {err}"}
+                        )
+                        log.warning("skipped %s: not a readable image (%s)", path, err)
+                        continue
+                    image_id = len(done.images) + 1
+                    found = self.predict(image, prompts, boxes, negative_boxes)
+                    entry = {
+                        "id": image_id,
+                        "file_name": str(path),
+                        "height": image.height,
+                        "width": image.width,
+                    }
+                    if overlays:
+                        name = _unique_name(path.stem, used_names)
+                        with writing(out_dir / "overlays" / f"{name}.png"):
+                            draw_overlay(image, list(found.items()), exemplars=exemplars).save(
+                                out_dir / "overlays" / f"{name}.png"
+                            )
+                        entry["overlay"] = f"overlays/{name}.png"
+                    results = [
+                        r for c, p in enumerate(prompts, 1) for r in found[p].to_coco_results(image_id, c)
+                    ]
+                    journal.write(json.dumps({**entry, "detections": results}) + "\n")
+                    journal.flush()
+                    done.images.append(entry)
+                    done.results.extend(results)
+            done.complete = True
+        finally:
+            save_coco_results(done.results, out_dir / "predictions.json")
+            index = {
+                "images": done.images,
+                "categories": [{"id": i, "name": p} for i, p in enumerate(prompts, 1)],
+                "exemplars": {
+                    "positive": [list(b) for b in boxes],
+                    "negative": [list(b) for b in negative_boxes],
+                },
+                "skipped": done.skipped,
+                "complete": done.complete,
+            }
+            write_text_atomic(out_dir / "index.json", json.dumps(index, indent=2))
+            lines.unlink(missing_ok=True)  # everything it held is in predictions.json now
+        return done
+
+
+@dataclass
+class PredictedFiles:
+    """What :meth:`Predictor.predict_files` wrote to ``out_dir``: the COCO ``results``, the ``images``
+    entries of ``index.json``, the files ``skipped`` (``file_name``, ``reason``), whether it finished."""
+
+    out_dir: Path
+    results: list[dict] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    complete: bool = False
 
 
 def collect_images(paths: Sequence[str | Path]) -> list[Path]:

@@ -96,9 +96,21 @@ def find_checkpoint(directory: Path) -> Path:
 
 
 def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """``(model_state, training_state, meta)`` of the checkpoint at ``directory`` (or its ``.old``)."""
+    """``(model_state, training_state, meta)`` of the checkpoint at ``directory`` (or its ``.old``); a
+    truncated or corrupt file raises :class:`CheckpointError` naming it."""
     found = find_checkpoint(directory)
-    model_state = load_file(str(found / MODEL_FILE))
-    training_state = torch.load(found / STATE_FILE, map_location="cpu", weights_only=True)
-    meta = json.loads((found / META_FILE).read_text())
+    readers = {
+        MODEL_FILE: lambda path: load_file(str(path)),
+        STATE_FILE: lambda path: torch.load(path, map_location="cpu", weights_only=True),
+        META_FILE: lambda path: json.loads(path.read_text()),
+    }
+    parts = []
+    for name, read in readers.items():
+        try:
+            parts.append(read(found / name))
+        except Exception as err:
+            raise CheckpointError(
+                f"checkpoint file {found / name} is truncated or corrupt ({type(err).__name__}: {err})"
+            ) from err
+    model_state, training_state, meta = parts
     return model_state, training_state, meta

@@ -16,11 +16,12 @@ same weights, optimizer state, batch and random numbers as the uninterrupted run
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
@@ -35,8 +36,9 @@ from torch.utils._pytree import tree_flatten, tree_map_only
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from sam3tune.output_files import writing
+from sam3tune.progress import progress_bar
 from sam3tune.train.checkpoint import (
-    load_checkpoint,
     load_model_state,
     model_state_to_save,
     save_checkpoint,
@@ -52,9 +54,12 @@ from sam3tune.train.distributed import (
 from sam3tune.train.loss_curve import plot_loss_curve
 from sam3tune.train.metrics_log import MetricsLog, read_metrics
 from sam3tune.train.param_groups import ParamRole, build_optimizer
+from sam3tune.train.resume import ResumePoint, find_resume_point
 from sam3tune.train.rng_state import capture_rng_state, preserved_rng_state, restore_rng_state
 from sam3tune.train.sampler import EpochBatchSampler
 from sam3tune.train.schedule import InverseSqrtSchedule
+
+log = logging.getLogger(__name__)
 
 Criterion = Callable[[dict[str, Any], list[dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
 
@@ -173,7 +178,7 @@ class Trainer:
         parts: TrainingParts,
         run_dir: Path,
         context: DistributedContext,
-        resume: bool = False,
+        resume: bool | ResumePoint = False,
     ) -> None:
         self.config = config
         self.parts = parts
@@ -214,10 +219,10 @@ class Trainer:
 
         module = parts.model
         state = None
-        if resume:
-            checkpoint = self.run_dir / "checkpoints" / "last"
-            model_state, state, _ = load_checkpoint(checkpoint)
-            load_model_state(module, model_state, checkpoint)
+        if resume:  # True: the run's `last` checkpoint (else `best`); or the ResumePoint read already
+            point = resume if isinstance(resume, ResumePoint) else find_resume_point(self.run_dir)
+            checkpoint, state = point.path, point.training_state
+            load_model_state(module, point.model_state, checkpoint)
             self._restore_counters(state, checkpoint)
         module.to(context.device)
         self.module = module
@@ -251,6 +256,9 @@ class Trainer:
             restore_rng_state(self._resume_rng)
         else:
             _seed_all(self.config.loop.seed + self.context.rank)
+            if self.parts.val_dataset is not None and self.config.val.every_epochs > 0:
+                self._validate()  # the starting model: zero-shot, the val record of step 0 (eval/verdict.py)
+                self.progress.best_value = None  # the `best` checkpoint is chosen among trained weights
         last_record: dict[str, Any] = {}
         status: Literal["completed", "interrupted"] = "completed"
         with self._stop_on_signals():
@@ -260,7 +268,9 @@ class Trainer:
                     status = "interrupted"
                     break
         if status == "completed" and self.log is not None:
-            curve = plot_loss_curve(read_metrics(self.log.path), self.run_dir / "loss_curve.png")
+            with writing(self.run_dir / "loss_curve.png"):
+                records = read_metrics(self.log.path)
+                curve = plot_loss_curve(records, self.run_dir / "loss_curve.png", self.config.val.best_metric)
         else:
             curve = None
         if self.log is not None:
@@ -297,7 +307,7 @@ class Trainer:
         )
         steps_here = min(self.steps_per_epoch, progress.step_in_epoch + self.total_steps - progress.step)
         window: dict[str, deque] = {}
-        bar = tqdm(
+        bar = progress_bar(
             total=steps_here,
             initial=progress.step_in_epoch,
             desc=f"epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}",
@@ -307,10 +317,14 @@ class Trainer:
         )
         batches = iter(loader)
         stopped = False
+        dropped: Counter = Counter()
         try:
             while progress.step_in_epoch < steps_here and not stopped:
                 started = time.perf_counter()
-                record, stop_flag = self.train_step([next(batches) for _ in range(loop.grad_accum_steps)])
+                micro_batches = [next(batches) for _ in range(loop.grad_accum_steps)]
+                for batch in micro_batches:
+                    dropped.update(getattr(batch, "dropped", None) or {})
+                record, stop_flag = self.train_step(micro_batches)
                 progress.step += 1
                 progress.step_in_epoch += 1
                 record = {"kind": "train", "step": progress.step, "epoch": epoch + 1, **record}
@@ -330,6 +344,7 @@ class Trainer:
         finally:
             bar.close()
             del batches
+        _log_dropped(dropped, epoch, self.context.is_main)
         return last_record, self._end_of_steps(stopped)
 
     def _end_of_steps(self, stopped: bool) -> bool:
@@ -342,9 +357,13 @@ class Trainer:
         run_done = progress.step >= self.total_steps
         epoch_end = progress.step_in_epoch == 0
         validation_due = run_done or (epoch_end and _every(every_val, progress.epoch))
-        improved = (
-            self.parts.val_dataset is not None and every_val > 0 and validation_due and self._validate()
-        )
+        try:
+            improved = (
+                self.parts.val_dataset is not None and every_val > 0 and validation_due and self._validate()
+            )
+        except Exception:
+            self._save("last")  # a failed validation keeps the epoch's training (resumable)
+            raise
         checkpoint_due = epoch_end and _every(self.config.loop.checkpoint_every_epochs, progress.epoch)
         if run_done or stopped or improved or checkpoint_due:
             self._save("last")
@@ -426,7 +445,7 @@ class Trainer:
             criterion = self.parts.val_criterion or self.parts.criterion
             totals: dict[str, torch.Tensor] = {}
             batches = 0
-            for batch in tqdm(loader, desc="validation", disable=not context.is_main, leave=False):
+            for batch in progress_bar(loader, desc="validation", disable=not context.is_main, leave=False):
                 losses = forward_and_loss(self.module, self._on_device(batch), criterion, self.bf16)
                 for key, value in losses.items():
                     totals[key] = totals.get(key, 0.0) + torch.as_tensor(value).detach().float().cpu()
@@ -442,7 +461,7 @@ class Trainer:
             self.module.train()
         metric = self.config.val.best_metric
         if metric not in results:
-            raise KeyError(
+            raise ValueError(
                 f"val.best_metric {metric!r} is not among the validation results {sorted(results)}"
             )
         value, best = results[metric], self.progress.best_value
@@ -483,7 +502,8 @@ class Trainer:
                 "best_metric": self.config.val.best_metric,
                 "last_val": self.last_val,
             }
-            save_checkpoint(path, model_state_to_save(self.module), training_state, meta)
+            with writing(path):
+                save_checkpoint(path, model_state_to_save(self.module), training_state, meta)
         barrier(self.context)
         return path
 
@@ -564,6 +584,20 @@ class Trainer:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+
+
+def _log_dropped(dropped: Counter, epoch: int, is_main: bool) -> None:
+    """Warn about what the data transforms removed in an epoch (``sam3tune.data.Sample.dropped``)."""
+    if not is_main or not any(dropped.values()):
+        return
+    log.warning(
+        "epoch %d: the transforms left out %d object(s) whose box became empty, %d positive quer(y/ies) "
+        "left without an object and %d mask(s) with no pixel at the target resolution (this process)",
+        epoch + 1,
+        dropped["empty_objects"],
+        dropped["empty_queries"],
+        dropped["empty_masks"],
+    )
 
 
 def _seed_all(seed: int) -> None:

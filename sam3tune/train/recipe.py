@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,17 +18,21 @@ from sam3tune.data import (
     DataError,
     build_eval_dataset,
     build_train_dataset,
+    check_prompt_tokens,
     collate,
 )
 from sam3tune.eval.model_eval import make_validator
 from sam3tune.loss import Sam3Criterion
 from sam3tune.model import ModelBundle, build_training_model, load_model
 from sam3tune.model.export import save_adapters, save_merged
+from sam3tune.output_files import writing
 from sam3tune.train.checkpoint import load_checkpoint, load_model_state
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.distributed import DistributedContext, barrier, broadcast_object, init_distributed
 from sam3tune.train.loop import RunResult, Trainer, TrainingParts
 from sam3tune.train.param_groups import role_of
+from sam3tune.train.resume import find_resume_point, record_resume, resume_changes
+from sam3tune.train.run_lock import RunLockedError, run_lock
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,7 @@ def build_training_parts(
     train_dataset = build_train_dataset(
         config.data, seed=config.loop.seed, progress=context.is_main, augment=config.loop.augment
     )
+    check_prompt_tokens(train_dataset.plan, bundle.tokenize, str(train_dataset.plan.split.annotation_file))
     val_dataset = None
     if config.val.every_epochs > 0:
         try:
@@ -70,11 +76,8 @@ def build_training_parts(
             if err.kind != "empty_split" or "no split" not in str(err):
                 raise
             log.warning("%s: training without validation (set data.val to a split to validate)", err)
-    if not config.val.map and "loss" not in config.val.best_metric:
-        raise ValueError(
-            f"val.best_metric={config.val.best_metric!r} needs the COCO metrics, but val.map is false; "
-            "set val.map=true or val.best_metric=loss val.best_mode=min"
-        )
+    if val_dataset is not None:
+        check_prompt_tokens(val_dataset.plan, bundle.tokenize, str(val_dataset.plan.split.annotation_file))
     evaluate = None
     if val_dataset is not None and config.val.map and context.is_main:
         evaluate = make_validator(
@@ -100,24 +103,67 @@ def train(
     config: TrainConfig,
     resume: str | Path | None = None,
     on_step_end: Callable[[dict[str, Any]], None] | None = None,
+    allow_inexact_resume: bool = False,
 ) -> RunResult:
     """Run ``config`` in a new run directory (``output_dir/run_name``), or continue the run in ``resume``
     exactly where its `last` checkpoint left it. Under ``torchrun`` every process calls this; rank 0
-    writes the run directory. See :meth:`Trainer.fit` for ``on_step_end`` and the errors."""
+    writes the run directory and holds its lock (:mod:`sam3tune.train.run_lock`) while training.
+
+    Nothing is written before every check has passed: a refused resume (locked run, unreadable
+    checkpoint, an override that breaks exactness, see :mod:`sam3tune.train.resume`) leaves the run
+    directory as it was, and a new run whose set-up fails leaves no run directory behind. See
+    :meth:`Trainer.fit` for ``on_step_end`` and the errors."""
     context = init_distributed(config.loop.device)
-    parts, config = build_training_parts(config, context)
-    run_dir = Path(resume) if resume is not None else _new_run_dir(config, context)
-    if context.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / CONFIG_FILE)
-        log.info("run directory: %s", run_dir)
-    barrier(context)
-    trainer = Trainer(config, parts, run_dir, context, resume=resume is not None)
-    result = trainer.fit(on_step_end)
-    if config.export and result.status == "completed" and context.is_main:
-        _export(trainer, result, config)
-    barrier(context)
+    with ExitStack() as held:
+        point, changes = None, {}
+        if resume is not None:
+            run_dir = Path(resume)
+            saved = load_run_config(run_dir)
+            _lock_on_main(held, run_dir, context)
+            changes = resume_changes(saved, config, allow_inexact=allow_inexact_resume)
+            point = find_resume_point(run_dir)
+        parts, config = build_training_parts(config, context)
+        if resume is None:
+            run_dir = _new_run_dir(config, context)
+            lock_file = _lock_on_main(held, run_dir, context)
+            if lock_file is not None:
+                held.callback(_remove_if_unused, run_dir, lock_file)
+        trainer = Trainer(config, parts, run_dir, context, resume=point if point is not None else False)
+        if context.is_main:
+            with writing(run_dir / CONFIG_FILE):
+                save_config(config, run_dir / CONFIG_FILE)
+            if point is not None:
+                record_resume(run_dir, point, changes)
+            log.info("run directory: %s", run_dir)
+        barrier(context)
+        result = trainer.fit(on_step_end)
+        if config.export and result.status == "completed" and context.is_main:
+            _export(trainer, result, config)
+        barrier(context)
     return result
+
+
+def _lock_on_main(held: ExitStack, run_dir: Path, context: DistributedContext) -> Path | None:
+    """Rank 0 takes the lock of ``run_dir`` for the rest of ``held`` (returns the lock file); when another
+    process holds it, every rank raises :class:`RunLockedError` (no rank is left waiting)."""
+    lock_file, problem = None, None
+    if context.is_main:
+        try:
+            lock_file = held.enter_context(run_lock(run_dir))
+        except RunLockedError as err:
+            problem = str(err)
+    problem = broadcast_object(problem, context)
+    if problem is not None:
+        raise RunLockedError(problem)
+    return lock_file
+
+
+def _remove_if_unused(run_dir: Path, lock_file: Path) -> None:
+    """Remove a new run directory that holds nothing but its lock (its set-up failed), so that no
+    half-made run is left whose ``--resume`` would fail."""
+    if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] in ([], [lock_file.name]):
+        lock_file.unlink(missing_ok=True)
+        run_dir.rmdir()
 
 
 def data_for_model(data: DataConfig, image_size: int) -> DataConfig:
@@ -162,7 +208,9 @@ def _export(trainer: Trainer, result: RunResult, config: TrainConfig) -> None:
     source = result.best_checkpoint or result.checkpoint
     model_state, _, _ = load_checkpoint(source)
     load_model_state(trainer.module, model_state, source)
-    save_merged(trainer.module, result.run_dir / "model")
+    with writing(result.run_dir / "model"):
+        save_merged(trainer.module, result.run_dir / "model")
     if config.model.finetune.mode == "lora":
-        save_adapters(trainer.module, result.run_dir / "adapters")
+        with writing(result.run_dir / "adapters"):
+            save_adapters(trainer.module, result.run_dir / "adapters")
     log.info("exported the weights of %s to %s", source, result.run_dir / "model")

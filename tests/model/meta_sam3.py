@@ -135,40 +135,83 @@ def _stand_ins() -> Iterator[None]:
             del sys.modules[name]
 
 
+class _Placement:
+    """A torch function mode: tensors Meta's code puts on ``"cuda"`` by name go to the CPU; with
+    ``device="meta"``, tensors made from scratch go to the meta device when large (weights) and to the
+    CPU when small (drop-path schedules, position-encoding caches Meta's constructors compute with)."""
+
+    def __new__(cls, device: str):
+        import torch
+        from torch.overrides import TorchFunctionMode
+
+        small = 1 << 16
+
+        class Placement(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                kwargs = dict(kwargs or {})
+                if kwargs.get("device", "unset") is None:
+                    del kwargs["device"]  # nn.Linear & co. pass device=None: the default device
+                if "device" in kwargs and torch.device(kwargs["device"]).type == "cuda":
+                    kwargs["device"] = "cpu"
+                scratch = not any(isinstance(a, torch.Tensor) for a in args) and "device" not in kwargs
+                if device != "meta" or not scratch or not _takes_device(func):
+                    return func(*args, **kwargs)
+                out = func(*args, **kwargs, device="meta")
+                if out.numel() < small:
+                    out = func(*args, **kwargs, device="cpu")
+                return out
+
+        return Placement()
+
+
 def build_meta_image_model(device: str = "meta"):
-    """Meta's ``Sam3Image`` (sam3 0.1.4, segmentation head on, no checkpoint) built on ``device``.
-
-    ``meta`` gives key names and shapes without memory: tensors created from scratch go to the meta
-    device when large (weights) and to the CPU when small (the drop-path schedule, position-encoding
-    caches, ... that Meta's constructors compute with). Tensors Meta's code puts on ``"cuda"`` explicitly
-    go to ``device`` (CPU for ``meta``)."""
-    import torch
-    from torch.overrides import TorchFunctionMode
-
-    small = 1 << 16
-    real = "cpu" if device == "meta" else device
-
-    class Placement(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = dict(kwargs or {})
-            if kwargs.get("device") is not None and torch.device(kwargs["device"]).type == "cuda":
-                kwargs["device"] = real
-            if kwargs.get("device", "unset") is None:
-                del kwargs["device"]  # nn.Linear & co. pass device=None: the default device
-            made_from_scratch = not any(isinstance(a, torch.Tensor) for a in args) and "device" not in kwargs
-            if device != "meta" or not made_from_scratch or not _takes_device(func):
-                return func(*args, **kwargs)
-            out = func(*args, **kwargs, device="meta")
-            if out.numel() < small:
-                out = func(*args, **kwargs, device="cpu")
-            return out
-
+    """Meta's ``Sam3Image`` (sam3 0.1.4, segmentation head on, no checkpoint: Meta's random
+    initialisation) on ``device``: ``"meta"`` gives key names and shapes without memory, ``"cpu"`` a
+    real model (3.4 GB at full size)."""
     with _stand_ins():
         builder = import_meta("model_builder")
-        with Placement():
+        with _Placement(device):
             return builder.build_sam3_image_model(
                 bpe_path=str(clip_bpe_file()), device="cpu", eval_mode=True, load_from_HF=False
             )
+
+
+def import_meta_modules(*modules: str) -> list[types.ModuleType]:
+    """``sam3.<module>`` for each name, imported with the stand-ins of :func:`_stand_ins`."""
+    with _stand_ins():
+        return [import_meta(module) for module in modules]
+
+
+def meta_predict(model, pixel_values, prompt: str) -> dict:
+    """Meta's inference path for one image and one text prompt (as its ``Sam3Processor`` runs it):
+    ``pred_logits`` (1, Q), ``pred_boxes`` (1, Q, 4) cxcywh in [0, 1], ``presence_logit_dec`` (1, 1)."""
+    import torch
+
+    data_misc = import_meta("model.data_misc")
+    index = torch.zeros(1, dtype=torch.long)
+    find = data_misc.FindStage(
+        img_ids=index,
+        text_ids=index,
+        input_boxes=None,
+        input_boxes_mask=None,
+        input_boxes_label=None,
+        input_points=None,
+        input_points_mask=None,
+    )
+    with torch.inference_mode(), _Placement("cpu"):
+        backbone_out = model.backbone.forward_image(pixel_values)
+        backbone_out.update(model.backbone.forward_text([prompt], device="cpu"))
+        out = model.forward_grounding(
+            backbone_out=backbone_out,
+            find_input=find,
+            geometric_prompt=model._get_dummy_prompt(),
+            find_target=None,
+        )
+    return {
+        "pred_logits": out["pred_logits"][..., 0],
+        "pred_boxes": out["pred_boxes"],
+        "presence_logit_dec": out["presence_logit_dec"].reshape(1, 1),
+    }
 
 
 def _takes_device(func) -> bool:

@@ -83,6 +83,11 @@ def test_checkpoint_layouts_unwrap_to_the_image_model(wrap):
     assert meta_state_dict(wrap(state)).keys() == state.keys()
 
 
+def test_the_trackers_neck_copy_is_left_out_by_name():
+    _, dropped = convert_state_dict({"backbone.vision_backbone.sam2_convs.0.conv_1x1.weight": torch.zeros(1)})
+    assert "tracker's copy of the FPN neck" in next(iter(dropped.values()))
+
+
 def test_unknown_keys_are_named():
     with pytest.raises(MetaCheckpointError, match=r"no Sam3Model counterpart: .*encoder\.layer\.0\.weight"):
         convert_state_dict({"encoder.layer.0.weight": torch.zeros(1)})
