@@ -134,9 +134,9 @@ def _exemplar_section(runs: list[tuple[str, EvalMetrics]]) -> list[str]:
     rows = []
     for category in runs[-1][1].specificity.per_category:
         row = [category]
-        row += [_pct(_ap50(m, iou_type, category, kind)) for iou_type, kind in columns for _, m in runs]
+        row += [percent(_ap50(m, iou_type, category, kind)) for iou_type, kind in columns for _, m in runs]
         rows.append(row)
-    return lines + _table(header, rows)
+    return lines + markdown_table(header, rows)
 
 
 def _ap50(metrics: EvalMetrics, iou_type: str, category: str, kind: str) -> float | None:
