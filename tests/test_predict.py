@@ -174,11 +174,11 @@ def test_a_failure_at_image_4_keeps_images_1_to_3(predictor, folder, tmp_path, s
     calls = []
     original = predictor.predict
 
-    def failing(image, prompts):
+    def failing(image, prompts, *exemplars):
         calls.append(1)
         if len(calls) == 4:
             raise stop
-        return original(image, prompts)
+        return original(image, prompts, *exemplars)
 
     predictor.predict = failing
     out = tmp_path / "out"
@@ -196,14 +196,14 @@ def test_a_killed_run_leaves_its_finished_images_in_the_journal(predictor, folde
     original = predictor.predict
     calls = []
 
-    def killed(image, prompts):
+    def killed(image, prompts, *exemplars):
         calls.append(1)
         if len(calls) == 3:
             monkeypatch.setattr("sam3tune.predict.predictor.save_coco_results", lambda *a: None)
             monkeypatch.setattr("sam3tune.predict.predictor.write_text_atomic", lambda *a: None)
             monkeypatch.setattr("pathlib.Path.unlink", lambda *a, **k: None)
             raise SystemExit(137)
-        return original(image, prompts)
+        return original(image, prompts, *exemplars)
 
     predictor.predict = killed
     with pytest.raises(SystemExit):
