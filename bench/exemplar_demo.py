@@ -9,6 +9,7 @@ AP50, exemplar box AP50 with the exemplar object kept, and with it excluded ("ot
 the same shape, usually of another colour).
 
     python bench/exemplar_demo.py [--out DIR] [--steps 600] [--probability 0.5] [--threads N] [key=value ...]
+    python bench/exemplar_demo.py --out DIR --evaluate-only   # evaluate DIR/run/model of an earlier run again
 
 Exits 1 when tuned exemplar AP50 (others) is not above zero-shot.
 """
@@ -55,24 +56,31 @@ def main() -> int:
     parser.add_argument("--probability", type=float, default=0.5, help="data.exemplars.probability")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="task seed")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--evaluate-only", action="store_true", help="evaluate OUT/run/model (an earlier run) on OUT/data"
+    )
     parser.add_argument("overrides", nargs="*", help="extra TrainConfig key=value for the fine-tune")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.out.exists() and any(args.out.iterdir()):
-        parser.error(f"{args.out} exists and is not empty")
     started = time.perf_counter()
-    data, base = args.out / "data", base_model_dir()
-    generate(finetune_task(args.train_images, args.heldout_images, seed=args.seed), data, progress=False)
-    extra = [f"data.exemplars.probability={args.probability}", *args.overrides]
-    result = train(finetune_config(base, data, args.out, args.steps, extra))
-    if result.status != "completed":
-        print(f"fine-tuning stopped after {result.steps} steps", file=sys.stderr)
-        return 130
+    data, base, tuned_model = args.out / "data", base_model_dir(), args.out / "run" / "model"
+    if args.evaluate_only:
+        if not tuned_model.is_dir() or not (data / "test").is_dir():
+            parser.error(f"--evaluate-only needs {tuned_model} and {data / 'test'} from an earlier run")
+    else:
+        if args.out.exists() and any(args.out.iterdir()):
+            parser.error(f"{args.out} exists and is not empty")
+        generate(finetune_task(args.train_images, args.heldout_images, seed=args.seed), data, progress=False)
+        extra = [f"data.exemplars.probability={args.probability}", *args.overrides]
+        result = train(finetune_config(base, data, args.out, args.steps, extra))
+        if result.status != "completed":
+            print(f"fine-tuning stopped after {result.steps} steps", file=sys.stderr)
+            return 130
     trained = time.perf_counter() - started
     tuned, zero_shot, _ = eval_model(
-        str(result.run_dir / "model"),
+        str(tuned_model),
         DataConfig(root=data, val="test"),
         args.out / "eval",
         EvalConfig(batch_size=8, num_workers=0, exemplars=ExemplarProtocolConfig(enabled=True)),
@@ -83,8 +91,9 @@ def main() -> int:
     print(table(zero_shot, tuned))
     print(
         f"\n{args.heldout_images} held-out images; {tuned.exemplar.queries} exemplar queries; "
-        f"{args.steps} steps on {args.train_images} images with exemplar probability {args.probability}; "
-        f"{torch.get_num_threads()} thread(s); fine-tuning {trained / 60:.1f} min, "
+        f"{'(evaluated only) ' if args.evaluate_only else ''}{args.steps} steps on {args.train_images} "
+        f"images with exemplar probability {args.probability}; {torch.get_num_threads()} thread(s); "
+        f"fine-tuning {trained / 60:.1f} min, "
         f"total {(time.perf_counter() - started) / 60:.1f} min; report: {args.out / 'eval' / 'eval.md'}"
     )
     before = zero_shot.summary()["exemplar_others_bbox_AP50"] or 0.0
