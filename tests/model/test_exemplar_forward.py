@@ -6,13 +6,7 @@ import torch
 
 from sam3tune.model import FinetuneConfig, LoraConfig, ModelConfig, build_training_model
 from sam3tune.model.finetune import adapter_counts
-from tests.model.conftest import total_of
-
-
-def _cxcywh_to_xyxy(boxes):
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
-
+from tests.model.conftest import assert_equals_hf, cxcywh_to_xyxy, total_of
 
 # 4 queries: 1 positive; 2 positives; 1 positive + 1 negative; 3 boxes (so K = 3 and the others pad)
 BOXES = torch.tensor(
@@ -49,12 +43,7 @@ def test_eval_outputs_equal_hf_forward_with_the_same_boxes(tiny, batch):
         ours = model(*batch, exemplar_boxes=BOXES, exemplar_labels=LABELS)
         hf = _hf(tiny, batch, rows, BOXES, LABELS)
         text_only = model(*batch)
-    assert torch.equal(ours["pred_logits"], hf.pred_logits)
-    assert torch.equal(_cxcywh_to_xyxy(ours["pred_boxes"]), hf.pred_boxes)
-    assert torch.equal(ours["presence_logits"], hf.presence_logits)
-    assert torch.equal(ours["pred_masks"], hf.pred_masks)
-    for layer, aux in enumerate(ours["aux_outputs"]):
-        assert torch.equal(aux["pred_boxes"], hf.decoder_reference_boxes[layer + 1])
+    assert_equals_hf(ours, hf)
     # the boxes matter: every query's scores move
     change = (ours["pred_logits"] - text_only["pred_logits"]).abs().amax(dim=1)
     assert (change > 1e-4).all()
@@ -71,7 +60,7 @@ def test_mixed_batch_text_queries_equal_a_text_only_forward(tiny, batch):
     for key in ("pred_logits", "pred_boxes", "presence_logits", "pred_masks"):
         torch.testing.assert_close(mixed[key][[1, 3]], text_only[key][[1, 3]], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(mixed["pred_logits"][[0, 2]], with_boxes.pred_logits, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(_cxcywh_to_xyxy(mixed["pred_boxes"][[0, 2]]), with_boxes.pred_boxes)
+    torch.testing.assert_close(cxcywh_to_xyxy(mixed["pred_boxes"][[0, 2]]), with_boxes.pred_boxes)
     torch.testing.assert_close(mixed["pred_masks"][[0, 2]], with_boxes.pred_masks, rtol=1e-5, atol=1e-5)
 
 
