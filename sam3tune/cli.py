@@ -38,7 +38,7 @@ def _add_train(sub) -> None:
             "train ..."
         ),
     )
-    parser.add_argument("--data", metavar="PATH", help="dataset root or COCO JSON (sets data.root)")
+    parser.add_argument("--data", metavar="PATH", help="dataset root (COCO, YOLO) or COCO JSON (data.root)")
     parser.add_argument("--config", metavar="C.yaml", help="YAML file with config values")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -61,7 +61,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
     source = p.add_argument_group("what to evaluate (either --model/--data or --predictions/--gt)")
     source.add_argument("--model", help="model spec: a save_pretrained directory, a hub id or tiny/small")
-    source.add_argument("--data", type=Path, help="dataset root (COCO / Roboflow layout)")
+    source.add_argument("--data", type=Path, help="dataset root (COCO / Roboflow / YOLO layout)")
     source.add_argument("--split", default="valid", help="dataset split (default: valid)")
     source.add_argument("--baseline", help="second model spec evaluated the same way, reported side by side")
     source.add_argument("--prompts", type=Path, help="prompt map (category -> prompt text) used in training")
@@ -154,14 +154,15 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="inspect a dataset or write a synthetic one")
+    data = sub.add_parser("data", help="inspect or convert a dataset, or write a synthetic one")
     data.set_defaults(handler=lambda args: data.print_help() or 2)
     actions = data.add_subparsers(dest="data_command", metavar="ACTION")
 
     inspect = actions.add_parser(
         "inspect",
         help="show what the loader makes of a dataset: counts, queries, every problem",
-        description="PATH is a Roboflow export root, one split folder, or a COCO JSON file. "
+        description="PATH is a Roboflow export root, one split folder, a COCO JSON file, or a YOLO "
+        "dataset root (data.yaml, or images/ + labels/). "
         "Exit status 1 when a split cannot be used.",
     )
     inspect.add_argument("path", type=Path, help="dataset root, split folder or COCO JSON file")
@@ -196,6 +197,24 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         return run_inspect(args.path, as_json=args.json, config=config, image_dir=args.images)
 
     inspect.set_defaults(handler=run_inspect)
+
+    convert = actions.add_parser(
+        "convert",
+        help="write a dataset (YOLO folders, COCO) as a Roboflow-style COCO export",
+        description="Read PATH as training would (a YOLO dataset root, a Roboflow export, a split folder "
+        "or a COCO JSON file) and write OUT/<split>/_annotations.coco.json with the images beside it.",
+    )
+    convert.add_argument("path", type=Path, help="dataset root, split folder or COCO JSON file")
+    convert.add_argument("--to", choices=["coco"], required=True, help="output format")
+    convert.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
+    convert.add_argument("--images", type=Path, default=None, help="image folder of a COCO JSON file")
+
+    def run_convert(args: argparse.Namespace) -> int:
+        from sam3tune.data.command import run_convert
+
+        return run_convert(args.path, args.out, args.images)
+
+    convert.set_defaults(handler=run_convert)
 
     synth = actions.add_parser(
         "synth",
@@ -250,7 +269,7 @@ def _add_doctor(sub) -> None:
             "with their fixes. Exit status 1 when a flag is an error, 2 for bad input. See docs/doctor.md."
         ),
     )
-    parser.add_argument("--data", metavar="PATH", help="dataset root or COCO JSON (sets data.root)")
+    parser.add_argument("--data", metavar="PATH", help="dataset root (COCO, YOLO) or COCO JSON (data.root)")
     parser.add_argument(
         "--model", metavar="M", help="model: hub id, save_pretrained dir, tiny/small (model.name)"
     )

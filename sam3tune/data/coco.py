@@ -1,6 +1,7 @@
 """Reading one COCO split strictly: every object checked, every problem raised or counted.
 
-``load_split`` turns a COCO annotation file plus its image folder into a :class:`CocoSplit`:
+``load_split`` turns a COCO annotation file (or a YOLO split, read by :mod:`sam3tune.data.yolo`
+into the same structure) plus its image folder into a :class:`CocoSplit`:
 usable images (file present, decodable, real size = JSON size after EXIF orientation), their
 objects with boxes clipped to the image (``xyxy`` pixels) and validated segmentations, all
 categories, and a :class:`~sam3tune.data.problems.ProblemReport`. Fatal problems raise
@@ -24,6 +25,7 @@ from sam3tune.data.images import ImageFileError, ImageInfo, probe_image
 from sam3tune.data.layout import SplitFiles, image_path
 from sam3tune.data.masks import Segmentation, SegmentationError, validate_segmentation
 from sam3tune.data.problems import DataError, ProblemReport
+from sam3tune.data.yolo import read_yolo_split
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")
 _CLIP_TOLERANCE_PX = 1e-3  # coordinates this close outside the image are clipped without a report
@@ -84,7 +86,11 @@ def load_split(files: SplitFiles, progress: bool = True) -> CocoSplit:
     Every image is decoded once (JPEG at 1/8 scale, a few ms) to catch truncated files.
     """
     source = files.annotation_file
-    data = _read_json(source)
+    problems = ProblemReport()
+    if files.yolo_classes is not None:
+        data = read_yolo_split(files.image_dir, source, files.yolo_classes, problems)
+    else:
+        data = _read_json(source)
     categories, supercategories = _parse_categories(data["categories"], source)
     listed_images = _parse_images(data["images"], files)
     annotations = data["annotations"]
@@ -96,7 +102,6 @@ def load_split(files: SplitFiles, progress: bool = True) -> CocoSplit:
         )
     _check_unique_annotation_ids(annotations, source)
 
-    problems = ProblemReport()
     images = _probe_images(listed_images, problems, progress, source)
     if not images:
         raise DataError(

@@ -49,9 +49,7 @@ def probe_image(path: Path) -> ImageInfo:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                width, height = img.size
-                if img.getexif().get(_EXIF_ORIENTATION, 1) in _TRANSPOSED_ORIENTATIONS:
-                    width, height = height, width
+                width, height = oriented_size(img)
                 mode, fmt = img.mode, img.format
                 if fmt == "JPEG":
                     img.draft(mode, (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
@@ -62,6 +60,14 @@ def probe_image(path: Path) -> ImageInfo:
     except (SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageFileError("image_unreadable", f"{path}: {err}") from err
     return ImageInfo(width=width, height=height, mode=mode, format=fmt)
+
+
+def oriented_size(img: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` of an opened image after EXIF orientation (read from the header only)."""
+    width, height = img.size
+    if img.getexif().get(_EXIF_ORIENTATION, 1) in _TRANSPOSED_ORIENTATIONS:
+        return height, width
+    return width, height
 
 
 def read_rgb(path: Path, at_least: int | None = None) -> Image.Image:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from sam3tune.data.problems import DataError
+from sam3tune.data.yolo import find_yolo_splits, is_yolo_dataset
 
 ROBOFLOW_ANNOTATIONS = "_annotations.coco.json"
 SPLIT_NAMES = ("train", "valid", "val", "test")
@@ -20,14 +22,18 @@ class SplitFiles:
     name: str
     annotation_file: Path
     image_dir: Path
+    yolo_classes: Path | None = None
+    """Set for a YOLO split: the data.yaml or classes.txt naming its classes; ``annotation_file``
+    is then the split's labels folder."""
 
 
 def find_splits(path: str | Path, image_dir: str | Path | None = None) -> list[SplitFiles]:
     """All splits under ``path``.
 
     ``path`` may be a Roboflow export root (``train/``, ``valid/`` or ``val/``, ``test/`` each
-    holding ``_annotations.coco.json`` with the images beside it), one such split folder, or a
-    COCO JSON file (images in ``image_dir``, by default the JSON's folder).
+    holding ``_annotations.coco.json`` with the images beside it), one such split folder, a
+    COCO JSON file (images in ``image_dir``, by default the JSON's folder), or a YOLO dataset
+    root (see :mod:`sam3tune.data.yolo`).
     """
     path = Path(path)
     if path.is_file():
@@ -41,11 +47,16 @@ def find_splits(path: str | Path, image_dir: str | Path | None = None) -> list[S
         for name in SPLIT_NAMES
         if (path / name / ROBOFLOW_ANNOTATIONS).is_file()
     ]
+    if not splits and is_yolo_dataset(path):
+        return [
+            SplitFiles(split.name or path.name, split.labels, split.images, split.classes)
+            for split in find_yolo_splits(path)
+        ]
     if not splits:
         raise DataError(
             "empty_split",
-            f"{path}: found no {ROBOFLOW_ANNOTATIONS} in it or in its {'/'.join(SPLIT_NAMES)} folders "
-            "(pass a COCO JSON file to use another layout)",
+            f"{path}: found no {ROBOFLOW_ANNOTATIONS} in it or in its {'/'.join(SPLIT_NAMES)} folders, "
+            "and no YOLO data.yaml or images/ + labels/ (pass a COCO JSON file to use another layout)",
         )
     return splits
 
@@ -64,12 +75,12 @@ def resolve_split(root: str | Path, split: str, image_dir: str | Path | None = N
     if root.is_file() or (root / ROBOFLOW_ANNOTATIONS).is_file():
         return find_splits(root, image_dir)[0]
     available = find_splits(root) if root.is_dir() else []
+    if len(available) == 1 and available[0].name not in SPLIT_NAMES:
+        return available[0]  # an unsplit YOLO folder (images/ + labels/) serves as every split
     for name in _ALIASES.get(split, (split,)):
         for found in available:
             if found.name == name:
-                return SplitFiles(
-                    found.name, found.annotation_file, Path(image_dir) if image_dir else found.image_dir
-                )
+                return dataclasses.replace(found, image_dir=Path(image_dir) if image_dir else found.image_dir)
     names = ", ".join(s.name for s in available) or "none"
     raise DataError("empty_split", f"{root}: no split {split!r} (splits found: {names})")
 
