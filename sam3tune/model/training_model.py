@@ -30,14 +30,16 @@ log = logging.getLogger(__name__)
 
 def _predict_masks(
     mask_decoder: nn.Module, queries: Tensor, memory: Tensor, text: Tensor, text_mask: Tensor, *levels: Tensor
-) -> Tensor:
-    return mask_decoder(
+) -> tuple[Tensor, Tensor]:
+    """Instance mask logits (B, Q, h, w) and the semantic head's logits (B, 1, h, w)."""
+    decoded = mask_decoder(
         decoder_queries=queries,
         backbone_features=list(levels),
         encoder_hidden_states=memory,
         prompt_features=text,
         prompt_mask=text_mask,
-    ).pred_masks
+    )
+    return decoded.pred_masks, decoded.semantic_seg
 
 
 def _trains(module: nn.Module) -> bool:
@@ -109,7 +111,8 @@ class Sam3ForTraining(nn.Module):
         Returns (Q learned queries, d decoder layers): ``pred_logits`` (B, Q), ``pred_boxes`` (B, Q, 4)
         cxcywh in [0, 1], ``presence_logits`` (B, 1) unclamped, ``pred_masks`` (B, Q, 4S/p, 4S/p) mask
         logits (p = patch size); ``aux_outputs``: d - 1 dicts (earliest layer first) with the same keys
-        but no masks. In training with ``one_to_many``: ``pred_logits_o2m`` / ``pred_boxes_o2m`` in every
+        but no masks; ``semantic_seg`` (B, 1, 4S/p, 4S/p) the semantic head's logits (one map per query,
+        the union of the prompted concept). In training with ``one_to_many``: ``pred_logits_o2m`` / ``pred_boxes_o2m`` in every
         dict and ``pred_masks_o2m`` in the top one. Logits, boxes and presence are float32; masks keep the
         compute dtype (they are large).
         """
@@ -141,7 +144,7 @@ class Sam3ForTraining(nn.Module):
         logits = sam3.dot_product_scoring(
             decoder_hidden_states=decoded.query_states, text_features=text, text_mask=text_mask
         ).squeeze(-1)
-        masks = run_maybe_checkpointed(
+        masks, semantic = run_maybe_checkpointed(
             checkpointed,
             _predict_masks,
             sam3.mask_decoder,
@@ -151,7 +154,7 @@ class Sam3ForTraining(nn.Module):
             text_mask,
             *levels,
         )
-        return _outputs(
+        outputs = _outputs(
             logits.float(),
             boxes.float(),
             decoded.presence_logits.float(),
@@ -159,6 +162,8 @@ class Sam3ForTraining(nn.Module):
             self.num_queries,
             one_to_many,
         )
+        outputs["semantic_seg"] = semantic
+        return outputs
 
     def _check_inputs(
         self, pixel_values: Tensor, image_index: Tensor, input_ids: Tensor, attention_mask: Tensor
