@@ -130,6 +130,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nms", type=float, default=None, metavar="IOU", help="greedy box NMS at this IoU (off)")
     p.add_argument("--max-detections", type=int, default=100, help="per prompt and image (default: 100)")
     p.add_argument("--no-overlays", action="store_true", help="write the JSON only")
+    p.add_argument("--semantic", action="store_true", help="also write semantic/<image>.png label maps")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.set_defaults(handler=_run_predict, parser=p)
 
@@ -146,7 +147,9 @@ def _run_predict(args: argparse.Namespace) -> int:
             max_detections=args.max_detections,
         )
         predictor = Predictor.load(args.model, config=config, device=args.device)
-        results = predictor.predict_files(images, args.prompts, args.out, overlays=not args.no_overlays)
+        results = predictor.predict_files(
+            images, args.prompts, args.out, overlays=not args.no_overlays, semantic=args.semantic
+        )
     except (FileNotFoundError, ValueError) as err:
         args.parser.error(str(err))
     print(f"{len(results)} detections on {len(images)} images written to {args.out}/predictions.json")

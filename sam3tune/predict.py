@@ -16,6 +16,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -27,6 +28,8 @@ from sam3tune.data.transforms import eval_geometry, transform_image
 from sam3tune.eval.coco_results import save_coco_results
 from sam3tune.eval.config import PostprocessConfig
 from sam3tune.eval.postprocess import Detections, postprocess
+from sam3tune.eval.semantic_eval import THRESHOLD as SEMANTIC_THRESHOLD
+from sam3tune.eval.semantic_eval import label_map, semantic_scores
 from sam3tune.model import Sam3ForTraining, Tokenizer, load_model
 from sam3tune.overlay import draw_overlay
 
@@ -96,6 +99,27 @@ class Predictor:
     ) -> list[dict[str, Detections]]:
         """:meth:`predict` for several images in one forward pass."""
         prompts = _check_prompts(prompts)
+        batch = self._batch(images, prompts)
+        sizes = [tuple(batch.orig_sizes[row].tolist()) for row in batch.image_index.tolist()]
+        detections = postprocess(self.forward(batch), sizes, self.config)
+        n = len(prompts)
+        return [dict(zip(prompts, detections[i * n : (i + 1) * n], strict=True)) for i in range(len(images))]
+
+    def predict_semantic(
+        self, image: Image.Image | str | Path, prompts: Sequence[str], threshold: float = SEMANTIC_THRESHOLD
+    ) -> np.ndarray:
+        """The semantic head's label map of one image: ``(H, W)`` int64 in the image's pixels, ``i`` where
+        the ``i``-th prompt (1-based) scores highest and above ``threshold``, 0 where none does (score =
+        semantic probability x presence probability, see :mod:`sam3tune.eval.semantic_eval`)."""
+        if not isinstance(image, Image.Image):
+            image = read_rgb(Path(image))
+        prompts = _check_prompts(prompts)
+        outputs = self.forward(self._batch([image], prompts))
+        scores = semantic_scores(outputs, (image.height, image.width)).cpu()
+        return label_map(scores, torch.arange(1, len(prompts) + 1), threshold).clamp(min=0).numpy()
+
+    def _batch(self, images: Sequence[Image.Image], prompts: list[str]) -> Batch:
+        """Every prompt on every image, resized to the model input as in evaluation."""
         geometry = eval_geometry(self.image_size)
         samples = [
             Sample(
@@ -108,11 +132,7 @@ class Predictor:
             )
             for index, image in enumerate(images)
         ]
-        batch = collate(samples, self.tokenize)
-        sizes = [tuple(batch.orig_sizes[row].tolist()) for row in batch.image_index.tolist()]
-        detections = postprocess(self.forward(batch), sizes, self.config)
-        n = len(prompts)
-        return [dict(zip(prompts, detections[i * n : (i + 1) * n], strict=True)) for i in range(len(images))]
+        return collate(samples, self.tokenize)
 
     def predict_files(
         self,
@@ -121,10 +141,13 @@ class Predictor:
         out_dir: str | Path,
         overlays: bool = True,
         progress: bool = True,
+        semantic: bool = False,
     ) -> list[dict]:
         """Predict every image file; write ``predictions.json`` (COCO results), ``index.json``
-        (COCO ``images`` and ``categories``: category ``i`` is the i-th prompt) and, with
-        ``overlays``, ``overlays/<image stem>.png``. Returns the COCO results."""
+        (COCO ``images`` and ``categories``: category ``i`` is the i-th prompt), with ``overlays``
+        ``overlays/<image stem>.png`` and, with ``semantic``, ``semantic/<image stem>.png``: the
+        semantic head's label map (:meth:`predict_semantic`: pixel value ``i`` = category ``i``, 0 =
+        none). Returns the COCO results."""
         prompts = _check_prompts(prompts)
         out_dir = Path(out_dir)
         (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
@@ -138,10 +161,18 @@ class Predictor:
             for category_id, prompt in enumerate(prompts, 1):
                 results.extend(found[prompt].to_coco_results(image_id, category_id))
             entry = {"id": image_id, "file_name": str(path), "height": image.height, "width": image.width}
+            name = _unique_name(path.stem, used_names)
             if overlays:
-                name = _unique_name(path.stem, used_names)
                 draw_overlay(image, list(found.items())).save(out_dir / "overlays" / f"{name}.png")
                 entry["overlay"] = f"overlays/{name}.png"
+            if semantic:
+                (out_dir / "semantic").mkdir(exist_ok=True)
+                labels = self.predict_semantic(image, prompts)
+                mode = "L" if len(prompts) < 256 else "I;16"
+                Image.fromarray(labels.astype(np.uint8 if mode == "L" else np.uint16), mode=mode).save(
+                    out_dir / "semantic" / f"{name}.png"
+                )
+                entry["semantic"] = f"semantic/{name}.png"
             entries.append(entry)
         save_coco_results(results, out_dir / "predictions.json")
         index = {"images": entries, "categories": [{"id": i, "name": p} for i, p in enumerate(prompts, 1)]}

@@ -26,6 +26,7 @@ CATALOGUE: dict[str, tuple[Severity, str]] = {
     "duplicate_annotation_id": ("error", "two annotations share an id"),
     "duplicate_category_id": ("error", "two categories share an id"),
     "path_escapes_root": ("error", "an image file_name is absolute or leaves the image folder"),
+    "mixed_labels": ("error", "semantic label maps and instance labels in one dataset"),
     "yolo_layout": (
         "error",
         "YOLO data.yaml / classes.txt unreadable, no class names, or a split folder missing",
@@ -40,6 +41,8 @@ CATALOGUE: dict[str, tuple[Severity, str]] = {
     "label_without_image": ("skipped", "YOLO label file skipped: no image with its name"),
     "label_file_unreadable": ("skipped", "image skipped: its YOLO label file cannot be read"),
     "image_label_ambiguous": ("skipped", "image skipped: another image has the same YOLO label file"),
+    "label_map_missing": ("skipped", "image skipped: its semantic label map is missing"),
+    "label_value_unknown": ("info", "label map indices that are no class (and not ignored): no class there"),
     "annotation_malformed": ("skipped", "annotation skipped: missing/non-numeric bbox or ids"),
     "box_nonpositive": ("skipped", "annotation skipped: box width or height is zero or negative"),
     "box_outside_image": ("fixed", "box clipped to the image"),

@@ -10,12 +10,14 @@ from pathlib import Path
 import torch
 
 from sam3tune.data import DataConfig, build_eval_dataset
+from sam3tune.data.semantic import is_semantic_dataset
 from sam3tune.eval.coco_results import load_coco_results, save_coco_results
 from sam3tune.eval.config import EvalConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
 from sam3tune.eval.ground_truth import ground_truth_from_plan, load_ground_truth, without_unasked_categories
 from sam3tune.eval.model_eval import eval_loader, evaluate_model
 from sam3tune.eval.report import markdown_report, write_reports
+from sam3tune.eval.semantic_eval import eval_semantic_model
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +58,16 @@ def eval_model(
     """Evaluate model spec ``model`` (and ``baseline``) on split ``data.val`` of ``data.root``.
 
     Every image is asked every queried category (negatives included) at the model's own input
-    size. Writes ``eval.json``, ``eval.md`` and the COCO results (``predictions.json``,
+    size. On a semantic dataset (label maps) the metrics are per-class IoU and mIoU instead
+    (:func:`~sam3tune.eval.semantic_eval.eval_semantic_model`). Writes ``eval.json``, ``eval.md``
+    and the COCO results (``predictions.json``,
     ``baseline_predictions.json``) to ``out_dir``; returns both metrics and the Markdown report.
     """
     from sam3tune.predict import Predictor  # the model package is heavy; load it only here
 
     config = config or EvalConfig()
+    if is_semantic_dataset(data.root):  # label maps: mIoU per class instead of AP (SemanticMetrics)
+        return eval_semantic_model(model, data, out_dir, baseline, device, config.batch_size, progress)
     out_dir = Path(out_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 

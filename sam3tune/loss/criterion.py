@@ -34,6 +34,7 @@ from sam3tune.loss.classification_loss import (
 from sam3tune.loss.mask_loss import mask_pair_losses
 from sam3tune.loss.matcher import HungarianMatcher, Matching, OneToManyMatcher
 from sam3tune.loss.predictions import DecoderPredictions, QuerySet, parse_outputs
+from sam3tune.loss.semantic_loss import SemanticLossConfig
 from sam3tune.loss.targets import PackedTargets, pack_targets
 
 LOGGED_ONLY_TERMS = ("ce_f1", "presence_dec_acc")
@@ -104,6 +105,8 @@ class CriterionConfig:
     num_sample_points: int | None = None
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
+    # Semantic queries (label-map datasets): the semantic head's focal + dice terms, see semantic_loss.py.
+    semantic: SemanticLossConfig = field(default_factory=SemanticLossConfig)
 
     def __post_init__(self) -> None:
         if self.normalization not in ("global", "local", "none"):

@@ -112,9 +112,9 @@ class Sam3ForTraining(nn.Module):
         cxcywh in [0, 1], ``presence_logits`` (B, 1) unclamped, ``pred_masks`` (B, Q, 4S/p, 4S/p) mask
         logits (p = patch size); ``aux_outputs``: d - 1 dicts (earliest layer first) with the same keys
         but no masks; ``semantic_seg`` (B, 1, 4S/p, 4S/p) the semantic head's logits (one map per query,
-        the union of the prompted concept). In training with ``one_to_many``: ``pred_logits_o2m`` / ``pred_boxes_o2m`` in every
-        dict and ``pred_masks_o2m`` in the top one. Logits, boxes and presence are float32; masks keep the
-        compute dtype (they are large).
+        the union of the prompted concept). In training with ``one_to_many``: ``pred_logits_o2m`` /
+        ``pred_boxes_o2m`` in every dict and ``pred_masks_o2m`` in the top one. Logits, boxes and presence
+        are float32; masks keep the compute dtype (they are large).
         """
         self._check_inputs(pixel_values, image_index, input_ids, attention_mask)
         sam3 = self.core

@@ -19,6 +19,7 @@ from sam3tune.data import (
     build_train_dataset,
     collate,
 )
+from sam3tune.data.semantic import is_semantic_dataset
 from sam3tune.eval.model_eval import make_validator
 from sam3tune.loss import Sam3Criterion
 from sam3tune.model import build_training_model, load_model
@@ -29,6 +30,7 @@ from sam3tune.train.config import TrainConfig
 from sam3tune.train.distributed import DistributedContext, barrier, broadcast_object, init_distributed
 from sam3tune.train.loop import RunResult, Trainer, TrainingParts
 from sam3tune.train.param_groups import ParamRole
+from sam3tune.train.semantic_recipe import semantic_training_parts
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,10 @@ def build_training_parts(
     )
     model = build_training_model(bundle, config.model)
     config = dataclasses.replace(config, data=_data_for_model(config.data, bundle.image_size))
+    num_blocks = int(model.core.config.vision_config.backbone_config.num_hidden_layers)
+    role_of = partial(recipe_role, num_vit_blocks=num_blocks)
+    if is_semantic_dataset(config.data.root):
+        return semantic_training_parts(config, context, model, bundle.tokenize, role_of, num_blocks)
     train_dataset = build_train_dataset(
         config.data, seed=config.loop.seed, progress=context.is_main, augment=config.loop.augment
     )
@@ -95,13 +101,12 @@ def build_training_parts(
             val_dataset, bundle.tokenize, config.val.eval, device=context.device, progress=True
         )
     collate_fn = partial(collate, tokenize=bundle.tokenize)
-    num_blocks = int(model.core.config.vision_config.backbone_config.num_hidden_layers)
     parts = TrainingParts(
         model=model,
         criterion=Sam3Criterion(config.loss),
         train_dataset=train_dataset,
         collate_fn=collate_fn,
-        role_of=partial(recipe_role, num_vit_blocks=num_blocks),
+        role_of=role_of,
         num_vit_blocks=num_blocks,
         val_dataset=val_dataset,
         val_collate_fn=collate_fn,

@@ -1,0 +1,75 @@
+"""The training parts of a semantic dataset (label maps): semantic datasets, the semantic criterion and
+an mIoU validator, for the same loop as instance data (see :func:`sam3tune.train.recipe.train`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from functools import partial
+
+from sam3tune.data import DataError, collate
+from sam3tune.data.semantic import build_semantic_dataset
+from sam3tune.eval.semantic_eval import make_semantic_validator
+from sam3tune.loss.semantic_loss import SemanticCriterion
+from sam3tune.model import Sam3ForTraining
+from sam3tune.train.config import TrainConfig
+from sam3tune.train.distributed import DistributedContext
+from sam3tune.train.loop import TrainingParts
+
+log = logging.getLogger(__name__)
+
+_INSTANCE_DEFAULT_METRIC = "bbox_AP"
+
+
+def semantic_training_parts(
+    config: TrainConfig,
+    context: DistributedContext,
+    model: Sam3ForTraining,
+    tokenize,
+    role_of: Callable,
+    num_vit_blocks: int,
+) -> tuple[TrainingParts, TrainConfig]:
+    """Parts for a semantic dataset: one query per (image, class), loss = the semantic criterion
+    (``config.loss.semantic`` + the decoder's presence loss), validation = mIoU. A ``val.best_metric``
+    left at the instance default becomes ``mIoU``."""
+    if config.val.best_metric == _INSTANCE_DEFAULT_METRIC:
+        config = dataclasses.replace(config, val=dataclasses.replace(config.val, best_metric="mIoU"))
+        log.info("semantic data: val.best_metric = mIoU")
+    data = config.data
+    train_dataset = build_semantic_dataset(
+        data, data.train, train=True, seed=config.loop.seed, augment=config.loop.augment
+    )
+    val_dataset = None
+    if config.val.every_epochs > 0:
+        try:
+            val_dataset = build_semantic_dataset(data, data.val, train=False)
+        except DataError as err:
+            if err.kind != "empty_split":
+                raise
+            log.warning("%s: training without validation (set data.val to a split to validate)", err)
+    loss = config.loss
+    criterion = SemanticCriterion(
+        loss.semantic,
+        loss.weights.presence_loss,
+        loss.presence_alpha,
+        loss.presence_gamma,
+        loss.scale_by_find_batch_size,
+    )
+    evaluate = None
+    if val_dataset is not None and config.val.map and context.is_main:
+        evaluate = make_semantic_validator(val_dataset, tokenize, context.device, config.val.eval.batch_size)
+    collate_fn = partial(collate, tokenize=tokenize)
+    parts = TrainingParts(
+        model=model,
+        criterion=criterion,
+        train_dataset=train_dataset,
+        collate_fn=collate_fn,
+        role_of=role_of,
+        num_vit_blocks=num_vit_blocks,
+        val_dataset=val_dataset,
+        val_collate_fn=collate_fn,
+        evaluate=evaluate,
+        val_criterion=criterion,
+    )
+    return parts, config

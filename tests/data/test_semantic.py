@@ -1,0 +1,115 @@
+"""Semantic label-map datasets: the class list, queries per (image, class), targets through the geometry,
+every skip, and the refusal of mixed instance + semantic datasets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from sam3tune.data import DataConfig, DataError
+from sam3tune.data.semantic import (
+    SemanticDataset,
+    generate_semantic,
+    is_semantic_dataset,
+    load_semantic_split,
+)
+from sam3tune.data.synth import SynthConfig
+from tests.data.conftest import write_image
+
+
+def _dataset(root, labels: dict[str, np.ndarray], names=None, ignore=255, split="train"):
+    (root / split / "labels").mkdir(parents=True, exist_ok=True)
+    for stem, values in labels.items():
+        Image.fromarray(values.astype(np.uint8), mode="L").save(root / split / "labels" / f"{stem}.png")
+        write_image(root / split / "images" / f"{stem}.png", values.shape[1], values.shape[0])
+    (root / "semantic.yaml").write_text(
+        yaml.safe_dump({"names": names or {1: "road", 2: "car"}, "ignore_index": ignore})
+    )
+    return root
+
+
+def test_one_query_per_class_with_union_targets_and_ignored_pixels(tmp_path):
+    values = np.zeros((4, 4), dtype=np.uint8)
+    values[0, :2] = 1  # road
+    values[3, 3] = 255  # ignored
+    root = _dataset(tmp_path, {"a": values})
+    assert is_semantic_dataset(root)
+    split = load_semantic_split(root, "train")
+    assert split.prompts == {1: "road", 2: "car"} and not split.problems.counts
+    sample = SemanticDataset(split, DataConfig(resolution=8, mask_resolution=4), train=False)[0]
+    assert sample.prompts == ["road", "car"] and sample.category_ids == [1, 2]
+    road, car = sample.targets
+    assert road["boxes"].shape == (0, 4)
+    assert road["semantic_mask"].numpy().tolist() == (values == 1).tolist()
+    assert not car["semantic_mask"].any()  # absent class: an empty target, still queried
+    assert road["semantic_valid"].numpy().tolist() == (values != 255).tolist()
+    # at 8 x 8 every label pixel covers 2 x 2 target pixels (nearest neighbour)
+    big = SemanticDataset(split, DataConfig(resolution=8, mask_resolution=8), train=False)[0]
+    assert (
+        big.targets[0]["semantic_mask"].numpy().tolist()
+        == np.kron(values == 1, np.ones((2, 2))).astype(bool).tolist()
+    )
+
+
+def test_names_as_a_list_and_problems_counted(tmp_path):
+    values = np.array([[0, 1], [3, 1]])
+    root = _dataset(tmp_path, {"a": values, "b": np.zeros((2, 3))}, names=["background", "road"])
+    write_image(root / "train" / "images" / "c.png", 2, 2)  # no label map
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(root / "train" / "labels" / "orphan.png")
+    Image.fromarray(np.zeros((3, 3), np.uint8)).save(root / "train" / "labels" / "b.png")  # wrong size
+    split = load_semantic_split(root, "train")
+    assert split.classes == {0: "background", 1: "road"}
+    assert [i.file_name for i in split.images] == ["a.png"]
+    counts = dict(split.problems.counts)
+    assert counts == {
+        "label_map_missing": 1,
+        "label_without_image": 1,
+        "image_size_mismatch": 1,
+        "label_value_unknown": 1,
+    }
+    assert "indices [3]" in split.problems.examples["label_value_unknown"][0]
+
+
+def test_rgb_label_maps_are_refused_per_image(tmp_path):
+    root = _dataset(tmp_path, {"a": np.ones((2, 2)), "b": np.ones((2, 2))})
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(root / "train" / "labels" / "b.png")
+    split = load_semantic_split(root, "train")
+    assert [i.file_name for i in split.images] == ["a.png"]
+    assert "one channel" in split.problems.examples["image_unreadable"][0]
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ({"names": []}, "non-empty"),
+        ({"names": {1: "a"}, "ignore_index": 1}, "ignore_index"),
+        ({"names": {"x": "a"}}, "index"),
+    ],
+)
+def test_bad_class_lists(tmp_path, content, fragment):
+    _dataset(tmp_path, {"a": np.ones((2, 2))})
+    (tmp_path / "semantic.yaml").write_text(yaml.safe_dump(content))
+    with pytest.raises(DataError, match=fragment):
+        load_semantic_split(tmp_path, "train")
+
+
+def test_mixed_instance_and_semantic_labels_are_refused(tmp_path):
+    root = _dataset(tmp_path, {"a": np.ones((2, 2))})
+    (root / "train" / "_annotations.coco.json").write_text("{}")
+    with pytest.raises(DataError) as info:
+        load_semantic_split(root, "train")
+    assert info.value.kind == "mixed_labels" and "_annotations.coco.json" in str(info.value)
+
+
+def test_synthetic_label_maps_match_the_drawn_categories(tmp_path):
+    config = SynthConfig(image_size=(48, 48), splits=(("train", 3), ("valid", 2)), seed=3, jpeg_quality=95)
+    assert generate_semantic(config, tmp_path) == {"train": 3, "valid": 2}
+    split = load_semantic_split(tmp_path, "val")  # "val" finds "valid"
+    assert split.prompts == {1: "red circle", 2: "blue triangle", 3: "green square", 4: "yellow star"}
+    labels = np.asarray(Image.open(tmp_path / "train" / "labels" / "000000.png"))
+    image = np.asarray(Image.open(tmp_path / "train" / "images" / "000000.jpg")).astype(int)
+    red = labels == 1
+    if red.sum() > 20:  # red circle pixels are red in the picture
+        assert image[red][:, 0].mean() > 150 and image[red][:, 2].mean() < 110
