@@ -234,6 +234,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--test-images", type=int, default=None, help="test images (default: images/4, >= 1)")
     synth.add_argument("--size", type=int, default=256, help="image side in pixels (default: 256)")
     synth.add_argument("--preset", default="basic", help="category preset: basic, colours, shapes, binding")
+    synth.add_argument(
+        "--semantic", action="store_true", help="write label maps + semantic.yaml instead (docs/semantic.md)"
+    )
 
     def run_synth(args: argparse.Namespace) -> int:
         from sam3tune.data.synth import PRESETS, SynthConfig, generate
@@ -253,6 +256,12 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
             ),
             seed=args.seed,
         )
+        if args.semantic:
+            from sam3tune.data.semantic import generate_semantic
+
+            for split, count in generate_semantic(config, args.out).items():
+                print(f"{args.out / split}: {count} images with label maps")
+            return 0
         summary = generate(config, args.out)
         for split, count in summary.images.items():
             print(f"{args.out / split}: {count} images, {summary.objects[split]} objects")

@@ -11,6 +11,7 @@ from sam3tune.data.problems import DataError
 from sam3tune.data.yolo import find_yolo_splits, is_yolo_dataset
 
 ROBOFLOW_ANNOTATIONS = "_annotations.coco.json"
+SEMANTIC_YAML = "semantic.yaml"  # marks a semantic (label-map) dataset, see sam3tune.data.semantic
 SPLIT_NAMES = ("train", "valid", "val", "test")
 _ALIASES = {"valid": ("valid", "val"), "val": ("val", "valid")}
 
@@ -47,6 +48,12 @@ def find_splits(path: str | Path, image_dir: str | Path | None = None) -> list[S
         for name in SPLIT_NAMES
         if (path / name / ROBOFLOW_ANNOTATIONS).is_file()
     ]
+    if not splits and (path / SEMANTIC_YAML).is_file():
+        raise DataError(
+            "empty_split",
+            f"{path}: a semantic dataset ({SEMANTIC_YAML}, label maps): `sam3tune train`, `eval` and "
+            "`predict` read it (docs/semantic.md); `data inspect` and `doctor` handle instance labels only",
+        )
     if not splits and is_yolo_dataset(path):
         return [
             SplitFiles(split.name or path.name, split.labels, split.images, split.classes)

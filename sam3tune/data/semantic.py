@@ -30,14 +30,13 @@ from sam3tune.config import parse_yaml
 from sam3tune.data.config import DataConfig
 from sam3tune.data.dataset import Sample
 from sam3tune.data.images import read_rgb
-from sam3tune.data.layout import ROBOFLOW_ANNOTATIONS
+from sam3tune.data.layout import ROBOFLOW_ANNOTATIONS, SEMANTIC_YAML
 from sam3tune.data.problems import DataError, ProblemReport
 from sam3tune.data.queries import clean_prompt
 from sam3tune.data.synth import SynthConfig, render_image
 from sam3tune.data.transforms import MaskSampler, eval_geometry, sample_train_geometry, transform_image
 from sam3tune.data.yolo import DATA_YAML_NAMES, IMAGE_SUFFIXES
 
-SEMANTIC_YAML = "semantic.yaml"
 _SPLIT_ALIASES = {"valid": ("valid", "val"), "val": ("val", "valid")}
 
 

@@ -113,3 +113,23 @@ def test_synthetic_label_maps_match_the_drawn_categories(tmp_path):
     red = labels == 1
     if red.sum() > 20:  # red circle pixels are red in the picture
         assert image[red][:, 0].mean() > 150 and image[red][:, 2].mean() < 110
+
+
+def test_cli_synth_semantic(tmp_path, capsys):
+    from sam3tune.cli import main
+
+    assert main(["data", "synth", str(tmp_path / "s"), "--images", "2", "--size", "32", "--semantic"]) == 0
+    assert is_semantic_dataset(tmp_path / "s")
+    assert [i.file_name for i in load_semantic_split(tmp_path / "s", "train").images] == [
+        "000000.jpg",
+        "000001.jpg",
+    ]
+    assert "2 images with label maps" in capsys.readouterr().out
+
+
+def test_instance_tools_name_a_semantic_dataset_for_what_it_is(tmp_path):
+    from sam3tune.data import find_splits
+
+    _dataset(tmp_path, {"a": np.ones((2, 2))})
+    with pytest.raises(DataError, match="a semantic dataset"):
+        find_splits(tmp_path)
