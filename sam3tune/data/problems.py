@@ -27,9 +27,9 @@ CATALOGUE: dict[str, tuple[Severity, str]] = {
     "duplicate_category_id": ("error", "two categories share an id"),
     "path_escapes_root": ("error", "an image file_name is absolute or leaves the image folder"),
     "mixed_labels": ("error", "semantic label maps and instance labels in one dataset"),
-    "yolo_layout": (
+    "layout_invalid": (
         "error",
-        "YOLO data.yaml / classes.txt unreadable, no class names, or a split folder missing",
+        "data.yaml, classes.txt or semantic.yaml unreadable or without names, or a split folder absent",
     ),
     "empty_split": ("error", "the split has no images or no annotations"),
     "no_valid_annotations": ("error", "every annotation of the split is invalid"),

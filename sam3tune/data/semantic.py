@@ -26,7 +26,6 @@ import yaml
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-from sam3tune.config import parse_yaml
 from sam3tune.data.config import DataConfig
 from sam3tune.data.dataset import Sample
 from sam3tune.data.images import read_rgb
@@ -35,7 +34,7 @@ from sam3tune.data.problems import DataError, ProblemReport
 from sam3tune.data.queries import clean_prompt
 from sam3tune.data.synth import SynthConfig, render_image
 from sam3tune.data.transforms import MaskSampler, eval_geometry, sample_train_geometry, transform_image
-from sam3tune.data.yolo import DATA_YAML_NAMES, IMAGE_SUFFIXES
+from sam3tune.data.yolo import DATA_YAML_NAMES, IMAGE_SUFFIXES, read_data_yaml, yaml_class_names
 
 _SPLIT_ALIASES = {"valid": ("valid", "val"), "val": ("val", "valid")}
 
@@ -73,25 +72,13 @@ def is_semantic_dataset(path: str | Path | None) -> bool:
 def read_semantic_yaml(root: Path) -> tuple[dict[int, str], int | None]:
     """Classes (label index -> name) and the ignore index (None: every pixel counts) of ``root``."""
     path = root / SEMANTIC_YAML
-    try:
-        config = parse_yaml(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise DataError("yolo_layout", f"{path}: cannot read the class list: {err}") from err
-    names = config.get("names") if isinstance(config, dict) else None
-    if isinstance(names, list):
-        names = dict(enumerate(names))
-    if not isinstance(names, dict) or not names:
-        raise DataError("missing_key", f"{path}: 'names' must be a non-empty list or mapping index -> name")
-    classes = {}
-    for key, name in names.items():
-        if not isinstance(key, int) or isinstance(key, bool) or not 0 <= key < 65536 or not str(name).strip():
-            raise DataError(
-                "missing_key", f"{path}: names entry {key!r}: {name!r} needs an index 0..65535 and a name"
-            )
-        classes[key] = str(name).strip()
+    config = read_data_yaml(path)
+    classes = yaml_class_names(config, path)
     ignore = config.get("ignore_index", 255)
     if ignore is not None and (not isinstance(ignore, int) or ignore in classes):
-        raise DataError("missing_key", f"{path}: ignore_index {ignore!r} must be an integer that is no class")
+        raise DataError(
+            "layout_invalid", f"{path}: ignore_index {ignore!r} must be an integer that is no class"
+        )
     return classes, ignore
 
 

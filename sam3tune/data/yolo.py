@@ -67,7 +67,7 @@ def is_yolo_dataset(path: Path) -> bool:
 def find_yolo_splits(root: Path) -> list[YoloSplit]:
     """The splits of the YOLO dataset at ``root`` (see the module docstring for the layouts).
 
-    Raises :class:`DataError` (kind ``yolo_layout``) when the class names or a split folder named
+    Raises :class:`DataError` (kind ``layout_invalid``) when the class names or a split folder named
     by ``data.yaml`` cannot be found, ``path_escapes_root`` when a folder lies outside ``root``.
     """
     data_yaml = next((root / n for n in DATA_YAML_NAMES if (root / n).is_file()), None)
@@ -87,10 +87,10 @@ def read_data_yaml(path: Path) -> dict[str, Any]:
     try:
         config = parse_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise DataError("yolo_layout", f"{path}: cannot read the YOLO data file: {err}") from err
+        raise DataError("layout_invalid", f"{path}: cannot read the YAML file: {err}") from err
     if not isinstance(config, dict):
         raise DataError(
-            "yolo_layout", f"{path}: expected a mapping with 'names', got {type(config).__name__}"
+            "layout_invalid", f"{path}: expected a mapping with 'names', got {type(config).__name__}"
         )
     return config
 
@@ -100,32 +100,39 @@ def class_names(path: Path) -> dict[int, str]:
     or a ``classes.txt`` / ``obj.names`` file (one name per line, class id = line index)."""
     if path.suffix in (".yaml", ".yml"):
         config = read_data_yaml(path)
-        names = config.get("names")
-        if isinstance(names, list):
-            names = dict(enumerate(names))
-        if not isinstance(names, dict) or not names:
-            raise DataError("yolo_layout", f"{path}: 'names' must be a non-empty list or mapping id -> name")
-        result = {}
-        for key, name in names.items():
-            class_id = _class_id(str(key))
-            if class_id is None or class_id < 0 or not str(name).strip():
-                raise DataError(
-                    "yolo_layout", f"{path}: names entry {key!r}: {name!r} needs an id >= 0 and a name"
-                )
-            result[class_id] = str(name).strip()
+        result = yaml_class_names(config, path)
         nc = config.get("nc")
         if nc is not None and nc != len(result):
-            raise DataError("yolo_layout", f"{path}: nc is {nc!r} but names lists {len(result)} classes")
+            raise DataError("layout_invalid", f"{path}: nc is {nc!r} but names lists {len(result)} classes")
         return result
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
-        raise DataError("yolo_layout", f"{path}: cannot read the class names: {err}") from err
+        raise DataError("layout_invalid", f"{path}: cannot read the class names: {err}") from err
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines or not all(line.strip() for line in lines):
-        raise DataError("yolo_layout", f"{path}: expected one class name per line, without empty lines")
+        raise DataError("layout_invalid", f"{path}: expected one class name per line, without empty lines")
     return {i: line.strip() for i, line in enumerate(lines)}
+
+
+def yaml_class_names(config: dict[str, Any], path: Path) -> dict[int, str]:
+    """Class id -> name from the ``names`` entry (a list, or a mapping id -> name) of a YAML ``config``
+    read from ``path`` (named in errors)."""
+    names = config.get("names")
+    if isinstance(names, list):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict) or not names:
+        raise DataError("layout_invalid", f"{path}: 'names' must be a non-empty list or mapping id -> name")
+    result = {}
+    for key, name in names.items():
+        class_id = _class_id(str(key))
+        if class_id is None or class_id < 0 or not str(name).strip():
+            raise DataError(
+                "layout_invalid", f"{path}: names entry {key!r}: {name!r} needs an id >= 0 and a name"
+            )
+        result[class_id] = str(name).strip()
+    return result
 
 
 def read_yolo_split(
@@ -193,7 +200,7 @@ def _yaml_splits(root: Path, data_yaml: Path, config: dict[str, Any]) -> list[Yo
             continue
         where = f"{data_yaml}: {key}: {value!r}"
         if not isinstance(value, str):
-            raise DataError("yolo_layout", f"{where}: expected one image folder (lists are not supported)")
+            raise DataError("layout_invalid", f"{where}: expected one image folder (lists are not supported)")
         folder = _split_folder(root, base, value, where)
         splits[name] = YoloSplit(name, folder, _labels_folder(folder, where), data_yaml)
     return list(splits.values())
@@ -209,16 +216,16 @@ def _split_folder(root: Path, base: Path, value: str, where: str) -> Path:
             return Path(os.path.normpath(candidate))
         if candidate.is_file():
             raise DataError(
-                "yolo_layout", f"{where}: image list files are not supported, point it to an image folder"
+                "layout_invalid", f"{where}: image list files are not supported, point it to an image folder"
             )
-    raise DataError("yolo_layout", f"{where}: no such image folder under {root}")
+    raise DataError("layout_invalid", f"{where}: no such image folder under {root}")
 
 
 def _labels_folder(images: Path, where: str) -> Path:
     parts = images.parts
     if "images" not in parts:
         raise DataError(
-            "yolo_layout",
+            "layout_invalid",
             f"{where}: the image folder {images} has no 'images' component, so its labels folder "
             "cannot be found (YOLO mirrors images/ into labels/)",
         )
@@ -237,7 +244,7 @@ def _folder_splits(root: Path, classes: Path) -> list[YoloSplit]:
         folders = [(n, root / n / "images") for n in _SPLIT_FOLDERS if (root / n / "images").is_dir()]
         if not folders:
             raise DataError(
-                "yolo_layout", f"{root}: no images/ folder and no train/images, valid/images ... folders"
+                "layout_invalid", f"{root}: no images/ folder and no train/images, valid/images ... folders"
             )
     splits: dict[str | None, YoloSplit] = {}
     for name, folder in folders:
@@ -253,7 +260,7 @@ def _class_file(root: Path) -> Path:
             if (folder / name).is_file():
                 return folder / name
     raise DataError(
-        "yolo_layout",
+        "layout_invalid",
         f"{root}: no class names: add a data.yaml with 'names', or a classes.txt (one name per line)",
     )
 

@@ -85,7 +85,7 @@ def test_rgb_label_maps_are_refused_per_image(tmp_path):
     [
         ({"names": []}, "non-empty"),
         ({"names": {1: "a"}, "ignore_index": 1}, "ignore_index"),
-        ({"names": {"x": "a"}}, "index"),
+        ({"names": {"x": "a"}}, "names entry 'x'"),
     ],
 )
 def test_bad_class_lists(tmp_path, content, fragment):

@@ -163,7 +163,7 @@ def test_bad_class_names_are_errors_naming_data_yaml(tmp_path, names, fragment):
     (tmp_path / "data.yaml").write_text(yaml.safe_dump({"train": "images/train", **names}))
     with pytest.raises(DataError) as info:
         find_splits(tmp_path)
-    assert info.value.kind == "yolo_layout"
+    assert info.value.kind == "layout_invalid"
     assert str(tmp_path / "data.yaml") in str(info.value) and fragment in str(info.value)
 
 
@@ -177,7 +177,7 @@ def test_names_as_mapping_keep_their_ids(tmp_path):
 def test_invalid_yaml_is_an_error(tmp_path):
     _yolo(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n"})
     (tmp_path / "data.yaml").write_text("names: [a, b\n")
-    with pytest.raises(DataError, match="cannot read the YOLO data file"):
+    with pytest.raises(DataError, match="cannot read the YAML file"):
         find_splits(tmp_path)
 
 
