@@ -118,7 +118,9 @@ def test_synthetic_label_maps_match_the_drawn_categories(tmp_path):
 def test_cli_synth_semantic(tmp_path, capsys):
     from sam3tune.cli import main
 
-    assert main(["data", "synth", str(tmp_path / "s"), "--images", "2", "--size", "32", "--semantic"]) == 0
+    assert (
+        main(["data", "synth", str(tmp_path / "s"), "--images", "2", "image_size=[32,32]", "--semantic"]) == 0
+    )
     assert is_semantic_dataset(tmp_path / "s")
     assert [i.file_name for i in load_semantic_split(tmp_path / "s", "train").images] == [
         "000000.jpg",
