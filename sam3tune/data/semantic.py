@@ -8,7 +8,8 @@ Layout (detected by ``semantic.yaml`` at the root)::
 
 Every index listed in ``names`` is a class (a prompt, cleaned as COCO category names are); pixels of
 other indices (e.g. an unlisted background 0) belong to no class; pixels equal to ``ignore_index`` are
-left out of the loss and the metrics. One query per (image, class), whether the class is present or not;
+left out of the loss and the metrics. One query per (image, class), whether the class is present or not
+(absent classes in training as ``DataConfig.negatives`` says);
 its target is the class's pixels (``semantic_mask``, empty when absent) and ``semantic_valid`` (not
 ignored), both ``(M, M)`` bool, sampled nearest-neighbour through the same geometry as the image. The
 ``boxes`` entry is empty: such queries have no instance targets.
@@ -31,7 +32,7 @@ from sam3tune.data.dataset import Sample
 from sam3tune.data.images import read_rgb
 from sam3tune.data.layout import ROBOFLOW_ANNOTATIONS, SEMANTIC_YAML
 from sam3tune.data.problems import DataError, ProblemReport
-from sam3tune.data.queries import clean_prompt
+from sam3tune.data.queries import clean_prompt, negative_count
 from sam3tune.data.synth import SynthConfig, render_image
 from sam3tune.data.transforms import MaskSampler, eval_geometry, sample_train_geometry, transform_image
 from sam3tune.data.yolo import DATA_YAML_NAMES, IMAGE_SUFFIXES, read_data_yaml, yaml_class_names
@@ -169,7 +170,8 @@ def _check_pair(
 
 
 class SemanticDataset(Dataset):
-    """One sample per image with a query per class (see the module docstring); transforms as
+    """One sample per image with a query per class (absent classes in training as ``config.negatives``
+    says: all by default, none, or k sampled per image and epoch); transforms as
     :class:`~sam3tune.data.dataset.QueryDataset` (same seeding, so samples are a pure function of
     ``(seed, epoch, index)``)."""
 
@@ -196,9 +198,11 @@ class SemanticDataset(Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         image = self.split.images[index]
+        geometry_seed, negatives_seed = np.random.SeedSequence([self.seed, self.epoch, index]).spawn(2)
         if self.augment:
-            rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, index]).spawn(2)[0])
-            geometry = sample_train_geometry(rng, self.config.resolution, self.config.hflip)
+            geometry = sample_train_geometry(
+                np.random.default_rng(geometry_seed), self.config.resolution, self.config.hflip
+            )
         else:
             geometry = eval_geometry(self.config.resolution)
         pixels = transform_image(read_rgb(image.path, at_least=geometry.side), geometry)
@@ -206,8 +210,9 @@ class SemanticDataset(Dataset):
         sampler = MaskSampler.build(image.height, image.width, geometry, side)
         labels = read_label_map(image.label_path)
         ignored = sampler(labels == self.split.ignore_index) if self.split.ignore_index is not None else None
+        classes = self._classes(labels, np.random.default_rng(negatives_seed))
         targets = []
-        for class_index in sorted(self.split.classes):
+        for class_index in classes:
             target = {
                 "boxes": torch.zeros(0, 4),
                 "semantic_mask": torch.from_numpy(sampler(labels == class_index)),
@@ -219,10 +224,24 @@ class SemanticDataset(Dataset):
             image=pixels,
             image_id=image.image_id,
             orig_size=(image.height, image.width),
-            category_ids=sorted(self.split.classes),
-            prompts=[self.split.prompts[c] for c in sorted(self.split.classes)],
+            category_ids=classes,
+            prompts=[self.split.prompts[c] for c in classes],
             targets=targets,
         )
+
+    def _classes(self, labels: np.ndarray, rng: np.random.Generator) -> list[int]:
+        """The classes queried on an image, ascending: every present class, and the absent ones as
+        ``config.negatives`` says in training (all, none or k sampled), all of them in evaluation."""
+        every = sorted(self.split.classes)
+        present = set(np.unique(labels).tolist()) & set(every)
+        absent = [c for c in every if c not in present]
+        k = negative_count(len(absent), self.config.negatives if self.train else "all")
+        picked = (
+            absent
+            if k == len(absent)
+            else [absent[i] for i in rng.choice(len(absent), size=k, replace=False)]
+        )
+        return sorted([*present, *picked])
 
 
 def build_semantic_dataset(

@@ -135,3 +135,24 @@ def test_instance_tools_name_a_semantic_dataset_for_what_it_is(tmp_path):
     _dataset(tmp_path, {"a": np.ones((2, 2))})
     with pytest.raises(DataError, match="a semantic dataset"):
         find_splits(tmp_path)
+
+
+def test_absent_classes_follow_negatives_in_training_only(tmp_path):
+    values = np.zeros((4, 4), dtype=np.uint8)
+    values[0, 0] = 2
+    root = _dataset(tmp_path, {"a": values}, names={1: "a", 2: "b", 3: "c", 4: "d"})
+    split = load_semantic_split(root, "train")
+    assert SemanticDataset(split, DataConfig(resolution=8), train=True)[0].category_ids == [1, 2, 3, 4]
+    assert SemanticDataset(split, DataConfig(resolution=8, negatives="none"), train=True)[0].category_ids == [
+        2
+    ]
+    chosen = {
+        tuple(
+            SemanticDataset(split, DataConfig(resolution=8, negatives=1), train=True, seed=s)[0].category_ids
+        )
+        for s in range(12)
+    }
+    assert all(len(c) == 2 and 2 in c for c in chosen) and len(chosen) > 1  # one absent class, sampled
+    assert SemanticDataset(split, DataConfig(resolution=8, negatives="none"), train=False)[
+        0
+    ].category_ids == [1, 2, 3, 4]

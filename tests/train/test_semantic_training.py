@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sam3tune.cli import main
 from sam3tune.config import load_config
 from sam3tune.data.semantic import generate_semantic
 from sam3tune.data.synth import SynthConfig
@@ -24,7 +25,7 @@ def semantic_data(tmp_path_factory):
     return root
 
 
-def test_semantic_run_trains_the_semantic_head_and_validates_miou(semantic_data, tmp_path):
+def test_semantic_run_trains_the_semantic_head_and_validates_miou(semantic_data, tmp_path, capsys):
     overrides = [
         f"data.root={semantic_data}",
         f"output_dir={tmp_path}",
@@ -70,3 +71,10 @@ def test_semantic_run_trains_the_semantic_head_and_validates_miou(semantic_data,
     )
     written = np.asarray(Image.open(tmp_path / "pred" / "semantic" / "000000.png"))
     assert written.shape == (64, 64) and set(np.unique(written)) <= {0, 1}
+    # the same through the command line
+    args = ["predict", str(image), "--model", model, "--prompt", "red circle", "--out", str(tmp_path / "cli")]
+    assert main([*args, "semantic=true", "overlays=false"]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "cli" / "semantic" / "000000.png")), written)
+    args = ["eval", "--model", model, "--data", str(semantic_data), "--out", str(tmp_path / "cli_eval")]
+    assert main([*args, "data.val=valid"]) == 0
+    assert "| **mIoU** |" in capsys.readouterr().out
