@@ -73,7 +73,14 @@ def find_yolo_splits(root: Path) -> list[YoloSplit]:
     data_yaml = next((root / n for n in DATA_YAML_NAMES if (root / n).is_file()), None)
     if data_yaml is not None:
         class_names(data_yaml)  # fail early on missing names
-        splits = _yaml_splits(root, data_yaml, read_data_yaml(data_yaml))
+        config = read_data_yaml(data_yaml)
+        if "kpt_shape" in config:
+            raise DataError(
+                "layout_invalid",
+                f"{data_yaml}: a keypoint (pose) dataset (kpt_shape): only detect and segment labels "
+                "are read",
+            )
+        splits = _yaml_splits(root, data_yaml, config)
         if splits:
             return splits
         classes = data_yaml

@@ -156,6 +156,7 @@ def test_unreadable_image_is_counted(tmp_path):
         ({"nc": 3, "names": ["a", "b"]}, "nc is 3 but names lists 2"),
         ({"names": {"x": "a"}}, "names entry 'x'"),
         ({"nc": 2}, "'names' must be"),
+        ({"names": ["person"], "kpt_shape": [17, 3]}, "keypoint (pose)"),
     ],
 )
 def test_bad_class_names_are_errors_naming_data_yaml(tmp_path, names, fragment):
@@ -304,3 +305,14 @@ def test_convert_yolo_to_coco_round_trip(tmp_path, capsys):
         == 2
     )
     assert "not empty" in capsys.readouterr().err
+
+
+def test_data_inspect_command_on_a_yolo_root(tmp_path, capsys):
+    from sam3tune.cli import main
+
+    _yolo(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n1 0.1 0.1 0.3 0.1 0.3 0.6\n", "b": "cat 0.5 0.5 0.1 0.1\n"})
+    assert main(["data", "inspect", str(tmp_path), "--json"]) == 0
+    (split,) = json.loads(capsys.readouterr().out)["splits"]
+    assert split["queries"] == {"positive": 2, "negative": 2, "negatives": "all"}
+    assert split["problems"][0]["kind"] == "label_line_malformed"
+    assert split["problems"][0]["examples"][0].startswith(f"{tmp_path / 'labels' / 'train' / 'b.txt'} line 1")
