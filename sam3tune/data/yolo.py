@@ -209,35 +209,37 @@ def _yaml_splits(root: Path, data_yaml: Path, config: dict[str, Any]) -> list[Yo
         if not isinstance(value, str):
             raise DataError("layout_invalid", f"{where}: expected one image folder (lists are not supported)")
         folder = _split_folder(root, base, value, where)
-        splits[name] = YoloSplit(name, folder, _labels_folder(folder, where), data_yaml)
+        splits[name] = YoloSplit(name, folder, _labels_folder(root, folder, where), data_yaml)
     return list(splits.values())
 
 
 def _split_folder(root: Path, base: Path, value: str, where: str) -> Path:
     parts = PurePosixPath(value.replace("\\", "/")).parts
     stripped = Path(*[p for p in parts if p not in ("..", ".")]) if parts else Path()
-    for candidate in (base / value, root / value, root / stripped):
-        if candidate.is_dir():
-            if not _inside(root, candidate):
-                raise DataError("path_escapes_root", f"{where}: the folder {candidate} is outside {root}")
+    candidates = [c for c in (base / value, root / value, root / stripped) if c.exists()]
+    for candidate in candidates:
+        if candidate.is_dir() and _inside(root, candidate):
             return Path(os.path.normpath(candidate))
+    for candidate in candidates:
         if candidate.is_file():
             raise DataError(
                 "layout_invalid", f"{where}: image list files are not supported, point it to an image folder"
             )
+        raise DataError("path_escapes_root", f"{where}: the folder {candidate} is outside {root}")
     raise DataError("layout_invalid", f"{where}: no such image folder under {root}")
 
 
-def _labels_folder(images: Path, where: str) -> Path:
-    parts = images.parts
+def _labels_folder(root: Path, images: Path, where: str) -> Path:
+    """The mirror of ``images`` whose last ``images`` component (below ``root``) is ``labels``."""
+    parts = Path(os.path.relpath(images, root)).parts
     if "images" not in parts:
         raise DataError(
             "layout_invalid",
-            f"{where}: the image folder {images} has no 'images' component, so its labels folder "
-            "cannot be found (YOLO mirrors images/ into labels/)",
+            f"{where}: the image folder {images} has no 'images' component below {root}, so its labels "
+            "folder cannot be found (YOLO mirrors images/ into labels/)",
         )
     i = len(parts) - 1 - parts[::-1].index("images")
-    labels = Path(*parts[:i], "labels", *parts[i + 1 :])
+    labels = Path(os.path.normpath(root)).joinpath(*parts[:i], "labels", *parts[i + 1 :])
     if not labels.is_dir():
         raise DataError("empty_split", f"{where}: no labels folder {labels} for the images in {images}")
     return labels
@@ -257,7 +259,7 @@ def _folder_splits(root: Path, classes: Path) -> list[YoloSplit]:
     for name, folder in folders:
         name = "valid" if name == "val" else name
         if name not in splits:
-            splits[name] = YoloSplit(name, folder, _labels_folder(folder, str(root)), classes)
+            splits[name] = YoloSplit(name, folder, _labels_folder(root, folder, str(root)), classes)
     return list(splits.values())
 
 

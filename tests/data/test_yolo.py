@@ -316,3 +316,22 @@ def test_data_inspect_command_on_a_yolo_root(tmp_path, capsys):
     assert split["queries"] == {"positive": 2, "negative": 2, "negatives": "all"}
     assert split["problems"][0]["kind"] == "label_line_malformed"
     assert split["problems"][0]["examples"][0].startswith(f"{tmp_path / 'labels' / 'train' / 'b.txt'} line 1")
+
+
+def test_roboflow_parent_paths_prefer_the_folder_inside_the_root(tmp_path):
+    root = tmp_path / "ds"
+    for base in (root, tmp_path):  # a sibling train/images outside the root must not be taken
+        (base / "train" / "labels").mkdir(parents=True)
+        write_image(base / "train" / "images" / "a.png", 40, 20)
+    (root / "train" / "labels" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (root / "data.yaml").write_text(yaml.safe_dump({"train": "../train/images", "names": ["cat"]}))
+    (split,) = find_splits(root)
+    assert split.image_dir == root / "train" / "images" and split.annotation_file == root / "train" / "labels"
+
+
+def test_labels_folder_is_found_below_the_root_only(tmp_path):
+    root = tmp_path / "images" / "ds"  # an 'images' folder above the dataset must not be used
+    write_image(root / "train" / "a.png", 8, 8)
+    (root / "data.yaml").write_text(yaml.safe_dump({"train": "train", "names": ["cat"]}))
+    with pytest.raises(DataError, match="no 'images' component below"):
+        find_splits(root)
