@@ -87,10 +87,7 @@ def load_split(files: SplitFiles, progress: bool = True) -> CocoSplit:
     """
     source = files.annotation_file
     problems = ProblemReport()
-    if files.yolo_classes is not None:
-        data = read_yolo_split(files.image_dir, source, files.yolo_classes, problems)
-    else:
-        data = _read_json(source)
+    data = read_yolo_split(files.yolo, problems) if files.yolo is not None else _read_json(source)
     categories, supercategories = _parse_categories(data["categories"], source)
     listed_images = _parse_images(data["images"], files)
     annotations = data["annotations"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from sam3tune.data.problems import DataError
-from sam3tune.data.yolo import find_yolo_splits, is_yolo_dataset
+from sam3tune.data.yolo import YoloSplit, find_yolo_splits, is_yolo_dataset
 
 ROBOFLOW_ANNOTATIONS = "_annotations.coco.json"
 SEMANTIC_YAML = "semantic.yaml"  # marks a semantic (label-map) dataset, see sam3tune.data.semantic
@@ -23,9 +23,9 @@ class SplitFiles:
     name: str
     annotation_file: Path
     image_dir: Path
-    yolo_classes: Path | None = None
-    """Set for a YOLO split: the data.yaml or classes.txt naming its classes; ``annotation_file``
-    is then the split's labels folder."""
+    yolo: YoloSplit | None = None
+    """Set for a YOLO split: where its images, labels and class names are; ``annotation_file`` is then
+    the split's labels folder (or its data.yaml when it has image-list files only)."""
 
 
 def find_splits(path: str | Path, image_dir: str | Path | None = None) -> list[SplitFiles]:
@@ -56,7 +56,7 @@ def find_splits(path: str | Path, image_dir: str | Path | None = None) -> list[S
         )
     if not splits and is_yolo_dataset(path):
         return [
-            SplitFiles(split.name or path.name, split.labels, split.images, split.classes)
+            SplitFiles(split.name or path.name, split.labels, split.images, split)
             for split in find_yolo_splits(path)
         ]
     if not splits:

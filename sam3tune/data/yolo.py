@@ -2,11 +2,13 @@
 
 Layouts (Ultralytics, Roboflow and CVAT exports):
 
-- ``data.yaml`` at the root with ``names`` (a list, or a mapping class id -> name) and the split
-  image folders ``train``, ``val`` (or ``valid``) and ``test``, relative to the root (a leading
+- ``data.yaml`` at the root with ``names`` (a list, or a mapping class id -> name) and the splits
+  ``train``, ``val`` (or ``valid``) and ``test``: an image folder, an image-list ``.txt`` file (one
+  path a line, relative to the list's folder) or a list of those, relative to the root (a leading
   ``../`` as Roboflow writes it is tolerated, ``path`` is honoured when it is a folder inside the
-  root). The labels of an image folder are in the mirrored folder whose last ``images`` path
-  component is ``labels`` (``images/train`` -> ``labels/train``; ``train/images`` -> ``train/labels``).
+  root). The label file of an image is its path with the last ``images`` component replaced by
+  ``labels`` and the suffix by ``.txt`` (``images/train/a.jpg`` -> ``labels/train/a.txt``;
+  ``train/images/a.jpg`` -> ``train/labels/a.txt``).
 - ``images/`` + ``labels/`` without ``data.yaml``: class names from ``classes.txt`` or ``obj.names``
   (one per line, in the root or in ``labels/``); ``images/train``, ``images/val`` ... are the splits,
   otherwise ``images/`` is one unsplit folder.
@@ -47,13 +49,18 @@ _CLIP_TOLERANCE_PX = 1e-3  # coordinates this close outside the image are clippe
 
 @dataclass(frozen=True)
 class YoloSplit:
-    """One YOLO split on disk: its name (None for an unsplit ``images/`` folder), image folder,
-    label folder, and the file naming the classes (``data.yaml`` or ``classes.txt``)."""
+    """One YOLO split on disk: its name (None for an unsplit ``images/`` folder), the dataset root (which
+    listed images may not leave), the folder its image
+    file names are relative to, its (first) labels folder, the file naming the classes (``data.yaml``
+    or ``classes.txt``), and where its images are: image folders and image-list ``.txt`` files (empty:
+    the ``images`` folder itself)."""
 
     name: str | None
+    root: Path
     images: Path
     labels: Path
     classes: Path
+    sources: tuple[Path, ...] = ()
 
 
 def is_yolo_dataset(path: Path) -> bool:
@@ -142,17 +149,16 @@ def yaml_class_names(config: dict[str, Any], path: Path) -> dict[int, str]:
     return result
 
 
-def read_yolo_split(
-    images_dir: Path, labels_dir: Path, classes: Path, problems: ProblemReport
-) -> dict[str, Any]:
+def read_yolo_split(split: YoloSplit, problems: ProblemReport) -> dict[str, Any]:
     """The split as a COCO dict (``images`` with sizes, ``annotations``, ``categories``).
 
     Bad lines, label files without an image and unreadable images are counted in ``problems``
     with the file (and line) as culprit; see the module docstring for the label format.
     """
-    names = class_names(classes)
-    images = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    label_of = {p: labels_dir / p.relative_to(images_dir).with_suffix(".txt") for p in images}
+    root = split.root
+    names = class_names(split.classes)
+    images = _image_files(split, problems)
+    label_of = {p: _label_path(root, p) for p in images}
     sharing: dict[Path, list[Path]] = {}
     for image, label in label_of.items():
         sharing.setdefault(label, []).append(image)
@@ -175,7 +181,7 @@ def read_yolo_split(
         coco_images.append(
             {
                 "id": image_id,
-                "file_name": image.relative_to(images_dir).as_posix(),
+                "file_name": image.relative_to(split.images).as_posix(),
                 "width": width,
                 "height": height,
             }
@@ -184,9 +190,11 @@ def read_yolo_split(
             obj = _parse_line(line, f"{label} line {line_no}", width, height, names, problems)
             if obj is not None:
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0, **obj})
-    for label in sorted(labels_dir.rglob("*.txt")):
-        if label not in sharing and not (label.parent == labels_dir and label.name in CLASS_FILE_NAMES):
-            problems.add("label_without_image", f"{label}: no image named {label.stem}.* in {images_dir}")
+    for folder in (s for s in split.sources or (split.images,) if s.is_dir()):
+        labels_dir = _label_path(root, folder / "x").parent
+        for label in sorted(labels_dir.rglob("*.txt")) if labels_dir.is_dir() else []:
+            if label not in sharing and not (label.parent == labels_dir and label.name in CLASS_FILE_NAMES):
+                problems.add("label_without_image", f"{label}: no image named {label.stem}.* in {folder}")
     return {
         "images": coco_images,
         "annotations": annotations,
@@ -206,31 +214,84 @@ def _yaml_splits(root: Path, data_yaml: Path, config: dict[str, Any]) -> list[Yo
         if value is None or value == "" or name in splits:
             continue
         where = f"{data_yaml}: {key}: {value!r}"
-        if not isinstance(value, str):
-            raise DataError("layout_invalid", f"{where}: expected one image folder (lists are not supported)")
-        folder = _split_folder(root, base, value, where)
-        splits[name] = YoloSplit(name, folder, _labels_folder(root, folder, where), data_yaml)
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, str) and v.strip() for v in values):
+            raise DataError(
+                "layout_invalid", f"{where}: expected an image folder, an image-list file or a list"
+            )
+        sources = tuple(_split_source(root, base, v, where) for v in values)
+        folders = [s for s in sources if s.is_dir()]
+        for folder in folders:
+            _labels_folder(root, folder, where)
+        if len(sources) == 1 and folders:
+            splits[name] = YoloSplit(
+                name, root, folders[0], _labels_folder(root, folders[0], where), data_yaml
+            )
+        else:
+            labels = _labels_folder(root, folders[0], where) if folders else data_yaml
+            splits[name] = YoloSplit(name, root, Path(os.path.normpath(root)), labels, data_yaml, sources)
     return list(splits.values())
 
 
-def _split_folder(root: Path, base: Path, value: str, where: str) -> Path:
+def _split_source(root: Path, base: Path, value: str, where: str) -> Path:
+    """The image folder or image-list file ``value`` names (relative to ``path`` or the root, a leading
+    ``../`` tolerated), inside ``root``."""
     parts = PurePosixPath(value.replace("\\", "/")).parts
     stripped = Path(*[p for p in parts if p not in ("..", ".")]) if parts else Path()
     candidates = [c for c in (base / value, root / value, root / stripped) if c.exists()]
     for candidate in candidates:
-        if candidate.is_dir() and _inside(root, candidate):
+        if _inside(root, candidate):
             return Path(os.path.normpath(candidate))
-    for candidate in candidates:
-        if candidate.is_file():
-            raise DataError(
-                "layout_invalid", f"{where}: image list files are not supported, point it to an image folder"
-            )
-        raise DataError("path_escapes_root", f"{where}: the folder {candidate} is outside {root}")
-    raise DataError("layout_invalid", f"{where}: no such image folder under {root}")
+    if candidates:
+        raise DataError("path_escapes_root", f"{where}: {candidates[0]} is outside {root}")
+    raise DataError("layout_invalid", f"{where}: no such image folder or list file under {root}")
+
+
+def _image_files(split: YoloSplit, problems: ProblemReport) -> list[Path]:
+    """The split's image files, sorted: every image under its folders, every line of its list files
+    (relative to the list's folder, or absolute), each inside ``root``."""
+    root = split.root
+    found: set[Path] = set()
+    for source in split.sources or (split.images,):
+        if source.is_dir():
+            found.update(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            continue
+        try:
+            lines = source.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataError("layout_invalid", f"{source}: cannot read the image list: {err}") from err
+        for line_no, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            path = Path(os.path.normpath(source.parent / line.strip()))
+            if not _inside(root, path):
+                raise DataError(
+                    "path_escapes_root", f"{source} line {line_no}: {line.strip()!r} is outside {root}"
+                )
+            if not path.is_file():
+                problems.add("image_missing", f"{source} line {line_no}: {path} not found")
+                continue
+            found.add(path)
+    return sorted(found)
+
+
+def _label_path(root: Path, image: Path) -> Path:
+    """``image``'s label file: its path below ``root`` with the last ``images`` component replaced by
+    ``labels`` and the suffix by ``.txt``."""
+    parts = Path(os.path.relpath(image, root)).parts
+    if "images" not in parts[:-1]:
+        raise DataError(
+            "layout_invalid",
+            f"{image}: no 'images' folder in its path below {root}, so its label file cannot be found "
+            "(YOLO mirrors images/ into labels/)",
+        )
+    i = len(parts) - 2 - parts[-2::-1].index("images")
+    return Path(os.path.normpath(root)).joinpath(*parts[:i], "labels", *parts[i + 1 :]).with_suffix(".txt")
 
 
 def _labels_folder(root: Path, images: Path, where: str) -> Path:
-    """The mirror of ``images`` whose last ``images`` component (below ``root``) is ``labels``."""
+    """The mirror of the image folder ``images`` whose last ``images`` component (below ``root``) is
+    ``labels``; it must exist."""
     parts = Path(os.path.relpath(images, root)).parts
     if "images" not in parts:
         raise DataError(
@@ -238,8 +299,7 @@ def _labels_folder(root: Path, images: Path, where: str) -> Path:
             f"{where}: the image folder {images} has no 'images' component below {root}, so its labels "
             "folder cannot be found (YOLO mirrors images/ into labels/)",
         )
-    i = len(parts) - 1 - parts[::-1].index("images")
-    labels = Path(os.path.normpath(root)).joinpath(*parts[:i], "labels", *parts[i + 1 :])
+    labels = _label_path(root, images / "x").parent
     if not labels.is_dir():
         raise DataError("empty_split", f"{where}: no labels folder {labels} for the images in {images}")
     return labels
@@ -259,7 +319,7 @@ def _folder_splits(root: Path, classes: Path) -> list[YoloSplit]:
     for name, folder in folders:
         name = "valid" if name == "val" else name
         if name not in splits:
-            splits[name] = YoloSplit(name, folder, _labels_folder(root, folder, str(root)), classes)
+            splits[name] = YoloSplit(name, root, folder, _labels_folder(root, folder, str(root)), classes)
     return list(splits.values())
 
 

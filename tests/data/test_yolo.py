@@ -335,3 +335,34 @@ def test_labels_folder_is_found_below_the_root_only(tmp_path):
     (root / "data.yaml").write_text(yaml.safe_dump({"train": "train", "names": ["cat"]}))
     with pytest.raises(DataError, match="no 'images' component below"):
         find_splits(root)
+
+
+def test_split_from_a_list_of_folders(tmp_path):
+    for folder, stem in (("train2012", "a"), ("train2007", "b")):
+        (tmp_path / "labels" / folder).mkdir(parents=True)
+        (tmp_path / "labels" / folder / f"{stem}.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+        write_image(tmp_path / "images" / folder / f"{stem}.png", 40, 20)
+    (tmp_path / "labels" / "train2007" / "orphan.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (tmp_path / "data.yaml").write_text(
+        yaml.safe_dump({"train": ["images/train2012", "images/train2007"], "names": ["cat"]})
+    )
+    split = _load(tmp_path)
+    assert [i.file_name for i in split.images] == ["images/train2007/b.png", "images/train2012/a.png"]
+    assert sum(len(v) for v in split.objects.values()) == 2
+    assert split.problems["label_without_image"] == 1
+
+
+def test_split_from_an_image_list_file(tmp_path):
+    _yolo(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n", "b": "0 0.5 0.5 0.5 0.5\n", "c": "0 0.5 0.5 0.5 0.5\n"})
+    (tmp_path / "train.txt").write_text(
+        "./images/train/a.png\nimages/train/b.png\n\n./images/train/gone.png\n"
+    )
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump({"train": "train.txt", "names": ["cat", "dog"]}))
+    split = _load(tmp_path)
+    assert [i.file_name for i in split.images] == ["images/train/a.png", "images/train/b.png"]  # not c
+    assert split.problems["image_missing"] == 1
+    assert f"{tmp_path / 'train.txt'} line 4" in split.problems.examples["image_missing"][0]
+    (tmp_path / "train.txt").write_text("../elsewhere/images/x.png\n")
+    with pytest.raises(DataError) as info:
+        _load(tmp_path)
+    assert info.value.kind == "path_escapes_root" and "line 1" in str(info.value)
