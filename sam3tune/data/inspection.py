@@ -15,6 +15,7 @@ from sam3tune.data.config import DataConfig
 from sam3tune.data.layout import SplitFiles, find_splits
 from sam3tune.data.problems import DataError
 from sam3tune.data.queries import load_prompt_map, plan_queries
+from sam3tune.data.semantic import inspect_semantic_split, is_semantic_dataset, semantic_splits
 
 SCHEMA_VERSION = 1
 
@@ -43,6 +44,16 @@ def inspect_dataset(
         "error": None,
         "splits": [],
     }
+    if is_semantic_dataset(path):
+        for name in semantic_splits(path):
+            entry = inspect_semantic_split(path, name, config.negatives)
+            report["ok"] = report["ok"] and entry["ok"]
+            report["splits"].append(entry)
+        if not report["splits"]:
+            report.update(
+                ok=False, error={"kind": "empty_split", "message": f"{path}: no split with images/"}
+            )
+        return report
     try:
         splits = find_splits(path, image_dir)
         prompt_map = load_prompt_map(config.prompts) if config.prompts else None
@@ -159,10 +170,13 @@ def format_report(report: dict[str, Any]) -> str:
                 f"  images: {im['usable']} usable of {im['listed']} listed"
                 + (f", {im['with_queries']} with queries" if im["with_queries"] is not None else "")
             )
-            lines.append(
-                f"  annotations: {an['usable']} usable of {an['listed']} listed, {an['crowd']} crowd"
-            )
-            lines.append(f"  masks: {mk['polygon']} polygon, {mk['rle']} RLE, {mk['none']} box only")
+            if an is not None:
+                lines.append(
+                    f"  annotations: {an['usable']} usable of {an['listed']} listed, {an['crowd']} crowd"
+                )
+                lines.append(f"  masks: {mk['polygon']} polygon, {mk['rle']} RLE, {mk['none']} box only")
+            else:
+                lines.append("  label maps (semantic): one query per image and class")
             lines.append("  categories:")
             for cat in split["categories"]:
                 state = (
@@ -170,9 +184,9 @@ def format_report(report: dict[str, Any]) -> str:
                     if cat["queried"]
                     else f"skipped ({cat['skipped'] or 'not queried'})"
                 )
+                count = f"{cat['instances']:>6} instances in" if cat["instances"] is not None else "shown in"
                 lines.append(
-                    f"    {cat['id']:>4}  {cat['name']!r:<28} {cat['instances']:>6} instances in "
-                    f"{cat['images']:>5} images  {state}"
+                    f"    {cat['id']:>4}  {cat['name']!r:<28} {count} {cat['images']:>5} images  {state}"
                 )
         if split["queries"]:
             q = split["queries"]

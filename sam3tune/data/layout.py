@@ -51,8 +51,8 @@ def find_splits(path: str | Path, image_dir: str | Path | None = None) -> list[S
     if not splits and (path / SEMANTIC_YAML).is_file():
         raise DataError(
             "empty_split",
-            f"{path}: a semantic dataset ({SEMANTIC_YAML}, label maps): `sam3tune train`, `eval` and "
-            "`predict` read it (docs/semantic.md); `data inspect` and `doctor` handle instance labels only",
+            f"{path}: a semantic dataset ({SEMANTIC_YAML}, label maps): `sam3tune train`, `eval`, `predict` "
+            "and `data inspect` read it (docs/semantic.md); `doctor` and `data convert` need instance labels",
         )
     if not splits and is_yolo_dataset(path):
         return [

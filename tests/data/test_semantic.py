@@ -3,6 +3,8 @@ every skip, and the refusal of mixed instance + semantic datasets."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -156,3 +158,21 @@ def test_absent_classes_follow_negatives_in_training_only(tmp_path):
     assert SemanticDataset(split, DataConfig(resolution=8, negatives="none"), train=False)[
         0
     ].category_ids == [1, 2, 3, 4]
+
+
+def test_data_inspect_reports_a_semantic_dataset(tmp_path, capsys):
+    from sam3tune.cli import main
+
+    values = np.zeros((4, 4), dtype=np.uint8)
+    values[0, 0] = 2
+    root = _dataset(tmp_path, {"a": values, "b": np.ones((4, 4))}, names={1: "road", 2: "car", 3: "bus"})
+    write_image(root / "train" / "images" / "c.png", 4, 4)  # no label map
+    assert main(["data", "inspect", str(root), "--json", "negatives=1"]) == 0
+    (split,) = json.loads(capsys.readouterr().out)["splits"]
+    assert split["images"] == {"listed": 3, "usable": 2, "with_queries": 2}
+    assert split["annotations"] is None and split["masks"] is None
+    assert [(c["name"], c["images"]) for c in split["categories"]] == [("road", 1), ("car", 1), ("bus", 0)]
+    assert split["queries"] == {"positive": 2, "negative": 2, "negatives": 1}
+    assert [p["kind"] for p in split["problems"]] == ["label_map_missing"]
+    assert main(["data", "inspect", str(root)]) == 0
+    assert "shown in" in capsys.readouterr().out
