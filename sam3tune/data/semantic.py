@@ -20,7 +20,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ from sam3tune.data.dataset import Sample
 from sam3tune.data.images import read_rgb
 from sam3tune.data.layout import ROBOFLOW_ANNOTATIONS, SEMANTIC_YAML
 from sam3tune.data.problems import DataError, ProblemReport
-from sam3tune.data.queries import Negatives, clean_prompt, negative_count
+from sam3tune.data.queries import clean_prompt, negative_count
 from sam3tune.data.synth import SynthConfig, render_image
 from sam3tune.data.transforms import MaskSampler, eval_geometry, sample_train_geometry, transform_image
 from sam3tune.data.yolo import DATA_YAML_NAMES, IMAGE_SUFFIXES, read_data_yaml, yaml_class_names
@@ -248,60 +247,6 @@ class SemanticDataset(Dataset):
 def semantic_splits(root: str | Path) -> list[str]:
     """The split folders (train, valid or val, test) of a semantic dataset that hold ``images/``."""
     return [n for n in ("train", "valid", "val", "test") if (Path(root) / n / "images").is_dir()]
-
-
-def inspect_semantic_split(root: str | Path, split: str, negatives: Negatives = "all") -> dict[str, Any]:
-    """The ``data inspect`` entry of one semantic split (the instance report's keys; ``annotations``
-    and ``masks`` are null, a class's ``instances`` too; ``images`` counts the images showing it;
-    queries as training asks them with ``negatives``)."""
-    entry: dict[str, Any] = {
-        "name": split,
-        "annotation_file": str(Path(root) / split / "labels"),
-        "image_dir": str(Path(root) / split / "images"),
-        "ok": False,
-        "error": None,
-        "images": None,
-        "annotations": None,
-        "masks": None,
-        "categories": None,
-        "queries": None,
-        "problems": [],
-    }
-    try:
-        loaded = load_semantic_split(root, split)
-    except DataError as err:
-        entry["error"] = {"kind": err.kind, "message": str(err)}
-        return entry
-    showing = dict.fromkeys(loaded.classes, 0)
-    positive = negative = 0
-    for image in loaded.images:
-        present = set(np.unique(read_label_map(image.label_path)).tolist()) & set(loaded.classes)
-        for c in present:
-            showing[c] += 1
-        positive += len(present)
-        negative += negative_count(len(loaded.classes) - len(present), negatives)
-    listed = len(loaded.images) + sum(
-        loaded.problems[k] for k in ("label_map_missing", "image_unreadable", "image_size_mismatch")
-    )
-    entry.update(
-        ok=True,
-        images={"listed": listed, "usable": len(loaded.images), "with_queries": len(loaded.images)},
-        categories=[
-            {
-                "id": c,
-                "name": name,
-                "prompt": loaded.prompts[c],
-                "instances": None,
-                "images": showing[c],
-                "queried": True,
-                "skipped": None,
-            }
-            for c, name in sorted(loaded.classes.items())
-        ],
-        queries={"positive": positive, "negative": negative, "negatives": negatives},
-        problems=loaded.problems.as_list(),
-    )
-    return entry
 
 
 def build_semantic_dataset(
