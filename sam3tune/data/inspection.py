@@ -42,6 +42,7 @@ def inspect_dataset(
             "max_objects_per_query": config.max_objects_per_query,
             "keep_unused_categories": config.keep_unused_categories,
             "prompts": str(config.prompts) if config.prompts else None,
+            "follow_symlinks": config.follow_symlinks,
         },
         "error": None,
         "splits": [],
@@ -91,7 +92,7 @@ def _inspect_split(
 ) -> dict[str, Any]:
     entry = _empty_entry(files.name, files.annotation_file, files.image_dir)
     try:
-        split = load_split(files, progress=progress)
+        split = load_split(files, progress=progress, follow_symlinks=config.follow_symlinks)
     except DataError as err:
         entry["error"] = {"kind": err.kind, "message": str(err)}
         return entry

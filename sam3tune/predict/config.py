@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sam3tune.config import require_device
 from sam3tune.eval.config import PostprocessConfig
 
 
@@ -21,3 +22,6 @@ class PredictConfig:
     overlays: bool = True
     semantic: bool = False  # also write semantic/<image>.png: the semantic head's label map
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        require_device(self)

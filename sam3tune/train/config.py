@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from sam3tune.config import require, require_device, require_range
 from sam3tune.data.config import DataConfig
 from sam3tune.eval.config import EvalConfig
 from sam3tune.loss import CriterionConfig
@@ -32,6 +33,25 @@ class OptimConfig:
     lora_lr: float = 2e-4
     lora_weight_decay: float = 0.0
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse what AdamW would take and train wrongly with (or fail on with a torch traceback)."""
+        require_range(self, "lr_transformer", "lr_vision", "lr_text", "lora_lr", low=0)
+        require_range(self, "weight_decay", "lora_weight_decay", low=0)
+        require_range(self, "vision_layer_decay", low=0, high=1, low_open=True)
+        require_range(self, "eps", low=0, low_open=True)
+        # <= 0 would zero every gradient or turn it around (ascent); null turns clipping off
+        require_range(self, "grad_clip_norm", low=0, low_open=True)
+        betas = self.betas
+        require(
+            len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),
+            "betas",
+            betas,
+            "must be two numbers in [0, 1) (AdamW's beta1, beta2)",
+        )
+
 
 @dataclass
 class ScheduleConfig:
@@ -40,6 +60,13 @@ class ScheduleConfig:
     warmup_steps: int = 20
     cooldown_steps: int = 20
     timescale: int = 20
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "warmup_steps", "cooldown_steps", low=0)
+        require_range(self, "timescale", low=1)
 
 
 @dataclass
@@ -62,6 +89,16 @@ class LoopConfig:
     checkpoint_every_steps: int = 0  # also save `last` every N steps within an epoch (0: never)
     find_unused_parameters: bool = True  # DDP: some SAM 3 parameters get no gradient in a step
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "epochs", "batch_size", "grad_accum_steps", "max_consecutive_nonfinite", low=1)
+        require_range(self, "max_steps", low=1)  # null: no cap
+        require_range(self, "num_workers", "checkpoint_every_epochs", "checkpoint_every_steps", low=0)
+        require_range(self, "seed", low=0, high=2**32 - 1)  # numpy and DataLoader seeds
+        require_device(self)
+
 
 @dataclass
 class ValidationConfig:
@@ -74,6 +111,20 @@ class ValidationConfig:
     best_metric: str = "bbox_AP"
     best_mode: Literal["min", "max"] = "max"
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "every_epochs", low=0)
+        require(bool(self.best_metric.strip()), "best_metric", self.best_metric, "must name a metric")
+        require(
+            self.map or "loss" in self.best_metric,
+            "best_metric",
+            self.best_metric,
+            "needs the COCO metrics, but val.map is false; set val.map=true or val.best_metric=loss "
+            "val.best_mode=min",
+        )
 
 
 @dataclass
@@ -90,3 +141,18 @@ class TrainConfig:
     output_dir: Path = Path("runs")  # a run goes to output_dir/run_name
     run_name: str | None = None  # default: the start time, YYYYmmdd-HHMMSS
     export: bool = True  # at the end, write the best (else last) weights as RUN_DIR/model (+ adapters)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        name = self.run_name
+        if name is not None:  # one plain folder name: the run stays inside output_dir
+            require(
+                bool(name.strip())
+                and name not in (".", "..")
+                and not any(sep in name for sep in ("/", "\\", "\0")),
+                "run_name",
+                name,
+                "must be one folder name inside output_dir (no '/', '\\', '..' or empty name)",
+            )

@@ -18,8 +18,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import nn
 
+from sam3tune.model.components import component_of, is_adapter_parameter, vit_depth
 from sam3tune.train.config import OptimConfig
 
 Component = Literal["transformer", "vision", "text"]
@@ -39,6 +41,16 @@ class ParamRole:
     component: Component
     vit_depth: int | None = None
     is_adapter: bool = False
+
+
+def role_of(name: str) -> ParamRole:
+    """The recipe role of a ``Sam3ForTraining`` parameter: vision (ViT + FPN neck) and text (CLIP +
+    projection) get their own learning rates, everything else (DETR encoder/decoder, mask decoder,
+    geometry encoder, heads) ``lr_transformer``; ViT-trunk parameters get their depth for layer decay
+    (``sam3tune.model.components.vit_depth``); LoRA adapter weights are marked."""
+    component = component_of(name)
+    family = component if component in ("vision", "text") else "transformer"
+    return ParamRole(family, vit_depth=vit_depth(name), is_adapter=is_adapter_parameter(name))
 
 
 def no_weight_decay_names(model: nn.Module) -> set[str]:
@@ -104,3 +116,13 @@ def _depth_label(vit_depth: int | None) -> str:
     if vit_depth is None:
         return ""
     return ".stem" if vit_depth == 0 else f".block{vit_depth - 1:02d}"
+
+
+def build_optimizer(
+    model: nn.Module, role_of: Callable[[str], ParamRole], num_vit_blocks: int, config: OptimConfig
+) -> torch.optim.AdamW:
+    """The trainer's AdamW over :func:`build_param_groups` of ``model`` with ``config``'s betas and eps."""
+    groups = build_param_groups(
+        model.named_parameters(), role_of, no_weight_decay_names(model), config, num_vit_blocks
+    )
+    return torch.optim.AdamW(groups, betas=tuple(config.betas), eps=config.eps, lr=config.lr_transformer)
