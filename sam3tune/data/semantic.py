@@ -129,6 +129,15 @@ def load_semantic_split(root: str | Path, split: str) -> SemanticSplit:
     if not images:
         raise DataError("no_usable_images", f"{folder}: no image with a usable label map ({problems.counts})")
     prompts = {index: clean_prompt(name) for index, name in classes.items()}
+    seen: dict[str, int] = {}
+    for index, prompt in sorted(prompts.items()):
+        if prompt in seen:
+            raise DataError(
+                "prompt_collision",
+                f"{root / SEMANTIC_YAML}: classes {seen[prompt]} {classes[seen[prompt]]!r} and {index} "
+                f"{classes[index]!r} both give the prompt {prompt!r}; rename one",
+            )
+        seen[prompt] = index
     return SemanticSplit(split, folder, images, classes, prompts, ignore, problems)
 
 

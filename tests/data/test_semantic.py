@@ -88,6 +88,7 @@ def test_rgb_label_maps_are_refused_per_image(tmp_path):
         ({"names": []}, "non-empty"),
         ({"names": {1: "a"}, "ignore_index": 1}, "ignore_index"),
         ({"names": {"x": "a"}}, "names entry 'x'"),
+        ({"names": {1: "Traffic_Light", 2: "traffic light"}}, "both give the prompt 'traffic light'"),
     ],
 )
 def test_bad_class_lists(tmp_path, content, fragment):
