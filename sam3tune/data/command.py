@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from sam3tune.config import load_config, with_shortcuts
 from sam3tune.data.coco import CocoSplit, load_split
 from sam3tune.data.config import DataConfig
@@ -21,6 +19,8 @@ from sam3tune.data.masks import decode_segmentation
 from sam3tune.data.problems import DataError
 from sam3tune.data.semantic import generate_semantic
 from sam3tune.data.synth import SynthConfig, generate
+from sam3tune.output_files import write_text_atomic
+from sam3tune.progress import progress_bar
 
 
 def run_inspect_command(
@@ -99,13 +99,11 @@ def run_convert_command(path: Path, out: Path, to: str = "coco", images: Path | 
     for split in splits:
         folder = out / split.name
         folder.mkdir(parents=True, exist_ok=True)
-        for image in tqdm(split.images, desc=f"images of {split.name}", leave=False):
+        for image in progress_bar(split.images, desc=f"images of {split.name}", leave=False):
             target = folder / image.file_name
             target.parent.mkdir(parents=True, exist_ok=True)
             _link_or_copy(image.path, target)
-        temporary = folder / (ROBOFLOW_ANNOTATIONS + ".tmp")
-        temporary.write_text(json.dumps(split_as_coco(split)))
-        os.replace(temporary, folder / ROBOFLOW_ANNOTATIONS)
+        write_text_atomic(folder / ROBOFLOW_ANNOTATIONS, json.dumps(split_as_coco(split)))
         skipped = sum(split.problems.counts.values())
         print(
             f"{folder / ROBOFLOW_ANNOTATIONS}: {len(split.images)} images, "

@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from sam3tune.data import Batch, DataConfig, collate
 from sam3tune.data.semantic import SemanticDataset, build_semantic_dataset
+from sam3tune.output_files import write_text_atomic
+from sam3tune.progress import progress_bar
 
 THRESHOLD = 0.5
 
@@ -79,7 +80,7 @@ def evaluate_semantic(
     """Run ``forward`` over ``batches`` of a :class:`SemanticDataset` (every class queried per image)."""
     intersection = dict.fromkeys(classes, 0)
     union = dict.fromkeys(classes, 0)
-    for batch in tqdm(batches, desc="semantic eval", disable=not progress, leave=False):
+    for batch in progress_bar(batches, desc="semantic eval", disable=not progress, leave=False):
         outputs = forward(batch)
         masks = torch.stack([t["semantic_mask"] for t in batch.targets])
         scores = semantic_scores(outputs, tuple(masks.shape[-2:])).cpu()
@@ -155,8 +156,8 @@ def eval_semantic_model(
     document = {"model": model, "metrics": metrics.summary(), "data": str(data.root), "split": data.val}
     if base is not None:
         document.update(baseline=baseline, baseline_metrics=base.summary())
-    (out_dir / "eval.json").write_text(json.dumps(document, indent=2))
-    (out_dir / "eval.md").write_text(markdown + "\n")
+    write_text_atomic(out_dir / "eval.json", json.dumps(document, indent=2))
+    write_text_atomic(out_dir / "eval.md", markdown + "\n")
     return metrics, base, markdown
 
 
