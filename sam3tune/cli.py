@@ -267,6 +267,33 @@ def _add_demo(sub) -> None:
     _overrides(parser, "DemoSettings")
 
 
+def _add_export(sub) -> None:
+    parser = _command(
+        sub,
+        "export",
+        "sam3tune.ship.command:run_export_command",
+        "ExportConfig",
+        help="ship a model: ONNX graphs for onnxruntime, or a Hugging Face Hub folder with a model card",
+        description=(
+            "--format onnx MODEL OUT: three ONNX graphs (image encoder, text encoder, decoder) of a merged "
+            "model (e.g. RUN_DIR/model), checked against torch in onnxruntime; run them with sam3tune "
+            "predict --model OUT. --format hub RUN_DIR OUT: a Hugging Face model repository folder (weights, "
+            "tokenizer, processor config, README.md model card with the evaluation against zero-shot); "
+            "--push REPO_ID uploads it. Keys: format, onnx.opset, onnx.exporter (dynamo/torchscript), "
+            "onnx.check, hub.weights (auto/merged/adapters), hub.private, hub.push, hub.eval_report "
+            "(ExportConfig, docs/ship.md)."
+        ),
+    )
+    parser.add_argument("source", metavar="MODEL_OR_RUN", help="onnx: a model spec; hub: a run directory")
+    parser.add_argument("out", type=Path, metavar="OUT", help="output folder (replaced)")
+    parser.add_argument("--format", dest="fmt", choices=("onnx", "hub"), help="onnx or hub (sets format)")
+    parser.add_argument("--push", metavar="REPO_ID", help="hub: upload to this model repository (hub.push)")
+    parser.add_argument(
+        "--eval", dest="eval_report", type=Path, metavar="EVAL_JSON", help="hub: eval.json (hub.eval_report)"
+    )
+    _overrides(parser, "ExportConfig")
+
+
 # One entry per sub-command, in the order `sam3tune --help` lists them.
 def _add_import_checkpoint(sub) -> None:
     parser = sub.add_parser(
@@ -290,6 +317,7 @@ _COMMANDS: tuple = (
     _add_eval,
     _add_predict,
     _add_import_checkpoint,
+    _add_export,
 )
 _NOT_ARGUMENTS = ("handler", "command", "action", "show_help")
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import yaml
 
 from sam3tune.config import ConfigError, load_config, with_shortcuts
 from sam3tune.data import DataConfig, DataError, build_eval_dataset
@@ -32,6 +33,7 @@ from sam3tune.eval.ground_truth import (
 from sam3tune.eval.model_eval import eval_loader, evaluate_model
 from sam3tune.eval.report import markdown_report, write_reports
 from sam3tune.eval.semantic_eval import eval_semantic_model
+from sam3tune.eval.verdict import Verdict, verdict_from_metrics
 from sam3tune.output_files import WriteError, claim_output_folder
 
 log = logging.getLogger(__name__)
@@ -163,9 +165,34 @@ def eval_model(
     log.info("evaluating %s", model)
     metrics, context = run(model, "predictions")
     context = {"model": model, **({"baseline": baseline} if baseline else {}), **context}
-    write_reports(out_dir, metrics, model, base_metrics, baseline or "baseline", context)
-    return (
-        metrics,
-        base_metrics,
-        markdown_report(metrics, model, base_metrics, baseline or "baseline", context),
-    )
+    verdict = None
+    if base_metrics is not None and baseline is not None:
+        verdict = run_verdict(model, baseline, metrics, base_metrics)
+    label = baseline or "baseline"
+    write_reports(out_dir, metrics, model, base_metrics, label, context, verdict=verdict)
+    return metrics, base_metrics, markdown_report(metrics, model, base_metrics, label, context, verdict)
+
+
+def run_verdict(model: str, baseline: str, tuned: EvalMetrics, zero_shot: EvalMetrics) -> Verdict | None:
+    """The zero-shot verdict when ``model`` is a training run's exported model (``RUN_DIR/model``) and
+    ``baseline`` the model that run started from (its ``model.name``); on the run's ``val.best_metric``
+    (``bbox_AP`` when that is a loss, which evaluation does not compute). None otherwise."""
+    config_file = Path(model).parent / "config.yaml"
+    if not config_file.is_file():
+        return None
+    run = yaml.safe_load(config_file.read_text()) or {}
+    started_from = str((run.get("model") or {}).get("name"))
+    if not _same_model(started_from, baseline):
+        return None
+    val = run.get("val") or {}
+    metric, mode = val.get("best_metric", "bbox_AP"), val.get("best_mode", "max")
+    if metric not in tuned.summary():
+        metric, mode = "bbox_AP", "max"
+    return verdict_from_metrics(tuned, zero_shot, metric, mode)
+
+
+def _same_model(a: str, b: str) -> bool:
+    """The same model spec: equal strings, or paths of the same existing directory."""
+    if a == b:
+        return True
+    return Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from peft import PeftModel
@@ -40,6 +41,15 @@ def _predict_masks(
         prompt_mask=text_mask,
     )
     return decoded.pred_masks, decoded.semantic_seg
+
+
+class ImageFeatures(NamedTuple):
+    """What the image encoder gives the decoder, per unique image: the FPN ``levels`` SAM 3 uses, finest
+    first ((I, d, 4H, 4W), (I, d, 2H, 2W), (I, d, H, W) for an H x W patch grid), and the sine
+    ``positions`` (I, d, H, W) of the coarsest of them."""
+
+    levels: tuple[Tensor, ...]
+    positions: Tensor
 
 
 def _trains(module: nn.Module) -> bool:
@@ -117,19 +127,37 @@ class Sam3ForTraining(nn.Module):
         are float32; masks keep the compute dtype (they are large).
         """
         self._check_inputs(pixel_values, image_index, input_ids, attention_mask)
-        sam3 = self.core
-        checkpointed = self.activation_checkpointing and self.training
-        one_to_many = self.one_to_many and self.training
+        images = self.encode_images(pixel_values)
+        text = self.encode_text(input_ids, attention_mask)
+        return self.decode(images, image_index, text, attention_mask)
 
+    def encode_images(self, pixel_values: Tensor) -> ImageFeatures:
+        """The ViT + FPN pass over the unique images (I, 3, S, S); no per-query work."""
+        sam3 = self.core
         with torch.set_grad_enabled(torch.is_grad_enabled() and _trains(sam3.vision_encoder)):
             vision = sam3.vision_encoder(pixel_values)
-        # SAM 3 drops the coarsest FPN level; the rest is indexed per query from the unique images.
-        levels = [f.index_select(0, image_index) for f in vision.fpn_hidden_states[:-1]]
-        positions = vision.fpn_position_encoding[-2].index_select(0, image_index)
+        # SAM 3 drops the coarsest FPN level
+        return ImageFeatures(tuple(vision.fpn_hidden_states[:-1]), vision.fpn_position_encoding[-2])
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Prompt token features (B, L, d) after the text projection; padding is masked downstream."""
+        sam3 = self.core
         with torch.set_grad_enabled(
             torch.is_grad_enabled() and (_trains(sam3.text_encoder) or _trains(sam3.text_projection))
         ):
-            text = sam3.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+            return sam3.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+
+    def decode(
+        self, images: ImageFeatures, image_index: Tensor, text: Tensor, attention_mask: Tensor
+    ) -> dict:
+        """DETR encoder + decoder, scoring and masks for every query: each query takes the features of its
+        image row ``image_index`` (B,) and its prompt's ``text`` (B, L, d) with ``attention_mask`` (B, L).
+        Returns the dict of :meth:`forward`."""
+        sam3 = self.core
+        checkpointed = self.activation_checkpointing and self.training
+        one_to_many = self.one_to_many and self.training
+        levels = [f.index_select(0, image_index) for f in images.levels]
+        positions = images.positions.index_select(0, image_index)
         text_mask = attention_mask.bool()
 
         memory = run_detr_encoder(sam3.detr_encoder, levels[-1], positions, text, text_mask, checkpointed)

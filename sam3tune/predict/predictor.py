@@ -32,6 +32,7 @@ from sam3tune.eval.postprocess import Detections, postprocess
 from sam3tune.eval.semantic_eval import THRESHOLD as SEMANTIC_THRESHOLD
 from sam3tune.eval.semantic_eval import label_map, semantic_scores
 from sam3tune.model import Sam3ForTraining, Tokenizer, load_model
+from sam3tune.model.tokenizer import load_tokenizer
 from sam3tune.output_files import claim_output_folder, write_text_atomic, writing
 from sam3tune.overlay import draw_overlay
 from sam3tune.progress import progress_bar
@@ -48,8 +49,9 @@ class Predictor:
     """A SAM 3 model in eval mode plus its tokenizer and postprocessing settings.
 
     Args:
-        model: a module called as ``model(pixel_values, image_index, input_ids, attention_mask)``
-            returning the outputs dict of ``docs/architecture.md`` (e.g. ``Sam3ForTraining``).
+        model: called as ``model(pixel_values, image_index, input_ids, attention_mask)``, returning the
+            outputs dict of ``docs/architecture.md``: a module (e.g. ``Sam3ForTraining``) or an ONNX
+            export in onnxruntime (:class:`~sam3tune.ship.onnx_model.OnnxSam3`, runs on the CPU).
         tokenize: the model's tokenizer.
         image_size: the square input side S of the model.
         config: postprocessing (score threshold, NMS, ...); default: score >= 0.5.
@@ -65,11 +67,12 @@ class Predictor:
         device: torch.device | str | None = None,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.eval().to(self.device)
+        is_module = isinstance(model, nn.Module)
+        self.model = model.eval().to(self.device) if is_module else model
         self.tokenize = tokenize
         self.image_size = image_size
         self.config = config or PostprocessConfig(score_threshold=0.5)
-        self._dtype = next(model.parameters()).dtype
+        self._dtype = next(model.parameters()).dtype if is_module else torch.float32
 
     @classmethod
     def load(
@@ -81,7 +84,18 @@ class Predictor:
         dtype: torch.dtype | None = None,
         allow_missing_weights: bool = False,
     ) -> Predictor:
-        """Load ``spec`` (a ``save_pretrained`` directory, a hub id or a named architecture)."""
+        """Load ``spec``: a ``save_pretrained`` directory, a hub id, a named architecture, or an ONNX
+        export (``sam3tune export --format onnx``: its folder or one of its ``.onnx`` files), which runs
+        in onnxruntime on the CPU (``device`` and ``dtype`` do not apply)."""
+        from sam3tune.ship.onnx_model import onnx_export_dir
+
+        onnx_dir = onnx_export_dir(spec)
+        if onnx_dir is not None:
+            from sam3tune.ship.onnx_model import OnnxSam3
+
+            model = OnnxSam3(onnx_dir)
+            tokenize = load_tokenizer(onnx_dir, model.manifest.text_max_length)
+            return cls(model, tokenize, model.image_size, config, "cpu")
         bundle = load_model(spec, dtype=dtype, allow_missing_weights=allow_missing_weights)
         model = Sam3ForTraining(bundle.model, bundle.tokenize, one_to_many=False)
         return cls(model, bundle.tokenize, bundle.image_size, config, device)

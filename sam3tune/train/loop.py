@@ -260,6 +260,9 @@ class Trainer:
             restore_rng_state(self._resume_rng)
         else:
             _seed_all(self.config.loop.seed + self.context.rank)
+            if self.parts.val_dataset is not None and self.config.val.every_epochs > 0:
+                self._validate()  # the starting model: zero-shot, the val record of step 0 (eval/verdict.py)
+                self.progress.best_value = None  # the `best` checkpoint is chosen among trained weights
         last_record: dict[str, Any] = {}
         status: Literal["completed", "interrupted"] = "completed"
         with self._stop_on_signals():
@@ -270,7 +273,8 @@ class Trainer:
                     break
         if status == "completed" and self.log is not None:
             with writing(self.run_dir / "loss_curve.png"):
-                curve = plot_loss_curve(read_metrics(self.log.path), self.run_dir / "loss_curve.png")
+                records = read_metrics(self.log.path)
+                curve = plot_loss_curve(records, self.run_dir / "loss_curve.png", self.config.val.best_metric)
         else:
             curve = None
         if self.log is not None:

@@ -53,10 +53,10 @@ def test_run_directory_layout_and_exported_model(dataset, tmp_path):
     components = {"loss_ce", "presence_loss", "loss_bbox", "loss_giou", "loss_mask", "loss_dice"}
     assert components <= set(train_records[0])
     val = [r for r in records if r["kind"] == "val"]
-    assert [r["step"] for r in val] == [4, 8]
+    assert [r["step"] for r in val] == [0, 4, 8]  # step 0: the starting model (zero-shot)
     assert {"loss", "bbox_AP", "bbox_AP50", "segm_AP", "bbox_cgF1"} <= set(val[0])  # through sam3tune.eval
     assert 0.0 <= val[-1]["bbox_AP50"] <= 1.0
-    best_step = max(val, key=lambda r: r["bbox_AP"])["step"]  # the first best on ties
+    best_step = max(val[1:], key=lambda r: r["bbox_AP"])["step"]  # trained weights only; the first on ties
     assert json.loads((run / "checkpoints" / "best" / "meta.json").read_text())["step"] == best_step
     layout = ("config.yaml", "metrics.jsonl", "loss_curve.png", "tb", "checkpoints/last", "checkpoints/best")
     for name in layout:
