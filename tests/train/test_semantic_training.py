@@ -47,7 +47,8 @@ def test_semantic_run_trains_the_semantic_head_and_validates_miou(semantic_data,
     expected = 8**0.5 * (20 * first["loss_semantic_seg"] + 30 * first["loss_semantic_dice"] + 20 * presence)
     assert first["loss"] == pytest.approx(expected, rel=1e-4)
     val = [r for r in records if r["kind"] == "val"]
-    assert len(val) == 2 and all(0.0 <= r["mIoU"] <= 1.0 for r in val)
+    assert [r["step"] for r in val] == [0, 2, 4]  # the starting model, then after each epoch
+    assert all(0.0 <= r["mIoU"] <= 1.0 for r in val)
     assert (
         json.loads((tmp_path / "run" / "checkpoints" / "best" / "meta.json").read_text())["best_metric"]
         == "mIoU"
