@@ -196,14 +196,30 @@ def test_best_checkpoint_follows_the_chosen_metric(tmp_path):
     assert all("loss" in r for r in val)
 
 
-def test_unknown_best_metric_is_a_clear_error(tmp_path):
+def test_unknown_best_metric_is_a_clear_error_before_any_step(tmp_path):
     config = _config(epochs=1)
     config.val = ValidationConfig(every_epochs=1, best_metric="segm_AP")
     with pytest.raises(ValueError, match=r"segm_AP.*not among the validation results"):
         Trainer(config, _parts(), tmp_path, CPU).fit()
-    # the zero-shot validation of step 0 finds it before any training step: no epoch is spent first
+    # the zero-shot validation of the starting model finds it: nothing was trained, nothing saved
     assert not (tmp_path / "checkpoints").exists()
-    assert not [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
+
+
+def test_a_failed_validation_keeps_the_trained_epoch(tmp_path):
+    calls = iter([{"bbox_AP50": 0.1}])  # the zero-shot validation passes, the one after epoch 1 fails
+
+    def evaluate(model):
+        result = next(calls, None)
+        if result is None:
+            raise RuntimeError("evaluation broke")
+        return result
+
+    config = _config(epochs=1)
+    config.val = ValidationConfig(every_epochs=1, best_metric="bbox_AP50")
+    with pytest.raises(RuntimeError, match="evaluation broke"):
+        Trainer(config, _parts(evaluate=evaluate), tmp_path, CPU).fit()
+    # the epoch trained before the failed validation is kept: `last` is there to resume from
+    assert json.loads((tmp_path / "checkpoints" / "last" / "meta.json").read_text())["step"] == 4
 
 
 def test_max_steps_caps_the_run_and_its_schedule(tmp_path):
