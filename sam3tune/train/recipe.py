@@ -62,7 +62,7 @@ def build_training_parts(
     Returns the parts and the config actually used (``data.resolution`` follows the model's input size
     when left at its default)."""
     bundle = load_bundle(config)
-    model = build_training_model(bundle, config.model)
+    model = build_training_model(bundle, config.model, exemplars=config.data.exemplars.enabled)
     config = dataclasses.replace(config, data=data_for_model(config.data, bundle.image_size))
     train_dataset = build_train_dataset(
         config.data, seed=config.loop.seed, progress=context.is_main, augment=config.loop.augment
