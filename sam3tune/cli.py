@@ -165,13 +165,15 @@ def _add_predict(sub) -> None:
         "predict",
         "sam3tune.predict.command:run_predict_command",
         "PredictConfig",
-        help="detect and segment text prompts in images: COCO results JSON + overlay PNGs",
+        help="detect and segment text and box prompts in images: COCO results JSON + overlay PNGs",
         description=(
-            "Ask every prompt on every image (files, or folders of images). Writes OUT/predictions.json "
-            "(COCO results; category i = i-th prompt), OUT/index.json (images and categories) and "
-            "OUT/overlays/<image>.png (semantic=true: also OUT/semantic/<image>.png label maps). "
-            "Keys: model, prompts, device, overlays, semantic, postprocess.* "
-            "(score_threshold, nms_iou_threshold, max_detections, ...)."
+            "Ask every prompt on every image (files, or folders of images), together with the exemplar "
+            "boxes (--box, --neg-box) if any; with boxes and no prompt, one query 'visual' finds everything "
+            "like the boxes. Writes OUT/predictions.json (COCO results; category i = i-th prompt), "
+            "OUT/index.json (images, categories, exemplars) and OUT/overlays/<image>.png (semantic=true: "
+            "also OUT/semantic/<image>.png label maps). Keys: model, prompts, boxes, negative_boxes, device, "
+            "overlays, semantic, postprocess.* (score_threshold, "
+            "nms_iou_threshold, max_detections, ...)."
         ),
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="images or folders")
@@ -179,6 +181,15 @@ def _add_predict(sub) -> None:
     parser.add_argument(
         "--prompt", dest="prompts", action="append", metavar="TEXT", help="text prompt, repeatable (prompts)"
     )
+    for flag, dest, kind in (("--box", "boxes", "positive"), ("--neg-box", "negative_boxes", "negative")):
+        parser.add_argument(
+            flag,
+            dest=dest,
+            action="append",
+            type=_pixel_box,
+            metavar="X0,Y0,X1,Y1",
+            help=f"{kind} exemplar box in pixels of the input image, repeatable ({dest})",
+        )
     parser.add_argument(
         "--out", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)"
     )
@@ -186,6 +197,19 @@ def _add_predict(sub) -> None:
         "--overwrite", action="store_true", help="replace the results of an earlier run in --out"
     )
     _overrides(parser, "PredictConfig")
+
+
+def _pixel_box(text: str) -> list[float]:
+    """``"x0,y0,x1,y1"`` -> four floats (the type of ``--box`` / ``--neg-box``)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4 or not (values[0] < values[2] and values[1] < values[3]):
+        raise argparse.ArgumentTypeError(
+            f"expected x0,y0,x1,y1 pixels with x0 < x1 and y0 < y1, got {text!r}"
+        )
+    return values
 
 
 def _add_data(sub) -> None:

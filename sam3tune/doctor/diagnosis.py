@@ -198,7 +198,7 @@ def _build_model(
         report.flags += lora
         return bundle, None
     try:
-        model = build_training_model(bundle, config.model)
+        model = build_training_model(bundle, config.model, exemplars=config.data.exemplars.enabled)
     except (WeightsNotLoadedError, ValueError) as err:
         report.flags.append(make_flag("model_build_failed", str(err)))
         return bundle, None

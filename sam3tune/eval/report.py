@@ -98,6 +98,9 @@ def markdown_report(
         rows.append(row)
     lines += markdown_table(header, rows)
 
+    if metrics.exemplar is not None:
+        lines += ["", *_exemplar_section(runs)]
+
     lines += ["", "## Prompt specificity (negative prompts)", ""]
     header = ["category", "negative images", *(f"fired ({name})" for name, _ in runs)]
     header += [f"false detections ({name})" for name, _ in runs]
@@ -109,6 +112,42 @@ def markdown_report(
         rows.append(row)
     lines += markdown_table(header, rows)
     return "\n".join(lines) + "\n"
+
+
+def _exemplar_section(runs: list[tuple[str, EvalMetrics]]) -> list[str]:
+    """Per category: text-prompt AP50 next to the exemplar protocol's AP50 (kept / others only)."""
+    protocol = runs[-1][1].exemplar
+    text = "category text + box" if protocol.keep_text else '"visual" + box'
+    lines = [
+        "## Exemplar prompts (one of its own boxes per image and category)",
+        "",
+        f"- {protocol.queries} (image, category) queries, prompt: {text}, exemplar chosen with seed "
+        f"{protocol.seed}; *exemplar*: AP against all objects; *others*: the exemplar's object left out of "
+        f"the ground truth and its detections ({protocol.excluded} here) out of the predictions",
+        "",
+    ]
+    header, columns = ["category"], []
+    for iou_type in protocol.kept:
+        for kind in ("text", "exemplar", "others"):
+            header += [f"{_IOU_NAMES[iou_type]} AP50 {kind} ({name})" for name, _ in runs]
+            columns.append((iou_type, kind))
+    rows = []
+    for category in runs[-1][1].specificity.per_category:
+        row = [category]
+        row += [percent(_ap50(m, iou_type, category, kind)) for iou_type, kind in columns for _, m in runs]
+        rows.append(row)
+    return lines + markdown_table(header, rows)
+
+
+def _ap50(metrics: EvalMetrics, iou_type: str, category: str, kind: str) -> float | None:
+    """Per-category AP50 of the text prompts (``kind`` "text") or of the exemplar protocol
+    ("exemplar": exemplar object kept, "others": left out)."""
+    if kind == "text":
+        return _category_ap(metrics, iou_type, category, "AP50")
+    if metrics.exemplar is None or iou_type not in metrics.exemplar.kept:
+        return None
+    figures = metrics.exemplar.kept if kind == "exemplar" else metrics.exemplar.others
+    return figures[iou_type].per_category.get(category, {}).get("AP50")
 
 
 def write_reports(

@@ -1,13 +1,16 @@
-"""Text-prompted detection and segmentation with a (fine-tuned) SAM 3: the ``Predictor`` API.
+"""Text- and box-prompted detection and segmentation with a (fine-tuned) SAM 3: the ``Predictor`` API.
 
 >>> predictor = Predictor.load("runs/fruits/model", score_threshold=0.5)
 >>> found = predictor.predict("tray.jpg", ["date", "fig"])   # {"date": Detections, "fig": Detections}
 >>> found["date"].boxes  # (N, 4) xyxy pixels of tray.jpg; .scores (N,); .mask_array() (N, H, W) bool
+>>> like = predictor.predict("tray.jpg", boxes=[(10, 20, 60, 80)])  # {"visual": every object like it}
 
 Every prompt is asked on every image; the image is resized to the model's square input as in
 evaluation, and detections come back in the original image's pixels (see
 :mod:`sam3tune.eval.postprocess`). ``predict_files`` writes a COCO results JSON and one overlay
-PNG per image, keeping every finished image whatever stops the run.
+PNG per image, keeping every finished image whatever stops the run. Exemplar boxes (xyxy pixels of the
+image; ``boxes`` positive, ``negative_boxes`` negative) go with every prompt, or, without a prompt, form
+one query whose text is the placeholder ``"visual"``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from PIL import Image
 from torch import nn
 
 from sam3tune.data import Batch, Sample, collate
+from sam3tune.data.exemplars import VISUAL_PROMPT
 from sam3tune.data.images import read_rgb
 from sam3tune.data.transforms import eval_geometry, transform_image
 from sam3tune.eval.coco_results import save_coco_results
@@ -49,9 +53,10 @@ class Predictor:
     """A SAM 3 model in eval mode plus its tokenizer and postprocessing settings.
 
     Args:
-        model: called as ``model(pixel_values, image_index, input_ids, attention_mask)``, returning the
-            outputs dict of ``docs/architecture.md``: a module (e.g. ``Sam3ForTraining``) or an ONNX
-            export in onnxruntime (:class:`~sam3tune.ship.onnx_model.OnnxSam3`, runs on the CPU).
+        model: called as ``model(pixel_values, image_index, input_ids, attention_mask)`` (plus
+            ``exemplar_boxes``, ``exemplar_labels`` for box prompts), returning the outputs dict of
+            ``docs/architecture.md``: a module (e.g. ``Sam3ForTraining``) or an ONNX export in onnxruntime
+            (:class:`~sam3tune.ship.onnx_model.OnnxSam3`, runs on the CPU; text prompts only).
         tokenize: the model's tokenizer.
         image_size: the square input side S of the model.
         config: postprocessing (score threshold, NMS, ...); default: score >= 0.5.
@@ -103,25 +108,33 @@ class Predictor:
     @torch.no_grad()
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The model's outputs for a :class:`~sam3tune.data.Batch` (eval mode, no gradients)."""
-        return self.model(
-            batch.pixel_values.to(self.device, self._dtype),
-            batch.image_index.to(self.device),
-            batch.input_ids.to(self.device),
-            batch.attention_mask.to(self.device),
-        )
+        inputs = {k: v.to(self.device) for k, v in batch.model_inputs().items() if v is not None}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self._dtype)
+        return self.model(**inputs)
 
-    def predict(self, image: Image.Image | str | Path, prompts: Sequence[str]) -> dict[str, Detections]:
-        """Detections of every prompt on one image, keyed by prompt, in the image's pixels."""
+    def predict(
+        self,
+        image: Image.Image | str | Path,
+        prompts: Sequence[str] = (),
+        boxes: Sequence[Sequence[float]] = (),
+        negative_boxes: Sequence[Sequence[float]] = (),
+    ) -> dict[str, Detections]:
+        """Detections of every prompt on one image, keyed by prompt (``"visual"`` for a box-only query),
+        in the image's pixels. ``boxes`` / ``negative_boxes``: exemplar boxes, xyxy pixels of ``image``."""
         if not isinstance(image, Image.Image):
             image = read_rgb(Path(image))
-        return self.predict_images([image], prompts)[0]
+        return self.predict_images([image], prompts, boxes, negative_boxes)[0]
 
     def predict_images(
-        self, images: Sequence[Image.Image], prompts: Sequence[str]
+        self,
+        images: Sequence[Image.Image],
+        prompts: Sequence[str] = (),
+        boxes: Sequence[Sequence[float]] = (),
+        negative_boxes: Sequence[Sequence[float]] = (),
     ) -> list[dict[str, Detections]]:
-        """:meth:`predict` for several images in one forward pass."""
-        prompts = _check_prompts(prompts)
-        batch = self._batch(images, prompts)
+        """:meth:`predict` for several images in one forward pass (the same exemplar boxes on each)."""
+        prompts = _check_prompts(prompts, has_boxes=bool(boxes))
+        batch = self._batch(images, prompts, boxes, negative_boxes)
         sizes = [tuple(batch.orig_sizes[row].tolist()) for row in batch.image_index.tolist()]
         detections = postprocess(self.forward(batch), sizes, self.config)
         n = len(prompts)
@@ -140,11 +153,18 @@ class Predictor:
         scores = semantic_scores(outputs, (image.height, image.width)).cpu()
         return label_map(scores, torch.arange(1, len(prompts) + 1), threshold).clamp(min=0).numpy()
 
-    def _batch(self, images: Sequence[Image.Image], prompts: list[str]) -> Batch:
-        """Every prompt on every image, resized to the model input as in evaluation."""
+    def _batch(
+        self,
+        images: Sequence[Image.Image],
+        prompts: list[str],
+        boxes: Sequence[Sequence[float]] = (),
+        negative_boxes: Sequence[Sequence[float]] = (),
+    ) -> Batch:
+        """Every prompt (with the exemplar boxes, if any) on every image, resized as in evaluation."""
         geometry = eval_geometry(self.image_size)
-        samples = [
-            Sample(
+        samples = []
+        for index, image in enumerate(images):
+            sample = Sample(
                 image=transform_image(image.convert("RGB"), geometry),
                 image_id=index,
                 orig_size=(image.height, image.width),
@@ -152,8 +172,11 @@ class Predictor:
                 prompts=list(prompts),
                 targets=[{"boxes": torch.zeros(0, 4)} for _ in prompts],
             )
-            for index, image in enumerate(images)
-        ]
+            if boxes or negative_boxes:
+                exemplars, labels = exemplar_tensors(boxes, negative_boxes, image.width, image.height)
+                sample.exemplar_boxes = [exemplars] * len(prompts)
+                sample.exemplar_labels = [labels] * len(prompts)
+            samples.append(sample)
         return collate(samples, self.tokenize)
 
     def predict_files(
@@ -164,13 +187,17 @@ class Predictor:
         overlays: bool = True,
         progress: bool = True,
         overwrite: bool = False,
+        boxes: Sequence[Sequence[float]] = (),
+        negative_boxes: Sequence[Sequence[float]] = (),
         semantic: bool = False,
     ) -> PredictedFiles:
         """Predict every image file into ``out_dir`` (see :data:`OUTPUTS`): ``predictions.json`` (COCO
-        results), ``index.json`` (COCO ``images`` and ``categories``: category ``i`` is the i-th prompt, the
-        files ``skipped`` and why, ``complete``), with ``overlays`` ``overlays/<image stem>.png`` and, with
-        ``semantic``, ``semantic/<image stem>.png``: the semantic head's label map (:meth:`predict_semantic`:
-        pixel value ``i`` = category ``i``, 0 = none).
+        results), ``index.json`` (COCO ``images`` and ``categories``: category ``i`` is the i-th prompt, or
+        ``visual``; the ``exemplars`` boxes; the files ``skipped`` and why, ``complete``) and, with
+        ``overlays``, ``overlays/<image stem>.png`` (exemplar boxes drawn too). ``boxes`` /
+        ``negative_boxes``: exemplar boxes (xyxy pixels) asked on every image, as in :meth:`predict`. With
+        ``semantic``, also ``semantic/<image stem>.png``: the semantic head's label map
+        (:meth:`predict_semantic`: pixel value ``i`` = category ``i``, 0 = none).
 
         A file that cannot be read as an image (truncated, corrupt, not an image) is skipped and counted.
         Finished images are never lost: each is appended to ``predictions.jsonl`` as it is done, and
@@ -178,7 +205,8 @@ class Predictor:
         keeps the 899 before it, with ``complete: false``); ``predictions.jsonl`` is removed once they
         are. An ``out_dir`` that already holds results is refused unless ``overwrite`` (which removes
         them first, old overlays included)."""
-        prompts = _check_prompts(prompts)
+        prompts = _check_prompts(prompts, has_boxes=bool(boxes))
+        exemplars = [(b, True) for b in boxes] + [(b, False) for b in negative_boxes]
         out_dir = claim_output_folder(out_dir, OUTPUTS, overwrite)
         if overlays:
             (out_dir / "overlays").mkdir()
@@ -200,7 +228,7 @@ class Predictor:
                         log.warning("skipped %s: not a readable image (%s)", path, err)
                         continue
                     image_id = len(done.images) + 1
-                    found = self.predict(image, prompts)
+                    found = self.predict(image, prompts, boxes, negative_boxes)
                     entry = {
                         "id": image_id,
                         "file_name": str(path),
@@ -210,7 +238,7 @@ class Predictor:
                     name = _unique_name(path.stem, used_names)
                     if overlays:
                         with writing(out_dir / "overlays" / f"{name}.png"):
-                            draw_overlay(image, list(found.items())).save(
+                            draw_overlay(image, list(found.items()), exemplars=exemplars).save(
                                 out_dir / "overlays" / f"{name}.png"
                             )
                         entry["overlay"] = f"overlays/{name}.png"
@@ -235,6 +263,10 @@ class Predictor:
             index = {
                 "images": done.images,
                 "categories": [{"id": i, "name": p} for i, p in enumerate(prompts, 1)],
+                "exemplars": {
+                    "positive": [list(b) for b in boxes],
+                    "negative": [list(b) for b in negative_boxes],
+                },
                 "skipped": done.skipped,
                 "complete": done.complete,
             }
@@ -275,12 +307,40 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
-def _check_prompts(prompts: Sequence[str]) -> list[str]:
+def exemplar_tensors(
+    boxes: Sequence[Sequence[float]], negative_boxes: Sequence[Sequence[float]], width: int, height: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exemplar boxes in xyxy pixels of a ``width x height`` image -> ``(k, 4)`` cxcywh in [0, 1] of the
+    evaluation canvas (a plain resize) and ``(k,)`` labels (1 for ``boxes``, 0 for ``negative_boxes``).
+
+    Boxes are clipped to the image; one with nothing left, or not 4 numbers, is a ``ValueError``."""
+    rows = []
+    for box in [*boxes, *negative_boxes]:
+        values = [float(v) for v in box]
+        if len(values) != 4 or not all(map(torch.isfinite, torch.tensor(values))):
+            raise ValueError(f"an exemplar box must be 4 finite numbers x0,y0,x1,y1, got {list(box)!r}")
+        x0, x1 = (min(max(v, 0.0), width) for v in values[0::2])
+        y0, y1 = (min(max(v, 0.0), height) for v in values[1::2])
+        if x1 <= x0 or y1 <= y0:
+            raise ValueError(
+                f"exemplar box {values} is empty inside the {width}x{height} image (need x0 < x1, y0 < y1)"
+            )
+        rows.append([(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height])
+    labels = [1] * len(boxes) + [0] * len(negative_boxes)
+    return torch.tensor(rows, dtype=torch.float32).reshape(-1, 4), torch.tensor(labels, dtype=torch.int64)
+
+
+def _check_prompts(prompts: Sequence[str], has_boxes: bool = False) -> list[str]:
+    """The stripped prompts; with positive exemplar boxes and no prompt, the placeholder ``"visual"``."""
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of strings, got a single string")
     prompts = [p.strip() for p in prompts]
+    if not prompts and has_boxes:
+        return [VISUAL_PROMPT]
     if not prompts or any(not p for p in prompts):
-        raise ValueError(f"give at least one non-empty prompt, got {prompts!r}")
+        raise ValueError(
+            f"give at least one non-empty prompt or a positive exemplar box, got prompts {prompts!r}"
+        )
     if len(set(prompts)) != len(prompts):
         raise ValueError(f"prompts repeat: {prompts!r}")
     return prompts

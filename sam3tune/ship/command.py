@@ -64,7 +64,7 @@ def _export_onnx(source: str, out: Path, config: ExportConfig) -> None:
         from sam3tune.ship.onnx_model import compare_with_torch
 
         difference = compare_with_torch(source, out)
-        print(f"onnxruntime vs torch on a sample (2 images, 3 prompts): max |difference| {difference:.2e}")
+        print(f"onnxruntime vs torch on a sample (3 images, 5 prompts): max |difference| {difference:.2e}")
     print(f"run it: sam3tune predict --model {out} --prompt PROMPT IMAGES...")
 
 

@@ -114,12 +114,7 @@ def forward_and_loss(
     the step a skipped one."""
     device = batch.pixel_values.device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        outputs = model(
-            pixel_values=batch.pixel_values,
-            image_index=batch.image_index,
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-        )
+        outputs = model(**batch.model_inputs())
     floats = [t for t in tree_flatten(outputs)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()]
     finite = bool(torch.stack([torch.isfinite(t).all() for t in floats]).all())  # one host sync
     if not finite:
@@ -134,9 +129,10 @@ def forward_and_loss(
 class TrainingParts:
     """What the loop trains and on what.
 
-    ``model``: ``forward(pixel_values, image_index, input_ids, attention_mask)`` -> outputs dict of
-    ``sam3tune.loss``; ``criterion(outputs, targets)`` -> dict with the differentiable total ``loss``
-    and scalar components; datasets of single samples with their collates producing a
+    ``model``: ``forward(**batch.model_inputs())`` (pixel_values, image_index, input_ids, attention_mask,
+    and exemplar boxes / labels when the batch has them) -> outputs dict of ``sam3tune.loss``;
+    ``criterion(outputs, targets)`` -> dict with the differentiable total ``loss`` and scalar components;
+    datasets of single samples with their collates producing a
     ``sam3tune.data.Batch``; ``role_of(parameter name)`` -> :class:`ParamRole`; ``num_vit_blocks`` for
     the layer-wise decay; ``evaluate(model)`` -> metrics (e.g. COCO mAP) computed on the main process;
     ``val_criterion``: the criterion for the validation loss (default ``criterion``). Validation shards

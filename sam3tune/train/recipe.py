@@ -64,7 +64,7 @@ def build_training_parts(
     Returns the parts and the config actually used (``data.resolution`` follows the model's input size
     when left at its default)."""
     bundle = load_bundle(config)
-    model = build_training_model(bundle, config.model)
+    model = build_training_model(bundle, config.model, exemplars=config.data.exemplars.enabled)
     config = dataclasses.replace(config, data=data_for_model(config.data, bundle.image_size))
     if is_semantic_dataset(config.data.root):
         return semantic_training_parts(config, context, model, bundle.tokenize, role_of, model.num_vit_blocks)

@@ -169,3 +169,24 @@ def test_lora_run_trains_adapters_at_the_lora_rate_and_exports_them(dataset, tmp
     assert adapters and not any("vision_encoder.backbone.layers.0.mlp.fc1.base_layer" in n for n in state)
     assert (tmp_path / "lora" / "adapters" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "lora" / "model" / "config.json").is_file()
+
+
+def test_exemplar_training_trains_the_geometry_encoder(dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    from sam3tune.model import load_model
+
+    config = _config(dataset, tmp_path, "run_name=ex", "loop.epochs=1", "data.exemplars.probability=1.0")
+    result = train(config)
+    assert result.status == "completed" and result.steps == 4
+    assert all(r["loss"] == r["loss"] for r in read_metrics(tmp_path / "ex" / "metrics.jsonl"))  # finite
+    start = load_model("tiny", seed=config.loop.seed).model.state_dict()
+    exported = load_file(str(tmp_path / "ex" / "model" / "model.safetensors"))
+    geometry = [k for k in exported if k.startswith("geometry_encoder.")]
+    linear = [k for k in geometry if k.endswith(("proj.weight", "fc1.weight", "fc2.weight"))]
+    assert len(linear) > 8 and [k for k in linear if torch.equal(exported[k], start[k])] == []
+    # without exemplars the geometry encoder never moves
+    plain = train(_config(dataset, tmp_path, "run_name=plain", "loop.epochs=1"))
+    assert plain.status == "completed"
+    untouched = load_file(str(tmp_path / "plain" / "model" / "model.safetensors"))
+    assert all(torch.equal(untouched[k], start[k]) for k in geometry)

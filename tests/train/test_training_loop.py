@@ -201,8 +201,9 @@ def test_unknown_best_metric_is_a_clear_error_before_any_step(tmp_path):
     config.val = ValidationConfig(every_epochs=1, best_metric="segm_AP")
     with pytest.raises(ValueError, match=r"segm_AP.*not among the validation results"):
         Trainer(config, _parts(), tmp_path, CPU).fit()
-    # the zero-shot validation of the starting model finds it: nothing was trained, nothing saved
+    # the zero-shot validation of step 0 finds it before any training step: no epoch is spent first
     assert not (tmp_path / "checkpoints").exists()
+    assert not [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
 
 
 def test_a_failed_validation_keeps_the_trained_epoch(tmp_path):
