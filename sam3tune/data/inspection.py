@@ -201,7 +201,7 @@ def _inspect_semantic_split(root: Path, split: str, negatives: Negatives) -> dic
             }
             for c, name in sorted(loaded.classes.items())
         ],
-        queries={"positive": positive, "negative": negative, "negatives": negatives},
+        queries={"positive": positive, "negative": negative, "negatives": negatives, "exemplar": 0},
         problems=loaded.problems.as_list(),
     )
     return entry

@@ -173,7 +173,7 @@ def test_data_inspect_reports_a_semantic_dataset(tmp_path, capsys):
     assert split["images"] == {"listed": 3, "usable": 2, "with_queries": 2}
     assert split["annotations"] is None and split["masks"] is None
     assert [(c["name"], c["images"]) for c in split["categories"]] == [("road", 1), ("car", 1), ("bus", 0)]
-    assert split["queries"] == {"positive": 2, "negative": 2, "negatives": 1}
+    assert split["queries"] == {"positive": 2, "negative": 2, "negatives": 1, "exemplar": 0}
     assert [p["kind"] for p in split["problems"]] == ["label_map_missing"]
     assert main(["data", "inspect", str(root)]) == 0
     assert "shown in" in capsys.readouterr().out

@@ -313,7 +313,7 @@ def test_data_inspect_command_on_a_yolo_root(tmp_path, capsys):
     _yolo(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n1 0.1 0.1 0.3 0.1 0.3 0.6\n", "b": "cat 0.5 0.5 0.1 0.1\n"})
     assert main(["data", "inspect", str(tmp_path), "--json"]) == 0
     (split,) = json.loads(capsys.readouterr().out)["splits"]
-    assert split["queries"] == {"positive": 2, "negative": 2, "negatives": "all"}
+    assert split["queries"] == {"positive": 2, "negative": 2, "negatives": "all", "exemplar": 0}
     assert split["problems"][0]["kind"] == "label_line_malformed"
     assert split["problems"][0]["examples"][0].startswith(f"{tmp_path / 'labels' / 'train' / 'b.txt'} line 1")
 
