@@ -17,6 +17,7 @@ from sam3tune.doctor.flags import Flag, make_flag
 from sam3tune.doctor.recipe_checks import differences
 from sam3tune.model import Sam3ForTraining
 from sam3tune.train.config import OptimConfig
+from sam3tune.train.optimizer import build_optimizer as build_trainer_optimizer
 from sam3tune.train.param_groups import build_param_groups, no_weight_decay_names
 from sam3tune.train.recipe import recipe_role
 
@@ -63,11 +64,9 @@ def param_groups(model: Sam3ForTraining, optim: OptimConfig) -> list[dict]:
     )
 
 
-def build_optimizer(model: Sam3ForTraining, optim: OptimConfig) -> torch.optim.AdamW:
-    """The trainer's optimiser: AdamW over :func:`param_groups` with ``optim``'s betas and eps."""
-    return torch.optim.AdamW(
-        param_groups(model, optim), betas=tuple(optim.betas), eps=optim.eps, lr=optim.lr_transformer
-    )
+def build_optimizer(model: Sam3ForTraining, optim: OptimConfig) -> torch.optim.Optimizer:
+    """The trainer's optimiser (``optim.optimizer``) over :func:`param_groups`."""
+    return build_trainer_optimizer(param_groups(model, optim), optim)
 
 
 def learning_rate_groups(model: Sam3ForTraining, optim: OptimConfig) -> list[LearningRateGroup]:

@@ -40,7 +40,7 @@ from sam3tune.train.checkpoint import (
     model_state_to_save,
     save_checkpoint,
 )
-from sam3tune.train.config import TrainConfig
+from sam3tune.train.config import TrainConfig, trains_in_bf16
 from sam3tune.train.distributed import (
     DistributedContext,
     all_reduce_sum,
@@ -50,6 +50,7 @@ from sam3tune.train.distributed import (
 )
 from sam3tune.train.loss_curve import plot_loss_curve
 from sam3tune.train.metrics_log import MetricsLog, read_metrics
+from sam3tune.train.optimizer import build_optimizer
 from sam3tune.train.param_groups import ParamRole, build_param_groups, no_weight_decay_names
 from sam3tune.train.rng_state import capture_rng_state, preserved_rng_state, restore_rng_state
 from sam3tune.train.sampler import EpochBatchSampler
@@ -193,9 +194,7 @@ class Trainer:
             parts.num_vit_blocks,
         )
         self.trainable = [p for group in groups for p in group["params"]]
-        self.optimizer = torch.optim.AdamW(
-            groups, betas=tuple(config.optim.betas), eps=config.optim.eps, lr=config.optim.lr_transformer
-        )
+        self.optimizer = build_optimizer(groups, config.optim)
         if state is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         self.log = None
@@ -392,9 +391,8 @@ class Trainer:
         return losses
 
     def _autocast(self):
-        amp = self.config.loop.amp
         device_type = self.context.device.type
-        if amp == "bf16" or (amp == "auto" and device_type == "cuda"):
+        if trains_in_bf16(self.config.loop.amp, device_type):
             return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
         return nullcontext()
 

@@ -4,12 +4,16 @@ run the loop in a run directory (the ``sam3tune train`` command and the demo cal
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from sam3tune.config import load_config, save_config
 from sam3tune.data import (
@@ -25,9 +29,17 @@ from sam3tune.model import build_training_model, load_model
 from sam3tune.model.components import component_of, is_adapter_parameter, model_path, vit_layer_id
 from sam3tune.model.export import save_adapters, save_merged
 from sam3tune.train.checkpoint import load_checkpoint, load_model_state
-from sam3tune.train.config import TrainConfig
+from sam3tune.train.config import TrainConfig, trains_in_bf16
 from sam3tune.train.distributed import DistributedContext, barrier, broadcast_object, init_distributed
 from sam3tune.train.loop import RunResult, Trainer, TrainingParts
+from sam3tune.train.memory_ladder import (
+    RungChoice,
+    choose_rung,
+    out_of_memory_action,
+    out_of_memory_message,
+    queries_per_step,
+    rung_config,
+)
 from sam3tune.train.param_groups import ParamRole
 
 log = logging.getLogger(__name__)
@@ -63,19 +75,27 @@ def load_run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> Train
 
 def build_training_parts(
     config: TrainConfig, context: DistributedContext
-) -> tuple[TrainingParts, TrainConfig]:
+) -> tuple[TrainingParts, TrainConfig, RungChoice]:
     """Model (``config.model``), criterion (``config.loss``) and datasets (``config.data``) for the loop.
 
-    Returns the parts and the config actually used (``data.resolution`` follows the model's input size
-    when left at its default)."""
+    Returns the parts, the config actually used (``data.resolution`` follows the model's input size
+    when left at its default; ``loop.memory`` resolved to a rung, see ``memory_ladder``) and the memory
+    rung choice."""
     bundle = load_model(
         config.model.name, allow_missing_weights=config.model.allow_missing_weights, seed=config.loop.seed
     )
-    model = build_training_model(bundle, config.model)
     config = dataclasses.replace(config, data=_data_for_model(config.data, bundle.image_size))
     train_dataset = build_train_dataset(
         config.data, seed=config.loop.seed, progress=context.is_main, augment=config.loop.augment
     )
+    choice = choose_rung(
+        config, bundle.model.config, context.device, queries_per_step(train_dataset, config.loop.batch_size)
+    )
+    config = choice.config
+    if context.is_main:
+        log.info("memory: %s", choice.reason)
+    bf16 = trains_in_bf16(config.loop.amp, context.device.type)
+    model = build_training_model(bundle, config.model, bf16_autocast=bf16)
     val_dataset = None
     if config.val.every_epochs > 0:
         try:
@@ -108,7 +128,7 @@ def build_training_parts(
         evaluate=evaluate,
         val_criterion=Sam3Criterion(dataclasses.replace(config.loss, normalization="local")),
     )
-    return parts, config
+    return parts, config, choice
 
 
 def train(
@@ -118,21 +138,53 @@ def train(
 ) -> RunResult:
     """Run ``config`` in a new run directory (``output_dir/run_name``), or continue the run in ``resume``
     exactly where its `last` checkpoint left it. Under ``torchrun`` every process calls this; rank 0
-    writes the run directory. See :meth:`Trainer.fit` for ``on_step_end`` and the errors."""
+    writes the run directory. See :meth:`Trainer.fit` for ``on_step_end`` and the errors.
+
+    With ``loop.memory=auto`` on CUDA, a CUDA out-of-memory error in the first steps restarts the run
+    from its first step one memory rung lower (``memory_ladder``); any other one names the next rung."""
     context = init_distributed(config.loop.device)
-    parts, config = build_training_parts(config, context)
+    parts, config, choice = build_training_parts(config, context)
     run_dir = Path(resume) if resume is not None else _new_run_dir(config, context)
-    if context.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / CONFIG_FILE)
-        log.info("run directory: %s", run_dir)
-    barrier(context)
-    trainer = Trainer(config, parts, run_dir, context, resume=resume is not None)
-    result = trainer.fit(on_step_end)
+    while True:
+        if context.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, run_dir / CONFIG_FILE, comment=choice.reason)
+            log.info("run directory: %s", run_dir)
+        barrier(context)
+        trainer = Trainer(config, parts, run_dir, context, resume=resume is not None)
+        try:
+            result = trainer.fit(on_step_end)
+            break
+        except torch.cuda.OutOfMemoryError as err:
+            checkpointed = (run_dir / "checkpoints").exists()
+            lower = out_of_memory_action(
+                choice, trainer.step, checkpointed, resume is not None, context.world_size
+            )
+            message = out_of_memory_message(choice, trainer.step)
+            if lower is None:
+                raise torch.cuda.OutOfMemoryError(f"{message}\n{err}") from err
+            log.warning("%s: restarting the run from its first step on rung %s", message, lower)
+            _release(trainer, run_dir)
+            del trainer, parts, err
+            torch.cuda.empty_cache()
+            parts, config, choice = build_training_parts(rung_config(config, lower), context)
+            choice = dataclasses.replace(
+                choice, reason=f"loop.memory=auto stepped down to {lower} after an out-of-memory error"
+            )
     if config.export and result.status == "completed" and context.is_main:
         _export(trainer, result, config)
     barrier(context)
     return result
+
+
+def _release(trainer: Trainer, run_dir: Path) -> None:
+    """Close the failed attempt's logs and remove them, so that the restarted run writes a clean log."""
+    if trainer.log is not None:
+        trainer.log.close()
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tb", ignore_errors=True)
+    trainer.optimizer.state.clear()
+    gc.collect()
 
 
 def _data_for_model(data: DataConfig, image_size: int) -> DataConfig:
