@@ -255,12 +255,15 @@ def _add_doctor(sub) -> None:
         "--model", metavar="M", help="model: hub id, save_pretrained dir, tiny/small (model.name)"
     )
     parser.add_argument("--config", metavar="C.yaml", help="train config YAML (as for sam3tune train)")
+    parser.add_argument(
+        "--ladder", action="store_true", help="also one step per memory rung: the memory of each (slower)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
     def handler(args) -> int:
         from sam3tune.doctor.command import run_doctor_command
 
-        return run_doctor_command(args.data, args.model, args.config, args.overrides)
+        return run_doctor_command(args.data, args.model, args.config, args.overrides, args.ladder)
 
     parser.set_defaults(handler=handler)
 

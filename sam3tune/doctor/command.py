@@ -13,7 +13,11 @@ EXIT_BAD_INPUT = 2
 
 
 def run_doctor_command(
-    data: str | None, model: str | None, config_path: str | None, overrides: Sequence[str]
+    data: str | None,
+    model: str | None,
+    config_path: str | None,
+    overrides: Sequence[str],
+    ladder: bool = False,
 ) -> int:
     """Config from ``--config``, then ``key=value`` overrides, then ``--data`` / ``--model`` (the train
     command's order); print the report. Exit status: 0 no error flag, 1 an error flag, 2 bad input."""
@@ -36,6 +40,10 @@ def run_doctor_command(
             "sam3tune doctor: no dataset: pass --data PATH (or set data.root in the config)", file=sys.stderr
         )
         return EXIT_BAD_INPUT
-    report = diagnose(config, progress=True, say=lambda line: print(f"doctor: {line}", file=sys.stderr))
+    report = diagnose(config, progress=True, say=_say, ladder=ladder)
     print(format_report(report))
     return EXIT_OK if report.ok else EXIT_FLAGGED
+
+
+def _say(line: str) -> None:
+    print(f"doctor: {line}", file=sys.stderr)

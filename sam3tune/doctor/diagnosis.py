@@ -27,6 +27,7 @@ from sam3tune.data.inspection import inspect_dataset
 from sam3tune.doctor.data_report import DataReport, data_flags, data_report
 from sam3tune.doctor.expected_loss import ExpectedTotal, expected_total, total_flags
 from sam3tune.doctor.flags import SEVERITIES, Flag, make_flag
+from sam3tune.doctor.ladder import RungMemory, ladder_memory
 from sam3tune.doctor.learning_rates import (
     LearningRateGroup,
     build_optimizer,
@@ -55,6 +56,7 @@ from sam3tune.model import (
 )
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.distributed import resolve_device
+from sam3tune.train.memory_ladder import RUNGS, rung_config
 from sam3tune.train.sampler import EpochBatchSampler
 
 SAM3_PATCH_SIZE = 14
@@ -93,6 +95,7 @@ class DoctorReport:
     grad_norm: float | None = None
     max_grad_norm: float | None = None
     memory: MemoryEstimate | None = None
+    ladder: list[RungMemory] | None = None
 
     def codes(self, severity: str | None = None) -> set[str]:
         """Flag codes (of one severity, or all)."""
@@ -114,12 +117,20 @@ class DoctorReport:
 
 
 def diagnose(
-    config: TrainConfig, *, progress: bool = False, say: Callable[[str], None] = lambda message: None
+    config: TrainConfig,
+    *,
+    progress: bool = False,
+    say: Callable[[str], None] = lambda message: None,
+    ladder: bool = False,
 ) -> DoctorReport:
     """Check the run ``config`` describes (``config.data.root`` must be set): data, model, first batch.
 
-    ``say`` receives a line before each slow stage (loading, the training step).
+    ``say`` receives a line before each slow stage (loading, the training step). ``ladder``: also one
+    step per memory rung on the same batch (``report.ladder``). A forced rung (``loop.memory=RUNG``) is
+    applied as training applies it.
     """
+    if config.loop.memory in RUNGS:
+        config = rung_config(config, config.loop.memory)
     report = DoctorReport(max_grad_norm=config.optim.grad_clip_norm)
     report.flags += loss_config_flags(config.loss) + optimiser_flags(config.optim)
     say(f"loading model {config.model.name}")
@@ -139,6 +150,10 @@ def diagnose(
     model.to(device)
     say(f"running one training step on {device}")
     _diagnose_step(report, model, batch, config, dataset_targets=report.data.targets if report.data else None)
+    if ladder:
+        del model
+        say(f"one training step per memory rung on {device}")
+        report.ladder = ladder_memory(config, batch, device)
     return report
 
 
@@ -197,7 +212,7 @@ def _build_model(
         report.flags += lora
         return bundle, None
     try:
-        model = build_training_model(bundle, config.model)
+        model = build_training_model(bundle, config.model, bf16_autocast=config.loop.amp != "off")
     except (WeightsNotLoadedError, ValueError) as err:
         report.flags.append(make_flag("model_build_failed", str(err)))
         return bundle, None

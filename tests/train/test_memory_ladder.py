@@ -1,6 +1,8 @@
 """The memory ladder: every rung trains the tiny model on the CPU, the automatic choice on simulated GPUs,
 and the step down after a simulated CUDA out-of-memory error."""
 
+import re
+
 import pytest
 import torch
 from coco_fixture import write_dataset
@@ -180,12 +182,14 @@ def test_out_of_memory_in_the_first_steps_restarts_one_rung_lower(dataset, tmp_p
 
 def test_late_out_of_memory_names_the_rung_and_the_next_one(dataset, tmp_path, monkeypatch):
     _simulate_gpu(monkeypatch, 141, oom_on="lora-decoder", oom_at_step=1)
-    with pytest.raises(torch.cuda.OutOfMemoryError, match="rung lora-decoder; try loop.memory=qlora-decoder"):
+    with pytest.raises(
+        torch.cuda.OutOfMemoryError, match=re.escape("rung lora-decoder; try loop.memory=qlora-decoder")
+    ):
         # a forced rung never steps down: the error names the next rung to try
         train(_config(dataset, tmp_path, "run_name=late", "loop.memory=lora-decoder"))
 
 
 def test_out_of_memory_after_a_checkpoint_is_an_error(dataset, tmp_path, monkeypatch):
     _simulate_gpu(monkeypatch, 141, oom_on="full", oom_at_step=2)
-    with pytest.raises(torch.cuda.OutOfMemoryError, match="rung full; try loop.memory=lora"):
+    with pytest.raises(torch.cuda.OutOfMemoryError, match=re.escape("rung full; try loop.memory=lora")):
         train(_config(dataset, tmp_path, "run_name=ckpt", "loop.checkpoint_every_steps=1"))
