@@ -9,6 +9,7 @@ key and type, so a typo fails loudly instead of silently training with a default
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import types
 import typing
@@ -91,6 +92,32 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
+def as_overrides(values: dict[str, Any], prefix: str = "") -> list[str]:
+    """A (nested) mapping as ``dotted.key=value`` overrides, values quoted so that a path stays a string:
+    ``{"loop": {"epochs": 2}}`` -> ``["loop.epochs=2"]``."""
+    overrides = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            overrides += as_overrides(value, f"{prefix}{key}.")
+        else:
+            overrides.append(f"{prefix}{key}={json.dumps(to_dict(value))}")
+    return overrides
+
+
+def with_shortcuts(overrides: Sequence[str], values: dict[str, Any]) -> list[str]:
+    """``overrides`` followed by the ``key=value`` of every value that is not None: what command-line
+    shortcuts set (``--data PATH`` is ``data.root=PATH``)."""
+    return [*overrides, *as_overrides({k: v for k, v in values.items() if v is not None})]
+
+
+def is_override(text: str) -> bool:
+    """Whether a command-line word is a ``dotted.key=value`` override (not, e.g., a file path)."""
+    return _OVERRIDE.match(text) is not None
+
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """Load ``cls`` from an optional YAML file, then apply ``overrides``."""
     data: dict[str, Any] = {}
@@ -132,8 +159,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin in (list, tuple, Sequence):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        (item_tp, *_) = get_args(tp) or (Any,)
-        items = [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        args = get_args(tp) or (Any, ...)
+        if origin is tuple and args[-1] is not Ellipsis and len(args) != len(value):  # tuple[int, str]
+            raise ConfigError(f"{key}: expected {len(args)} items, got {value!r}")
+        types_ = args if origin is tuple and args[-1] is not Ellipsis else args[:1] * len(value)
+        items = [_coerce(t, v, f"{key}[{i}]") for i, (t, v) in enumerate(zip(types_, value, strict=True))]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):

@@ -19,6 +19,9 @@ if [ "${1:-}" = "--test" ]; then
   # Meta's reference implementation, test-only. --no-deps: its declared deps pull a CUDA stack and
   # torchvision, none of which the loss code needs.
   $PIP install -q --no-deps "sam3==0.1.4"
+  # CLIP's BPE file (bpe_simple_vocab_16e6.txt.gz) for the tokenizer parity and sam3-random tests; --no-deps:
+  # its torchvision/timm requirements are not needed for the file
+  $PIP install -q --no-deps "open_clip_torch==3.3.0"
 else
   $PIP install -q -e .
 fi

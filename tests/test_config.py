@@ -64,3 +64,18 @@ def test_yaml_12_booleans_keep_off_and_on_as_strings(tmp_path):
     assert (cfg.amp, cfg.enabled) == ("on", True)
     with pytest.raises(ConfigError, match="enabled: expected true/false"):
         load_config(Run, None, ["enabled=yes"])
+
+
+def test_shortcuts_become_quoted_overrides():
+    from sam3tune.config import as_overrides, is_override, with_shortcuts
+
+    assert with_shortcuts(["a=1"], {"data.root": Path("2024"), "model.name": None}) == [
+        "a=1",
+        'data.root="2024"',
+    ]
+    assert as_overrides({"loop": {"epochs": 2, "max_steps": None}, "prompts": ["a b"]}) == [
+        "loop.epochs=2",
+        "loop.max_steps=null",
+        'prompts=["a b"]',
+    ]
+    assert is_override("optim.lr=1e-4") and not is_override("photos/x=1.png") and not is_override("=1")

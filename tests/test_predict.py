@@ -108,10 +108,8 @@ def test_predict_cli_with_tiny_model(images, tmp_path):
             str(images / "b.jpg"),
             "--out",
             str(out),
-            "--score-threshold",
-            "0",
-            "--device",
-            "cpu",
+            "postprocess.score_threshold=0",
+            "device=cpu",
         ]
     )
     assert code == 0

@@ -6,8 +6,6 @@ added, never renamed or removed, without bumping ``schema_version``.
 
 from __future__ import annotations
 
-import json
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -192,15 +190,3 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"  ERROR ({split['error']['kind']}): {split['error']['message']}")
     lines.append("\nOK" if report["ok"] else "\nNOT USABLE: fix the errors above")
     return "\n".join(lines)
-
-
-def run_inspect(
-    path: str | Path,
-    as_json: bool = False,
-    config: DataConfig | None = None,
-    image_dir: str | Path | None = None,
-) -> int:
-    """Print the report (text or JSON) to stdout; exit status 0 when every split is usable, else 1."""
-    report = inspect_dataset(path, config, image_dir, progress=not as_json)
-    sys.stdout.write((json.dumps(report, indent=2) if as_json else format_report(report)) + "\n")
-    return 0 if report["ok"] else 1

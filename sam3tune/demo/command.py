@@ -5,16 +5,30 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
+from sam3tune.config import load_config, with_shortcuts
 from sam3tune.demo.runner import DemoResult, DemoSettings, run_demo
 
 
-def run_demo_command(settings: DemoSettings, threads: int | None) -> int:
-    """Run the demo with ``threads`` torch CPU threads (None: torch's default); print the results.
+def run_demo_command(
+    config: str | None = None,
+    overrides: Sequence[str] = (),
+    out: Path | None = None,
+    threads: int | None = None,
+) -> int:
+    """Run the demo of the :class:`DemoSettings` from the ``config`` file, ``key=value`` overrides, then
+    ``out``, with ``threads`` torch CPU threads (None: torch's default); print the results.
     Exit status 0, 2 for bad input (message printed), 130 when interrupted."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_config(DemoSettings, config, with_shortcuts(overrides, {"out": out}))
+    except ValueError as err:  # ConfigError, or DemoSettings' own checks
+        print(f"sam3tune demo: {err}", file=sys.stderr)
+        return 2
     if threads is not None:
         torch.set_num_threads(threads)
     print(

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from sam3tune.config import as_overrides
 from sam3tune.data import DataConfig
 from sam3tune.data.synth import generate
 from sam3tune.demo.base import base_model_dir
@@ -77,7 +78,7 @@ def run_demo(settings: DemoSettings, progress: bool = True) -> DemoResult:
     seconds["data"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    config = finetune_config(base, data, out, settings.steps, settings.overrides)
+    config = finetune_config(base, data, out, settings.steps, as_overrides(settings.finetune))
     result = train(config)
     if result.status != "completed":
         raise KeyboardInterrupt(f"fine-tuning stopped after {result.steps} steps ({result.run_dir})")

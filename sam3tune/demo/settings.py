@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -18,4 +19,9 @@ class DemoSettings:
     overlays: int = 6
     seed: int = 1
     base: Path | None = None  # default: the shipped base model
-    overrides: list[str] = field(default_factory=list)  # extra TrainConfig key=value for the fine-tune
+    finetune: dict[str, Any] = field(default_factory=dict)  # TrainConfig values (nested) of the fine-tune
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "train_images", "heldout_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from sam3tune.config import ConfigError, load_config
+from sam3tune.config import ConfigError, load_config, with_shortcuts
 
 EXIT_OK = 0
 EXIT_FLAGGED = 1
@@ -13,25 +13,22 @@ EXIT_BAD_INPUT = 2
 
 
 def run_doctor_command(
-    data: str | None,
-    model: str | None,
-    config_path: str | None,
-    overrides: Sequence[str],
+    config: str | None = None,
+    overrides: Sequence[str] = (),
+    data: str | None = None,
+    model: str | None = None,
     ladder: bool = False,
 ) -> int:
-    """Config from ``--config``, then ``key=value`` overrides, then ``--data`` / ``--model`` (the train
-    command's order); print the report. Exit status: 0 no error flag, 1 an error flag, 2 bad input."""
+    """Config from the ``config`` file, then ``key=value`` overrides, then ``data`` / ``model`` (the train
+    command's order); print the report (``ladder``: with one step per memory rung). Exit status: 0 no
+    error flag, 1 an error flag, 2 bad input."""
     from sam3tune.doctor.diagnosis import diagnose
     from sam3tune.doctor.text_report import format_report
     from sam3tune.train.config import TrainConfig
 
-    overrides = list(overrides)
-    if data is not None:
-        overrides.append(f"data.root={data}")
-    if model is not None:
-        overrides.append(f"model.name={model}")
+    overrides = with_shortcuts(overrides, {"data.root": data, "model.name": model})
     try:
-        config = load_config(TrainConfig, config_path, overrides)
+        config = load_config(TrainConfig, config, overrides)
     except (ConfigError, ValueError) as err:
         print(f"sam3tune doctor: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -1,23 +1,67 @@
-"""What ``sam3tune eval`` does once its arguments are parsed."""
+"""``sam3tune eval``: evaluate a model (and a baseline) on a dataset split, or a COCO results file."""
 
 from __future__ import annotations
 
 import dataclasses
 import gc
 import logging
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from sam3tune.data import DataConfig, build_eval_dataset
-from sam3tune.eval.coco_results import load_coco_results, save_coco_results
-from sam3tune.eval.config import EvalConfig
+from sam3tune.config import ConfigError, load_config, with_shortcuts
+from sam3tune.data import DataConfig, DataError, build_eval_dataset
+from sam3tune.eval.coco_results import ResultsError, load_coco_results, save_coco_results
+from sam3tune.eval.config import EvalConfig, EvalRunConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
-from sam3tune.eval.ground_truth import ground_truth_from_plan, load_ground_truth, without_unasked_categories
+from sam3tune.eval.ground_truth import (
+    GroundTruthError,
+    ground_truth_from_plan,
+    load_ground_truth,
+    without_unasked_categories,
+)
 from sam3tune.eval.model_eval import eval_loader, evaluate_model
 from sam3tune.eval.report import markdown_report, write_reports
 
 log = logging.getLogger(__name__)
+
+
+def run_eval_command(
+    config: str | None = None,
+    overrides: Sequence[str] = (),
+    model: str | None = None,
+    data: str | None = None,
+    predictions: Path | None = None,
+    gt: Path | None = None,
+    out: Path = Path("eval"),
+) -> int:
+    """:class:`EvalRunConfig` from the ``config`` file, ``key=value`` overrides, then ``model`` / ``data``
+    (which set ``model`` / ``data.root``); evaluate the model (and ``baseline``) on split ``data.val``, or
+    the COCO results file ``predictions`` against ``gt``; print the report and write it to ``out``.
+    Exit status 0, or 2 for bad input (message on stderr)."""
+    try:
+        settings = load_config(
+            EvalRunConfig, config, with_shortcuts(overrides, {"model": model, "data.root": data})
+        )
+        if predictions is not None or gt is not None:
+            if predictions is None or gt is None or settings.model or settings.baseline:
+                raise ConfigError("--predictions needs --gt, and neither goes with a model or a baseline")
+            _, markdown = eval_predictions_file(predictions, gt, out, settings)
+        elif settings.model is None or settings.data.root is None:
+            raise ConfigError("give --model and --data (model=..., data.root=...), or --predictions and --gt")
+        else:
+            device = None if settings.device == "auto" else settings.device
+            _, _, markdown = eval_model(
+                settings.model, settings.data, out, settings, baseline=settings.baseline, device=device
+            )
+    except (ConfigError, DataError, ResultsError, GroundTruthError, FileNotFoundError) as err:
+        print(f"sam3tune eval: {err}", file=sys.stderr)
+        return 2
+    print(markdown)
+    print(f"reports written to {out}/eval.json and {out}/eval.md")
+    return 0
 
 
 def eval_predictions_file(

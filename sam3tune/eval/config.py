@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sam3tune.data.config import DataConfig
+
 
 @dataclass
 class PostprocessConfig:
@@ -30,3 +32,18 @@ class EvalConfig:
     specificity_score_threshold: float = 0.5  # a negative prompt "fires" with a detection >= this
     batch_size: int = 1  # images per forward pass (each with all its category prompts)
     num_workers: int = 2  # DataLoader workers
+
+
+@dataclass
+class EvalRunConfig(EvalConfig):
+    """What ``sam3tune eval`` evaluates, and how (the :class:`EvalConfig` keys at top level).
+
+    ``model`` / ``baseline``: model specs (a ``save_pretrained`` folder, a hub id or tiny/small); ``data``:
+    the dataset, its split ``data.val`` and prompt map ``data.prompts`` (the resolution follows the
+    model); ``device``: a torch device, ``auto`` = CUDA when available.
+    """
+
+    model: str | None = None
+    baseline: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    device: str = "auto"

@@ -1,5 +1,5 @@
 """Evaluation reports: a JSON file with every number and a Markdown summary, optionally side by
-side with a baseline model (``sam3tune eval --baseline``)."""
+side with a baseline model (``sam3tune eval baseline=...``)."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 fine-tuning modes (freezing, LoRA), activation checkpointing, export. See docs/model.md."""
 
 from sam3tune.model.architectures import NAMED_ARCHITECTURES, ArchitectureSpec
+from sam3tune.model.clip_tokenizer import ClipTokenizer
 from sam3tune.model.components import (
     ComponentParameters,
     component_of,
@@ -21,6 +22,7 @@ __all__ = [
     "COMPONENTS",
     "NAMED_ARCHITECTURES",
     "ArchitectureSpec",
+    "ClipTokenizer",
     "ComponentParameters",
     "FinetuneConfig",
     "HashingTokenizer",

@@ -1,8 +1,13 @@
-"""Named small SAM 3 architectures (same modules as the real model, fewer and narrower layers).
+"""Named SAM 3 architectures, built from random weights without any download.
 
-Each entry of :data:`NAMED_ARCHITECTURES` is plain data: add or adjust one to change what
-``load_model("<name>")`` builds. Named architectures start from random weights (they are for tests
-and the CPU demo) and use the offline hashing tokenizer (``sam3tune.model.tokenizer``).
+Each entry of :data:`NAMED_ARCHITECTURES` is a small architecture as plain data (same modules as the
+real model, fewer and narrower layers): add or adjust one to change what ``load_model("<name>")``
+builds. They are for tests and the CPU demo and use the offline hashing tokenizer
+(``sam3tune.model.tokenizer``).
+
+:data:`SAM3_RANDOM` (``"sam3-random"``) is the released SAM 3 architecture itself (``Sam3Config()``
+defaults, 840M parameters, 1008 px) with random, untrained weights and SAM 3's CLIP tokenizer: for
+measuring speed and memory and for testing the full-size path without the gated download.
 """
 
 from __future__ import annotations
@@ -125,6 +130,21 @@ NAMED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
         num_queries=10,
     ),
 }
+
+
+SAM3_RANDOM = "sam3-random"
+
+
+def architecture_names() -> list[str]:
+    """Every name ``load_model`` builds from random weights."""
+    return [*sorted(NAMED_ARCHITECTURES), SAM3_RANDOM]
+
+
+def build_sam3_random(seed: int = 0) -> Sam3Model:
+    """The released SAM 3 architecture (``Sam3Config()`` defaults) with random weights; RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Sam3Model(Sam3Config())
 
 
 def sam3_config(spec: ArchitectureSpec) -> Sam3Config:

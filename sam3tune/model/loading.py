@@ -15,8 +15,18 @@ import torch
 from transformers import Sam3Model
 
 from sam3tune.config import load_config
-from sam3tune.model.architectures import NAMED_ARCHITECTURES, ArchitectureSpec, build_named_model
+from sam3tune.model.architectures import (
+    NAMED_ARCHITECTURES,
+    SAM3_RANDOM,
+    ArchitectureSpec,
+    architecture_names,
+    build_named_model,
+    build_sam3_random,
+)
+from sam3tune.model.clip_tokenizer import ClipTokenizer
+from sam3tune.model.components import component_of
 from sam3tune.model.finetune import unreachable_prefixes
+from sam3tune.model.hub import check_spec, hub_folder
 from sam3tune.model.tokenizer import HashingTokenizer, Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -24,6 +34,25 @@ log = logging.getLogger(__name__)
 
 class WeightsNotLoadedError(RuntimeError):
     """The checkpoint did not provide weights the model needs."""
+
+
+#: components (``sam3tune.model.config.COMPONENTS``) as the messages name them
+COMPONENT_LABELS = {
+    "vision": "vision encoder (ViT + FPN)",
+    "text": "text encoder (CLIP)",
+    "geometry": "geometry encoder",
+    "detr_encoder": "DETR encoder",
+    "detr_decoder": "DETR decoder",
+    "mask_decoder": "mask decoder",
+    "heads": "heads (box, presence, scoring)",
+}
+
+
+def _component_or_other(key: str) -> str:
+    try:
+        return component_of(key)
+    except KeyError:
+        return "other"
 
 
 @dataclass(frozen=True)
@@ -39,6 +68,8 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     harmless_missing: list[str] = field(default_factory=list)
+    #: weights the model expects per component (to say "all of the text encoder" vs a few keys)
+    expected: dict[str, int] = field(default_factory=dict)
 
     @property
     def harmful_missing(self) -> list[str]:
@@ -49,6 +80,16 @@ class LoadReport:
         """True when every weight the training forward uses came from the checkpoint."""
         return not self.harmful_missing and not self.mismatched
 
+    def missing_by_component(self) -> str:
+        """``"text: 196 of 196 weights, vision: 2 of 460 weights"`` over the harmful missing keys."""
+        counts: dict[str, int] = {}
+        for key in self.harmful_missing:
+            counts[_component_or_other(key)] = counts.get(_component_or_other(key), 0) + 1
+        return ", ".join(
+            f"{COMPONENT_LABELS.get(c, c)}: {n} of {self.expected.get(c, n)} weights"
+            for c, n in counts.items()
+        )
+
     def summary(self, limit: int = 10) -> str:
         def keys(items: list[str]) -> str:
             shown = ", ".join(items[:limit])
@@ -56,9 +97,8 @@ class LoadReport:
 
         lines = [f"weights from {self.source}:"]
         if self.harmful_missing:
-            lines.append(
-                f"  MISSING (randomly initialised) {len(self.harmful_missing)}: {keys(self.harmful_missing)}"
-            )
+            lines.append(f"  MISSING (randomly initialised) {self.missing_by_component()}")
+            lines.append(f"    keys {len(self.harmful_missing)}: {keys(self.harmful_missing)}")
         if self.mismatched:
             lines.append(f"  WRONG SHAPE {len(self.mismatched)}: {keys(self.mismatched)}")
         if self.harmless_missing:
@@ -95,15 +135,18 @@ def load_model(
     dtype: torch.dtype | None = None,
     seed: int = 0,
 ) -> ModelBundle:
-    """Load ``spec``: a named architecture (``tiny``, ``small``, an :class:`ArchitectureSpec`, or a YAML
-    file of ``ArchitectureSpec`` fields), a local ``save_pretrained`` directory (with its tokenizer), or a
-    hub id such as ``facebook/sam3``.
+    """Load ``spec``: a named architecture (``tiny``, ``small``, ``demo``, an :class:`ArchitectureSpec`, or a
+    YAML file of ``ArchitectureSpec`` fields), ``sam3-random`` (the released architecture, untrained), a
+    local ``save_pretrained`` directory (with its tokenizer), or a hub id such as ``facebook/sam3``.
 
-    Named architectures are built from random weights (``seed``). Pretrained weights must be
-    safetensors; they load as ``dtype``, float32 by default whatever the stored precision (a
-    half-precision checkpoint is widened). A checkpoint that leaves used weights missing or wrongly
-    shaped raises :class:`WeightsNotLoadedError` unless ``allow_missing_weights``.
+    Named architectures are built from random weights (``seed``); ``sam3-random`` needs CLIP's BPE file
+    on this machine (``ClipTokenizer.find_local``) and raises ``FileNotFoundError`` saying how to get it.
+    Pretrained weights must be safetensors; they load as ``dtype``, float32 by default whatever the
+    stored precision (a half-precision checkpoint is widened). A checkpoint that leaves used weights
+    missing or wrongly shaped raises :class:`WeightsNotLoadedError` unless ``allow_missing_weights``.
     """
+    if str(spec) == SAM3_RANDOM:
+        return _load_sam3_random(seed, dtype)
     if str(spec).endswith((".yaml", ".yml")):
         spec, name = load_config(ArchitectureSpec, spec), f"architecture file {spec}"
     else:
@@ -118,19 +161,35 @@ def load_model(
     return _load_pretrained(str(spec), allow_missing_weights=allow_missing_weights, dtype=dtype)
 
 
+def _load_sam3_random(seed: int, dtype: torch.dtype | None) -> ModelBundle:
+    tokenizer = ClipTokenizer.find_local()  # before the 840M build: a missing file fails at once
+    source = f"{SAM3_RANDOM} (released SAM 3 architecture, random weights: UNTRAINED)"
+    log.warning("building %s; it predicts nothing useful until trained", source)
+    model = build_sam3_random(seed)
+    if dtype is not None:
+        model = model.to(dtype)
+    return ModelBundle(model, tokenizer, int(model.config.image_size), source, LoadReport(source=source))
+
+
 def _load_pretrained(source: str, *, allow_missing_weights: bool, dtype: torch.dtype | None) -> ModelBundle:
+    check_spec(source, architecture_names())
     path = Path(source)
-    if path.exists() and not (path / "config.json").is_file():
+    if not path.exists():
+        path = hub_folder(source)
+    if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"{path} is not a saved SAM 3 model (no config.json); expected a directory written by "
-            f"save_pretrained, a hub id such as facebook/sam3, or one of {sorted(NAMED_ARCHITECTURES)}"
+            f"save_pretrained, a hub id such as facebook/sam3, or one of {architecture_names()}"
         )
     # float32 unless asked otherwise: a checkpoint stored in half precision (e.g. the demo base, fp16)
     # must not make training or CPU inference run in it (transformers would keep the stored dtype)
-    kwargs = {"use_safetensors": True, "output_loading_info": True, "dtype": dtype or torch.float32}
-    if path.exists():
-        kwargs["local_files_only"] = True
-    model, info = Sam3Model.from_pretrained(source, **kwargs)
+    model, info = Sam3Model.from_pretrained(
+        str(path),
+        use_safetensors=True,
+        output_loading_info=True,
+        dtype=dtype or torch.float32,
+        local_files_only=True,
+    )
     unused = tuple(unreachable_prefixes(model))
     missing = sorted(info.get("missing_keys", []))
     report = LoadReport(
@@ -139,16 +198,26 @@ def _load_pretrained(source: str, *, allow_missing_weights: bool, dtype: torch.d
         unexpected=sorted(info.get("unexpected_keys", [])),
         mismatched=sorted(str(k) for k in info.get("mismatched_keys", [])),
         harmless_missing=[k for k in missing if k.startswith(unused)],
+        expected=_count_components(model.state_dict()),
     )
     log.info("%s", report.summary())
     if not report.weights_loaded:
         message = report.summary()
         if not allow_missing_weights:
             raise WeightsNotLoadedError(
-                f"{message}\nRefusing to use a partly random model (a key-prefix mismatch in the checkpoint "
-                f"is the usual cause). Pass allow_missing_weights=True only if this is intended."
+                f"{message}\nRefusing to use a partly random model: the checkpoint lacks weights of the "
+                f"{report.missing_by_component() or 'model (wrong shapes)'}, absent or renamed (a key-prefix "
+                f"mismatch is the usual cause). Pass allow_missing_weights=True only if this is intended."
             )
         log.warning("%s\nContinuing with randomly initialised weights (allow_missing_weights=True)", message)
     max_length = model.config.text_config.max_position_embeddings
-    tokenizer = load_tokenizer(source, max_length=max_length)
+    tokenizer = load_tokenizer(path, max_length=max_length)
     return ModelBundle(model, tokenizer, int(model.config.image_size), source, report)
+
+
+def _count_components(keys) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for key in keys:
+        component = _component_or_other(key)
+        counts[component] = counts.get(component, 0) + 1
+    return counts

@@ -4,7 +4,9 @@ Batches are right-padded to their longest prompt (at most ``max_length`` tokens,
 for the real model). SAM 3 masks padding everywhere (causal CLIP, masked cross-attention and pooling),
 so padding to the longest prompt instead of always to 32 changes no result and saves text-encoder work.
 
-* :class:`PretrainedTokenizer` wraps the model's own Hugging Face tokenizer (CLIP BPE for ``facebook/sam3``).
+* :class:`~sam3tune.model.clip_tokenizer.ClipTokenizer` is SAM 3's CLIP BPE with Meta's text cleaning,
+  used for every model folder that holds a CLIP vocabulary (``facebook/sam3``, ``sam3-random``).
+* :class:`PretrainedTokenizer` wraps any other Hugging Face tokenizer a model folder holds.
 * :class:`HashingTokenizer` serves the named small architectures: it needs no vocabulary file and no
   download, accepts any text, and is deterministic across processes and machines. Words (lower-cased runs
   of letters/digits, and single punctuation marks) map to ``1 + blake2b(word) mod (vocab_size - 3)``;
@@ -39,7 +41,7 @@ class Tokenizer(Protocol):
     def save(self, directory: str | Path) -> None: ...
 
 
-def _pad(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     length = max(len(r) for r in rows)
     ids = torch.full((len(rows), length), pad_id, dtype=torch.int64)
     mask = torch.zeros((len(rows), length), dtype=torch.int64)
@@ -49,7 +51,7 @@ def _pad(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
+def check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("tokenize expects a list of prompt strings, got a single string")
     texts = list(texts)
@@ -83,10 +85,10 @@ class HashingTokenizer:
 
     def __call__(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         rows = []
-        for text in _check_texts(texts):
+        for text in check_texts(texts):
             words = _WORD.findall(text.lower())[: self.max_length - 2]
             rows.append([self.bos_id, *(self.word_id(w) for w in words), self.eos_id])
-        return _pad(rows, self.pad_id)
+        return pad_rows(rows, self.pad_id)
 
     def save(self, directory: str | Path) -> None:
         """Write ``sam3tune_tokenizer.json`` into ``directory``."""
@@ -114,7 +116,7 @@ class PretrainedTokenizer:
 
     def __call__(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         encoded = self.tokenizer(
-            _check_texts(texts),
+            check_texts(texts),
             padding="longest",
             truncation=True,
             max_length=self.max_length,
@@ -127,9 +129,14 @@ class PretrainedTokenizer:
 
 
 def load_tokenizer(source: str | Path, max_length: int) -> Tokenizer:
-    """The tokenizer saved with a model: ``sam3tune_tokenizer.json`` if present, else the HF tokenizer."""
+    """The tokenizer saved with a model: ``sam3tune_tokenizer.json`` if present, SAM 3's CLIP tokenizer
+    (Meta's cleaning) for CLIP BPE files, else the Hugging Face tokenizer found there."""
+    from sam3tune.model.clip_tokenizer import ClipTokenizer
+
     if Path(source, HashingTokenizer.FILE_NAME).is_file():
         return HashingTokenizer.load(source)
+    if ClipTokenizer.is_clip_folder(source):
+        return ClipTokenizer.from_folder(source, max_length=max_length)
     from transformers import AutoTokenizer
 
     local = Path(source).is_dir()

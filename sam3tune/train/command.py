@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sam3tune.config import ConfigError, load_config
+from sam3tune.config import ConfigError, load_config, with_shortcuts
 from sam3tune.train.config import TrainConfig
 
 EXIT_OK = 0
@@ -18,14 +18,17 @@ EXIT_INTERRUPTED = 130
 
 
 def run_train_command(
-    data: str | None,
-    config_path: str | None,
-    overrides: Sequence[str],
-    resume: str | None,
+    config: str | None = None,
+    overrides: Sequence[str] = (),
+    data: str | None = None,
+    model: str | None = None,
+    resume: str | None = None,
 ) -> int:
-    """Load the config (``--config`` file, then ``key=value`` overrides, then ``--data``) or the config
-    of the run being resumed, train, and return the exit status: 0 done, 2 bad input (message printed),
-    3 training diverged (NaN/inf), 130 stopped by a signal (resumable)."""
+    """Load the config (``config`` file, then ``key=value`` overrides, then ``data`` / ``model``, which set
+    ``data.root`` / ``model.name``) or the config of the run being resumed, train, and return the exit
+    status: 0 done, 2 bad input (message printed), 3 training diverged (NaN/inf), 130 stopped by a signal
+    (resumable)."""
+    config_path = config
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
@@ -37,9 +40,7 @@ def run_train_command(
     from sam3tune.train.loop import TrainingDivergedError
     from sam3tune.train.recipe import load_run_config, train
 
-    overrides = list(overrides)
-    if data is not None:
-        overrides.append(f"data.root={data}")
+    overrides = with_shortcuts(overrides, {"data.root": data, "model.name": model})
     try:
         if resume is not None:
             if config_path is not None:

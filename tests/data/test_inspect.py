@@ -69,7 +69,7 @@ def test_inspect_reports_problems_and_errors_per_split(tmp_path, capsys):
 
 def test_inspect_text_and_missing_path(tmp_path, capsys):
     write_split(tmp_path / "train", basic_coco())
-    assert main(["data", "inspect", str(tmp_path), "--negatives", "1"]) == 0
+    assert main(["data", "inspect", "negatives=1", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "queries: 3 positive, 2 negative (negatives: 1)" in text and text.rstrip().endswith("OK")
     status, report = _inspect(capsys, tmp_path / "nowhere")
@@ -80,7 +80,7 @@ def test_inspect_text_and_missing_path(tmp_path, capsys):
 
 def test_synth_then_inspect(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["data", "synth", str(out), "--images", "8", "--seed", "2", "--size", "64"]) == 0
+    assert main(["data", "synth", str(out), "--images", "8", "seed=2", "image_size=[64,64]"]) == 0
     assert "train: 8 images" in capsys.readouterr().out
     status, report = _inspect(capsys, out)
     assert status == 0 and [s["name"] for s in report["splits"]] == ["train", "valid", "test"]

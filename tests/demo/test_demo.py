@@ -18,8 +18,8 @@ TABLE_ROW = re.compile(r"^(box AP50|mask AP50|box cgF1|false-fire rate)\s+(-|[\d
 
 def test_tiny_demo_writes_table_report_curve_overlays(tmp_path, capsys):
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--steps", "3", "--train-images", "16", "--heldout-images", "6"]
-    assert main([*argv, "--overlays", "2", "--threads", "1"]) == 0
+    argv = ["demo", "steps=3", "--out", str(out), "train_images=16", "heldout_images=6"]
+    assert main([*argv, "--threads", "1", "overlays=2"]) == 0  # key=value on both sides of options
     printed = capsys.readouterr().out
     assert "zero-shot" in printed and "tuned" in printed
     rows = {name: (before, after) for name, before, after in TABLE_ROW.findall(printed)}

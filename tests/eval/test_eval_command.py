@@ -135,6 +135,6 @@ def test_masks_skipped_when_predictions_lack_them():
     assert set(m.coco) == {"bbox"} and "mask metrics skipped" in m.notes[0]
 
 
-def test_cli_rejects_incomplete_arguments(tmp_path):
-    with pytest.raises(SystemExit):
-        main(["eval", "--predictions", str(tmp_path / "p.json")])
+def test_cli_rejects_incomplete_arguments(tmp_path, capsys):
+    assert main(["eval", "--predictions", str(tmp_path / "p.json")]) == 2
+    assert "--predictions needs --gt" in capsys.readouterr().err

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 import torch
 from eval_tiny_dataset import write_tiny_dataset
 
@@ -22,19 +21,14 @@ def test_eval_tiny_model_with_baseline_writes_reports(tmp_path):
             "eval",
             "--model",
             "tiny",
-            "--baseline",
-            "tiny",
+            "baseline=tiny",
             "--data",
             str(tmp_path / "data"),
-            "--split",
-            "valid",
+            "data.val=valid",
             "--out",
             str(out),
-            "--device",
-            "cpu",
-            "--set",
+            "device=cpu",
             "num_workers=0",
-            "--set",
             "batch_size=2",
         ]
     )
@@ -92,6 +86,6 @@ def test_validator_for_the_train_loop(tmp_path):
     assert validate(module) == numbers  # deterministic in eval mode
 
 
-def test_eval_needs_a_source():
-    with pytest.raises(SystemExit):
-        main(["eval", "--model", "tiny"])
+def test_eval_needs_a_source(capsys):
+    assert main(["eval", "--model", "tiny"]) == 2
+    assert "give --model and --data" in capsys.readouterr().err

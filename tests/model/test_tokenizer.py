@@ -52,19 +52,24 @@ def test_hashing_tokenizer_save_load(tmp_path):
 
 
 def test_pretrained_tokenizer_pads_to_longest_and_truncates(tmp_path):
-    from transformers import CLIPTokenizer
+    from tokenizers import Tokenizer as RawTokenizer
+    from tokenizers import models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in "abcdefghijklmnopqrstuvwxyz":
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    CLIPTokenizer(vocab=vocab, merges=[], model_max_length=32).save_pretrained(tmp_path)
+    vocab = {"[PAD]": 0, "[BOS]": 1, "[EOS]": 2, **{c: 3 + i for i, c in enumerate("abcdefghij")}}
+    raw = RawTokenizer(models.WordLevel(vocab, unk_token="[PAD]"))
+    raw.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    raw.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", 1), ("[EOS]", 2)]
+    )
+    PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="[PAD]").save_pretrained(tmp_path)
     tok = load_tokenizer(tmp_path, max_length=6)
-    assert isinstance(tok, PretrainedTokenizer)
+    assert isinstance(tok, PretrainedTokenizer)  # not a CLIP vocabulary: the folder's own tokenizer
     ids, mask = tok(["ab", "abcdefghij"])
     assert ids.dtype == torch.int64 and ids.shape == (2, 6)
     assert mask.tolist() == [[1, 1, 1, 1, 0, 0], [1] * 6]
-    assert ids[1, -1] == 1  # truncated prompts still end with the end-of-text id
+    assert ids[0, :4].tolist() == [1, 3, 4, 2]
+    assert ids[1, -1] == 2  # truncated prompts still end with the end-of-text id
 
 
 def test_named_model_tokenizer_fits_its_vocabulary():

@@ -1,0 +1,21 @@
+"""``PredictConfig``: what ``sam3tune predict`` asks of which model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sam3tune.eval.config import PostprocessConfig
+
+
+@dataclass
+class PredictConfig:
+    """``model``: a ``save_pretrained`` folder, a hub id or tiny/small; ``prompts``: the text prompts,
+    each asked on every image (category i of the results = i-th prompt); ``postprocess``: which
+    detections are kept (score >= 0.5 by default); ``overlays``: also draw one PNG per image;
+    ``device``: a torch device, ``auto`` = CUDA when available."""
+
+    model: str | None = None
+    prompts: list[str] = field(default_factory=list)
+    postprocess: PostprocessConfig = field(default_factory=lambda: PostprocessConfig(score_threshold=0.5))
+    overlays: bool = True
+    device: str = "auto"
