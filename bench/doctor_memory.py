@@ -1,7 +1,7 @@
 """Check the doctor's memory meter against an independent count: the C heap in use (glibc ``mallinfo2``),
 sampled after every operator of the same training step on the CPU.
 
-    python bench/doctor_memory.py [--archs tiny small] [--images 1 2 4] [--threads 1]
+    PYTHONPATH=. python bench/doctor_memory.py [--archs tiny small] [--images 1 2 4] [--threads 1]
 
 For each architecture and batch size (images of fruits_nuts, all their queries) it runs the doctor's step
 (``probe_training_step``: forward, loss, backward, clipping, AdamW step) once to warm up, then once inside
@@ -19,11 +19,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sam3tune.data import DataConfig, build_train_dataset, collate
-from sam3tune.doctor.learning_rates import build_optimizer
 from sam3tune.doctor.step_probe import probe_training_step
 from sam3tune.loss import Sam3Criterion
 from sam3tune.model import ModelConfig, build_training_model, load_model
 from sam3tune.train.config import OptimConfig
+from sam3tune.train.param_groups import build_optimizer, role_of
 from tests.data.conftest import FRUITS_NUTS
 
 
@@ -92,7 +92,7 @@ def main() -> None:
             batch = batches([dataset[i] for i in range(images)])
 
             def step(bf16: bool, model=model, batch=batch):
-                optimizer = build_optimizer(model, OptimConfig())
+                optimizer = build_optimizer(model, role_of, model.num_vit_blocks, OptimConfig())
                 return probe_training_step(model, Sam3Criterion(), batch, optimizer, bf16=bf16).memory
 
             step(False)  # warm-up: lazily created buffers, allocator pools

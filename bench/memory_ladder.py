@@ -49,7 +49,7 @@ def measure_rung(args: argparse.Namespace, rung: str) -> dict:
     from sam3tune.train.distributed import DistributedContext, resolve_device
     from sam3tune.train.loop import Trainer, TrainingParts
     from sam3tune.train.memory_ladder import rung_config
-    from sam3tune.train.recipe import recipe_role
+    from sam3tune.train.param_groups import role_of
 
     device = resolve_device(args.device, 0)
     if device.type == "cuda":
@@ -74,7 +74,7 @@ def measure_rung(args: argparse.Namespace, rung: str) -> dict:
         criterion=criterion,
         train_dataset=dataset,
         collate_fn=collate_fn,
-        role_of=partial(recipe_role, num_vit_blocks=blocks),
+        role_of=role_of,
         num_vit_blocks=blocks,
     )
     context = DistributedContext(rank=0, local_rank=0, world_size=1, device=device)

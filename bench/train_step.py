@@ -120,7 +120,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> list[dict]:
     from sam3tune.train.config import LoopConfig, ScheduleConfig, TrainConfig, ValidationConfig
     from sam3tune.train.distributed import DistributedContext, resolve_device
     from sam3tune.train.loop import Trainer, TrainingParts
-    from sam3tune.train.recipe import recipe_role
+    from sam3tune.train.param_groups import role_of
 
     device = resolve_device(args.device, 0)
     if device.type == "cuda":
@@ -148,7 +148,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> list[dict]:
         criterion=Sam3Criterion(CriterionConfig()),
         train_dataset=dataset,
         collate_fn=collate_fn,
-        role_of=partial(recipe_role, num_vit_blocks=blocks),
+        role_of=role_of,
         num_vit_blocks=blocks,
     )
     config = TrainConfig(

@@ -78,6 +78,15 @@ def _overrides(parser: argparse.ArgumentParser, config: str) -> None:
     )
 
 
+def _shortcuts(parser: argparse.ArgumentParser, model_key: str, data_key: str | None = "data.root") -> None:
+    """``--model M`` (and ``--data PATH``): shortcuts that each set one config key."""
+    parser.add_argument(
+        "--model", metavar="M", help=f"hub id, save_pretrained dir, tiny/small (sets {model_key})"
+    )
+    if data_key is not None:
+        parser.add_argument("--data", metavar="PATH", help=f"dataset root or COCO JSON (sets {data_key})")
+
+
 def _add_train(sub) -> None:
     parser = _command(
         sub,
@@ -92,9 +101,14 @@ def _add_train(sub) -> None:
             "train ..."
         ),
     )
-    parser.add_argument("--data", metavar="PATH", help="dataset root or COCO JSON (sets data.root)")
-    parser.add_argument("--model", metavar="M", help="hub id, save_pretrained dir, tiny/small (model.name)")
+    _shortcuts(parser, "model.name")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    parser.add_argument(
+        "--allow-inexact-resume",
+        action="store_true",
+        help="with --resume: accept overrides that change the computation (seed, data, model, ...); "
+        "recorded in RUN_DIR/resumes.jsonl",
+    )
     _overrides(parser, "TrainConfig")
 
 
@@ -112,8 +126,7 @@ def _add_doctor(sub) -> None:
             "with their fixes. Exit status 1 when a flag is an error, 2 for bad input. See docs/doctor.md."
         ),
     )
-    parser.add_argument("--data", metavar="PATH", help="dataset root or COCO JSON (sets data.root)")
-    parser.add_argument("--model", metavar="M", help="hub id, save_pretrained dir, tiny/small (model.name)")
+    _shortcuts(parser, "model.name")
     parser.add_argument(
         "--ladder", action="store_true", help="also one step per memory rung: the memory of each (slower)"
     )
@@ -135,11 +148,13 @@ def _add_eval(sub) -> None:
             "postprocess.*, ... (EvalRunConfig, docs/eval.md)."
         ),
     )
-    parser.add_argument("--model", metavar="M", help="save_pretrained dir, hub id or tiny/small (model)")
-    parser.add_argument("--data", metavar="PATH", help="dataset root, COCO / Roboflow layout (data.root)")
+    _shortcuts(parser, "model")
     parser.add_argument("--predictions", type=Path, help="COCO results JSON to evaluate (no model is run)")
     parser.add_argument("--gt", type=Path, help="COCO annotation JSON the predictions refer to")
     parser.add_argument("--out", type=Path, default=Path("eval"), help="report folder (default: ./eval)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the reports of an earlier run in --out"
+    )
     _overrides(parser, "EvalRunConfig")
 
 
@@ -158,12 +173,15 @@ def _add_predict(sub) -> None:
         ),
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="images or folders")
-    parser.add_argument("--model", metavar="M", help="save_pretrained dir, hub id or tiny/small (model)")
+    _shortcuts(parser, "model", data_key=None)
     parser.add_argument(
         "--prompt", dest="prompts", action="append", metavar="TEXT", help="text prompt, repeatable (prompts)"
     )
     parser.add_argument(
         "--out", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the results of an earlier run in --out"
     )
     _overrides(parser, "PredictConfig")
 
@@ -232,7 +250,29 @@ def _add_demo(sub) -> None:
 
 
 # One entry per sub-command, in the order `sam3tune --help` lists them.
-_COMMANDS: tuple = (_add_demo, _add_data, _add_train, _add_doctor, _add_eval, _add_predict)
+def _add_import_checkpoint(sub) -> None:
+    parser = sub.add_parser(
+        "import-checkpoint",
+        help="convert a checkpoint of Meta's SAM 3 code (sam3.pt, trainer) to a Hugging Face folder",
+        description="Convert a state dict written by Meta's sam3 builder or trainer (sam3.pt with "
+        "detector./tracker. keys, a trainer checkpoint's 'model', DDP module. prefixes; .pt loaded "
+        "weights-only, or .safetensors) into a save_pretrained folder that Sam3Model.from_pretrained and "
+        "sam3tune --model load. Every weight is accounted for. See docs/model.md.",
+    )
+    parser.add_argument("checkpoint", type=Path, metavar="PATH", help="Meta checkpoint file")
+    parser.add_argument("out", type=Path, metavar="OUT", help="new output folder")
+    parser.set_defaults(handler="sam3tune.model.command:run_import_checkpoint_command")
+
+
+_COMMANDS: tuple = (
+    _add_demo,
+    _add_data,
+    _add_train,
+    _add_doctor,
+    _add_eval,
+    _add_predict,
+    _add_import_checkpoint,
+)
 _NOT_ARGUMENTS = ("handler", "command", "action", "show_help")
 
 

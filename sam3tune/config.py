@@ -3,13 +3,17 @@
 Every config in sam3tune is a (possibly nested) dataclass whose defaults are the official recipe.
 ``load_config(TrainConfig, "run.yaml", ["optim.lr=1e-4", "data.negatives=none"])`` reads the YAML,
 applies the ``dotted.key=value`` overrides (values parsed as YAML scalars/lists) and checks every
-key and type, so a typo fails loudly instead of silently training with a default.
+key and type, so a typo fails loudly instead of silently training with a default. Each config
+dataclass also checks its values (``validate``, run by ``__post_init__``): a value that would make the
+recipe meaningless (``optim.grad_clip_norm=-1``, ``loop.max_steps=0``) raises :class:`InvalidValue`
+naming the dotted key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import types
 import typing
@@ -44,6 +48,67 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the dataclass schema."""
 
 
+class InvalidValue(ConfigError):
+    """A config value of the right type that makes the recipe meaningless (e.g. a negative learning
+    rate); ``key`` is its dotted name relative to the dataclass that refused it."""
+
+    def __init__(self, key: str, value: Any, requirement: str) -> None:
+        self.key, self.value, self.requirement = key, value, requirement
+        super().__init__(f"{key}={value!r}: {requirement}")
+
+    def under(self, prefix: str) -> InvalidValue:
+        """The same error with ``prefix`` (e.g. ``"optim."``) in front of the key."""
+        return InvalidValue(prefix + self.key, self.value, self.requirement)
+
+
+def require(condition: bool, key: str, value: Any, requirement: str) -> None:
+    """Raise :class:`InvalidValue` for ``key`` unless ``condition``."""
+    if not condition:
+        raise InvalidValue(key, value, requirement)
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
+
+
+def require_device(config: Any, name: str = "device") -> None:
+    """Field ``name`` of ``config`` must be a device string torch takes: ``auto`` (CUDA when available),
+    ``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``xpu[:N]``."""
+    value = getattr(config, name)
+    require(
+        isinstance(value, str) and _DEVICE.fullmatch(value) is not None,
+        name,
+        value,
+        "must be auto, cpu, cuda, cuda:N, mps or xpu[:N]",
+    )
+
+
+def require_range(
+    config: Any,
+    *names: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Every field ``names`` of ``config`` that is not None must be a finite number in the interval
+    (``low_open``/``high_open`` exclude the end); used by the configs' ``validate`` methods."""
+    left = f"{'(' if low_open else '['}{low}" if low is not None else "(-inf"
+    right = f"{high}{')' if high_open else ']'}" if high is not None else "inf)"
+    if high is None and low is not None:
+        wording = f"must be {'>' if low_open else '>='} {low}"
+    else:
+        wording = f"must be in {left}, {right}"
+    for name in names:
+        value = getattr(config, name)
+        if value is None:
+            continue
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        require(ok, name, value, f"must be a finite number; {wording}")
+        above = low is None or (value > low if low_open else value >= low)
+        below = high is None or (value < high if high_open else value <= high)
+        require(above and below, name, value, wording)
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     """Build dataclass ``cls`` from a mapping, recursing into nested dataclasses.
 
@@ -59,7 +124,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
             f"valid keys of {cls.__name__}: {', '.join(sorted(known))}"
         )
     kwargs = {name: _coerce(hints[name], value, where + name) for name, value in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)  # configs check their values in __post_init__ (a ``validate`` method)
+    except InvalidValue as err:
+        raise err.under(where) from None
 
 
 def to_dict(obj: Any) -> Any:

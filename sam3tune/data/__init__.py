@@ -17,7 +17,14 @@ from sam3tune.data.dataset import (
 )
 from sam3tune.data.layout import SplitFiles, find_splits, resolve_split
 from sam3tune.data.problems import CATALOGUE, DataError, ProblemReport
-from sam3tune.data.queries import QueryCategory, QueryPlan, clean_prompt, load_prompt_map, plan_queries
+from sam3tune.data.queries import (
+    QueryCategory,
+    QueryPlan,
+    check_prompt_tokens,
+    clean_prompt,
+    load_prompt_map,
+    plan_queries,
+)
 from sam3tune.data.transforms import Geometry, train_sides
 
 __all__ = [
@@ -38,6 +45,7 @@ __all__ = [
     "Tokenize",
     "build_eval_dataset",
     "build_train_dataset",
+    "check_prompt_tokens",
     "clean_prompt",
     "collate",
     "find_splits",

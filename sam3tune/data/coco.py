@@ -1,32 +1,37 @@
 """Reading one COCO split strictly: every object checked, every problem raised or counted.
 
 ``load_split`` turns a COCO annotation file plus its image folder into a :class:`CocoSplit`:
-usable images (file present, decodable, real size = JSON size after EXIF orientation), their
-objects with boxes clipped to the image (``xyxy`` pixels) and validated segmentations, all
-categories, and a :class:`~sam3tune.data.problems.ProblemReport`. Fatal problems raise
+usable images (file inside the image folder once links are resolved, listed under one id only,
+present, decodable, not corrupt, real size = JSON size after EXIF orientation), their objects
+(duplicates dropped, ``iscrowd`` 0 or 1) with boxes clipped to the image (``xyxy`` pixels) and
+validated, bounded segmentations that cover pixels inside their box, all categories, and a
+:class:`~sam3tune.data.problems.ProblemReport`. Fatal problems raise
 :class:`~sam3tune.data.problems.DataError` naming the file and the image / annotation id.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from sam3tune.data.images import ImageFileError, ImageInfo, probe_image
-from sam3tune.data.layout import SplitFiles, image_path
-from sam3tune.data.masks import Segmentation, SegmentationError, validate_segmentation
+from sam3tune.data.images import LARGE_IMAGE_PIXELS, ImageFileError, ImageInfo, probe_image
+from sam3tune.data.json_file import JsonFileError, read_json
+from sam3tune.data.layout import SplitFiles, image_path, resolves_inside
+from sam3tune.data.masks import Segmentation, SegmentationError, mask_extent, validate_segmentation
 from sam3tune.data.problems import DataError, ProblemReport
+from sam3tune.progress import progress_bar
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")
 _CLIP_TOLERANCE_PX = 1e-3  # coordinates this close outside the image are clipped without a report
+_INT64 = 1 << 63  # ids become int64 tensors: they must lie in [-2**63, 2**63)
+MIN_MASK_SHARE_IN_BOX = 0.5
+"""A mask whose pixel extent lies less than this share inside its box (grown by 1 px) is ignored."""
+_AMBIGUOUS_ORIENTATIONS = (2, 3, 4)  # flips / half turn: the image size is the same in both frames
 
 
 @dataclass(frozen=True)
@@ -78,10 +83,11 @@ class CocoSplit:
     annotations_listed: int = 0
 
 
-def load_split(files: SplitFiles, progress: bool = True) -> CocoSplit:
+def load_split(files: SplitFiles, progress: bool = True, follow_symlinks: bool = False) -> CocoSplit:
     """Parse and validate the split in ``files``; see the module docstring.
 
-    Every image is decoded once (JPEG at 1/8 scale, a few ms) to catch truncated files.
+    Every image is decoded once (JPEG at 1/8 scale, a few ms) to catch truncated files. Image files
+    that resolve (through symlinks) outside ``files.image_dir`` are skipped unless ``follow_symlinks``.
     """
     source = files.annotation_file
     data = _read_json(source)
@@ -94,10 +100,11 @@ def load_split(files: SplitFiles, progress: bool = True) -> CocoSplit:
         raise DataError(
             "empty_split", f"{source}: the split has no annotations ({len(listed_images)} images)"
         )
-    _check_unique_annotation_ids(annotations, source)
+    _check_annotation_ids(annotations, source)
 
     problems = ProblemReport()
-    images = _probe_images(listed_images, problems, progress, source)
+    confined = _confined_images(listed_images, files.image_dir, follow_symlinks, problems)
+    images = _probe_images(confined, problems, progress, source)
     if not images:
         raise DataError(
             "no_usable_images",
@@ -105,10 +112,21 @@ def load_split(files: SplitFiles, progress: bool = True) -> CocoSplit:
         )
     by_id = {img.image_id: img for img in images}
     objects: dict[int, list[CocoObject]] = {img.image_id: [] for img in images}
+    first_of: dict[tuple, int] = {}
     for index, ann in enumerate(annotations):
         obj = _parse_annotation(ann, index, listed_images, by_id, categories, problems)
-        if obj is not None:
-            objects[ann["image_id"]].append(obj)
+        if obj is None:
+            continue
+        key = (ann["image_id"], *_identity(obj))
+        if key in first_of:
+            problems.add(
+                "annotation_duplicate",
+                f"annotation {obj.annotation_id} (image {ann['image_id']}) "
+                f"repeats annotation {first_of[key]}",
+            )
+            continue
+        first_of[key] = obj.annotation_id
+        objects[ann["image_id"]].append(obj)
     if not any(not o.iscrowd for objs in objects.values() for o in objs):
         crowd = sum(o.iscrowd for objs in objects.values() for o in objs)
         raise DataError(
@@ -132,17 +150,9 @@ def load_split(files: SplitFiles, progress: bool = True) -> CocoSplit:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError("invalid_json", f"{path}: cannot read the annotation file: {err}") from err
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(
-            "invalid_json",
-            f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg} "
-            "(truncated or corrupt file?)",
-        ) from err
+        data = read_json(path, "annotation file")
+    except JsonFileError as err:
+        raise DataError("invalid_json", str(err)) from err
     if not isinstance(data, dict):
         raise DataError(
             "missing_key", f"{path}: top level is a {type(data).__name__}, expected a COCO object"
@@ -170,6 +180,7 @@ def _parse_categories(entries: list[Any], source: Path) -> tuple[dict[int, str],
                 "missing_key",
                 f"{source}: category entry #{index} ({cat!r:.80}) needs an integer 'id' and a 'name'",
             )
+        _check_id_range(cat_id, f"{source}: category entry #{index}")
         if cat_id in names:
             raise DataError("duplicate_category_id", f"{source}: category id {cat_id} appears twice")
         names[cat_id] = cat["name"]
@@ -184,6 +195,7 @@ def _parse_images(entries: list[Any], files: SplitFiles) -> dict[int, dict[str, 
         img_id = entry.get("id") if isinstance(entry, dict) else None
         if not _is_int(img_id):
             raise DataError("missing_key", f"{source}: image entry #{index} has no integer 'id'")
+        _check_id_range(img_id, f"{source}: image entry #{index}")
         where = f"{source}: image {img_id}"
         if not isinstance(entry.get("file_name"), str):
             raise DataError("missing_key", f"{where} has no 'file_name'")
@@ -203,8 +215,10 @@ def _parse_images(entries: list[Any], files: SplitFiles) -> dict[int, dict[str, 
     return images
 
 
-def _check_unique_annotation_ids(annotations: list[Any], source: Path) -> None:
+def _check_annotation_ids(annotations: list[Any], source: Path) -> None:
     ids = Counter(a.get("id") for a in annotations if isinstance(a, dict) and _is_int(a.get("id")))
+    for ann_id in ids:
+        _check_id_range(ann_id, f"{source}: annotation")
     duplicated = sorted(i for i, n in ids.items() if n > 1)
     if duplicated:
         shown = ", ".join(str(i) for i in duplicated[:10])
@@ -213,6 +227,43 @@ def _check_unique_annotation_ids(annotations: list[Any], source: Path) -> None:
             f"{source}: annotation ids appear more than once: {shown}"
             + (f" (+{len(duplicated) - 10} more)" if len(duplicated) > 10 else ""),
         )
+
+
+def _check_id_range(value: int, where: str) -> None:
+    if not -_INT64 <= value < _INT64:
+        raise DataError(
+            "id_out_of_range", f"{where}: id {value} does not fit a 64-bit integer (|id| < 2**63 needed)"
+        )
+
+
+def _confined_images(
+    listed: dict[int, dict[str, Any]], image_dir: Path, follow_symlinks: bool, problems: ProblemReport
+) -> dict[int, dict[str, Any]]:
+    """The listed images whose file resolves inside ``image_dir`` (all of them with ``follow_symlinks``),
+    less the images whose file is also listed under another id (counted, all of them skipped)."""
+    kept: dict[int, dict[str, Any]] = {}
+    by_file: dict[str, list[int]] = defaultdict(list)
+    for img_id, entry in sorted(listed.items()):
+        real = os.path.realpath(entry["path"])
+        if not follow_symlinks and not resolves_inside(real, image_dir):
+            problems.add(
+                "image_outside_folder",
+                f"image {img_id} {entry['file_name']!r} resolves to {real}, outside {image_dir} "
+                "(set data.follow_symlinks: true to allow)",
+            )
+            continue
+        kept[img_id] = entry
+        by_file[real].append(img_id)
+    for real, ids in by_file.items():
+        if len(ids) > 1:
+            for img_id in ids:
+                problems.add(
+                    "image_duplicate_file",
+                    f"image {img_id} {listed[img_id]['file_name']!r}: {real} is also image(s) "
+                    + ", ".join(str(i) for i in ids if i != img_id),
+                )
+                del kept[img_id]
+    return kept
 
 
 def _probe_images(
@@ -228,7 +279,7 @@ def _probe_images(
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         results = list(
-            tqdm(
+            progress_bar(
                 pool.map(probe, entries),
                 total=len(entries),
                 desc=f"checking images of {source.parent.name or source.name}",
@@ -251,6 +302,19 @@ def _probe_images(
             continue
         if result.needs_conversion:
             problems.add("image_converted", f"{culprit} (mode {result.mode})")
+        if result.orientation in _AMBIGUOUS_ORIENTATIONS or (
+            result.orientation != 1 and result.width == result.height
+        ):
+            problems.add(
+                "image_orientation_ambiguous",
+                f"{culprit}: EXIF orientation {result.orientation} on a "
+                f"{result.width}x{result.height} image; check that its boxes fit the rotated picture",
+            )
+        if result.width * result.height > LARGE_IMAGE_PIXELS:
+            problems.add(
+                "image_large",
+                f"{culprit}: {result.width}x{result.height} ({result.width * result.height / 1e6:.0f} MP)",
+            )
         images.append(
             CocoImage(
                 image_id=entry["id"],
@@ -304,15 +368,13 @@ def _parse_annotation(
         return None
     if max(-x, -y, x + w - image.width, y + h - image.height) > _CLIP_TOLERANCE_PX:
         problems.add("box_outside_image", f"{culprit}: bbox {bbox} clipped to {image.width}x{image.height}")
-    iscrowd = bool(ann.get("iscrowd", 0))
-    segmentation = None
-    if not iscrowd:
-        try:
-            segmentation, dropped = validate_segmentation(ann.get("segmentation"), image.height, image.width)
-            if dropped:
-                problems.add("polygon_invalid", f"{culprit}: {dropped} polygon part(s) ignored, others kept")
-        except SegmentationError as err:
-            problems.add(err.kind, f"{culprit}: {err}")
+    crowd = ann.get("iscrowd")
+    if crowd is None or (isinstance(crowd, (int, float)) and crowd in (0, 1)):
+        iscrowd = bool(crowd)
+    else:
+        problems.add("iscrowd_invalid", f"{culprit}: iscrowd = {crowd!r:.40}")
+        iscrowd = True  # ignored like a crowd region: neither a target nor a negative
+    segmentation = None if iscrowd else _checked_mask(ann.get("segmentation"), box, image, culprit, problems)
     return CocoObject(
         annotation_id=ann_id,
         category_id=ann["category_id"],
@@ -320,6 +382,56 @@ def _parse_annotation(
         segmentation=segmentation,
         iscrowd=iscrowd,
     )
+
+
+def _checked_mask(
+    segm: Any, box: tuple[float, float, float, float], image: CocoImage, culprit: str, problems: ProblemReport
+) -> Segmentation | None:
+    """The validated, bounded segmentation of an object with (clipped) ``box``, or None when there is
+    none or it cannot be used (counted)."""
+    try:
+        checked = validate_segmentation(segm, image.height, image.width)
+    except SegmentationError as err:
+        problems.add(err.kind, f"{culprit}: {err}")
+        return None
+    if checked.dropped:
+        problems.add("polygon_invalid", f"{culprit}: {checked.dropped} polygon part(s) ignored, others kept")
+    if checked.clipped:
+        problems.add(
+            "polygon_clipped",
+            f"{culprit}: clipped to one image side around the {image.width}x{image.height} image",
+        )
+    if checked.segmentation is None:
+        return None
+    area, (x0, y0, x1, y1) = mask_extent(checked.segmentation, image.height, image.width)
+    if area == 0:
+        problems.add(
+            "mask_empty", f"{culprit}: the mask covers no pixel of the {image.width}x{image.height} image"
+        )
+        return None
+    inside_w = max(0.0, min(x1, box[2] + 1) - max(x0, box[0] - 1))
+    inside_h = max(0.0, min(y1, box[3] + 1) - max(y0, box[1] - 1))
+    if inside_w * inside_h < MIN_MASK_SHARE_IN_BOX * (x1 - x0) * (y1 - y0):
+        problems.add(
+            "mask_box_mismatch",
+            f"{culprit}: mask spans x {x0:g}-{x1:g}, y {y0:g}-{y1:g}; box is x {box[0]:g}-{box[2]:g}, "
+            f"y {box[1]:g}-{box[3]:g}",
+        )
+        return None
+    return checked.segmentation
+
+
+def _identity(obj: CocoObject) -> tuple:
+    """What makes two annotations of one image the same: category, box, crowd flag and mask."""
+    segm = obj.segmentation
+    if isinstance(segm, list):
+        mask: Any = tuple(tuple(p) for p in segm)
+    elif isinstance(segm, dict):
+        counts = segm["counts"]
+        mask = (tuple(segm["size"]), tuple(counts) if isinstance(counts, list) else counts)
+    else:
+        mask = None
+    return obj.category_id, obj.box, obj.iscrowd, mask
 
 
 def _summary(problems: ProblemReport) -> str:

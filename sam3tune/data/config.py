@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from sam3tune.config import require, require_range
+
 
 @dataclass
 class DataConfig:
@@ -46,16 +48,24 @@ class DataConfig:
     """YAML or JSON map (category name or id -> prompt text) overriding the cleaned names."""
     keep_unused_categories: bool = False
     """Also query categories with no instance in the split (and Roboflow's placeholder)."""
+    follow_symlinks: bool = False
+    """Use image files that resolve (through symlinks) outside their image folder; off: skipped, counted."""
 
     def __post_init__(self) -> None:
-        if self.resolution < 8:
-            raise ValueError(f"data.resolution must be at least 8, got {self.resolution}")
-        if self.mask_resolution is not None and self.mask_resolution < 1:
-            raise ValueError(f"data.mask_resolution must be positive, got {self.mask_resolution}")
-        if isinstance(self.negatives, int) and (isinstance(self.negatives, bool) or self.negatives < 0):
-            raise ValueError(f"data.negatives must be 'all', 'none' or k >= 0, got {self.negatives!r}")
-        if self.max_objects_per_query < 1:
-            raise ValueError(f"data.max_objects_per_query must be >= 1, got {self.max_objects_per_query}")
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "resolution", low=8)
+        require_range(self, "mask_resolution", "max_objects_per_query", low=1)
+        require(
+            not isinstance(self.negatives, int)
+            or (not isinstance(self.negatives, bool) and self.negatives >= 0),
+            "negatives",
+            self.negatives,
+            "must be 'all', 'none' or a number k >= 0",
+        )
+        for name in ("train", "val"):
+            require(bool(getattr(self, name).strip()), name, getattr(self, name), "must name a split")
 
     @property
     def target_mask_resolution(self) -> int:

@@ -185,7 +185,7 @@ def load_plan(
             "empty_split", "data.root is not set: point it at a dataset folder or a COCO JSON file"
         )
     split_files = resolve_split(config.root, split, image_dir)
-    coco = load_split(split_files, progress=progress)
+    coco = load_split(split_files, progress=progress, follow_symlinks=config.follow_symlinks)
     plan = plan_queries(
         coco,
         negatives=config.negatives if train else "all",

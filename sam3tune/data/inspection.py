@@ -39,6 +39,7 @@ def inspect_dataset(
             "max_objects_per_query": config.max_objects_per_query,
             "keep_unused_categories": config.keep_unused_categories,
             "prompts": str(config.prompts) if config.prompts else None,
+            "follow_symlinks": config.follow_symlinks,
         },
         "error": None,
         "splits": [],
@@ -73,7 +74,7 @@ def _inspect_split(
         "problems": [],
     }
     try:
-        split = load_split(files, progress=progress)
+        split = load_split(files, progress=progress, follow_symlinks=config.follow_symlinks)
     except DataError as err:
         entry["error"] = {"kind": err.kind, "message": str(err)}
         return entry

@@ -96,3 +96,10 @@ def image_path(image_dir: Path, file_name: str, where: str) -> Path:
             "path_escapes_root", f"{where}: file_name {file_name!r} escapes the image folder {image_dir}"
         )
     return Path(joined)
+
+
+def resolves_inside(real_path: str | Path, folder: Path) -> bool:
+    """Whether ``real_path`` (already resolved, symlinks included) lies inside ``folder`` once that is
+    resolved too."""
+    base = os.path.realpath(folder)
+    return os.path.commonpath([base, os.fspath(real_path)]) == base

@@ -15,7 +15,9 @@ from typing import Literal
 
 log = logging.getLogger(__name__)
 
-Severity = Literal["error", "skipped", "fixed", "info"]
+Severity = Literal["error", "skipped", "fixed", "warning", "info"]
+"""``skipped``: the item is left out; ``fixed``: changed so it can be used; ``warning``: used as read, but
+possibly wrong (look at the examples); ``info``: worth knowing."""
 
 # kind -> (severity, what happened). Fatal kinds are raised as DataError with a specific message;
 # they are listed here so that the documentation and ``inspect`` name them consistently.
@@ -25,29 +27,62 @@ CATALOGUE: dict[str, tuple[Severity, str]] = {
     "duplicate_image_id": ("error", "two image entries share an id"),
     "duplicate_annotation_id": ("error", "two annotations share an id"),
     "duplicate_category_id": ("error", "two categories share an id"),
+    "id_out_of_range": ("error", "an image, category or annotation id does not fit a 64-bit integer"),
     "path_escapes_root": ("error", "an image file_name is absolute or leaves the image folder"),
     "empty_split": ("error", "the split has no images or no annotations"),
     "no_valid_annotations": ("error", "every annotation of the split is invalid"),
     "no_usable_images": ("error", "no image of the split can be used"),
     "no_usable_queries": ("error", "the split yields no query with a target"),
+    "prompt_collision": (
+        "error",
+        "two queried categories give the same prompt (after cleaning, or after tokenizing): the same "
+        "prompt would be positive and negative on one image",
+    ),
     "annotation_missing_image": ("skipped", "annotation skipped: its image_id is not among the images"),
     "annotation_missing_category": ("skipped", "annotation skipped: its category_id is not a category"),
     "annotation_malformed": ("skipped", "annotation skipped: missing/non-numeric bbox or ids"),
+    "annotation_duplicate": (
+        "skipped",
+        "annotation skipped: exact duplicate of another (image, category, box, mask)",
+    ),
+    "iscrowd_invalid": (
+        "skipped",
+        "annotation ignored (not a target, its category not a negative on the image): iscrowd is not 0 or 1",
+    ),
     "box_nonpositive": ("skipped", "annotation skipped: box width or height is zero or negative"),
     "box_outside_image": ("fixed", "box clipped to the image"),
     "box_entirely_outside": ("skipped", "annotation skipped: box lies entirely outside the image"),
     "polygon_invalid": ("skipped", "polygon ignored: fewer than 3 points or an odd coordinate count"),
     "rle_size_mismatch": ("skipped", "mask ignored (box kept): RLE size differs from the image size"),
     "segmentation_malformed": ("skipped", "mask ignored (box kept): segmentation is not a polygon or RLE"),
+    "segmentation_out_of_range": (
+        "skipped",
+        "mask ignored (box kept): polygon far outside the image (wrong units?) or outline too long",
+    ),
+    "polygon_clipped": ("fixed", "polygon reaching more than one image side outside the image clipped there"),
+    "mask_empty": ("skipped", "mask ignored (box kept): it covers no pixel of the image"),
+    "mask_box_mismatch": ("skipped", "mask ignored (box kept): most of the mask lies outside its box"),
     "image_missing": ("skipped", "image skipped: file not found"),
+    "image_outside_folder": (
+        "skipped",
+        "image skipped: its path resolves (through a symlink) outside the image folder",
+    ),
+    "image_duplicate_file": ("skipped", "image skipped: the same file is listed under several image ids"),
     "image_unreadable": ("skipped", "image skipped: file cannot be decoded"),
     "image_truncated": ("skipped", "image skipped: file is truncated"),
+    "image_corrupt": ("skipped", "image skipped: corrupt JPEG data (it decodes, with damaged pixels)"),
     "image_size_mismatch": ("skipped", "image skipped: JSON width/height differ from the real size"),
     "image_converted": ("fixed", "image converted to RGB (grayscale, alpha, palette or 16-bit)"),
+    "image_orientation_ambiguous": (
+        "warning",
+        "EXIF rotation/flip the JSON size cannot confirm: annotations taken in the displayed frame",
+    ),
+    "image_large": ("info", "image above 20 megapixels: decoded at reduced size where the format allows"),
     "category_unused": ("skipped", "category skipped: no instance in this split"),
     "category_placeholder": ("skipped", "category skipped: Roboflow placeholder (id 0, no annotations)"),
     "objects_over_cap": ("skipped", "objects beyond the per-query cap (the largest are kept)"),
     "image_without_queries": ("info", "image left out: no positive and no negative query"),
+    "prompt_truncated": ("warning", "prompt longer than the tokenizer's context: its end is cut off"),
 }
 
 MAX_EXAMPLES = 5

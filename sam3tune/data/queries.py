@@ -8,24 +8,33 @@
   unless a prompt map (YAML or JSON, category name or id -> prompt) says otherwise.
 - Categories with no non-crowd instance in the split, and Roboflow's placeholder category, are
   skipped (and reported) unless ``keep_unused_categories``.
+- Two queried categories may not share a prompt (equal after lower-casing and dropping punctuation, or
+  equal token ids once the model's tokenizer has cut them): the same prompt would be positive and
+  negative on one image.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 import yaml
 
+from sam3tune.config import parse_yaml
 from sam3tune.data.coco import CocoImage, CocoObject, CocoSplit
 from sam3tune.data.problems import DataError, ProblemReport
 
 Negatives = Literal["all", "none"] | int
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,11 +102,14 @@ def clean_prompt(name: str) -> str:
 
 
 def load_prompt_map(path: str | Path) -> dict[str, str]:
-    """A YAML or JSON mapping category name or id -> prompt text (keys returned as strings)."""
+    """A YAML or JSON mapping category name or id -> prompt text (keys returned as strings). YAML is read
+    as YAML 1.2, like configs: ``on``, ``no``, ``yes`` are words, not booleans."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = (
+            json.loads(text) if path.suffix.lower() == ".json" else parse_yaml(text)
+        )  # `on`, `no` stay text
     except (OSError, ValueError, yaml.YAMLError) as err:
         raise DataError("invalid_json", f"{path}: cannot read the prompt map: {err}") from err
     if not isinstance(data, dict) or not all(isinstance(v, str) and v.strip() for v in data.values()):
@@ -203,7 +215,74 @@ def _query_categories(
                 "missing_key", f"{split.annotation_file}: category {cat_id} {name!r} gives an empty prompt"
             )
         result[cat_id] = QueryCategory(cat_id, name, prompt)
+    _refuse_shared_prompts(
+        [[c for c in result.values() if _prompt_key(c.prompt) == key] for key in _shared_keys(result)],
+        f"{split.annotation_file}: after cleaning",
+    )
     return result
+
+
+def _prompt_key(prompt: str) -> str:
+    """What a prompt says, ignoring case, punctuation and spacing (``"Car."`` and ``"car"`` agree)."""
+    return re.sub(r"[\W_]+", " ", prompt).strip().casefold() or prompt
+
+
+def _shared_keys(categories: dict[int, QueryCategory]) -> list[str]:
+    keys: dict[str, int] = defaultdict(int)
+    for category in categories.values():
+        keys[_prompt_key(category.prompt)] += 1
+    return [key for key, n in keys.items() if n > 1]
+
+
+def _refuse_shared_prompts(groups: list[list[QueryCategory]], where: str) -> None:
+    if not groups:
+        return
+    shown = "; ".join(
+        " and ".join(f"category {c.category_id} {c.name!r} -> {c.prompt!r}" for c in group)
+        for group in groups[:5]
+    )
+    raise DataError(
+        "prompt_collision",
+        f"{where}, {len(groups)} group(s) of categories share a prompt: {shown}. The same prompt would "
+        "be positive and negative on one image: merge the categories in the annotation file, or give "
+        "each its own text in a prompt map (data.prompts: category name or id -> prompt)",
+    )
+
+
+def check_prompt_tokens(
+    plan: QueryPlan, tokenize: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]], where: str
+) -> None:
+    """Check the plan's prompts against the model's ``tokenize`` (see ``sam3tune.data.Tokenize``).
+
+    Raises :class:`DataError` ``prompt_collision`` when two queried categories get the same token ids
+    (long prompts cut to the same words); counts ``prompt_truncated`` in ``plan.problems`` (and logs
+    it) for prompts at or past the tokenizer's length: one more word does not change their ids.
+    """
+    categories = list(plan.categories.values())
+    prompts = [c.prompt for c in categories]
+    tokens = _token_rows(tokenize, prompts)
+    longer = _token_rows(tokenize, [f"{p} and more" for p in prompts])
+    groups: dict[tuple[int, ...], list[QueryCategory]] = defaultdict(list)
+    truncated = []
+    for category, row, longer_row in zip(categories, tokens, longer, strict=True):
+        groups[row].append(category)
+        if row == longer_row:
+            truncated.append(f"category {category.category_id} {category.prompt!r} ({len(row)} tokens)")
+    _refuse_shared_prompts([g for g in groups.values() if len(g) > 1], f"{where}: once tokenized")
+    for culprit in truncated:
+        plan.problems.add("prompt_truncated", culprit)
+    if truncated:
+        log.warning(
+            "%s: %d prompt(s) cut by the tokenizer: %s", where, len(truncated), "; ".join(truncated[:5])
+        )
+
+
+def _token_rows(tokenize: Callable, prompts: Sequence[str]) -> list[tuple[int, ...]]:
+    ids, mask = tokenize(list(prompts))
+    return [
+        tuple(int(t) for t, m in zip(r, k, strict=True) if m)
+        for r, k in zip(ids.tolist(), mask.tolist(), strict=True)
+    ]
 
 
 def _is_placeholder(cat_id: int, split: CocoSplit, annotated: set[int]) -> bool:

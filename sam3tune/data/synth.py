@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from sam3tune.data.layout import ROBOFLOW_ANNOTATIONS
+from sam3tune.progress import progress_bar
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 40, 40),
@@ -251,7 +251,7 @@ def generate(config: SynthConfig, out: str | Path, progress: bool = True) -> Syn
         images, annotations = [], []
         counts = dict.fromkeys(names, 0)
         drawn = 0
-        for index in tqdm(range(size), desc=f"synth {split}", disable=not progress, leave=False):
+        for index in progress_bar(range(size), desc=f"synth {split}", disable=not progress, leave=False):
             rng = np.random.default_rng(np.random.SeedSequence([config.seed, split_number, index]))
             image, objects = render_image(config, rng)
             file_name = f"{index:06d}.jpg"

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sam3tune.atomic import atomic_directory
 from sam3tune.model import load_model
-from sam3tune.model.export import atomic_directory
 
 BASE_DIR = Path(__file__).with_name("base")
 PROVENANCE_FILE = "pretraining.json"

@@ -22,6 +22,7 @@ def run_doctor_command(
     """Config from the ``config`` file, then ``key=value`` overrides, then ``data`` / ``model`` (the train
     command's order); print the report (``ladder``: with one step per memory rung). Exit status: 0 no
     error flag, 1 an error flag, 2 bad input."""
+    from sam3tune.devices import resolve_device
     from sam3tune.doctor.diagnosis import diagnose
     from sam3tune.doctor.text_report import format_report
     from sam3tune.train.config import TrainConfig
@@ -29,6 +30,7 @@ def run_doctor_command(
     overrides = with_shortcuts(overrides, {"data.root": data, "model.name": model})
     try:
         config = load_config(TrainConfig, config, overrides)
+        resolve_device(config.loop.device)  # a device this machine lacks: named here, not deep in torch
     except (ConfigError, ValueError) as err:
         print(f"sam3tune doctor: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

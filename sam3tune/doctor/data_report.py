@@ -22,6 +22,21 @@ CLIPPED_BOX_SHARE = 0.2
 """Share of objects clipped to their image above which bbox looks like [x0, y0, x1, y1]."""
 TINY_OBJECT_SHARE = 0.25
 """Share of sub-patch objects above which ``many_tiny_objects`` is raised."""
+SUSPECT_LABEL_KINDS = (
+    "annotation_duplicate",
+    "iscrowd_invalid",
+    "segmentation_out_of_range",
+    "polygon_clipped",
+    "mask_empty",
+    "mask_box_mismatch",
+    "image_outside_folder",
+    "image_duplicate_file",
+    "image_corrupt",
+    "image_orientation_ambiguous",
+    "prompt_truncated",
+)
+"""Problem kinds of the data loader (``sam3tune.data.CATALOGUE``) that point at mistaken labels rather
+than at ordinary gaps: each found raises ``suspect_labels``."""
 
 
 @dataclass(frozen=True)
@@ -154,8 +169,18 @@ def data_report(
 
 
 def data_flags(report: DataReport) -> list[Flag]:
-    """Annotation mistakes the loader cannot refuse on its own, and many sub-patch objects."""
+    """Annotation mistakes the loader cannot refuse on its own, labels it doubted, and many sub-patch
+    objects."""
     flags = []
+    suspect = [p for p in report.problems if p["kind"] in SUSPECT_LABEL_KINDS]
+    if suspect:
+        flags.append(
+            make_flag(
+                "suspect_labels",
+                f"{report.annotation_file}: " + ", ".join(f"{p['count']} x {p['kind']}" for p in suspect),
+                details=[f"{p['kind']}: {example}" for p in suspect for example in p["examples"][:2]],
+            )
+        )
     targets = max(report.targets, 1)
     if report.near_origin_boxes / targets >= NORMALISED_BOX_SHARE:
         flags.append(

@@ -8,7 +8,6 @@ dataset, a batch made by hand).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,17 +19,18 @@ from sam3tune.data import (
     DataError,
     QueryDataset,
     build_train_dataset,
+    check_prompt_tokens,
     collate,
     resolve_split,
 )
 from sam3tune.data.inspection import inspect_dataset
+from sam3tune.devices import resolve_device
 from sam3tune.doctor.data_report import DataReport, data_flags, data_report
 from sam3tune.doctor.expected_loss import ExpectedTotal, expected_total, total_flags
 from sam3tune.doctor.flags import SEVERITIES, Flag, make_flag
 from sam3tune.doctor.ladder import RungMemory, ladder_memory
 from sam3tune.doctor.learning_rates import (
     LearningRateGroup,
-    build_optimizer,
     learning_rate_flags,
     learning_rate_groups,
     optimiser_flags,
@@ -52,11 +52,12 @@ from sam3tune.model import (
     Sam3ForTraining,
     WeightsNotLoadedError,
     build_training_model,
-    load_model,
 )
 from sam3tune.train.config import TrainConfig
-from sam3tune.train.distributed import resolve_device
+from sam3tune.train.loop import uses_bf16
 from sam3tune.train.memory_ladder import RUNGS, rung_config
+from sam3tune.train.param_groups import build_optimizer, role_of
+from sam3tune.train.recipe import data_for_model, load_bundle
 from sam3tune.train.sampler import EpochBatchSampler
 
 SAM3_PATCH_SIZE = 14
@@ -170,18 +171,20 @@ def diagnose_batch(
     config = config or TrainConfig()
     report = DoctorReport(max_grad_norm=config.optim.grad_clip_norm)
     report.flags += loss_config_flags(config.loss) + optimiser_flags(config.optim)
-    report.setup = {"model": type(model).__name__, "precision": _precision(config)}
+    device = next(model.parameters()).device
+    report.setup = {"model": type(model).__name__, "precision": _precision(config, device)}
     report.batch = _summarise(batch, "given batch")
     _diagnose_step(report, model, batch, config, dataset_targets=dataset_targets)
     return report
 
 
-def _precision(config: TrainConfig) -> str:
-    # ``auto`` means bf16 autocast on a GPU, which is what the estimate is for.
-    return "float32" if config.loop.amp == "off" else "bf16 autocast"
+def _precision(config: TrainConfig, device: torch.device) -> str:
+    """The trainer's precision on ``device`` (``loop.amp=auto``: bf16 autocast on CUDA only)."""
+    return "bf16 autocast" if uses_bf16(config.loop.amp, device) else "float32"
 
 
 def _setup(config: TrainConfig, data: DataConfig | None, bundle: ModelBundle | None) -> dict[str, str]:
+    device = resolve_device(config.loop.device, 0)
     finetune = config.model.finetune
     mode = finetune.mode + (f" (freeze {', '.join(finetune.freeze)})" if finetune.freeze else "")
     resolution = data.resolution if data else (bundle.image_size if bundle else config.data.resolution)
@@ -191,8 +194,8 @@ def _setup(config: TrainConfig, data: DataConfig | None, bundle: ModelBundle | N
         "finetune": mode,
         "resolution": f"{resolution} px",
         "batch": f"{config.loop.batch_size} image(s) per GPU, each with all its queries",
-        "device": str(resolve_device(config.loop.device, 0)),
-        "precision": _precision(config),
+        "device": str(device),
+        "precision": _precision(config, device),
     }
 
 
@@ -201,9 +204,7 @@ def _build_model(
 ) -> tuple[ModelBundle | None, Sam3ForTraining | None]:
     """The bundle and training model as the trainer loads them (``model_build_failed`` / LoRA flags)."""
     try:
-        bundle = load_model(
-            config.model.name, allow_missing_weights=config.model.allow_missing_weights, seed=config.loop.seed
-        )
+        bundle = load_bundle(config)
     except (WeightsNotLoadedError, ValueError, OSError) as err:
         report.flags.append(make_flag("model_build_failed", f"{config.model.name}: {err}"))
         return None, None
@@ -227,18 +228,13 @@ def _data_for_model(data: DataConfig, bundle: ModelBundle | None, report: Doctor
     if data.root is None:
         report.flags.append(make_flag("data_unusable", "data.root is not set (pass --data PATH)"))
         return None
-    if bundle is None or data.resolution == bundle.image_size:
+    if bundle is None:
         return data
-    if data.resolution != DataConfig().resolution:
-        report.flags.append(
-            make_flag(
-                "data_unusable",
-                f"data.resolution={data.resolution} but the model takes {bundle.image_size} px images",
-                fix=f"set data.resolution={bundle.image_size} (or leave it unset)",
-            )
-        )
+    try:
+        return data_for_model(data, bundle.image_size)
+    except ValueError as err:
+        report.flags.append(make_flag("data_unusable", str(err)))
         return None
-    return dataclasses.replace(data, resolution=bundle.image_size)
 
 
 def _load_data(
@@ -250,11 +246,14 @@ def _load_data(
             data, seed=config.loop.seed, progress=progress, augment=config.loop.augment
         )
         files = resolve_split(data.root, data.train, data.train_images)
+        if bundle is not None:
+            check_prompt_tokens(dataset.plan, bundle.tokenize, str(files.annotation_file))
     except DataError as err:
         code = "dataset_without_targets" if err.kind in _NO_TARGET_KINDS else "data_unusable"
         report.flags.append(make_flag(code, f"{err} [{err.kind}]"))
         return None
     inspection = inspect_dataset(files.annotation_file, data, image_dir=files.image_dir, progress=progress)
+    inspection["splits"][0]["problems"] = dataset.plan.problems.as_list()  # with the tokenizer's findings
     patch = (
         bundle.model.config.vision_config.backbone_config.patch_size
         if bundle is not None
@@ -308,7 +307,7 @@ def _diagnose_step(
     if report.parameters[-1].trainable > 0:
         report.learning_rates = learning_rate_groups(model, config.optim)
         report.flags += learning_rate_flags(report.learning_rates)
-        optimizer = build_optimizer(model, config.optim)
+        optimizer = build_optimizer(model, role_of, model.num_vit_blocks, config.optim)
     if "boxes_not_normalised" in report.codes():
         return  # the criterion refuses such boxes: no loss to show
     criterion = Sam3Criterion(config.loss)
@@ -319,7 +318,7 @@ def _diagnose_step(
             criterion,
             batch,
             optimizer,
-            bf16=config.loop.amp != "off",
+            bf16=uses_bf16(config.loop.amp, next(model.parameters()).device),
             max_grad_norm=config.optim.grad_clip_norm,
         )
     except ValueError as err:

@@ -49,15 +49,15 @@ class ExpectedTotal:
 
 
 def uninformed_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:
-    """``outputs`` (model format, ``docs/architecture.md``) with every logit 0 and every box at the centre
-    (0.5, 0.5, 0.5, 0.5); same keys, shapes and dtypes, no gradient."""
+    """``outputs`` (model format, ``docs/architecture.md``; meta tensors will do) with every logit 0 and every
+    box at the centre (0.5, 0.5, 0.5, 0.5); same keys, shapes and dtypes, on the CPU, no gradient."""
     result: dict[str, Any] = {}
     for key, value in outputs.items():
         if key == "aux_outputs":
             result[key] = [uninformed_outputs(layer) for layer in value]
         elif isinstance(value, Tensor):
             fill = 0.5 if key.startswith("pred_boxes") else 0.0
-            result[key] = torch.full_like(value.detach(), fill)
+            result[key] = torch.full(value.shape, fill, dtype=value.dtype)
         else:
             result[key] = value
     return result

@@ -43,6 +43,12 @@ CATALOGUE: dict[str, FlagKind] = {
         "COCO bbox values are already in [0, 1], so every object becomes a sub-pixel box",
         "write COCO bbox as [x, y, width, height] in pixels of the image (multiply by width / height)",
     ),
+    "suspect_labels": FlagKind(
+        "warning",
+        "annotations, images or prompts look mistaken (duplicates, contradictions, masks off their boxes, "
+        "corrupt or ambiguous images, cut prompts): the loader left them out or used them as read",
+        "fix the annotation file at the examples shown; `sam3tune data inspect PATH` lists every problem",
+    ),
     "annotation_boxes_clipped": FlagKind(
         "warning",
         "many COCO boxes reach outside their image: bbox is probably [x0, y0, x1, y1], not [x, y, w, h]",

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 import torch
 
 from sam3tune.data import Batch
-from sam3tune.doctor.learning_rates import build_optimizer
 from sam3tune.doctor.memory import MemoryEstimate
 from sam3tune.doctor.step_probe import probe_training_step
 from sam3tune.loss import Sam3Criterion
 from sam3tune.model import build_training_model, load_model
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.memory_ladder import LADDER, rung_config
+from sam3tune.train.param_groups import build_optimizer, role_of
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def ladder_memory(config: TrainConfig, batch: Batch, device: torch.device) -> li
                 model,
                 Sam3Criterion(rung_run.loss),
                 batch,
-                build_optimizer(model, rung_run.optim),
+                build_optimizer(model, role_of, model.num_vit_blocks, rung_run.optim),
                 bf16=bf16,
                 max_grad_norm=rung_run.optim.grad_clip_norm,
             )

@@ -1,6 +1,6 @@
-"""The optimiser ``sam3tune train`` would build, and its learning rates against the recipe's.
+"""The learning rates of the optimiser ``sam3tune train`` builds, against the recipe's.
 
-Parameter groups come from the train package (``build_param_groups`` with ``recipe_role``), once with the
+The parameter groups are the trainer's (``sam3tune.train.param_groups.build_optimizer``), once with the
 run's ``OptimConfig`` and once with the defaults (the recipe), on the same model: each group's learning
 rate is compared with the recipe's rate for the very same parameters (layer decay and LoRA included).
 """
@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
-
-import torch
 
 from sam3tune.doctor.flags import Flag, make_flag
 from sam3tune.doctor.recipe_checks import differences
 from sam3tune.model import Sam3ForTraining
 from sam3tune.train.config import OptimConfig
-from sam3tune.train.optimizer import build_optimizer as build_trainer_optimizer
-from sam3tune.train.param_groups import build_param_groups, no_weight_decay_names
-from sam3tune.train.recipe import recipe_role
+from sam3tune.train.param_groups import build_optimizer, role_of
 
 WARNING_RATIO = 3.0
 """A group whose learning rate is this many times above or below the recipe's is a warning..."""
@@ -54,19 +49,8 @@ class LearningRateGroup:
 
 
 def param_groups(model: Sam3ForTraining, optim: OptimConfig) -> list[dict]:
-    """The AdamW parameter groups of ``model`` under ``optim``, exactly as the trainer builds them."""
-    return build_param_groups(
-        model.named_parameters(),
-        partial(recipe_role, num_vit_blocks=model.num_vit_blocks),
-        no_weight_decay_names(model),
-        optim,
-        model.num_vit_blocks,
-    )
-
-
-def build_optimizer(model: Sam3ForTraining, optim: OptimConfig) -> torch.optim.Optimizer:
-    """The trainer's optimiser (``optim.optimizer``) over :func:`param_groups`."""
-    return build_trainer_optimizer(param_groups(model, optim), optim)
+    """The AdamW parameter groups of ``model`` under ``optim``: the trainer's optimiser's."""
+    return build_optimizer(model, role_of, model.num_vit_blocks, optim).param_groups
 
 
 def learning_rate_groups(model: Sam3ForTraining, optim: OptimConfig) -> list[LearningRateGroup]:

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sam3tune.data.json_file import JsonFileError, read_json
 from sam3tune.eval.postprocess import Detections
+from sam3tune.eval.rle import rle_problem
+from sam3tune.output_files import write_text_atomic
 
 QueryKey = tuple[int, int]  # (image_id, category_id)
 
@@ -23,21 +26,18 @@ class ResultsError(ValueError):
 
 
 def save_coco_results(results: Sequence[dict], path: str | Path) -> None:
-    """Write results as JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(list(results)))
-    tmp.replace(path)
+    """Write results as JSON atomically (temporary file, then rename); a failed write raises
+    :class:`~sam3tune.output_files.WriteError` naming ``path``."""
+    write_text_atomic(path, json.dumps(list(results)))
 
 
 def load_coco_results(path: str | Path) -> list[dict]:
     """Read and validate a COCO results file; errors name the file and the entry index."""
     path = Path(path)
     try:
-        results = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ResultsError(f"cannot read predictions {path}: {err}") from err
+        results = read_json(path, "predictions file")
+    except JsonFileError as err:
+        raise ResultsError(f"cannot read predictions: {err}") from err
     if not isinstance(results, list):
         raise ResultsError(
             f"predictions {path} must hold a JSON list of detections, got {type(results).__name__}"
@@ -81,19 +81,37 @@ def _entry_problem(entry: object) -> str | None:
         if isinstance(entry[key], bool) or not isinstance(entry[key], int):
             return f"{key} must be an integer, got {entry[key]!r}"
     score = entry["score"]
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+    if not _is_number(score):
         return f"score must be a finite number, got {score!r}"
+    if not 0 <= score <= 1:
+        return f"score must be in [0, 1] (a probability), got {score!r}"
     bbox = entry["bbox"]
-    if (
-        not isinstance(bbox, list)
-        or len(bbox) != 4
-        or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
-    ):
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
         return f"bbox must be [x, y, width, height] of finite numbers, got {bbox!r}"
     if bbox[2] < 0 or bbox[3] < 0:
         return f"bbox has a negative width or height: {bbox!r}"
     if "segmentation" in entry:
-        seg = entry["segmentation"]
-        if not (isinstance(seg, Mapping) and "size" in seg and "counts" in seg):
-            return "segmentation must be a compressed RLE {'size': [h, w], 'counts': ...}"
+        return rle_problem(entry["segmentation"])
     return None
+
+
+def check_results_against(results: Sequence[dict], gt: Mapping, path: str | Path) -> None:
+    """Every entry of ``results`` (read from ``path``) must name an image of the ground truth ``gt``, and
+    its segmentation must have that image's size; else :class:`ResultsError` naming the entry."""
+    sizes = {image["id"]: [image["height"], image["width"]] for image in gt["images"]}
+    for index, entry in enumerate(results):
+        size = sizes.get(entry["image_id"])
+        if size is None:
+            raise ResultsError(
+                f"predictions {path}, entry {index}: image_id {entry['image_id']} is not in the ground truth"
+            )
+        mask_size = entry["segmentation"]["size"] if "segmentation" in entry else size
+        if list(mask_size) != size:
+            raise ResultsError(
+                f"predictions {path}, entry {index}: segmentation size {mask_size} is not the size {size} "
+                f"of image {entry['image_id']}"
+            )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -13,7 +13,13 @@ import torch
 
 from sam3tune.config import ConfigError, load_config, with_shortcuts
 from sam3tune.data import DataConfig, DataError, build_eval_dataset
-from sam3tune.eval.coco_results import ResultsError, load_coco_results, save_coco_results
+from sam3tune.devices import resolve_device
+from sam3tune.eval.coco_results import (
+    ResultsError,
+    check_results_against,
+    load_coco_results,
+    save_coco_results,
+)
 from sam3tune.eval.config import EvalConfig, EvalRunConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
 from sam3tune.eval.ground_truth import (
@@ -24,8 +30,12 @@ from sam3tune.eval.ground_truth import (
 )
 from sam3tune.eval.model_eval import eval_loader, evaluate_model
 from sam3tune.eval.report import markdown_report, write_reports
+from sam3tune.output_files import WriteError, claim_output_folder
 
 log = logging.getLogger(__name__)
+
+#: What ``sam3tune eval`` writes in its ``--out`` folder (``--overwrite`` replaces exactly these).
+OUTPUTS = ("eval.json", "eval.md", "predictions.json", "baseline_predictions.json")
 
 
 def run_eval_command(
@@ -36,10 +46,12 @@ def run_eval_command(
     predictions: Path | None = None,
     gt: Path | None = None,
     out: Path = Path("eval"),
+    overwrite: bool = False,
 ) -> int:
     """:class:`EvalRunConfig` from the ``config`` file, ``key=value`` overrides, then ``model`` / ``data``
     (which set ``model`` / ``data.root``); evaluate the model (and ``baseline``) on split ``data.val``, or
-    the COCO results file ``predictions`` against ``gt``; print the report and write it to ``out``.
+    the COCO results file ``predictions`` against ``gt``; print the report and write it to ``out`` (a
+    folder holding an earlier report is refused unless ``overwrite``, checked before any model runs).
     Exit status 0, or 2 for bad input (message on stderr)."""
     try:
         settings = load_config(
@@ -48,15 +60,17 @@ def run_eval_command(
         if predictions is not None or gt is not None:
             if predictions is None or gt is None or settings.model or settings.baseline:
                 raise ConfigError("--predictions needs --gt, and neither goes with a model or a baseline")
+            claim_output_folder(out, OUTPUTS, overwrite)
             _, markdown = eval_predictions_file(predictions, gt, out, settings)
         elif settings.model is None or settings.data.root is None:
             raise ConfigError("give --model and --data (model=..., data.root=...), or --predictions and --gt")
         else:
-            device = None if settings.device == "auto" else settings.device
+            device = resolve_device(settings.device, key="device")
+            claim_output_folder(out, OUTPUTS, overwrite)
             _, _, markdown = eval_model(
                 settings.model, settings.data, out, settings, baseline=settings.baseline, device=device
             )
-    except (ConfigError, DataError, ResultsError, GroundTruthError, FileNotFoundError) as err:
+    except (ConfigError, DataError, ResultsError, GroundTruthError, FileNotFoundError, WriteError) as err:
         print(f"sam3tune eval: {err}", file=sys.stderr)
         return 2
     print(markdown)
@@ -78,6 +92,7 @@ def eval_predictions_file(
     """
     ground_truth = load_ground_truth(gt)
     results = load_coco_results(predictions)
+    check_results_against(results, ground_truth, predictions)
     ground_truth, unasked = without_unasked_categories(ground_truth, results)
     metrics = evaluate_predictions(ground_truth, results, config)
     if unasked:
@@ -94,7 +109,7 @@ def eval_model(
     out_dir: str | Path,
     config: EvalConfig | None = None,
     baseline: str | None = None,
-    device: str | None = None,
+    device: str | torch.device | None = None,
     progress: bool = True,
 ) -> tuple[EvalMetrics, EvalMetrics | None, str]:
     """Evaluate model spec ``model`` (and ``baseline``) on split ``data.val`` of ``data.root``.
@@ -116,8 +131,15 @@ def eval_model(
         )
         loader = eval_loader(dataset, predictor.tokenize, config)
         gt = ground_truth_from_plan(dataset.plan)
-        metrics, results = evaluate_model(predictor.forward, loader, gt, config, device, progress)
-        save_coco_results(results, out_dir / f"{stem}.json")
+        metrics, _ = evaluate_model(
+            predictor.forward,
+            loader,
+            gt,
+            config,
+            device,
+            progress,
+            on_predicted=lambda results: save_coco_results(results, out_dir / f"{stem}.json"),
+        )
         context = {
             "data": f"{data.root} (split {data.val}: {dataset.plan.split.annotation_file})",
             "input size": predictor.image_size,

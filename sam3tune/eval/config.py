@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sam3tune.config import require, require_device, require_range
 from sam3tune.data.config import DataConfig
 
 
@@ -21,6 +22,14 @@ class PostprocessConfig:
     mask_threshold: float = 0.5  # on sigmoid of the mask logits after upsampling to the image size
     with_masks: bool = True  # upsample, threshold and RLE-encode masks of kept detections
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "score_threshold", "mask_threshold", low=0, high=1)
+        require_range(self, "nms_iou_threshold", low=0, high=1, low_open=True)
+        require_range(self, "max_detections", low=1)
+
 
 @dataclass
 class EvalConfig:
@@ -32,6 +41,20 @@ class EvalConfig:
     specificity_score_threshold: float = 0.5  # a negative prompt "fires" with a detection >= this
     batch_size: int = 1  # images per forward pass (each with all its category prompts)
     num_workers: int = 2  # DataLoader workers
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "cgf1_score_threshold", "specificity_score_threshold", low=0, high=1)
+        require_range(self, "batch_size", low=1)
+        require_range(self, "num_workers", low=0)
+        require(
+            bool(self.iou_types) and set(self.iou_types) <= {"bbox", "segm"},
+            "iou_types",
+            self.iou_types,
+            "must be a non-empty list of bbox and/or segm",
+        )
 
 
 @dataclass
@@ -47,3 +70,7 @@ class EvalRunConfig(EvalConfig):
     baseline: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     device: str = "auto"
+
+    def validate(self) -> None:
+        super().validate()
+        require_device(self)

@@ -7,12 +7,21 @@ The metrics read a plain COCO dict (``images`` with ``height``/``width``, ``cate
 from __future__ import annotations
 
 import copy
-import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from sam3tune.data import QueryPlan
+from sam3tune.data.json_file import JsonFileError, read_json
+from sam3tune.data.masks import SegmentationError, validate_segmentation
 from sam3tune.eval.rle import annotation_rle, mask_areas
+
+log = logging.getLogger(__name__)
+
+MAX_IMAGE_PIXELS = 2 * 89_478_485
+"""Largest image (height x width) ground truth may describe: what Pillow, and so the data loader,
+decodes at most; a larger size is a typo or an attempt to make mask decoding exhaust memory."""
+_INT64 = 1 << 63
 
 
 class GroundTruthError(ValueError):
@@ -23,9 +32,9 @@ def load_ground_truth(path: str | Path) -> dict:
     """Read a COCO annotation file and check what evaluation relies on."""
     path = Path(path)
     try:
-        gt = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise GroundTruthError(f"cannot read ground truth {path}: {err}") from err
+        gt = read_json(path, "ground truth")
+    except JsonFileError as err:
+        raise GroundTruthError(f"cannot read ground truth: {err}") from err
     try:
         check_ground_truth(gt)
     except GroundTruthError as err:
@@ -43,20 +52,31 @@ def check_ground_truth(gt: object) -> None:
     image_ids = set()
     for image in gt["images"]:
         if not isinstance(image, dict) or not all(k in image for k in ("id", "height", "width")):
-            raise GroundTruthError(f"image {image!r} lacks id, height or width")
+            raise GroundTruthError(f"image {image!r:.80} lacks id, height or width")
+        _check_id(image["id"], "image")
+        height, width = image["height"], image["width"]
+        if not (_is_int(height) and _is_int(width) and height > 0 and width > 0):
+            raise GroundTruthError(f"image {image['id']} has no positive integer height and width")
+        if height * width > MAX_IMAGE_PIXELS:
+            raise GroundTruthError(
+                f"image {image['id']} claims {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS} "
+                "an image may have"
+            )
         if image["id"] in image_ids:
             raise GroundTruthError(f"image id {image['id']} appears twice")
         image_ids.add(image["id"])
     category_ids = set()
     for category in gt["categories"]:
         if not isinstance(category, dict) or "id" not in category or "name" not in category:
-            raise GroundTruthError(f"category {category!r} lacks id or name")
+            raise GroundTruthError(f"category {category!r:.80} lacks id or name")
+        _check_id(category["id"], "category")
         category_ids.add(category["id"])
     annotation_ids = set()
     for ann in gt["annotations"]:
         ann_id = ann.get("id") if isinstance(ann, dict) else None
         if ann_id is None or ann_id in annotation_ids:
-            raise GroundTruthError(f"annotation {ann!r} has no id or a repeated one")
+            raise GroundTruthError(f"annotation {ann!r:.80} has no id or a repeated one")
+        _check_id(ann_id, "annotation")
         annotation_ids.add(ann_id)
         if ann.get("image_id") not in image_ids:
             raise GroundTruthError(f"annotation {ann_id} refers to unknown image {ann.get('image_id')!r}")
@@ -67,6 +87,18 @@ def check_ground_truth(gt: object) -> None:
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and bbox[2] >= 0 and bbox[3] >= 0):
             raise GroundTruthError(f"annotation {ann_id} has an invalid bbox {bbox!r}")
+        crowd = ann.get("iscrowd", 0)
+        if not (isinstance(crowd, (int, float)) and crowd in (0, 1)):
+            raise GroundTruthError(f"annotation {ann_id} has iscrowd {crowd!r:.40}; COCO wants 0 or 1")
+
+
+def _check_id(value: object, what: str) -> None:
+    if not _is_int(value) or not -_INT64 <= value < _INT64:
+        raise GroundTruthError(f"{what} id {value!r:.40} is not an integer that fits 64 bits")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def has_mask(ann: dict) -> bool:
@@ -80,23 +112,43 @@ def has_mask(ann: dict) -> bool:
 def ground_truth_for(gt: dict, iou_type: str) -> tuple[dict, int]:
     """A copy of ``gt`` ready for ``iou_type`` evaluation, and how many annotations had to be neutralised.
 
-    For ``"segm"``, annotations without a mask (bbox-only) become crowd regions covering their box:
-    a predicted mask inside such a box is ignored (neither a true nor a false positive), so objects
-    without masks neither help nor hurt mask AP. Missing ``area`` is filled from the box.
+    Annotation ids are renumbered 1..N in the copy: COCO evaluators mark "unmatched" with id 0, so an
+    annotation numbered 0 (Roboflow exports count from 0) could never be matched (reports name
+    categories and images, never annotation ids). For ``"segm"``, masks are validated and bounded as
+    in training (``sam3tune.data.masks``), and annotations without a usable mask (bbox-only, or a mask
+    refused) become crowd regions covering their box: a predicted mask inside such a box is ignored
+    (neither a true nor a false positive), so objects without masks neither help nor hurt mask AP.
+    Missing ``area`` is filled from the box.
     """
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"unknown IoU type {iou_type!r}; expected 'bbox' or 'segm'")
     out = copy.deepcopy(gt)
+    sizes = {img["id"]: (img["height"], img["width"]) for img in out["images"]}
     neutralised = 0
-    for ann in out["annotations"]:
+    for number, ann in enumerate(out["annotations"], start=1):
+        user_id, ann["id"] = ann["id"], number
         x, y, w, h = ann["bbox"]
         ann.setdefault("iscrowd", 0)
         ann.setdefault("area", float(w * h))
+        if iou_type == "segm" and has_mask(ann):
+            ann["segmentation"] = _bounded_mask(ann["segmentation"], sizes[ann["image_id"]], user_id)
         if iou_type == "segm" and not has_mask(ann):
             ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
             ann["iscrowd"] = 1
             neutralised += 1
     return out, neutralised
+
+
+def _bounded_mask(
+    segmentation: list | dict, size: tuple[int, int], annotation_id: object
+) -> list | dict | None:
+    """The segmentation validated and bounded for rasterising (polygons clipped, absurd ones refused),
+    or None (logged) when it cannot be used."""
+    try:
+        return validate_segmentation(segmentation, *size).segmentation
+    except SegmentationError as err:
+        log.warning("ground-truth annotation %s: mask ignored for mask metrics: %s", annotation_id, err)
+        return None
 
 
 def ground_truth_from_plan(plan: QueryPlan) -> dict:

@@ -15,13 +15,13 @@ from functools import partial
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from sam3tune.data import Batch, QueryDataset, Tokenize, collate
 from sam3tune.eval.config import EvalConfig, PostprocessConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
 from sam3tune.eval.ground_truth import ground_truth_from_plan
 from sam3tune.eval.postprocess import postprocess
+from sam3tune.progress import progress_bar
 
 Forward = Callable[[Batch], dict[str, torch.Tensor]]
 
@@ -42,7 +42,7 @@ def predict_batches(
     """
     results: list[dict] = []
     queried: set[tuple[int, int]] = set()
-    for batch in tqdm(batches, desc="predict", unit="batch", disable=not progress):
+    for batch in progress_bar(batches, desc="predict", unit="batch", disable=not progress):
         inputs = dataclasses.replace(
             batch,
             pixel_values=batch.pixel_values.to(device, non_blocking=True),
@@ -68,8 +68,11 @@ def evaluate_model(
     config: EvalConfig | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    on_predicted: Callable[[list[dict]], None] | None = None,
 ) -> tuple[EvalMetrics, list[dict]]:
     """All metrics of a model on the queries in ``batches``, scored against COCO ground truth ``gt``.
+    ``on_predicted(results)`` is called with the COCO results before they are scored (``sam3tune eval``
+    saves them there, so that a failure while scoring does not lose the model's work).
 
     ``batches`` must hold every (image, category) query of ``gt`` (an evaluation
     :class:`~sam3tune.data.QueryDataset` does: all negatives, eval transforms), and ``gt`` is
@@ -81,6 +84,8 @@ def evaluate_model(
         config.postprocess, with_masks=config.postprocess.with_masks and "segm" in config.iou_types
     )
     results, queried = predict_batches(forward, batches, postprocess_config, device, progress)
+    if on_predicted is not None:
+        on_predicted(results)
     expected = {(img["id"], cat["id"]) for img in gt["images"] for cat in gt["categories"]}
     unknown = sorted(queried - expected)
     if unknown:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sam3tune.eval.evaluate import EvalMetrics
+from sam3tune.output_files import write_text_atomic
 
 _IOU_NAMES = {"bbox": "box", "segm": "mask"}
 
@@ -104,11 +105,10 @@ def write_reports(
 ) -> tuple[Path, Path]:
     """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir`` (atomically) and return their paths."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     data = report_dict(metrics, label, baseline, baseline_label, context)
-    _write_atomic(json_path, json.dumps(data, indent=2))
-    _write_atomic(md_path, markdown_report(metrics, label, baseline, baseline_label, context))
+    write_text_atomic(json_path, json.dumps(data, indent=2))
+    write_text_atomic(md_path, markdown_report(metrics, label, baseline, baseline_label, context))
     return json_path, md_path
 
 
@@ -140,9 +140,3 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from faster_coco_eval.core import mask as coco_mask
 
+from sam3tune.data.masks import rle_string_counts
+
 RLE = dict  # {"size": [h, w], "counts": str}
 
 
@@ -65,3 +67,37 @@ def annotation_rle(segmentation: list | dict, height: int, width: int) -> dict:
     if isinstance(segmentation.get("counts"), list):
         return coco_mask.frPyObjects(segmentation, height, width)
     return _binary_ready(segmentation)
+
+
+def rle_problem(segmentation: object) -> str | None:
+    """What is wrong with a JSON RLE ``{"size": [h, w], "counts": str | list[int]}``, or None.
+
+    The counts must decode (COCO's 6-bit character code, no number cut short) to non-negative run lengths
+    that cover exactly ``h * w`` pixels: a mask encoded for another image size fails here."""
+    if not isinstance(segmentation, dict) or "size" not in segmentation or "counts" not in segmentation:
+        return "segmentation must be an RLE {'size': [height, width], 'counts': ...}"
+    size = segmentation["size"]
+    if not (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+    ):
+        return f"segmentation size must be [height, width] of positive integers, got {size!r}"
+    counts = segmentation["counts"]
+    if isinstance(counts, str):
+        runs = rle_string_counts(counts)
+        if runs is None:
+            return "segmentation counts is not a valid compressed RLE string"
+    elif isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        runs = counts
+    else:
+        kind = type(counts).__name__
+        return f"segmentation counts must be a compressed string or a list of integers, got {kind}"
+    if any(r < 0 for r in runs):
+        return "segmentation counts hold a negative run length"
+    if sum(runs) != size[0] * size[1]:
+        return (
+            f"segmentation counts cover {sum(runs)} pixels, but its size {size} has {size[0] * size[1]} "
+            "(an RLE of another image size?)"
+        )
+    return None

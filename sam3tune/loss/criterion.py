@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from sam3tune.config import require, require_range
 from sam3tune.loss.box_loss import box_pair_losses
 from sam3tune.loss.classification_loss import (
     binary_f1,
@@ -51,6 +52,13 @@ class LossWeights:
     loss_mask: float = 200.0
     loss_dice: float = 10.0
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        # a negative weight would maximise its term
+        require_range(self, *(f.name for f in fields(self)), low=0)
+
 
 @dataclass
 class HungarianMatcherConfig:
@@ -62,6 +70,13 @@ class HungarianMatcherConfig:
     alpha: float = 0.25
     gamma: float = 2.0
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "cost_class", "cost_bbox", "cost_giou", "gamma", low=0)
+        require_range(self, "alpha", low=0, high=1)
+
 
 @dataclass
 class OneToManyMatcherConfig:
@@ -70,6 +85,13 @@ class OneToManyMatcherConfig:
     alpha: float = 0.3
     threshold: float = 0.4
     topk: int = 4
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "alpha", "threshold", low=0, high=1)
+        require_range(self, "topk", low=1)
 
 
 @dataclass
@@ -106,13 +128,23 @@ class CriterionConfig:
     importance_sample_ratio: float = 0.75
 
     def __post_init__(self) -> None:
-        if self.normalization not in ("global", "local", "none"):
-            raise ValueError(f"normalization must be 'global', 'local' or 'none', got {self.normalization!r}")
-        negative = {k: v for k, v in vars(self.weights).items() if v < 0}
-        if negative or self.o2m_weight < 0:
-            raise ValueError(f"loss weights must be >= 0, got {negative or {'o2m_weight': self.o2m_weight}}")
-        if self.o2m_matcher.topk < 1:
-            raise ValueError(f"o2m_matcher.topk must be >= 1, got {self.o2m_matcher.topk}")
+        self.validate()
+
+    def validate(self) -> None:
+        require(
+            self.normalization in ("global", "local", "none"),
+            "normalization",
+            self.normalization,
+            "must be 'global', 'local' or 'none'",
+        )
+        require_range(self, "o2m_weight", "gamma", "presence_gamma", "focal_gamma", low=0)
+        require_range(self, "pos_weight", low=0, low_open=True)
+        require_range(
+            self, "alpha", "presence_alpha", "focal_alpha", "importance_sample_ratio", low=0, high=1
+        )
+        require_range(self, "pad_n_queries", "num_sample_points", low=1)
+        require_range(self, "pad_scale_pos", low=0)
+        require_range(self, "oversample_ratio", low=1)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,10 @@ from sam3tune.model.components import (
     component_of,
     format_parameter_table,
     parameter_table,
-    vit_block_index,
-    vit_layer_id,
-    vit_lr_scale,
+    vit_depth,
 )
 from sam3tune.model.config import COMPONENTS, FinetuneConfig, LoraConfig, ModelConfig
-from sam3tune.model.export import load_adapters, load_state_dict, save_adapters, save_merged, save_state_dict
+from sam3tune.model.export import load_adapters, save_adapters, save_merged
 from sam3tune.model.loading import LoadReport, ModelBundle, WeightsNotLoadedError, load_model
 from sam3tune.model.tokenizer import HashingTokenizer, PretrainedTokenizer, Tokenizer
 from sam3tune.model.training_model import Sam3ForTraining, build_training_model
@@ -39,12 +37,8 @@ __all__ = [
     "format_parameter_table",
     "load_adapters",
     "load_model",
-    "load_state_dict",
     "parameter_table",
     "save_adapters",
     "save_merged",
-    "save_state_dict",
-    "vit_block_index",
-    "vit_layer_id",
-    "vit_lr_scale",
+    "vit_depth",
 ]

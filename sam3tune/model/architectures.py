@@ -12,11 +12,13 @@ measuring speed and memory and for testing the full-size path without the gated 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 from transformers import Sam3Config, Sam3Model
+
+from sam3tune.config import require, require_range
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,44 @@ class ArchitectureSpec:
     #: Initialise the DETR encoder/decoder as Meta's code does (xavier; N(0, 1) queries and reference
     #: points; zero last box-head layer) instead of HF's N(0, 0.02). Matters only from scratch.
     official_init: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """The invariants above, each refused with its key (instead of a shape error deep in torch)."""
+        sizes = [f.name for f in fields(self) if f.type in (int, "int")]
+        require_range(self, *sizes, low=1)
+        require(
+            self.image_size % self.patch_size == 0,
+            "image_size",
+            self.image_size,
+            "must be a multiple of patch_size",
+        )
+        for prefix in ("vit", "text", "detr"):
+            hidden, heads = getattr(self, f"{prefix}_hidden_size"), getattr(self, f"{prefix}_heads")
+            require(
+                hidden % heads == 0, f"{prefix}_hidden_size", hidden, f"must be a multiple of {prefix}_heads"
+            )
+        vit_head = self.vit_hidden_size // self.vit_heads
+        require(
+            vit_head % 4 == 0,
+            "vit_hidden_size",
+            self.vit_hidden_size,
+            "/ vit_heads must be a multiple of 4 (2-D RoPE)",
+        )
+        require(
+            self.detr_hidden_size % 8 == 0,
+            "detr_hidden_size",
+            self.detr_hidden_size,
+            "must be a multiple of 8",
+        )
+        require(
+            all(0 <= i < self.vit_layers for i in self.vit_global_attn_indexes),
+            "vit_global_attn_indexes",
+            self.vit_global_attn_indexes,
+            "must be layer indexes in [0, vit_layers)",
+        )
 
 
 NAMED_ARCHITECTURES: dict[str, ArchitectureSpec] = {

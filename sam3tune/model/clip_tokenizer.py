@@ -168,6 +168,7 @@ class ClipTokenizer:
     def save(self, directory: str | Path) -> None:
         """Write ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json`` (CLIPTokenizer) there."""
         directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
         (directory / "vocab.json").write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
         merges = "".join(f"{a} {b}\n" for a, b in self.merges)
         (directory / "merges.txt").write_text("#version: 0.2\n" + merges, encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Which component of SAM 3 a parameter belongs to, ViT layer ids, and the trainable-parameter table.
+"""Which component of SAM 3 a parameter belongs to, its ViT depth, and the trainable-parameter table.
 
 Parameter names may carry any wrapper prefix (``module.`` from DDP, ``sam3.`` from ``Sam3ForTraining``,
 ``base_model.model.`` from ``peft``) and peft's infixes (``base_layer``, ``lora_A.default``,
@@ -56,36 +56,18 @@ def component_of(name: str) -> str:
     return _TOP_LEVEL[top]
 
 
-def vit_block_index(name: str) -> int | None:
-    """Index of the ViT block that parameter ``name`` belongs to, or ``None`` outside the blocks."""
-    match = _VIT_BLOCK.match(model_path(name))
-    return int(match.group(1)) if match else None
-
-
-def vit_layer_id(name: str, num_blocks: int) -> int | None:
-    """Layer id for layer-wise learning-rate decay (the official BEiT-style rule).
-
-    0 for the patch/position embeddings and the pre-norm, ``i + 1`` for block ``i``, ``num_blocks + 1``
-    for anything else in the ViT trunk; ``None`` outside the trunk (the FPN neck and other components,
-    which get no decay).
-    """
+def vit_depth(name: str) -> int | None:
+    """Depth of parameter ``name`` in the ViT trunk for layer-wise learning-rate decay (the official
+    BEiT-style ids): 0 for the stem (patch embedding, pre-block norm), ``k + 1`` for block ``k``; ``None``
+    elsewhere, i.e. no decay: the position embedding (the recipe's ``*pos_embed*`` override), the FPN neck
+    and every other component."""
     path = model_path(name)
-    if not path.startswith("vision_encoder.backbone."):
-        return None
-    if path.startswith(_VIT_STEM):
+    match = _VIT_BLOCK.match(path)
+    if match:
+        return int(match.group(1)) + 1
+    if path.startswith(_VIT_STEM) and not path.endswith("position_embeddings"):
         return 0
-    block = vit_block_index(name)
-    return num_blocks + 1 if block is None else block + 1
-
-
-def vit_lr_scale(name: str, num_blocks: int, decay: float) -> float:
-    """Learning-rate multiplier of ``name`` under layer-wise decay ``decay`` (official value 0.9).
-
-    ``decay ** (num_blocks + 1 - layer_id)``: the last block gets ``decay``, the embeddings
-    ``decay ** (num_blocks + 1)``, the rest of the trunk and everything outside it 1.
-    """
-    layer_id = vit_layer_id(name, num_blocks)
-    return 1.0 if layer_id is None else decay ** (num_blocks + 1 - layer_id)
+    return None
 
 
 def is_adapter_parameter(name: str) -> bool:

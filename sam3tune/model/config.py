@@ -5,8 +5,11 @@ Pure data with no torch import, so ``sam3tune.train`` can embed :class:`ModelCon
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
+
+from sam3tune.config import require, require_range
 
 Component = Literal["vision", "text", "geometry", "detr_encoder", "detr_decoder", "mask_decoder", "heads"]
 
@@ -41,6 +44,29 @@ class LoraConfig:
     rank_per_component: dict[str, int] = field(default_factory=dict)
     alpha_per_component: dict[str, float] = field(default_factory=dict)
     target_modules: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "rank", low=1)
+        require_range(self, "alpha", low=0, low_open=True)
+        require_range(self, "dropout", low=0, high=1, high_open=True)
+        for name in ("rank_per_component", "alpha_per_component", "target_modules"):
+            for component, value in getattr(self, name).items():
+                key = f"{name}.{component}"
+                require(
+                    component in COMPONENTS, key, value, f"{component!r} is not one of {list(COMPONENTS)}"
+                )
+                if name == "target_modules":
+                    require(_compiles(value), key, value, "must be a valid regular expression")
+                else:
+                    require(
+                        isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
+                        key,
+                        value,
+                        "must be a positive number",
+                    )
 
 
 @dataclass
@@ -83,3 +109,18 @@ class ModelConfig:
     frozen_dtype: Literal["float32", "bfloat16", "auto"] = "float32"
     quantization: Literal["none", "nf4"] = "none"
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require(bool(self.name.strip()), "name", self.name, "must name an architecture, a folder or a hub id")
+        require_range(self, "detr_dropout", low=0, high=1, high_open=True)
+
+
+def _compiles(pattern: object) -> bool:
+    try:
+        re.compile(str(pattern))
+    except re.error:
+        return False
+    return isinstance(pattern, str)

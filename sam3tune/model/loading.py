@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import Sam3Model
 
 from sam3tune.config import load_config
@@ -26,7 +27,7 @@ from sam3tune.model.architectures import (
 from sam3tune.model.clip_tokenizer import ClipTokenizer
 from sam3tune.model.components import component_of
 from sam3tune.model.finetune import unreachable_prefixes
-from sam3tune.model.hub import check_spec, hub_folder
+from sam3tune.model.hub import ModelSpecError, check_spec, hub_folder
 from sam3tune.model.tokenizer import HashingTokenizer, Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -183,13 +184,19 @@ def _load_pretrained(source: str, *, allow_missing_weights: bool, dtype: torch.d
         )
     # float32 unless asked otherwise: a checkpoint stored in half precision (e.g. the demo base, fp16)
     # must not make training or CPU inference run in it (transformers would keep the stored dtype)
-    model, info = Sam3Model.from_pretrained(
-        str(path),
-        use_safetensors=True,
-        output_loading_info=True,
-        dtype=dtype or torch.float32,
-        local_files_only=True,
-    )
+    try:
+        model, info = Sam3Model.from_pretrained(
+            str(path),
+            use_safetensors=True,
+            output_loading_info=True,
+            dtype=dtype or torch.float32,
+            local_files_only=True,
+        )
+    except SafetensorError as err:
+        raise ModelSpecError(
+            f"weights file {_unreadable_weights(path) or path} is truncated or corrupt ({err}); save or "
+            "download the model again"
+        ) from err
     unused = tuple(unreachable_prefixes(model))
     missing = sorted(info.get("missing_keys", []))
     report = LoadReport(
@@ -221,3 +228,14 @@ def _count_components(keys) -> dict[str, int]:
         component = _component_or_other(key)
         counts[component] = counts.get(component, 0) + 1
     return counts
+
+
+def _unreadable_weights(folder: Path) -> Path | None:
+    """The first ``*.safetensors`` file of ``folder`` whose header cannot be read, if any."""
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except SafetensorError:
+            return path
+    return None

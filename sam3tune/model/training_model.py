@@ -89,7 +89,7 @@ class Sam3ForTraining(nn.Module):
 
     @property
     def num_vit_blocks(self) -> int:
-        """Number of ViT blocks (for layer-wise learning-rate decay, see ``components.vit_lr_scale``)."""
+        """Number of ViT blocks (for layer-wise learning-rate decay, see ``sam3tune.train.param_groups``)."""
         return int(self.core.config.vision_config.backbone_config.num_hidden_layers)
 
     def parameter_table(self) -> list[ComponentParameters]:
@@ -193,10 +193,10 @@ class Sam3ForTraining(nn.Module):
                 f"got min {int(image_index.min())} max {int(image_index.max())}"
             )
 
-    def save_pretrained(self, directory: str | Path, *, atomic: bool = True) -> None:
-        """Write a plain ``transformers`` checkpoint (LoRA merged) plus the tokenizer; see
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write a plain ``transformers`` checkpoint (LoRA merged) plus the tokenizer, atomically; see
         ``export.save_merged``."""
-        save_merged(self, directory, atomic=atomic)
+        save_merged(self, directory)
 
 
 def _outputs(

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sam3tune.config import ConfigError, load_config, with_shortcuts
+from sam3tune.devices import resolve_device
+from sam3tune.output_files import WriteError, claim_output_folder
 from sam3tune.predict.config import PredictConfig
-from sam3tune.predict.predictor import Predictor, collect_images
+from sam3tune.predict.predictor import OUTPUTS, Predictor, collect_images
 
 
 def run_predict_command(
@@ -18,11 +20,13 @@ def run_predict_command(
     model: str | None = None,
     prompts: Sequence[str] | None = None,
     out: Path = Path("predictions"),
+    overwrite: bool = False,
 ) -> int:
     """Ask the prompts of the :class:`PredictConfig` from the ``config`` file, ``key=value`` overrides,
     then ``model`` / ``prompts`` (which set those keys) on ``images`` (files and folders). Writes
-    ``out/predictions.json``, ``out/index.json`` and ``out/overlays/``. Exit status 0, or 2 for bad input
-    (message on stderr)."""
+    ``out/predictions.json``, ``out/index.json`` and ``out/overlays/``; an ``out`` holding earlier results
+    is refused before the model loads, unless ``overwrite``. Files that are not readable images are
+    skipped and counted. Exit status 0, or 2 for bad input (message on stderr)."""
     try:
         settings = load_config(
             PredictConfig, config, with_shortcuts(overrides, {"model": model, "prompts": prompts})
@@ -30,11 +34,16 @@ def run_predict_command(
         if settings.model is None or not settings.prompts:
             raise ConfigError("give a model (--model M), prompts (--prompt TEXT, repeatable) and images")
         files = collect_images(images)
-        device = None if settings.device == "auto" else settings.device
+        device = resolve_device(settings.device, key="device")
+        claim_output_folder(out, OUTPUTS, overwrite)
         predictor = Predictor.load(settings.model, config=settings.postprocess, device=device)
-        results = predictor.predict_files(files, settings.prompts, out, overlays=settings.overlays)
-    except (FileNotFoundError, ValueError) as err:  # ConfigError is a ValueError
+        done = predictor.predict_files(
+            files, settings.prompts, out, overlays=settings.overlays, overwrite=overwrite
+        )
+    except (FileNotFoundError, ValueError, WriteError) as err:  # ConfigError is a ValueError
         print(f"sam3tune predict: {err}", file=sys.stderr)
         return 2
-    print(f"{len(results)} detections on {len(files)} images written to {out}/predictions.json")
+    print(f"{len(done.results)} detections on {len(done.images)} images written to {out}/predictions.json")
+    if done.skipped:
+        print(f"{len(done.skipped)} file(s) skipped, not readable as images (listed in {out}/index.json)")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sam3tune.config import require_device
 from sam3tune.eval.config import PostprocessConfig
 
 
@@ -19,3 +20,6 @@ class PredictConfig:
     postprocess: PostprocessConfig = field(default_factory=lambda: PostprocessConfig(score_threshold=0.5))
     overlays: bool = True
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        require_device(self)

@@ -7,19 +7,20 @@
 Every prompt is asked on every image; the image is resized to the model's square input as in
 evaluation, and detections come back in the original image's pixels (see
 :mod:`sam3tune.eval.postprocess`). ``predict_files`` writes a COCO results JSON and one overlay
-PNG per image.
+PNG per image, keeping every finished image whatever stops the run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
 from sam3tune.data import Batch, Sample, collate
 from sam3tune.data.images import read_rgb
@@ -28,9 +29,16 @@ from sam3tune.eval.coco_results import save_coco_results
 from sam3tune.eval.config import PostprocessConfig
 from sam3tune.eval.postprocess import Detections, postprocess
 from sam3tune.model import Sam3ForTraining, Tokenizer, load_model
+from sam3tune.output_files import claim_output_folder, write_text_atomic, writing
 from sam3tune.overlay import draw_overlay
+from sam3tune.progress import progress_bar
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: What ``predict_files`` writes in its output folder (``--overwrite`` replaces exactly these).
+OUTPUTS = ("predictions.json", "predictions.jsonl", "index.json", "overlays")
+# what PIL raises for a truncated, corrupt, oversized or non-image file
+UNREADABLE_IMAGE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+log = logging.getLogger(__name__)
 
 
 class Predictor:
@@ -121,32 +129,83 @@ class Predictor:
         out_dir: str | Path,
         overlays: bool = True,
         progress: bool = True,
-    ) -> list[dict]:
-        """Predict every image file; write ``predictions.json`` (COCO results), ``index.json``
-        (COCO ``images`` and ``categories``: category ``i`` is the i-th prompt) and, with
-        ``overlays``, ``overlays/<image stem>.png``. Returns the COCO results."""
+        overwrite: bool = False,
+    ) -> PredictedFiles:
+        """Predict every image file into ``out_dir`` (see :data:`OUTPUTS`): ``predictions.json`` (COCO
+        results), ``index.json`` (COCO ``images`` and ``categories``: category ``i`` is the i-th prompt, the
+        files ``skipped`` and why, ``complete``) and, with ``overlays``, ``overlays/<image stem>.png``.
+
+        A file that cannot be read as an image (truncated, corrupt, not an image) is skipped and counted.
+        Finished images are never lost: each is appended to ``predictions.jsonl`` as it is done, and
+        ``predictions.json`` and ``index.json`` are written on any exit (an error or Ctrl-C at image 900
+        keeps the 899 before it, with ``complete: false``); ``predictions.jsonl`` is removed once they
+        are. An ``out_dir`` that already holds results is refused unless ``overwrite`` (which removes
+        them first, old overlays included)."""
         prompts = _check_prompts(prompts)
-        out_dir = Path(out_dir)
-        (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
-        results, entries, used_names = [], [], set()
-        for image_id, path in enumerate(
-            tqdm(list(images), desc="predict", unit="image", disable=not progress), 1
-        ):
-            path = Path(path)
-            image = read_rgb(path)
-            found = self.predict(image, prompts)
-            for category_id, prompt in enumerate(prompts, 1):
-                results.extend(found[prompt].to_coco_results(image_id, category_id))
-            entry = {"id": image_id, "file_name": str(path), "height": image.height, "width": image.width}
-            if overlays:
-                name = _unique_name(path.stem, used_names)
-                draw_overlay(image, list(found.items())).save(out_dir / "overlays" / f"{name}.png")
-                entry["overlay"] = f"overlays/{name}.png"
-            entries.append(entry)
-        save_coco_results(results, out_dir / "predictions.json")
-        index = {"images": entries, "categories": [{"id": i, "name": p} for i, p in enumerate(prompts, 1)]}
-        (out_dir / "index.json").write_text(json.dumps(index, indent=2))
-        return results
+        out_dir = claim_output_folder(out_dir, OUTPUTS, overwrite)
+        if overlays:
+            (out_dir / "overlays").mkdir()
+        done = PredictedFiles(out_dir)
+        lines = out_dir / "predictions.jsonl"
+        used_names: set[str] = set()
+        try:
+            with writing(lines), open(lines, "a", encoding="utf-8") as journal:
+                for path in progress_bar(list(images), desc="predict", unit="image", disable=not progress):
+                    path = Path(path)
+                    try:
+                        image = read_rgb(path)
+                    except UNREADABLE_IMAGE as err:
+                        done.skipped.append(
+                            {"file_name": str(path), "reason": f"{type(err).__name__}: {err}"}
+                        )
+                        log.warning("skipped %s: not a readable image (%s)", path, err)
+                        continue
+                    image_id = len(done.images) + 1
+                    found = self.predict(image, prompts)
+                    entry = {
+                        "id": image_id,
+                        "file_name": str(path),
+                        "height": image.height,
+                        "width": image.width,
+                    }
+                    if overlays:
+                        name = _unique_name(path.stem, used_names)
+                        with writing(out_dir / "overlays" / f"{name}.png"):
+                            draw_overlay(image, list(found.items())).save(
+                                out_dir / "overlays" / f"{name}.png"
+                            )
+                        entry["overlay"] = f"overlays/{name}.png"
+                    results = [
+                        r for c, p in enumerate(prompts, 1) for r in found[p].to_coco_results(image_id, c)
+                    ]
+                    journal.write(json.dumps({**entry, "detections": results}) + "\n")
+                    journal.flush()
+                    done.images.append(entry)
+                    done.results.extend(results)
+            done.complete = True
+        finally:
+            save_coco_results(done.results, out_dir / "predictions.json")
+            index = {
+                "images": done.images,
+                "categories": [{"id": i, "name": p} for i, p in enumerate(prompts, 1)],
+                "skipped": done.skipped,
+                "complete": done.complete,
+            }
+            write_text_atomic(out_dir / "index.json", json.dumps(index, indent=2))
+            lines.unlink(missing_ok=True)  # everything it held is in predictions.json now
+        return done
+
+
+@dataclass
+class PredictedFiles:
+    """What :meth:`Predictor.predict_files` wrote to ``out_dir``: the COCO ``results``, the ``images``
+    entries of ``index.json``, the files ``skipped`` (``file_name``, ``reason``), whether it finished."""
+
+    out_dir: Path
+    results: list[dict] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    complete: bool = False
 
 
 def collect_images(paths: Sequence[str | Path]) -> list[Path]:

@@ -9,17 +9,14 @@ A checkpoint is a directory (``RUN_DIR/checkpoints/last``, ``.../best``) holding
   data, loaded with ``torch.load(weights_only=True)``);
 - ``meta.json``: step, epoch and metrics, for people.
 
-Writing goes to ``<name>.tmp`` (every file fsync'ed), then the old ``<name>`` is renamed to
-``<name>.old``, ``<name>.tmp`` to ``<name>``, the directory is fsync'ed and ``<name>.old`` removed.
-A crash between the two renames leaves a complete ``<name>.old``, which :func:`find_checkpoint`
-falls back to.
+Writing goes through :func:`sam3tune.atomic.atomic_directory` (staging folder, fsync, two renames); a
+crash between the two renames leaves a complete ``<name>.old``, which :func:`find_checkpoint` falls back
+to.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from sam3tune.atomic import atomic_directory, complete_copy
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
@@ -78,66 +77,40 @@ def save_checkpoint(
     meta: dict[str, Any],
 ) -> None:
     """Write a checkpoint to ``directory`` atomically (see the module docstring)."""
-    directory = Path(directory)
-    parent = directory.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(directory.name + ".tmp")
-    old = directory.with_name(directory.name + ".old")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file({name: t.contiguous().cpu() for name, t in model_state.items()}, str(tmp / MODEL_FILE))
-    _fsync_file(tmp / MODEL_FILE)
-    with open(tmp / STATE_FILE, "wb") as handle:
-        torch.save(training_state, handle)
-        _flush_and_sync(handle)
-    with open(tmp / META_FILE, "w") as handle:
-        json.dump(meta, handle, indent=2)
-        _flush_and_sync(handle)
-    _fsync_dir(tmp)
-    if directory.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.rename(directory, old)
-    os.rename(tmp, directory)
-    _fsync_dir(parent)
-    if old.exists():
-        shutil.rmtree(old)
+    with atomic_directory(directory) as staging:
+        save_file({name: t.contiguous().cpu() for name, t in model_state.items()}, str(staging / MODEL_FILE))
+        torch.save(training_state, staging / STATE_FILE)
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
 
 
 def find_checkpoint(directory: Path) -> Path:
     """The complete checkpoint at ``directory``, or its ``.old`` copy left by a crash mid-swap."""
-    directory = Path(directory)
-    for candidate in (directory, directory.with_name(directory.name + ".old")):
-        if all((candidate / name).is_file() for name in (MODEL_FILE, STATE_FILE, META_FILE)):
-            return candidate
-    raise CheckpointError(
-        f"no complete checkpoint at {directory} (expected {MODEL_FILE}, {STATE_FILE} and {META_FILE})"
+    found = complete_copy(
+        directory, lambda path: all((path / name).is_file() for name in (MODEL_FILE, STATE_FILE, META_FILE))
     )
+    if found is None:
+        raise CheckpointError(
+            f"no complete checkpoint at {directory} (expected {MODEL_FILE}, {STATE_FILE} and {META_FILE})"
+        )
+    return found
 
 
 def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """``(model_state, training_state, meta)`` of the checkpoint at ``directory`` (or its ``.old``)."""
+    """``(model_state, training_state, meta)`` of the checkpoint at ``directory`` (or its ``.old``); a
+    truncated or corrupt file raises :class:`CheckpointError` naming it."""
     found = find_checkpoint(directory)
-    model_state = load_file(str(found / MODEL_FILE))
-    training_state = torch.load(found / STATE_FILE, map_location="cpu", weights_only=True)
-    meta = json.loads((found / META_FILE).read_text())
+    readers = {
+        MODEL_FILE: lambda path: load_file(str(path)),
+        STATE_FILE: lambda path: torch.load(path, map_location="cpu", weights_only=True),
+        META_FILE: lambda path: json.loads(path.read_text()),
+    }
+    parts = []
+    for name, read in readers.items():
+        try:
+            parts.append(read(found / name))
+        except Exception as err:
+            raise CheckpointError(
+                f"checkpoint file {found / name} is truncated or corrupt ({type(err).__name__}: {err})"
+            ) from err
+    model_state, training_state, meta = parts
     return model_state, training_state, meta
-
-
-def _flush_and_sync(handle) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

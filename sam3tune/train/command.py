@@ -23,6 +23,7 @@ def run_train_command(
     data: str | None = None,
     model: str | None = None,
     resume: str | None = None,
+    allow_inexact_resume: bool = False,
 ) -> int:
     """Load the config (``config`` file, then ``key=value`` overrides, then ``data`` / ``model``, which set
     ``data.root`` / ``model.name``) or the config of the run being resumed, train, and return the exit
@@ -36,9 +37,11 @@ def run_train_command(
         datefmt="%H:%M:%S",
     )
     from sam3tune.data import DataError
+    from sam3tune.output_files import WriteError
     from sam3tune.train.checkpoint import CheckpointError
     from sam3tune.train.loop import TrainingDivergedError
     from sam3tune.train.recipe import load_run_config, train
+    from sam3tune.train.run_lock import RunLockedError
 
     overrides = with_shortcuts(overrides, {"data.root": data, "model.name": model})
     try:
@@ -50,11 +53,24 @@ def run_train_command(
             config = load_config(TrainConfig, config_path, overrides)
             if config.data.root is None:
                 raise ConfigError("no dataset: pass --data PATH (or set data.root in the config)")
-        result = train(config, resume=Path(resume) if resume else None)
+        if allow_inexact_resume and resume is None:
+            raise ConfigError("--allow-inexact-resume goes with --resume RUN_DIR")
+        result = train(
+            config, resume=Path(resume) if resume else None, allow_inexact_resume=allow_inexact_resume
+        )
     except TrainingDivergedError as err:
         print(f"sam3tune train: {err}", file=sys.stderr)
         return EXIT_DIVERGED
-    except (ConfigError, DataError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as err:
+    except (
+        ConfigError,
+        DataError,
+        CheckpointError,
+        RunLockedError,
+        WriteError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+    ) as err:
         print(f"sam3tune train: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if rank == 0:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from sam3tune.config import require, require_device, require_range
 from sam3tune.data.config import DataConfig
 from sam3tune.eval.config import EvalConfig
 from sam3tune.loss import CriterionConfig
@@ -34,6 +35,25 @@ class OptimConfig:
     lora_lr: float = 2e-4
     lora_weight_decay: float = 0.0
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse what AdamW would take and train wrongly with (or fail on with a torch traceback)."""
+        require_range(self, "lr_transformer", "lr_vision", "lr_text", "lora_lr", low=0)
+        require_range(self, "weight_decay", "lora_weight_decay", low=0)
+        require_range(self, "vision_layer_decay", low=0, high=1, low_open=True)
+        require_range(self, "eps", low=0, low_open=True)
+        # <= 0 would zero every gradient or turn it around (ascent); null turns clipping off
+        require_range(self, "grad_clip_norm", low=0, low_open=True)
+        betas = self.betas
+        require(
+            len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),
+            "betas",
+            betas,
+            "must be two numbers in [0, 1) (AdamW's beta1, beta2)",
+        )
+
 
 @dataclass
 class ScheduleConfig:
@@ -42,6 +62,13 @@ class ScheduleConfig:
     warmup_steps: int = 20
     cooldown_steps: int = 20
     timescale: int = 20
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "warmup_steps", "cooldown_steps", low=0)
+        require_range(self, "timescale", low=1)
 
 
 @dataclass
@@ -73,6 +100,16 @@ def trains_in_bf16(amp: str, device_type: str) -> bool:
     """Whether the training forward runs under bf16 autocast (``loop.amp``: bf16, or auto on CUDA)."""
     return amp == "bf16" or (amp == "auto" and device_type == "cuda")
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "epochs", "batch_size", "grad_accum_steps", "max_consecutive_nonfinite", low=1)
+        require_range(self, "max_steps", low=1)  # null: no cap
+        require_range(self, "num_workers", "checkpoint_every_epochs", "checkpoint_every_steps", low=0)
+        require_range(self, "seed", low=0, high=2**32 - 1)  # numpy and DataLoader seeds
+        require_device(self)
+
 
 @dataclass
 class ValidationConfig:
@@ -85,6 +122,20 @@ class ValidationConfig:
     best_metric: str = "bbox_AP"
     best_mode: Literal["min", "max"] = "max"
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "every_epochs", low=0)
+        require(bool(self.best_metric.strip()), "best_metric", self.best_metric, "must name a metric")
+        require(
+            self.map or "loss" in self.best_metric,
+            "best_metric",
+            self.best_metric,
+            "needs the COCO metrics, but val.map is false; set val.map=true or val.best_metric=loss "
+            "val.best_mode=min",
+        )
 
 
 @dataclass
@@ -101,3 +152,18 @@ class TrainConfig:
     output_dir: Path = Path("runs")  # a run goes to output_dir/run_name
     run_name: str | None = None  # default: the start time, YYYYmmdd-HHMMSS
     export: bool = True  # at the end, write the best (else last) weights as RUN_DIR/model (+ adapters)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        name = self.run_name
+        if name is not None:  # one plain folder name: the run stays inside output_dir
+            require(
+                bool(name.strip())
+                and name not in (".", "..")
+                and not any(sep in name for sep in ("/", "\\", "\0")),
+                "run_name",
+                name,
+                "must be one folder name inside output_dir (no '/', '\\', '..' or empty name)",
+            )

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from sam3tune.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -29,17 +31,6 @@ class DistributedContext:
     @property
     def is_distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(preference: str, local_rank: int) -> torch.device:
-    """``auto``: the local rank's CUDA device when CUDA is present, else CPU; anything else is used as
-    given (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
-    if preference == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(preference)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    return device
 
 
 def init_distributed(device_preference: str = "auto") -> DistributedContext:

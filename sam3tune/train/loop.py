@@ -16,14 +16,15 @@ same weights, optimizer state, batch and random numbers as the uninterrupted run
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,16 +32,18 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils._pytree import tree_flatten, tree_map_only
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from sam3tune.output_files import writing
+from sam3tune.progress import progress_bar
 from sam3tune.train.checkpoint import (
-    load_checkpoint,
     load_model_state,
     model_state_to_save,
     save_checkpoint,
 )
-from sam3tune.train.config import TrainConfig, trains_in_bf16
+from sam3tune.train.config import TrainConfig
 from sam3tune.train.distributed import (
     DistributedContext,
     all_reduce_sum,
@@ -50,11 +53,13 @@ from sam3tune.train.distributed import (
 )
 from sam3tune.train.loss_curve import plot_loss_curve
 from sam3tune.train.metrics_log import MetricsLog, read_metrics
-from sam3tune.train.optimizer import build_optimizer
-from sam3tune.train.param_groups import ParamRole, build_param_groups, no_weight_decay_names
+from sam3tune.train.param_groups import ParamRole, build_optimizer
+from sam3tune.train.resume import ResumePoint, find_resume_point
 from sam3tune.train.rng_state import capture_rng_state, preserved_rng_state, restore_rng_state
 from sam3tune.train.sampler import EpochBatchSampler
 from sam3tune.train.schedule import InverseSqrtSchedule
+
+log = logging.getLogger(__name__)
 
 Criterion = Callable[[dict[str, Any], list[dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
 
@@ -73,6 +78,56 @@ _KEEP_EPOCH_BAR_STEPS = 20  # shorter epochs clear their progress bar (no screen
 
 class TrainingDivergedError(RuntimeError):
     """The loss stayed NaN or inf for too many optimizer steps in a row."""
+
+
+@dataclass
+class TrainingProgress:
+    """Where a run stands: its counters, saved in every checkpoint and restored on resume."""
+
+    step: int = 0  # optimizer steps completed
+    epoch: int = 0  # epochs completed
+    step_in_epoch: int = 0  # optimizer steps completed in the current epoch
+    skipped_steps: int = 0  # steps skipped for a NaN/inf loss or gradient
+    consecutive_nonfinite: int = 0  # NaN/inf steps in a row up to now
+    best_value: float | None = None  # best value of config.val.best_metric so far
+
+    def state_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for field in fields(self):
+            setattr(self, field.name, state[field.name])
+
+
+def uses_bf16(amp: str, device: torch.device) -> bool:
+    """The precision of training (``loop.amp``): bf16 autocast when ``bf16``, or ``auto`` on CUDA."""
+    return amp == "bf16" or (amp == "auto" and device.type == "cuda")
+
+
+def forward_and_loss(
+    model: nn.Module, batch: Any, criterion: Criterion, bf16: bool
+) -> dict[str, torch.Tensor]:
+    """The criterion's dict for ``batch`` (on the model's device), the forward under bf16 autocast when
+    ``bf16``. The outputs go to the criterion as the model made them: it computes the loss in float32
+    (it upcasts what it uses). Non-finite outputs (a diverging model) are zeroed so that the criterion
+    still runs (its collectives stay in step across processes) and the total is set to NaN, which makes
+    the step a skipped one."""
+    device = batch.pixel_values.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        outputs = model(
+            pixel_values=batch.pixel_values,
+            image_index=batch.image_index,
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+        )
+    floats = [t for t in tree_flatten(outputs)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    finite = bool(torch.stack([torch.isfinite(t).all() for t in floats]).all())  # one host sync
+    if not finite:
+        outputs = tree_map_only(torch.Tensor, _zero_nonfinite, outputs)
+    losses = criterion(outputs, batch.targets)
+    if not finite:
+        losses = {**losses, "loss": losses["loss"] * float("nan")}
+    return losses
 
 
 @dataclass
@@ -127,7 +182,7 @@ class Trainer:
         parts: TrainingParts,
         run_dir: Path,
         context: DistributedContext,
-        resume: bool = False,
+        resume: bool | ResumePoint = False,
     ) -> None:
         self.config = config
         self.parts = parts
@@ -160,23 +215,18 @@ class Trainer:
             total_steps=self.total_steps,
         )
 
-        # Counters; overwritten by a resumed checkpoint.
-        self.step = 0  # optimizer steps completed
-        self.epoch = 0  # epochs completed
-        self.step_in_epoch = 0
-        self.skipped_steps = 0
-        self.consecutive_nonfinite = 0
-        self.best_value: float | None = None
+        self.progress = TrainingProgress()  # overwritten by a resumed checkpoint
+        self.bf16 = uses_bf16(loop.amp, context.device)
         self.last_val: dict[str, float] | None = None
         self._resume_rng: dict[str, Any] | None = None
         self._stop = threading.Event()
 
         module = parts.model
         state = None
-        if resume:
-            checkpoint = self.run_dir / "checkpoints" / "last"
-            model_state, state, _ = load_checkpoint(checkpoint)
-            load_model_state(module, model_state, checkpoint)
+        if resume:  # True: the run's `last` checkpoint (else `best`); or the ResumePoint read already
+            point = resume if isinstance(resume, ResumePoint) else find_resume_point(self.run_dir)
+            checkpoint, state = point.path, point.training_state
+            load_model_state(module, point.model_state, checkpoint)
             self._restore_counters(state, checkpoint)
         module.to(context.device)
         self.module = module
@@ -186,20 +236,13 @@ class Trainer:
             self.model = DistributedDataParallel(
                 module, device_ids=device_ids, find_unused_parameters=loop.find_unused_parameters
             )
-        groups = build_param_groups(
-            module.named_parameters(),
-            parts.role_of,
-            no_weight_decay_names(module),
-            config.optim,
-            parts.num_vit_blocks,
-        )
-        self.trainable = [p for group in groups for p in group["params"]]
-        self.optimizer = build_optimizer(groups, config.optim)
+        self.optimizer = build_optimizer(module, parts.role_of, parts.num_vit_blocks, config.optim)
+        self.trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
         if state is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         self.log = None
         if context.is_main:
-            self.log = MetricsLog(self.run_dir, resume_step=self.step if resume else None)
+            self.log = MetricsLog(self.run_dir, resume_step=self.progress.step if resume else None)
 
     # ----------------------------------------------------------------------------------------- run
     def request_stop(self) -> None:
@@ -220,13 +263,14 @@ class Trainer:
         last_record: dict[str, Any] = {}
         status: Literal["completed", "interrupted"] = "completed"
         with self._stop_on_signals():
-            while self.step < self.total_steps:
+            while self.progress.step < self.total_steps:
                 last_record, stopped = self._run_epoch(on_step_end, last_record)
                 if stopped:
                     status = "interrupted"
                     break
         if status == "completed" and self.log is not None:
-            curve = plot_loss_curve(read_metrics(self.log.path), self.run_dir / "loss_curve.png")
+            with writing(self.run_dir / "loss_curve.png"):
+                curve = plot_loss_curve(read_metrics(self.log.path), self.run_dir / "loss_curve.png")
         else:
             curve = None
         if self.log is not None:
@@ -235,13 +279,13 @@ class Trainer:
         return RunResult(
             run_dir=self.run_dir,
             status=status,
-            steps=self.step,
+            steps=self.progress.step,
             total_steps=self.total_steps,
-            epochs=self.epoch,
-            skipped_steps=self.skipped_steps,
+            epochs=self.progress.epoch,
+            skipped_steps=self.progress.skipped_steps,
             last_train={k: v for k, v in last_record.items() if isinstance(v, (int, float))},
             last_val=self.last_val,
-            best_value=self.best_value,
+            best_value=self.progress.best_value,
             checkpoint=self.run_dir / "checkpoints" / "last",
             best_checkpoint=best if best.exists() else None,
             loss_curve=curve,
@@ -251,22 +295,21 @@ class Trainer:
         self, on_step_end: Callable[[dict[str, Any]], None] | None, last_record: dict[str, Any]
     ) -> tuple[dict[str, Any], bool]:
         """Steps of the current epoch from the current position, then validation and checkpoints.
-        Returns the last record and whether a stop was requested."""
-        loop = self.config.loop
-        accum = loop.grad_accum_steps
-        epoch = self.epoch
-        self.sampler.set_epoch(epoch, self.step_in_epoch * accum)
+        Returns the last record and whether the run stopped before its end (a stop request)."""
+        loop, progress = self.config.loop, self.progress
+        epoch = progress.epoch
+        self.sampler.set_epoch(epoch, progress.step_in_epoch * loop.grad_accum_steps)
         set_epoch = getattr(self.parts.train_dataset, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(epoch)
         loader = self._loader(
             self.parts.train_dataset, self.sampler, self.parts.collate_fn, seed=loop.seed * 100_003 + epoch
         )
-        steps_here = min(self.steps_per_epoch, self.step_in_epoch + self.total_steps - self.step)
+        steps_here = min(self.steps_per_epoch, progress.step_in_epoch + self.total_steps - progress.step)
         window: dict[str, deque] = {}
-        bar = tqdm(
+        bar = progress_bar(
             total=steps_here,
-            initial=self.step_in_epoch,
+            initial=progress.step_in_epoch,
             desc=f"epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}",
             disable=not self.context.is_main,
             leave=self.steps_per_epoch >= _KEEP_EPOCH_BAR_STEPS,
@@ -274,14 +317,17 @@ class Trainer:
         )
         batches = iter(loader)
         stopped = False
+        dropped: Counter = Counter()
         try:
-            while self.step_in_epoch < steps_here:
+            while progress.step_in_epoch < steps_here and not stopped:
                 started = time.perf_counter()
-                micro_batches = [next(batches) for _ in range(accum)]
+                micro_batches = [next(batches) for _ in range(loop.grad_accum_steps)]
+                for batch in micro_batches:
+                    dropped.update(getattr(batch, "dropped", None) or {})
                 record, stop_flag = self.train_step(micro_batches)
-                self.step += 1
-                self.step_in_epoch += 1
-                record = {"kind": "train", "step": self.step, "epoch": epoch + 1, **record}
+                progress.step += 1
+                progress.step_in_epoch += 1
+                record = {"kind": "train", "step": progress.step, "epoch": epoch + 1, **record}
                 record["seconds"] = time.perf_counter() - started
                 if self.log is not None:
                     self.log.write(record)
@@ -289,55 +335,58 @@ class Trainer:
                 last_record = record
                 if on_step_end is not None:
                     on_step_end(record)
-                if self.consecutive_nonfinite >= loop.max_consecutive_nonfinite:
+                if progress.consecutive_nonfinite >= loop.max_consecutive_nonfinite:
                     self._diverged()
-                if stop_flag or self._any_stop_requested():
-                    stopped = True
-                    break
-                every = loop.checkpoint_every_steps
-                if every and self.step % every == 0 and self.step_in_epoch < steps_here:
+                stopped = stop_flag or self._any_stop_requested()
+                mid_epoch = progress.step_in_epoch < steps_here
+                if not stopped and mid_epoch and _every(loop.checkpoint_every_steps, progress.step):
                     self._save("last")
         finally:
             bar.close()
             del batches
-        if stopped and self.step_in_epoch < steps_here:
-            self._save("last")
-            return last_record, True
-        if self.step_in_epoch == self.steps_per_epoch:
-            self.epoch += 1
-            self.step_in_epoch = 0
-        every_val = self.config.val.every_epochs
-        run_done = self.step >= self.total_steps
-        improved = False
-        if self.parts.val_dataset is not None and every_val > 0:
-            epoch_end = self.step_in_epoch == 0
-            if run_done or (epoch_end and self.epoch % every_val == 0):
-                improved = self._validate()
-        every_ckpt = loop.checkpoint_every_epochs
-        epoch_due = self.step_in_epoch == 0 and every_ckpt > 0 and self.epoch % every_ckpt == 0
-        if run_done or stopped or improved or epoch_due:
+        _log_dropped(dropped, epoch, self.context.is_main)
+        return last_record, self._end_of_steps(stopped)
+
+    def _end_of_steps(self, stopped: bool) -> bool:
+        """After a run of steps (an epoch, or its part up to the end of the run or a stop): close the epoch
+        when it is complete, validate and save checkpoints when due; returns whether the run stops here
+        before its end (a stop request)."""
+        progress, every_val = self.progress, self.config.val.every_epochs
+        if progress.step_in_epoch == self.steps_per_epoch:
+            progress.epoch, progress.step_in_epoch = progress.epoch + 1, 0
+        run_done = progress.step >= self.total_steps
+        epoch_end = progress.step_in_epoch == 0
+        validation_due = run_done or (epoch_end and _every(every_val, progress.epoch))
+        try:
+            improved = (
+                self.parts.val_dataset is not None and every_val > 0 and validation_due and self._validate()
+            )
+        except Exception:
+            self._save("last")  # a failed validation keeps the epoch's training (resumable)
+            raise
+        checkpoint_due = epoch_end and _every(self.config.loop.checkpoint_every_epochs, progress.epoch)
+        if run_done or stopped or improved or checkpoint_due:
             self._save("last")
         if improved:
             self._save("best")
-        return last_record, stopped and not run_done
+        return stopped and not run_done
 
     # ---------------------------------------------------------------------------------------- step
     def train_step(self, micro_batches: list[Any]) -> tuple[dict[str, Any], bool]:
         """One optimizer step at the current step's learning rate over ``micro_batches`` (gradient
         accumulation, clipping, NaN/inf skip); returns (log record, stop requested on any process).
-        The loop calls it; it does not advance ``step`` (benchmarks call it directly)."""
-        factor = self.schedule.factor(self.step)
+        The loop calls it; it does not advance ``progress.step`` (benchmarks call it directly)."""
+        factor = self.schedule.factor(self.progress.step)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.model.train()
         totals: dict[str, torch.Tensor] = {}
         count = len(micro_batches)
         for index, batch in enumerate(micro_batches):
-            batch = _to_device(batch, self.context.device)
             last = index == count - 1
             sync = nullcontext() if last or not self.context.is_distributed else self.model.no_sync()
             with sync:
-                losses = self._losses(self.model, batch, self.parts.criterion)
+                losses = forward_and_loss(self.model, self._on_device(batch), self.parts.criterion, self.bf16)
                 (losses["loss"] / count).backward()
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0.0) + torch.as_tensor(value).detach().float() / count
@@ -346,20 +395,21 @@ class Trainer:
             self.trainable, max_norm=max_norm if max_norm is not None else math.inf
         )
         keys = sorted(totals)
-        local_bad = not (torch.isfinite(totals["loss"]) and torch.isfinite(grad_norm))
-        flags = torch.tensor([float(local_bad), float(self._stop.is_set())])
+        local_bad = ~(torch.isfinite(totals["loss"]) & torch.isfinite(grad_norm).to(totals["loss"].device))
+        vector = torch.stack(
+            [*(totals[k] for k in keys), local_bad.float(), torch.tensor(float(self._stop.is_set()))]
+        )
         reduced = all_reduce_sum(
-            torch.cat([torch.stack([totals[k] for k in keys]).cpu(), flags]).to(self.context.device),
-            self.context,
-        ).cpu()
+            vector.to(self.context.device), self.context
+        ).cpu()  # the step's one host sync
         means = reduced[: len(keys)] / self.context.world_size
         nonfinite, stop = bool(reduced[-2] > 0), bool(reduced[-1] > 0)
         if nonfinite:
-            self.skipped_steps += 1
-            self.consecutive_nonfinite += 1
+            self.progress.skipped_steps += 1
+            self.progress.consecutive_nonfinite += 1
         else:
             self.optimizer.step()
-            self.consecutive_nonfinite = 0
+            self.progress.consecutive_nonfinite = 0
         self.optimizer.zero_grad(set_to_none=True)
         record: dict[str, Any] = {key: float(value) for key, value in zip(keys, means, strict=True)}
         record.update(
@@ -370,31 +420,10 @@ class Trainer:
         )
         return record, stop
 
-    def _losses(self, model: nn.Module, batch: Any, criterion: Criterion) -> dict[str, torch.Tensor]:
-        """The criterion's dict for ``batch``. Non-finite model outputs (a diverging model) are zeroed so
-        that the criterion still runs (its collectives stay in step across processes) and the total is
-        set to NaN, which makes the step a skipped one."""
-        with self._autocast():
-            outputs = model(
-                pixel_values=batch.pixel_values,
-                image_index=batch.image_index,
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-            )
-        outputs = _to_float32(outputs)
-        finite = _all_finite(outputs)
-        if not finite:
-            outputs = _zero_nonfinite(outputs)
-        losses = criterion(outputs, batch.targets)
-        if not finite:
-            losses = {**losses, "loss": losses["loss"] * float("nan")}
-        return losses
-
-    def _autocast(self):
-        device_type = self.context.device.type
-        if trains_in_bf16(self.config.loop.amp, device_type):
-            return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
-        return nullcontext()
+    def _on_device(self, batch: Any) -> Any:
+        return (
+            batch if self.context.device.type == "cpu" else batch.to(self.context.device, non_blocking=True)
+        )
 
     # ---------------------------------------------------------------------------------- validation
     def _validate(self) -> bool:
@@ -416,8 +445,8 @@ class Trainer:
             criterion = self.parts.val_criterion or self.parts.criterion
             totals: dict[str, torch.Tensor] = {}
             batches = 0
-            for batch in tqdm(loader, desc="validation", disable=not context.is_main, leave=False):
-                losses = self._losses(self.module, _to_device(batch, context.device), criterion)
+            for batch in progress_bar(loader, desc="validation", disable=not context.is_main, leave=False):
+                losses = forward_and_loss(self.module, self._on_device(batch), criterion, self.bf16)
                 for key, value in losses.items():
                     totals[key] = totals.get(key, 0.0) + torch.as_tensor(value).detach().float().cpu()
                 batches += 1
@@ -432,21 +461,22 @@ class Trainer:
             self.module.train()
         metric = self.config.val.best_metric
         if metric not in results:
-            raise KeyError(
+            raise ValueError(
                 f"val.best_metric {metric!r} is not among the validation results {sorted(results)}"
             )
-        value = results[metric]
-        better = self.best_value is None or (
-            value < self.best_value if self.config.val.best_mode == "min" else value > self.best_value
+        value, best = results[metric], self.progress.best_value
+        improved = math.isfinite(value) and (
+            best is None or (value < best if self.config.val.best_mode == "min" else value > best)
         )
-        if better and math.isfinite(value):
-            self.best_value = value
-        improved = better and math.isfinite(value)
+        if improved:
+            self.progress.best_value = value
         self.last_val = results
         if self.log is not None:
-            self.log.write({"kind": "val", "step": self.step, "epoch": self.epoch, **results})
+            self.log.write(
+                {"kind": "val", "step": self.progress.step, "epoch": self.progress.epoch, **results}
+            )
             tqdm.write(
-                f"validation after step {self.step}: "
+                f"validation after step {self.progress.step}: "
                 + ", ".join(f"{k}={v:.4g}" for k, v in results.items() if "_aux_" not in k and "o2m" not in k)
             )
         return improved
@@ -457,29 +487,23 @@ class Trainer:
         rng_states = gather_objects(capture_rng_state(), self.context)
         path = self.run_dir / "checkpoints" / name
         if self.context.is_main:
+            progress = self.progress.state_dict()
             training_state = {
                 "format": _CHECKPOINT_FORMAT,
-                "step": self.step,
-                "epoch": self.epoch,
-                "step_in_epoch": self.step_in_epoch,
+                **progress,
                 "steps_per_epoch": self.steps_per_epoch,
                 "world_size": self.context.world_size,
                 "optimizer": self.optimizer.state_dict(),
                 "rng": rng_states,
-                "skipped_steps": self.skipped_steps,
-                "consecutive_nonfinite": self.consecutive_nonfinite,
-                "best_value": self.best_value,
             }
             meta = {
-                "step": self.step,
-                "epoch": self.epoch,
-                "step_in_epoch": self.step_in_epoch,
+                **progress,
                 "total_steps": self.total_steps,
                 "best_metric": self.config.val.best_metric,
-                "best_value": self.best_value,
                 "last_val": self.last_val,
             }
-            save_checkpoint(path, model_state_to_save(self.module), training_state, meta)
+            with writing(path):
+                save_checkpoint(path, model_state_to_save(self.module), training_state, meta)
         barrier(self.context)
         return path
 
@@ -499,21 +523,17 @@ class Trainer:
                 f"checkpoint {where} was written with {state['steps_per_epoch']} steps per epoch, this "
                 f"configuration gives {self.steps_per_epoch}: the dataset, batch size or accumulation changed"
             )
-        self.step = state["step"]
-        self.epoch = state["epoch"]
-        self.step_in_epoch = state["step_in_epoch"]
-        self.skipped_steps = state["skipped_steps"]
-        self.consecutive_nonfinite = state["consecutive_nonfinite"]
-        self.best_value = state["best_value"]
+        self.progress.load_state_dict(state)
         self._resume_rng = state["rng"][self.context.rank]
 
     def _diverged(self) -> None:
         path = self._save("last")
-        count = self.consecutive_nonfinite
+        progress = self.progress
+        count = progress.consecutive_nonfinite
         raise TrainingDivergedError(
             f"the loss or its gradient was NaN/inf for {count} optimizer steps in a row (steps "
-            f"{self.step - count + 1}-{self.step}; {self.skipped_steps} skipped in all), so training "
-            f"stopped. The run is saved in {path} (skipped steps left the weights unchanged). Usual "
+            f"{progress.step - count + 1}-{progress.step}; {progress.skipped_steps} skipped in all), so "
+            f"training stopped. The run is saved in {path} (skipped steps left the weights unchanged). Usual "
             "causes: a learning rate too high for this setup (lower optim.lr_*), or broken targets "
             "(check the data with `sam3tune data inspect`). loop.max_consecutive_nonfinite sets the limit."
         )
@@ -566,6 +586,20 @@ class Trainer:
                 signal.signal(sig, old)
 
 
+def _log_dropped(dropped: Counter, epoch: int, is_main: bool) -> None:
+    """Warn about what the data transforms removed in an epoch (``sam3tune.data.Sample.dropped``)."""
+    if not is_main or not any(dropped.values()):
+        return
+    log.warning(
+        "epoch %d: the transforms left out %d object(s) whose box became empty, %d positive quer(y/ies) "
+        "left without an object and %d mask(s) with no pixel at the target resolution (this process)",
+        epoch + 1,
+        dropped["empty_objects"],
+        dropped["empty_queries"],
+        dropped["empty_masks"],
+    )
+
+
 def _seed_all(seed: int) -> None:
     import random
 
@@ -574,53 +608,14 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _to_device(obj: Any, device: torch.device) -> Any:
-    """``obj`` (tensor, dataclass, dict, list, tuple, nested) with every tensor on ``device``."""
-    if device.type == "cpu":
-        return obj
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        fields = {f.name: _to_device(getattr(obj, f.name), device) for f in dataclasses.fields(obj) if f.init}
-        return dataclasses.replace(obj, **fields)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
+def _every(period: int | None, count: int) -> bool:
+    """Whether ``count`` is a multiple of ``period`` (never when ``period`` is 0 or None)."""
+    return bool(period) and count % period == 0
 
 
-def _to_float32(obj: Any) -> Any:
-    """Model outputs with every floating tensor in float32 (the loss runs outside autocast)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.float() if obj.is_floating_point() else obj
-    if isinstance(obj, dict):
-        return {k: _to_float32(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_float32(v) for v in obj)
-    return obj
-
-
-def _all_finite(obj: Any) -> bool:
-    """Whether every floating tensor in ``obj`` (nested dicts/lists) is finite."""
-    if isinstance(obj, torch.Tensor):
-        return not obj.is_floating_point() or bool(torch.isfinite(obj).all())
-    if isinstance(obj, dict):
-        return all(_all_finite(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return all(_all_finite(v) for v in obj)
-    return True
-
-
-def _zero_nonfinite(obj: Any) -> Any:
-    """``obj`` with NaN and inf replaced by 0 in every floating tensor."""
-    if isinstance(obj, torch.Tensor):
-        return torch.nan_to_num(obj, nan=0.0, posinf=0.0, neginf=0.0) if obj.is_floating_point() else obj
-    if isinstance(obj, dict):
-        return {k: _zero_nonfinite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_zero_nonfinite(v) for v in obj)
-    return obj
+def _zero_nonfinite(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` with NaN and inf replaced by 0 (floating tensors only)."""
+    return torch.nan_to_num(tensor, nan=0.0, posinf=0.0, neginf=0.0) if tensor.is_floating_point() else tensor
 
 
 def _update_bar(bar: tqdm, window: dict[str, deque], record: dict[str, Any]) -> None:

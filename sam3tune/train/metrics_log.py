@@ -17,17 +17,22 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
+from sam3tune.output_files import writing
+
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` (a torn last line from a crash is ignored)."""
+    """All records of a ``metrics.jsonl`` (a torn last line from a crash, or any line that is not a record
+    with a ``step``, is ignored)."""
     records = []
     if not Path(path).exists():
         return records
-    for line in Path(path).read_text().splitlines():
+    for line in Path(path).read_text(errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
     return records
 
 
@@ -51,8 +56,9 @@ class MetricsLog:
         """Append one record (``kind``, ``step``, ``epoch`` and scalars; NaN/inf are written as null);
         flushed at once."""
         clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
-        self._file.write(json.dumps(clean) + "\n")
-        self._file.flush()
+        with writing(self.path):
+            self._file.write(json.dumps(clean) + "\n")
+            self._file.flush()
         prefix = record["kind"]
         for key, value in record.items():
             if key in ("kind", "step", "epoch") or not isinstance(value, (int, float)):

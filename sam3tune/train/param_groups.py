@@ -18,8 +18,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import nn
 
+from sam3tune.model.components import component_of, is_adapter_parameter, vit_depth
+from sam3tune.model.quantization import require_bitsandbytes
 from sam3tune.train.config import OptimConfig
 
 Component = Literal["transformer", "vision", "text"]
@@ -39,6 +42,16 @@ class ParamRole:
     component: Component
     vit_depth: int | None = None
     is_adapter: bool = False
+
+
+def role_of(name: str) -> ParamRole:
+    """The recipe role of a ``Sam3ForTraining`` parameter: vision (ViT + FPN neck) and text (CLIP +
+    projection) get their own learning rates, everything else (DETR encoder/decoder, mask decoder,
+    geometry encoder, heads) ``lr_transformer``; ViT-trunk parameters get their depth for layer decay
+    (``sam3tune.model.components.vit_depth``); LoRA adapter weights are marked."""
+    component = component_of(name)
+    family = component if component in ("vision", "text") else "transformer"
+    return ParamRole(family, vit_depth=vit_depth(name), is_adapter=is_adapter_parameter(name))
 
 
 def no_weight_decay_names(model: nn.Module) -> set[str]:
@@ -104,3 +117,25 @@ def _depth_label(vit_depth: int | None) -> str:
     if vit_depth is None:
         return ""
     return ".stem" if vit_depth == 0 else f".block{vit_depth - 1:02d}"
+
+
+def build_optimizer(
+    model: nn.Module, role_of: Callable[[str], ParamRole], num_vit_blocks: int, config: OptimConfig
+) -> torch.optim.Optimizer:
+    """The trainer's optimizer (``config.optimizer``) over :func:`build_param_groups` of ``model``."""
+    groups = build_param_groups(
+        model.named_parameters(), role_of, no_weight_decay_names(model), config, num_vit_blocks
+    )
+    return make_optimizer(groups, config)
+
+
+def make_optimizer(groups: list[dict], config: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW (the recipe) or bitsandbytes' 8-bit AdamW (``config.optimizer``: its two moments take 2
+    bytes per trained parameter instead of 8; ``sam3tune[qlora]``) over ``groups``, with ``config``'s betas
+    and eps."""
+    kwargs = {"betas": tuple(config.betas), "eps": config.eps, "lr": config.lr_transformer}
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, **kwargs)
+    if config.optimizer == "adamw8bit":
+        return require_bitsandbytes("optim.optimizer=adamw8bit").optim.AdamW8bit(groups, **kwargs)
+    raise ValueError(f"optim.optimizer must be 'adamw' or 'adamw8bit', got {config.optimizer!r}")

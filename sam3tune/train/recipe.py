@@ -9,6 +9,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,17 +22,18 @@ from sam3tune.data import (
     DataError,
     build_eval_dataset,
     build_train_dataset,
+    check_prompt_tokens,
     collate,
 )
 from sam3tune.eval.model_eval import make_validator
 from sam3tune.loss import Sam3Criterion
-from sam3tune.model import build_training_model, load_model
-from sam3tune.model.components import component_of, is_adapter_parameter, model_path, vit_layer_id
+from sam3tune.model import ModelBundle, build_training_model, load_model
 from sam3tune.model.export import save_adapters, save_merged
+from sam3tune.output_files import writing
 from sam3tune.train.checkpoint import load_checkpoint, load_model_state
-from sam3tune.train.config import TrainConfig, trains_in_bf16
+from sam3tune.train.config import TrainConfig
 from sam3tune.train.distributed import DistributedContext, barrier, broadcast_object, init_distributed
-from sam3tune.train.loop import RunResult, Trainer, TrainingParts
+from sam3tune.train.loop import RunResult, Trainer, TrainingParts, uses_bf16
 from sam3tune.train.memory_ladder import (
     RungChoice,
     choose_rung,
@@ -40,29 +42,13 @@ from sam3tune.train.memory_ladder import (
     queries_per_step,
     rung_config,
 )
-from sam3tune.train.param_groups import ParamRole
+from sam3tune.train.param_groups import role_of
+from sam3tune.train.resume import find_resume_point, record_resume, resume_changes
+from sam3tune.train.run_lock import RunLockedError, run_lock
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
-_LR_FAMILY = {"vision": "vision", "text": "text"}  # every other component: lr_transformer
-
-
-def recipe_role(name: str, num_vit_blocks: int) -> ParamRole:
-    """The recipe role of a ``Sam3ForTraining`` parameter: vision (ViT + FPN neck) and text (CLIP +
-    projection) get their own learning rates, everything else (DETR encoder/decoder, mask decoder,
-    geometry encoder, heads) ``lr_transformer``. Inside the ViT trunk the stem and blocks get a depth for
-    layer-wise decay; the position embedding keeps scale 1 (the recipe's ``*pos_embed*`` override), as does
-    the rest of the trunk."""
-    component = component_of(name)
-    depth = None
-    if component == "vision" and not model_path(name).endswith("position_embeddings"):
-        layer_id = vit_layer_id(name, num_vit_blocks)
-        if layer_id is not None and layer_id <= num_vit_blocks:
-            depth = layer_id
-    return ParamRole(
-        _LR_FAMILY.get(component, "transformer"), vit_depth=depth, is_adapter=is_adapter_parameter(name)
-    )
 
 
 def load_run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
@@ -73,28 +59,33 @@ def load_run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> Train
     return load_config(TrainConfig, path, overrides)
 
 
+def load_bundle(config: TrainConfig) -> ModelBundle:
+    """The model, tokenizer and input size of ``config.model`` as training loads them."""
+    return load_model(
+        config.model.name, allow_missing_weights=config.model.allow_missing_weights, seed=config.loop.seed
+    )
+
+
 def build_training_parts(
     config: TrainConfig, context: DistributedContext
 ) -> tuple[TrainingParts, TrainConfig, RungChoice]:
     """Model (``config.model``), criterion (``config.loss``) and datasets (``config.data``) for the loop.
 
     Returns the parts, the config actually used (``data.resolution`` follows the model's input size
-    when left at its default; ``loop.memory`` resolved to a rung, see ``memory_ladder``) and the memory
-    rung choice."""
-    bundle = load_model(
-        config.model.name, allow_missing_weights=config.model.allow_missing_weights, seed=config.loop.seed
-    )
-    config = dataclasses.replace(config, data=_data_for_model(config.data, bundle.image_size))
+    when left at its default; ``loop.memory`` resolved, see :mod:`sam3tune.train.memory_ladder`) and the
+    memory rung choice."""
+    bundle = load_bundle(config)
+    config = dataclasses.replace(config, data=data_for_model(config.data, bundle.image_size))
     train_dataset = build_train_dataset(
         config.data, seed=config.loop.seed, progress=context.is_main, augment=config.loop.augment
     )
-    choice = choose_rung(
-        config, bundle.model.config, context.device, queries_per_step(train_dataset, config.loop.batch_size)
-    )
+    check_prompt_tokens(train_dataset.plan, bundle.tokenize, str(train_dataset.plan.split.annotation_file))
+    queries = queries_per_step(train_dataset, config.loop.batch_size)
+    choice = choose_rung(config, bundle.model.config, context.device, queries)
     config = choice.config
     if context.is_main:
         log.info("memory: %s", choice.reason)
-    bf16 = trains_in_bf16(config.loop.amp, context.device.type)
+    bf16 = uses_bf16(config.loop.amp, context.device)
     model = build_training_model(bundle, config.model, bf16_autocast=bf16)
     val_dataset = None
     if config.val.every_epochs > 0:
@@ -104,25 +95,21 @@ def build_training_parts(
             if err.kind != "empty_split" or "no split" not in str(err):
                 raise
             log.warning("%s: training without validation (set data.val to a split to validate)", err)
-    if not config.val.map and "loss" not in config.val.best_metric:
-        raise ValueError(
-            f"val.best_metric={config.val.best_metric!r} needs the COCO metrics, but val.map is false; "
-            "set val.map=true or val.best_metric=loss val.best_mode=min"
-        )
+    if val_dataset is not None:
+        check_prompt_tokens(val_dataset.plan, bundle.tokenize, str(val_dataset.plan.split.annotation_file))
     evaluate = None
     if val_dataset is not None and config.val.map and context.is_main:
         evaluate = make_validator(
             val_dataset, bundle.tokenize, config.val.eval, device=context.device, progress=True
         )
     collate_fn = partial(collate, tokenize=bundle.tokenize)
-    num_blocks = int(model.core.config.vision_config.backbone_config.num_hidden_layers)
     parts = TrainingParts(
         model=model,
         criterion=Sam3Criterion(config.loss),
         train_dataset=train_dataset,
         collate_fn=collate_fn,
-        role_of=partial(recipe_role, num_vit_blocks=num_blocks),
-        num_vit_blocks=num_blocks,
+        role_of=role_of,
+        num_vit_blocks=model.num_vit_blocks,
         val_dataset=val_dataset,
         val_collate_fn=collate_fn,
         evaluate=evaluate,
@@ -135,64 +122,115 @@ def train(
     config: TrainConfig,
     resume: str | Path | None = None,
     on_step_end: Callable[[dict[str, Any]], None] | None = None,
+    allow_inexact_resume: bool = False,
 ) -> RunResult:
     """Run ``config`` in a new run directory (``output_dir/run_name``), or continue the run in ``resume``
     exactly where its `last` checkpoint left it. Under ``torchrun`` every process calls this; rank 0
-    writes the run directory. See :meth:`Trainer.fit` for ``on_step_end`` and the errors.
+    writes the run directory and holds its lock (:mod:`sam3tune.train.run_lock`) while training.
 
-    With ``loop.memory=auto`` on CUDA, a CUDA out-of-memory error in the first steps restarts the run
-    from its first step one memory rung lower (``memory_ladder``); any other one names the next rung."""
+    Nothing is written before every check has passed: a refused resume (locked run, unreadable
+    checkpoint, an override that breaks exactness, see :mod:`sam3tune.train.resume`) leaves the run
+    directory as it was, and a new run whose set-up fails leaves no run directory behind. See
+    :meth:`Trainer.fit` for ``on_step_end`` and the errors."""
     context = init_distributed(config.loop.device)
-    parts, config, choice = build_training_parts(config, context)
-    run_dir = Path(resume) if resume is not None else _new_run_dir(config, context)
-    while True:
-        if context.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(config, run_dir / CONFIG_FILE, comment=choice.reason)
-            log.info("run directory: %s", run_dir)
-        barrier(context)
-        trainer = Trainer(config, parts, run_dir, context, resume=resume is not None)
-        try:
-            result = trainer.fit(on_step_end)
-            break
-        except torch.cuda.OutOfMemoryError as err:
-            checkpointed = (run_dir / "checkpoints").exists()
-            lower = out_of_memory_action(
-                choice, trainer.step, checkpointed, resume is not None, context.world_size
-            )
-            message = out_of_memory_message(choice, trainer.step)
-            if lower is None:
-                raise torch.cuda.OutOfMemoryError(f"{message}\n{err}") from err
-            log.warning("%s: restarting the run from its first step on rung %s", message, lower)
-            _release(trainer, run_dir)
-            del trainer, parts, err
+    with ExitStack() as held:
+        point, changes = None, {}
+        if resume is not None:
+            run_dir = Path(resume)
+            saved = load_run_config(run_dir)
+            _lock_on_main(held, run_dir, context)
+            changes = resume_changes(saved, config, allow_inexact=allow_inexact_resume)
+            point = find_resume_point(run_dir)
+        parts, config, choice = build_training_parts(config, context)
+        if resume is None:
+            run_dir = _new_run_dir(config, context)
+            lock_file = _lock_on_main(held, run_dir, context)
+            if lock_file is not None:
+                held.callback(_remove_if_unused, run_dir, lock_file)
+        while True:
+            trainer = Trainer(config, parts, run_dir, context, resume=point if point is not None else False)
+            if context.is_main:
+                with writing(run_dir / CONFIG_FILE):
+                    save_config(config, run_dir / CONFIG_FILE, comment=choice.reason)
+                if point is not None:
+                    record_resume(run_dir, point, changes)
+                log.info("run directory: %s", run_dir)
+            barrier(context)
+            try:
+                result = trainer.fit(on_step_end)
+                break
+            except torch.cuda.OutOfMemoryError as err:
+                lower = _lower_rung_after(err, trainer, choice, run_dir, context, resumed=point is not None)
+            del trainer, parts
             torch.cuda.empty_cache()
             parts, config, choice = build_training_parts(rung_config(config, lower), context)
             choice = dataclasses.replace(
                 choice, reason=f"loop.memory=auto stepped down to {lower} after an out-of-memory error"
             )
-    if config.export and result.status == "completed" and context.is_main:
-        _export(trainer, result, config)
-    barrier(context)
+        if config.export and result.status == "completed" and context.is_main:
+            _export(trainer, result, config)
+        barrier(context)
     return result
 
 
-def _release(trainer: Trainer, run_dir: Path) -> None:
-    """Close the failed attempt's logs and remove them, so that the restarted run writes a clean log."""
+def _lower_rung_after(
+    err: torch.cuda.OutOfMemoryError,
+    trainer: Trainer,
+    choice: RungChoice,
+    run_dir: Path,
+    context: DistributedContext,
+    resumed: bool,
+) -> str:
+    """The memory rung to restart on after ``err`` (the failed attempt's logs removed, its memory
+    released), or ``err`` re-raised naming the rung and the next one to try (see
+    ``memory_ladder.out_of_memory_action``)."""
+    steps = trainer.progress.step
+    checkpointed = (run_dir / "checkpoints").exists()
+    lower = out_of_memory_action(choice, steps, checkpointed, resumed, context.world_size)
+    message = out_of_memory_message(choice, steps)
+    if lower is None:
+        raise torch.cuda.OutOfMemoryError(f"{message}\n{err}") from err
+    log.warning("%s: restarting the run from its first step on rung %s", message, lower)
     if trainer.log is not None:
         trainer.log.close()
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     shutil.rmtree(run_dir / "tb", ignore_errors=True)
     trainer.optimizer.state.clear()
     gc.collect()
+    return lower
 
 
-def _data_for_model(data: DataConfig, image_size: int) -> DataConfig:
+def _lock_on_main(held: ExitStack, run_dir: Path, context: DistributedContext) -> Path | None:
+    """Rank 0 takes the lock of ``run_dir`` for the rest of ``held`` (returns the lock file); when another
+    process holds it, every rank raises :class:`RunLockedError` (no rank is left waiting)."""
+    lock_file, problem = None, None
+    if context.is_main:
+        try:
+            lock_file = held.enter_context(run_lock(run_dir))
+        except RunLockedError as err:
+            problem = str(err)
+    problem = broadcast_object(problem, context)
+    if problem is not None:
+        raise RunLockedError(problem)
+    return lock_file
+
+
+def _remove_if_unused(run_dir: Path, lock_file: Path) -> None:
+    """Remove a new run directory that holds nothing but its lock (its set-up failed), so that no
+    half-made run is left whose ``--resume`` would fail."""
+    if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] in ([], [lock_file.name]):
+        lock_file.unlink(missing_ok=True)
+        run_dir.rmdir()
+
+
+def data_for_model(data: DataConfig, image_size: int) -> DataConfig:
+    """``data`` at the model's input size: ``data.resolution`` follows it when left at its default; any
+    other mismatch is a ``ValueError``."""
     if data.resolution == image_size:
         return data
     if data.resolution != DataConfig().resolution:
         raise ValueError(
-            f"data.resolution={data.resolution} but the model takes {image_size}x{image_size} images; "
+            f"data.resolution={data.resolution} but the model takes {image_size} px images; "
             f"set data.resolution={image_size} (or leave it unset)"
         )
     log.info("data.resolution follows the model's input size: %d", image_size)
@@ -227,7 +265,9 @@ def _export(trainer: Trainer, result: RunResult, config: TrainConfig) -> None:
     source = result.best_checkpoint or result.checkpoint
     model_state, _, _ = load_checkpoint(source)
     load_model_state(trainer.module, model_state, source)
-    save_merged(trainer.module, result.run_dir / "model")
+    with writing(result.run_dir / "model"):
+        save_merged(trainer.module, result.run_dir / "model")
     if config.model.finetune.mode == "lora":
-        save_adapters(trainer.module, result.run_dir / "adapters")
+        with writing(result.run_dir / "adapters"):
+            save_adapters(trainer.module, result.run_dir / "adapters")
     log.info("exported the weights of %s to %s", source, result.run_dir / "model")

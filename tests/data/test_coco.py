@@ -328,6 +328,8 @@ def test_compressed_and_uncompressed_rle_decode_identically(tmp_path):
     coco["annotations"][0]["segmentation"] = {"size": [24, 32], "counts": compressed["counts"].decode()}
     coco["annotations"][1]["segmentation"] = {"size": [24, 32], "counts": runs}
     coco["annotations"][1]["category_id"] = 1
+    for ann in coco["annotations"][:2]:
+        ann["bbox"] = [5, 3, 15, 6]  # the mask's box (masks outside their box are ignored)
     _write(tmp_path, coco)
     config = DataConfig(root=tmp_path, val="train", resolution=64, mask_resolution=24)  # 32x24 -> 64 -> 24
     from sam3tune.data import build_eval_dataset

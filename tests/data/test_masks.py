@@ -62,9 +62,9 @@ def test_rle_string_parser_matches_the_reference_encoder():
 
 
 def test_validate_rejects_with_kinds():
-    assert validate_segmentation([], 4, 4) == (None, 0)
-    assert validate_segmentation([[]], 4, 4) == (None, 0)
-    assert validate_segmentation([0, 0, 3, 0, 3, 3], 4, 4) == ([[0.0, 0.0, 3.0, 0.0, 3.0, 3.0]], 0)
+    assert validate_segmentation([], 4, 4) == (None, 0, False)
+    assert validate_segmentation([[]], 4, 4) == (None, 0, False)
+    assert validate_segmentation([0, 0, 3, 0, 3, 3], 4, 4) == ([[0.0, 0.0, 3.0, 0.0, 3.0, 3.0]], 0, False)
     with pytest.raises(SegmentationError) as info:
         validate_segmentation({"size": [4, 4], "counts": [3, 3]}, 4, 4)
     assert info.value.kind == "segmentation_malformed"

@@ -4,12 +4,12 @@ import torch
 from torch import nn
 
 from sam3tune.data import DataConfig, build_train_dataset, collate
-from sam3tune.doctor.learning_rates import build_optimizer
 from sam3tune.doctor.memory import LiveTensorMeter, block_bytes, gradient_bytes, module_bytes
 from sam3tune.doctor.step_probe import probe_training_step
 from sam3tune.loss import Sam3Criterion
 from sam3tune.model import ModelConfig, build_training_model, load_model
 from sam3tune.train.config import OptimConfig
+from sam3tune.train.param_groups import build_optimizer, role_of
 
 
 def test_meter_counts_allocations_in_allocator_blocks():
@@ -55,7 +55,12 @@ def test_step_memory_and_bf16_activations(shapes):
     memories = {}
     for bf16 in (False, True):
         probe = probe_training_step(
-            model, Sam3Criterion(), batch, build_optimizer(model, OptimConfig()), bf16=bf16, max_grad_norm=0.1
+            model,
+            Sam3Criterion(),
+            batch,
+            build_optimizer(model, role_of, model.num_vit_blocks, OptimConfig()),
+            bf16=bf16,
+            max_grad_norm=0.1,
         )
         memories[bf16] = probe.memory
         assert probe.grad_norm > 0 and probe.no_gradient == {}

@@ -72,3 +72,19 @@ def test_false_fires_on_one_prompt_are_counted(fruits):
     assert metrics.specificity.per_category["date"]["false_fire_rate"] in (0.0, None)
     assert metrics.cgf1["bbox"].pairs["FP"] == negatives
     assert metrics.cgf1["bbox"].IL_MCC < 1.0
+
+
+def test_the_predictions_are_handed_over_before_scoring_fails(fruits, monkeypatch):
+    # `sam3tune eval` saves them in on_predicted: a failure while scoring keeps the model's work
+    gt, loader = fruits
+
+    def scoring_fails(*args, **kwargs):
+        raise RuntimeError("scoring failed")
+
+    monkeypatch.setattr("sam3tune.eval.model_eval.evaluate_predictions", scoring_fails)
+    kept = []
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        evaluate_model(
+            _oracle, loader, gt, EvalConfig(iou_types=["bbox"]), progress=False, on_predicted=kept.append
+        )
+    assert len(kept) == 1 and len(kept[0]) == 18 * 3 * NUM_QUERIES

@@ -34,7 +34,7 @@ def run(mode: str, spec: str = "sam3-random") -> dict:
     from sam3tune.train.config import LoopConfig, ScheduleConfig, TrainConfig, ValidationConfig
     from sam3tune.train.distributed import DistributedContext
     from sam3tune.train.loop import Trainer, TrainingParts
-    from sam3tune.train.recipe import recipe_role
+    from sam3tune.train.param_groups import role_of
 
     started = time.perf_counter()
     bundle = load_model(spec)
@@ -49,7 +49,7 @@ def run(mode: str, spec: str = "sam3-random") -> dict:
         criterion=Sam3Criterion(CriterionConfig()),
         train_dataset=dataset,
         collate_fn=collate_fn,
-        role_of=partial(recipe_role, num_vit_blocks=blocks),
+        role_of=role_of,
         num_vit_blocks=blocks,
     )
     config = TrainConfig(

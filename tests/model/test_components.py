@@ -1,6 +1,6 @@
 import pytest
 
-from sam3tune.model import COMPONENTS, component_of, vit_block_index, vit_layer_id, vit_lr_scale
+from sam3tune.model import COMPONENTS, component_of, vit_depth
 from sam3tune.model.components import model_path
 
 
@@ -41,32 +41,28 @@ def test_model_path_strips_wrappers_and_rejects_foreign_names():
         component_of("backbone.blocks.0.weight")
 
 
-def test_vit_lr_scale_over_a_model(tiny):
+def test_vit_depth_over_a_model(tiny):
     from sam3tune.model import ModelConfig, build_training_model
 
     model = build_training_model(tiny, ModelConfig(name="tiny"))
     assert model.num_vit_blocks == 2
-    scales = {n: vit_lr_scale(n, model.num_vit_blocks, 0.5) for n, _ in model.named_parameters()}
-    assert scales["sam3.vision_encoder.backbone.layers.1.mlp.fc1.weight"] == 0.5
-    assert scales["sam3.vision_encoder.backbone.layers.0.mlp.fc1.weight"] == 0.25
-    assert scales["sam3.vision_encoder.backbone.embeddings.position_embeddings"] == 0.125
-    assert scales["sam3.detr_decoder.query_embed.weight"] == 1.0
+    depths = {n: vit_depth(n) for n, _ in model.named_parameters()}
+    assert depths["sam3.vision_encoder.backbone.layers.1.mlp.fc1.weight"] == 2
+    assert depths["sam3.vision_encoder.backbone.layers.0.mlp.fc1.weight"] == 1
+    assert depths["sam3.vision_encoder.backbone.embeddings.patch_embeddings.projection.weight"] == 0
+    assert depths["sam3.vision_encoder.backbone.embeddings.position_embeddings"] is None
+    assert depths["sam3.detr_decoder.query_embed.weight"] is None
 
 
-def test_vit_block_index_and_official_layer_decay():
+def test_vit_depth_follows_the_official_layer_ids():
+    # official BEiT-style ids for a 32-block ViT: stem 0, block i -> i + 1; the position embedding (the
+    # recipe's *pos_embed* override), the neck and other components: no decay
     block = "sam3.vision_encoder.backbone.layers.{}.mlp.fc1.weight"
-    assert vit_block_index(block.format(7)) == 7
-    assert vit_block_index("vision_encoder.backbone.embeddings.position_embeddings") is None
-    assert vit_block_index("detr_encoder.layers.3.mlp.fc1.weight") is None
-    # official BEiT-style ids for a 32-block ViT: stem 0, block i -> i + 1, neck and others: no decay
-    assert vit_layer_id("vision_encoder.backbone.embeddings.patch_embeddings.projection.weight", 32) == 0
-    assert vit_layer_id("vision_encoder.backbone.layer_norm.weight", 32) == 0
-    assert vit_layer_id(block.format(0), 32) == 1
-    assert vit_layer_id("vision_encoder.neck.fpn_layers.0.proj1.weight", 32) is None
-    assert vit_lr_scale(block.format(31), 32, 0.9) == pytest.approx(0.9)
-    assert vit_lr_scale(block.format(0), 32, 0.9) == pytest.approx(0.9**32)
-    assert vit_lr_scale("vision_encoder.backbone.embeddings.position_embeddings", 32, 0.9) == pytest.approx(
-        0.9**33
-    )
-    assert vit_lr_scale("vision_encoder.neck.fpn_layers.0.proj1.weight", 32, 0.9) == 1.0
-    assert vit_lr_scale("detr_decoder.layers.0.mlp.fc1.weight", 32, 0.9) == 1.0
+    assert vit_depth(block.format(0)) == 1 and vit_depth(block.format(31)) == 32
+    assert vit_depth("vision_encoder.backbone.embeddings.patch_embeddings.projection.weight") == 0
+    assert vit_depth("vision_encoder.backbone.layer_norm.weight") == 0
+    assert vit_depth("vision_encoder.backbone.embeddings.position_embeddings") is None
+    assert vit_depth("vision_encoder.neck.fpn_layers.0.proj1.weight") is None
+    assert vit_depth("detr_encoder.layers.3.mlp.fc1.weight") is None
+    lora = "base_model.model.vision_encoder.backbone.layers.4.attention.qkv.lora_A.default.weight"
+    assert vit_depth(lora) == 5

@@ -12,9 +12,7 @@ from sam3tune.model import (
     build_training_model,
     load_adapters,
     load_model,
-    load_state_dict,
     save_adapters,
-    save_state_dict,
 )
 from sam3tune.model.training_model import Sam3ForTraining
 from tests.model.conftest import total_of
@@ -115,36 +113,3 @@ def test_saving_replaces_an_existing_directory_atomically(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging leftovers
 
 
-def test_non_atomic_save_keeps_the_callers_files(tmp_path):
-    model = build_training_model(load_model("tiny"), ModelConfig(name="tiny"))
-    (tmp_path / "ckpt").mkdir()
-    (tmp_path / "ckpt" / "optimizer.safetensors").write_text("caller's file")
-    model.save_pretrained(tmp_path / "ckpt", atomic=False)
-    names = {p.name for p in (tmp_path / "ckpt").iterdir()}
-    assert {"optimizer.safetensors", "model.safetensors", "config.json", "sam3tune_tokenizer.json"} <= names
-
-
-def test_state_dict_round_trip(tmp_path, batch):
-    model = _trained_lora_model(batch)
-    save_state_dict(model, tmp_path / "ckpt" / "model.safetensors")
-    save_state_dict(model, tmp_path / "ckpt" / "trainable.safetensors", trainable_only=True)
-    trainable = load_file(tmp_path / "ckpt" / "trainable.safetensors")
-    assert set(trainable) == {n for n, p in model.named_parameters() if p.requires_grad}
-
-    fresh = build_training_model(load_model("tiny", seed=5), LORA).eval()
-    assert load_state_dict(fresh, tmp_path / "ckpt" / "model.safetensors") == []
-    with torch.no_grad():
-        assert torch.equal(fresh(*batch)["pred_logits"], model(*batch)["pred_logits"])
-
-    partial = build_training_model(load_model("tiny"), LORA)
-    missing = load_state_dict(partial, tmp_path / "ckpt" / "trainable.safetensors", strict=False)
-    assert missing and not set(missing) & set(trainable)
-    with pytest.raises(KeyError, match="missing keys"):
-        load_state_dict(
-            build_training_model(load_model("tiny"), LORA), tmp_path / "ckpt" / "trainable.safetensors"
-        )
-    with pytest.raises(KeyError, match="unexpected keys"):
-        load_state_dict(
-            build_training_model(load_model("tiny"), ModelConfig(name="tiny")),
-            tmp_path / "ckpt" / "model.safetensors",
-        )

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3 * 3600)  # ~6 min each on 2 idle cores; hours on a shared, loaded machine
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_one_full_size_step_per_mode(mode):
     clip_bpe_file()  # the CLIP tokenizer must be available (skips with the reason otherwise)
@@ -27,7 +27,6 @@ def test_one_full_size_step_per_mode(mode):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=1700,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

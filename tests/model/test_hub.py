@@ -77,3 +77,16 @@ def test_hub_id_shape():
     assert is_hub_id("facebook/sam3") and is_hub_id("my-org/sam3.finetuned_v2")
     for spec in ("tiny", "a/b/c", "/abs/path", "./rel", "org/", "/name", "org/../x"):
         assert not is_hub_id(spec), spec
+
+
+def test_doctor_reports_the_hub_message(monkeypatch, tmp_path, capsys):
+    from sam3tune.cli import main
+    from tests.train.coco_fixture import write_dataset
+
+    _hub_raises(monkeypatch, errors.LocalEntryNotFoundError("cannot find the requested files"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    data = write_dataset(tmp_path / "data", train=2, valid=0)
+    status = main(["doctor", "--data", str(data), "--model", "facebook/sam3", "loop.device=cpu"])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "model_build_failed" in out and "not in the local hub cache" in out

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -124,6 +126,14 @@ def test_pickle_weights_are_not_loaded(tmp_path):
     (tmp_path / "m" / "model.safetensors").unlink()
     torch.save({}, tmp_path / "m" / "pytorch_model.bin")
     with pytest.raises(OSError, match="safetensors"):
+        load_model(tmp_path / "m")
+
+
+def test_truncated_weights_name_the_file(tmp_path):
+    _save(load_model("tiny"), tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"weights file {re.escape(str(weights))} is truncated or corrupt"):
         load_model(tmp_path / "m")
 
 

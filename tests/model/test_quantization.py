@@ -11,7 +11,7 @@ from sam3tune.model import FinetuneConfig, LoraConfig, ModelConfig, build_traini
 from sam3tune.model.export import merged_model, save_merged
 from sam3tune.model.quantization import is_quantized
 from sam3tune.train.config import OptimConfig
-from sam3tune.train.optimizer import build_optimizer
+from sam3tune.train.param_groups import make_optimizer
 
 DECODER = FinetuneConfig(
     mode="lora",
@@ -101,12 +101,12 @@ def test_nf4_needs_lora_and_bitsandbytes(monkeypatch):
     with pytest.raises(ImportError, match=r"model.quantization=nf4 needs bitsandbytes.*sam3tune\[qlora\]"):
         build_training_model(load_model("tiny"), config)
     with pytest.raises(ImportError, match=r"optim.optimizer=adamw8bit needs bitsandbytes"):
-        build_optimizer([{"params": [nn.Parameter(torch.zeros(2))]}], OptimConfig(optimizer="adamw8bit"))
+        make_optimizer([{"params": [nn.Parameter(torch.zeros(2))]}], OptimConfig(optimizer="adamw8bit"))
 
 
 def test_eight_bit_adamw_keeps_one_byte_per_moment():
     big = nn.Parameter(torch.randn(64, 128))  # 8,192 values: above bitsandbytes' 4,096 minimum
-    optimizer = build_optimizer([{"params": [big]}], OptimConfig(optimizer="adamw8bit"))
+    optimizer = make_optimizer([{"params": [big]}], OptimConfig(optimizer="adamw8bit"))
     before = big.detach().clone()
     big.grad = torch.randn_like(big)
     optimizer.step()
@@ -114,4 +114,4 @@ def test_eight_bit_adamw_keeps_one_byte_per_moment():
     assert state["state1"].dtype == state["state2"].dtype == torch.uint8
     assert state["state1"].numel() == big.numel()
     assert not torch.equal(big.detach(), before)
-    assert type(build_optimizer([{"params": [big]}], OptimConfig())) is torch.optim.AdamW
+    assert type(make_optimizer([{"params": [big]}], OptimConfig())) is torch.optim.AdamW

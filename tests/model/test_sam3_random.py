@@ -1,4 +1,4 @@
-"""``sam3-random``: the released architecture, untrained, buildable offline (full build: test_full_size)."""
+"""``sam3-random``: the released architecture, untrained, built offline (full build: test_full_size.py)."""
 
 import pytest
 import torch

@@ -16,13 +16,14 @@ def test_records_are_json_lines_and_nan_becomes_null(tmp_path):
     assert list((tmp_path / "tb").iterdir())  # TensorBoard event file written
 
 
-def test_resume_trims_records_past_the_checkpoint_and_ignores_a_torn_line(tmp_path):
+def test_resume_trims_records_past_the_checkpoint_and_ignores_torn_or_foreign_lines(tmp_path):
     log = MetricsLog(tmp_path)
     for step in range(1, 6):
         log.write({"kind": "train", "step": step, "epoch": 1, "loss": float(step)})
     log.write({"kind": "val", "step": 5, "epoch": 1, "loss": 9.0})
     log.close()
     with open(tmp_path / "metrics.jsonl", "a") as handle:
+        handle.write('3\n["not", "a record"]\n{"kind": "train"}\n\xff\xfe\n')  # hand-edited or damaged lines
         handle.write('{"kind": "train", "st')  # killed mid-write
     resumed = MetricsLog(tmp_path, resume_step=3)
     resumed.write({"kind": "train", "step": 4, "epoch": 1, "loss": 40.0})

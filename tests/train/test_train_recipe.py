@@ -13,7 +13,8 @@ from sam3tune.model.components import component_of
 from sam3tune.train.checkpoint import load_checkpoint
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.metrics_log import read_metrics
-from sam3tune.train.recipe import load_run_config, recipe_role, train
+from sam3tune.train.param_groups import role_of
+from sam3tune.train.recipe import load_run_config, train
 
 FAST = [
     "model.name=tiny",
@@ -77,8 +78,7 @@ def test_roles_put_every_parameter_of_the_real_model_in_its_recipe_group():
 
     config = TrainConfig()
     model = build_training_model(load_model("tiny"), config.model)
-    blocks = model.core.config.vision_config.backbone_config.num_hidden_layers
-    roles = {name: recipe_role(name, blocks) for name, _ in model.named_parameters()}
+    roles = {name: role_of(name) for name, _ in model.named_parameters()}
     assert roles["sam3.vision_encoder.backbone.layers.1.mlp.fc1.weight"].vit_depth == 2
     assert roles["sam3.vision_encoder.backbone.embeddings.patch_embeddings.projection.weight"].vit_depth == 0
     assert roles["sam3.vision_encoder.backbone.layer_norm.weight"].vit_depth == 0
@@ -118,7 +118,7 @@ def test_recipe_learning_rates_on_the_real_model():
     config = TrainConfig()
     model = build_training_model(load_model("tiny"), config.model)
     groups = build_param_groups(
-        model.named_parameters(), lambda n: recipe_role(n, 2), no_weight_decay_names(model), config.optim, 2
+        model.named_parameters(), role_of, no_weight_decay_names(model), config.optim, 2
     )
     group_of = {id(p): g for g in groups for p in g["params"]}
     params = dict(model.named_parameters())
@@ -152,7 +152,7 @@ def test_lora_run_trains_adapters_at_the_lora_rate_and_exports_them(dataset, tmp
     config = _config(dataset, tmp_path, "run_name=lora", "model.finetune.mode=lora", "loop.epochs=1")
     model = build_training_model(load_model("tiny"), config.model)
     groups = build_param_groups(
-        model.named_parameters(), lambda n: recipe_role(n, 2), no_weight_decay_names(model), config.optim, 2
+        model.named_parameters(), role_of, no_weight_decay_names(model), config.optim, 2
     )
     by_name = {g["name"]: g for g in groups}
     assert (by_name["lora"]["lr"], by_name["lora"]["weight_decay"]) == (2e-4, 0.0)

@@ -197,8 +197,10 @@ def test_best_checkpoint_follows_the_chosen_metric(tmp_path):
 def test_unknown_best_metric_is_a_clear_error(tmp_path):
     config = _config(epochs=1)
     config.val = ValidationConfig(every_epochs=1, best_metric="segm_AP")
-    with pytest.raises(KeyError, match=r"segm_AP.*not among the validation results"):
+    with pytest.raises(ValueError, match=r"segm_AP.*not among the validation results"):
         Trainer(config, _parts(), tmp_path, CPU).fit()
+    # the epoch trained before the failed validation is kept: `last` is there to resume from
+    assert json.loads((tmp_path / "checkpoints" / "last" / "meta.json").read_text())["step"] == 4
 
 
 def test_max_steps_caps_the_run_and_its_schedule(tmp_path):
@@ -214,6 +216,6 @@ def test_last_checkpoint_every_n_epochs_and_at_the_end(tmp_path):
     trainer = Trainer(config, _parts(), tmp_path, CPU)
     saved = []
     save = trainer._save
-    trainer._save = lambda name: saved.append((name, trainer.step)) or save(name)
+    trainer._save = lambda name: saved.append((name, trainer.progress.step)) or save(name)
     trainer.fit()
     assert saved == [("last", 8), ("last", 12)]
