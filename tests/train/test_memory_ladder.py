@@ -156,7 +156,7 @@ def _simulate_gpu(monkeypatch, gib, oom_on=None, oom_at_step=0):
     real_step = Trainer.train_step
 
     def step(self, micro_batches):
-        if self.config.loop.memory == oom_on and self.step == oom_at_step:
+        if self.config.loop.memory == oom_on and self.progress.step == oom_at_step:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real_step(self, micro_batches)
 
