@@ -93,12 +93,7 @@ class LoopConfig:
     # memory rung (sam3tune.train.memory_ladder): auto = on CUDA, the highest rung whose estimated peak
     # fits the GPU (the config as written elsewhere); off = the config as written; or a rung name:
     # full, lora, lora-decoder, qlora-decoder
-    memory: str = "auto"
-
-
-def trains_in_bf16(amp: str, device_type: str) -> bool:
-    """Whether the training forward runs under bf16 autocast (``loop.amp``: bf16, or auto on CUDA)."""
-    return amp == "bf16" or (amp == "auto" and device_type == "cuda")
+    memory: Literal["auto", "off", "full", "lora", "lora-decoder", "qlora-decoder"] = "auto"
 
     def __post_init__(self) -> None:
         self.validate()
