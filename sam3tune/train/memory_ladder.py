@@ -243,10 +243,11 @@ def choose_rung(
         found = estimate(sam3_config, candidate, queries_per_step)
         estimates.append(found)
         if fits(found, device_bytes):
+            usable = USABLE_FRACTION * device_bytes - RESERVED_BYTES
             reason = (
-                f"loop.memory=auto chose {rung}: estimated peak {_gib(found.total)} fits "
-                f"{_gib(device_bytes)} ({USABLE_FRACTION:.0%} less {_gib(RESERVED_BYTES)} kept back)"
-                + _skipped(estimates[:-1])
+                f"loop.memory=auto chose {rung}: estimated peak {_gib(found.total)} fits the "
+                f"{_gib(usable)} usable of this GPU's {_gib(device_bytes)} ({USABLE_FRACTION:.0%} less "
+                f"{_gib(RESERVED_BYTES)})" + _skipped(estimates[:-1])
             )
             return RungChoice(candidate, rung, reason, tuple(estimates))
     lowest = estimates[-1]
