@@ -110,8 +110,6 @@ def measure_rung(args: argparse.Namespace, rung: str) -> dict:
         activations=memory.activations,
         optimizer_step=memory.optimizer_step,
         total=memory.total,
-        # what sam3tune.train.memory_ladder.ACTIVATION_REFERENCE holds: the peak without the gradients
-        activation_reference=max(memory.activations - memory.gradients, 0),
         build_s=round(build_s, 1),
         loss=round(record["loss"], 2),
     )

@@ -11,11 +11,11 @@ top of the run's config (``loop.memory=RUNG``, or picked by ``loop.memory=auto``
 - ``qlora-decoder``: ``lora-decoder`` with the frozen base in 4-bit NF4 (bitsandbytes, peft's k-bit
   preparation) and 8-bit AdamW.
 
-The estimate of a rung's peak (bytes, one GPU) = weights + gradients + optimizer state, *counted* on the
-run's architecture with the rung applied (built on the meta device, no memory), + the activation peak
-*measured* by the doctor's meter on the full-size SAM 3 at 1008 px, 1 image with 4 prompts and masks
-(``bench/memory_ladder.py``, :data:`ACTIVATION_REFERENCE`), scaled by the pixel count and by the step's
-images and queries. See docs/train.md ("Memory ladder").
+The estimate of a rung's peak (bytes, one GPU) = weights + optimizer state, *counted* on the run's
+architecture with the rung applied (built on the meta device, no memory), + the activation peak
+(gradients included) *measured* by the doctor's meter on the full-size SAM 3 at 1008 px, 1 image with 4
+prompts and masks (``bench/memory_ladder.py``, :data:`ACTIVATION_REFERENCE`), scaled by the pixel count
+and by the step's images and queries. See docs/train.md ("Memory ladder").
 """
 
 from __future__ import annotations
@@ -86,18 +86,15 @@ RUNGS: dict[str, tuple[str, ...]] = {
 }
 LADDER: tuple[str, ...] = tuple(RUNGS)
 
-#: Activation peak (bytes, gradients excluded) of each rung's training step: full-size SAM 3
-#: (``Sam3Config()``), 1008 px, 1 image x 4 prompts (2 positive with 3 masked objects each), bf16 autocast,
-#: measured by the doctor's meter on the CPU (``python bench/memory_ladder.py``, the rows'
-#: ``activation_reference``; docs/train.md has the table). ``full`` and ``lora`` (the same graph: the ViT
-#: with gradients through it) were not measured yet on the CPU: their 9 GiB is provisional, derived from a
-#: full-size LoRA step's 13.6 GiB peak RSS (1 image x 2 prompts, float32) less its weights, scaled to bf16
-#: (docs/train.md); ``bench/memory_ladder.py --device cuda`` measures them.
+#: Activation peak (bytes; the gradients made during backward included) of each rung's training step:
+#: full-size SAM 3 (``Sam3Config()``), 1008 px, 1 image x 4 prompts (2 positive with 3 masked objects
+#: each), bf16 autocast, measured by the doctor's meter on the CPU (``python bench/memory_ladder.py``,
+#: the rows' ``activations``; docs/train.md has the table).
 ACTIVATION_REFERENCE: dict[str, int] = {
-    "full": 9 * 2**30,
-    "lora": 9 * 2**30,
-    "lora-decoder": 2_378_518_016,
-    "qlora-decoder": 2_378_518_016,
+    "full": 3_690_642_944,
+    "lora": 2_373_237_248,
+    "lora-decoder": 1_860_975_104,
+    "qlora-decoder": 1_860_975_104,
 }
 REFERENCE_SIDE = 1008
 REFERENCE_QUERIES = 4
@@ -129,11 +126,13 @@ class RungEstimate:
     weights: int  # every parameter as stored (frozen ones in their dtype or 4 bits)
     gradients: int
     optimizer: int
-    activations: int
+    activations: int  # peak over forward, loss and backward, gradients made during backward included
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations
+        """Weights + optimizer state + the activation peak (which holds the gradients made during
+        backward; at least the gradients themselves)."""
+        return self.weights + self.optimizer + max(self.activations, self.gradients)
 
 
 def count_memory(sam3_config: Sam3Config, config: TrainConfig, bf16_autocast: bool) -> RungEstimate:

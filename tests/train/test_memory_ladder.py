@@ -94,6 +94,8 @@ def test_counted_memory_of_the_full_size_rungs(full_size_estimates):
     assert e["qlora-decoder"].trainable == e["lora-decoder"].trainable
     # AdamW: 8 bytes per trained parameter, 8-bit AdamW 2; gradients in float32
     assert e["full"].optimizer == 8 * e["full"].trainable and e["full"].gradients == 4 * e["full"].trainable
+    # at the reference batch the estimate is the measured step: weights + optimizer + activation peak
+    assert e["full"].total == e["full"].weights + e["full"].optimizer + e["full"].activations
     assert e["qlora-decoder"].optimizer == 2 * e["qlora-decoder"].trainable
     # frozen weights in bf16 halve the base, NF4 takes it to about a quarter of that
     assert 0.45 < e["lora-decoder"].weights / e["full"].weights < 0.55
@@ -118,13 +120,17 @@ def test_auto_picks_the_highest_rung_that_fits_a_simulated_gpu(full_size_estimat
     assert not any(fits(e, gib * GIB) for e in choice.estimates[:-1])
 
 
-def test_auto_on_80_gb_trains_in_full_and_on_8_gb_steps_down(full_size_estimates):
+def test_auto_on_common_gpus_with_the_measured_references():
+    """With the activation peaks measured on the full-size model (bench/memory_ladder.py): full on 24 GB
+    and up, LoRA on 6-16 GB, QLoRA decoder-only on 4 GB; more queries per step push the choice down."""
     config = TrainConfig()
-    assert choose_rung(config, FULL_SIZE, CUDA, 4, device_bytes=80 * GIB).rung == "full"
-    low = choose_rung(config, FULL_SIZE, CUDA, 4, device_bytes=8 * GIB).rung
-    assert low in ("lora-decoder", "qlora-decoder")
-    # more queries per step need more memory: 64 queries do not fit where 4 do
-    assert choose_rung(config, FULL_SIZE, CUDA, 64, device_bytes=80 * GIB).rung != "full"
+    chosen = {
+        gb: choose_rung(config, FULL_SIZE, CUDA, 4, device_bytes=gb * 10**9).rung for gb in (4, 8, 16, 24, 80)
+    }
+    assert chosen == {4: "qlora-decoder", 8: "lora", 16: "lora", 24: "full", 80: "full"}
+    assert choose_rung(config, FULL_SIZE, CUDA, 64, device_bytes=40 * 10**9).rung == "lora-decoder"
+    with pytest.raises(MemoryError, match="no rung fits"):
+        choose_rung(config, FULL_SIZE, CUDA, 64, device_bytes=24 * 10**9)
 
 
 def test_auto_never_trains_more_than_a_lora_config_asks():
