@@ -164,12 +164,14 @@ def _add_predict(sub) -> None:
         "predict",
         "sam3tune.predict.command:run_predict_command",
         "PredictConfig",
-        help="detect and segment text prompts in images: COCO results JSON + overlay PNGs",
+        help="detect and segment text and box prompts in images: COCO results JSON + overlay PNGs",
         description=(
-            "Ask every prompt on every image (files, or folders of images). Writes OUT/predictions.json "
-            "(COCO results; category i = i-th prompt), OUT/index.json (images and categories) and "
-            "OUT/overlays/<image>.png. Keys: model, prompts, device, overlays, postprocess.* "
-            "(score_threshold, nms_iou_threshold, max_detections, ...)."
+            "Ask every prompt on every image (files, or folders of images), together with the exemplar "
+            "boxes (--box, --neg-box) if any; with boxes and no prompt, one query 'visual' finds everything "
+            "like the boxes. Writes OUT/predictions.json (COCO results; category i = i-th prompt), "
+            "OUT/index.json (images, categories, exemplars) and OUT/overlays/<image>.png. Keys: model, "
+            "prompts, boxes, negative_boxes, device, overlays, postprocess.* (score_threshold, "
+            "nms_iou_threshold, max_detections, ...)."
         ),
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="images or folders")
@@ -177,6 +179,15 @@ def _add_predict(sub) -> None:
     parser.add_argument(
         "--prompt", dest="prompts", action="append", metavar="TEXT", help="text prompt, repeatable (prompts)"
     )
+    for flag, dest, kind in (("--box", "boxes", "positive"), ("--neg-box", "negative_boxes", "negative")):
+        parser.add_argument(
+            flag,
+            dest=dest,
+            action="append",
+            type=_pixel_box,
+            metavar="X0,Y0,X1,Y1",
+            help=f"{kind} exemplar box in pixels of the input image, repeatable ({dest})",
+        )
     parser.add_argument(
         "--out", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)"
     )
@@ -184,6 +195,19 @@ def _add_predict(sub) -> None:
         "--overwrite", action="store_true", help="replace the results of an earlier run in --out"
     )
     _overrides(parser, "PredictConfig")
+
+
+def _pixel_box(text: str) -> list[float]:
+    """``"x0,y0,x1,y1"`` -> four floats (the type of ``--box`` / ``--neg-box``)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4 or not (values[0] < values[2] and values[1] < values[3]):
+        raise argparse.ArgumentTypeError(
+            f"expected x0,y0,x1,y1 pixels with x0 < x1 and y0 < y1, got {text!r}"
+        )
+    return values
 
 
 def _add_data(sub) -> None:
@@ -249,6 +273,33 @@ def _add_demo(sub) -> None:
     _overrides(parser, "DemoSettings")
 
 
+def _add_export(sub) -> None:
+    parser = _command(
+        sub,
+        "export",
+        "sam3tune.ship.command:run_export_command",
+        "ExportConfig",
+        help="ship a model: ONNX graphs for onnxruntime, or a Hugging Face Hub folder with a model card",
+        description=(
+            "--format onnx MODEL OUT: three ONNX graphs (image encoder, text encoder, decoder) of a merged "
+            "model (e.g. RUN_DIR/model), checked against torch in onnxruntime; run them with sam3tune "
+            "predict --model OUT. --format hub RUN_DIR OUT: a Hugging Face model repository folder (weights, "
+            "tokenizer, processor config, README.md model card with the evaluation against zero-shot); "
+            "--push REPO_ID uploads it. Keys: format, onnx.opset, onnx.exporter (dynamo/torchscript), "
+            "onnx.check, hub.weights (auto/merged/adapters), hub.private, hub.push, hub.eval_report "
+            "(ExportConfig, docs/ship.md)."
+        ),
+    )
+    parser.add_argument("source", metavar="MODEL_OR_RUN", help="onnx: a model spec; hub: a run directory")
+    parser.add_argument("out", type=Path, metavar="OUT", help="output folder (replaced)")
+    parser.add_argument("--format", dest="fmt", choices=("onnx", "hub"), help="onnx or hub (sets format)")
+    parser.add_argument("--push", metavar="REPO_ID", help="hub: upload to this model repository (hub.push)")
+    parser.add_argument(
+        "--eval", dest="eval_report", type=Path, metavar="EVAL_JSON", help="hub: eval.json (hub.eval_report)"
+    )
+    _overrides(parser, "ExportConfig")
+
+
 # One entry per sub-command, in the order `sam3tune --help` lists them.
 def _add_import_checkpoint(sub) -> None:
     parser = sub.add_parser(
@@ -272,6 +323,7 @@ _COMMANDS: tuple = (
     _add_eval,
     _add_predict,
     _add_import_checkpoint,
+    _add_export,
 )
 _NOT_ARGUMENTS = ("handler", "command", "action", "show_help")
 

@@ -1,4 +1,5 @@
-"""Drawing detections on an image: translucent masks, box outlines, ``prompt score`` labels."""
+"""Drawing detections on an image: translucent masks, box outlines, ``prompt score`` labels, and the
+exemplar (box-prompt) boxes as black-and-white double outlines labelled ``exemplar +`` / ``exemplar -``."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def draw_overlay(
     image: Image.Image,
     predictions: Sequence[tuple[str, Detections]],
     mask_alpha: float = 0.5,
+    exemplars: Sequence[tuple[Sequence[float], bool]] = (),
 ) -> Image.Image:
     """A copy of ``image`` (RGB, same size) with every detection drawn.
 
@@ -41,6 +43,7 @@ def draw_overlay(
         predictions: ``(prompt, detections)`` per prompt, in prompt order (which picks the colour);
             detections are in the image's pixels (see :class:`~sam3tune.eval.postprocess.Detections`).
         mask_alpha: opacity of the mask colour.
+        exemplars: ``(xyxy box in the image's pixels, positive)`` of each exemplar box prompt.
     """
     canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
     for index, (_, detections) in enumerate(predictions):
@@ -67,4 +70,20 @@ def draw_overlay(
             x, y = box[0], max(0.0, box[1] - (bottom - top) - 2 * line)
             draw.rectangle((x, y, x + right - left + 2 * line, y + bottom - top + 2 * line), fill=colour)
             draw.text((x + line - left, y + line - top), label, fill=(255, 255, 255), font=font)
+    for box, positive in exemplars:
+        _draw_exemplar(draw, [float(v) for v in box], positive, line, font)
     return out
+
+
+def _draw_exemplar(draw: ImageDraw.ImageDraw, box: list[float], positive: bool, line: int, font) -> None:
+    """A white outline inside a black one (visible on any background and unlike the prompt colours),
+    labelled ``exemplar +`` (positive, white label) or ``exemplar -`` (negative, black label)."""
+    x0, y0, x1, y1 = box
+    draw.rectangle((x0 - line, y0 - line, x1 + line, y1 + line), outline=(0, 0, 0), width=line)
+    draw.rectangle((x0, y0, x1, y1), outline=(255, 255, 255), width=line)
+    label = "exemplar +" if positive else "exemplar -"
+    background, text = ((255, 255, 255), (0, 0, 0)) if positive else ((0, 0, 0), (255, 255, 255))
+    left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+    y = y1 + 2 * line
+    draw.rectangle((x0, y, x0 + right - left + 2 * line, y + bottom - top + 2 * line), fill=background)
+    draw.text((x0 + line - left, y + line - top), label, fill=text, font=font)

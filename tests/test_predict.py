@@ -8,6 +8,7 @@ from torch import nn
 
 from sam3tune.cli import main
 from sam3tune.eval.coco_results import detections_from_results, group_by_query, load_coco_results
+from sam3tune.eval.config import PostprocessConfig
 from sam3tune.model import HashingTokenizer
 from sam3tune.output_files import WriteError
 from sam3tune.overlay import prompt_colour
@@ -173,11 +174,11 @@ def test_a_failure_at_image_4_keeps_images_1_to_3(predictor, folder, tmp_path, s
     calls = []
     original = predictor.predict
 
-    def failing(image, prompts):
+    def failing(image, prompts, *exemplars):
         calls.append(1)
         if len(calls) == 4:
             raise stop
-        return original(image, prompts)
+        return original(image, prompts, *exemplars)
 
     predictor.predict = failing
     out = tmp_path / "out"
@@ -195,14 +196,14 @@ def test_a_killed_run_leaves_its_finished_images_in_the_journal(predictor, folde
     original = predictor.predict
     calls = []
 
-    def killed(image, prompts):
+    def killed(image, prompts, *exemplars):
         calls.append(1)
         if len(calls) == 3:
             monkeypatch.setattr("sam3tune.predict.predictor.save_coco_results", lambda *a: None)
             monkeypatch.setattr("sam3tune.predict.predictor.write_text_atomic", lambda *a: None)
             monkeypatch.setattr("pathlib.Path.unlink", lambda *a, **k: None)
             raise SystemExit(137)
-        return original(image, prompts)
+        return original(image, prompts, *exemplars)
 
     predictor.predict = killed
     with pytest.raises(SystemExit):
@@ -240,3 +241,83 @@ def test_the_cli_refuses_an_out_that_is_a_file_and_reports_skips(folder, tmp_pat
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     assert "already holds results (predictions.json, index.json); pass --overwrite" in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "out"), "--overwrite"]) == 0
+
+
+class _RecordingModel(_FixedModel):
+    """``_FixedModel`` that also takes exemplar boxes and keeps what it was given."""
+
+    def forward(
+        self, pixel_values, image_index, input_ids, attention_mask, exemplar_boxes=None, exemplar_labels=None
+    ):
+        self.seen = (exemplar_boxes, exemplar_labels, input_ids)
+        return super().forward(pixel_values, image_index, input_ids, attention_mask)
+
+
+def test_exemplar_boxes_reach_the_model_normalised(images):
+    model = _RecordingModel()
+    predictor = Predictor(model, HashingTokenizer(64, 8), image_size=32, device="cpu")
+    # a.png is 120 x 80: (12, 8, 60, 40) -> centre (36, 24), size 48 x 32; a negative partly outside
+    found = predictor.predict(images / "a.png", boxes=[(12, 8, 60, 40)], negative_boxes=[(100, 60, 130, 90)])
+    assert list(found) == ["visual"]
+    boxes, labels, input_ids = model.seen
+    torch.testing.assert_close(
+        boxes, torch.tensor([[[0.3, 0.3, 0.4, 0.4], [110 / 120, 0.875, 20 / 120, 0.25]]])
+    )
+    assert labels.tolist() == [[1, 0]]
+    assert torch.equal(input_ids, HashingTokenizer(64, 8)(["visual"])[0])
+    # with prompts, every prompt carries the boxes
+    found = predictor.predict(images / "a.png", ["date", "fig"], boxes=[(12, 8, 60, 40)])
+    assert list(found) == ["date", "fig"] and model.seen[0].shape == (2, 1, 4)
+    assert model.seen[1].tolist() == [[1], [1]]
+    with pytest.raises(ValueError, match="empty inside"):
+        predictor.predict(images / "a.png", boxes=[(130, 10, 140, 20)])
+    with pytest.raises(ValueError, match="prompt or a positive exemplar box"):
+        predictor.predict(images / "a.png", negative_boxes=[(12, 8, 60, 40)])
+
+
+def test_predict_cli_with_boxes_only(images, tmp_path):
+    out = tmp_path / "cli"
+    args = ["predict", "--model", "tiny", str(images / "a.png"), "--out", str(out), "device=cpu"]
+    code = main([*args, "--box", "12,8,60,40", "--neg-box", "70,44,110,76", "postprocess.score_threshold=0"])
+    assert code == 0
+    index = json.loads((out / "index.json").read_text())
+    assert index["categories"] == [{"id": 1, "name": "visual"}]
+    assert index["exemplars"] == {"positive": [[12, 8, 60, 40]], "negative": [[70, 44, 110, 76]]}
+    results = load_coco_results(out / "predictions.json")
+    assert len(results) == 6 and {r["category_id"] for r in results} == {1}
+    # the same query through the API gives the same scores
+    predictor = Predictor.load("tiny", config=PostprocessConfig(score_threshold=0.0), device="cpu")
+    api = predictor.predict(images / "a.png", boxes=[(12, 8, 60, 40)], negative_boxes=[(70, 44, 110, 76)])
+    np.testing.assert_allclose(
+        sorted(r["score"] for r in results), sorted(api["visual"].scores.tolist()), rtol=1e-5
+    )
+    # and the boxes matter: a text query scores differently
+    text = predictor.predict(images / "a.png", ["visual"])
+    assert not np.allclose(sorted(text["visual"].scores.tolist()), sorted(api["visual"].scores.tolist()))
+    # exemplar boxes are drawn as white outlines inside black ones, with labels below them
+    overlay = np.asarray(Image.open(out / "overlays" / "a.png")).astype(int)
+    assert (overlay[24, 12] == 255).all() and (overlay[24, 11] == 0).all()  # left edge of the positive box
+    assert (overlay[60, 70] == 255).all() and (overlay[60, 69] == 0).all()  # the negative one
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--box", "1,2,3"], "x0,y0,x1,y1"),
+        (["--neg-box", "5,5,2,9", "--prompt", "a"], "x0 < x1"),
+    ],
+)
+def test_predict_cli_rejects_bad_boxes(images, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--model", "tiny", str(images / "a.png"), "--out", str(tmp_path), *extra])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_predict_cli_needs_a_prompt_or_a_box_and_takes_boxes_as_keys(images, tmp_path, capsys):
+    args = ["predict", "--model", "tiny", str(images / "a.png"), "device=cpu"]
+    assert main([*args, "--out", str(tmp_path / "none")]) == 2
+    assert "--box X0,Y0,X1,Y1" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "keys"), "boxes=[[12, 8, 60, 40]]", "negative_boxes=[]"]) == 0
+    index = json.loads((tmp_path / "keys" / "index.json").read_text())
+    assert index["categories"] == [{"id": 1, "name": "visual"}]
+    assert index["exemplars"] == {"positive": [[12, 8, 60, 40]], "negative": []}

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 
 from sam3tune.data.dataset import Sample
+from sam3tune.data.exemplars import PADDING_LABEL
 from sam3tune.data.transforms import normalize
 
 Tokenize = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
@@ -26,7 +27,11 @@ class Batch:
       (n, M, M) bool and ``is_valid_mask`` (n,) bool;
     - ``image_ids`` ``(I,)`` int64 COCO image ids, ``orig_sizes`` ``(I, 2)`` int64 (height, width),
       ``category_ids`` ``(B,)`` int64 COCO category ids, ``prompts`` B prompt texts;
-    - ``dropped``: what the transforms removed in this batch (see ``Sample.dropped``).
+    - ``dropped``: what the transforms removed in this batch (see ``Sample.dropped``);
+    - ``exemplar_boxes`` ``(B, K, 4)`` float32 cxcywh in [0, 1] (the targets' canvas) and
+      ``exemplar_labels`` ``(B, K)`` int64 (1 positive, 0 negative, -1 padding): each query's exemplar
+      boxes first, padding after; K = the most exemplars of any query. Both None when no query of the
+      batch has an exemplar (a text-only batch).
     """
 
     pixel_values: torch.Tensor
@@ -39,6 +44,8 @@ class Batch:
     category_ids: torch.Tensor
     prompts: list[str]
     dropped: dict[str, int] = field(default_factory=dict)
+    exemplar_boxes: torch.Tensor | None = None
+    exemplar_labels: torch.Tensor | None = None
 
     @property
     def num_images(self) -> int:
@@ -47,6 +54,17 @@ class Batch:
     @property
     def num_queries(self) -> int:
         return self.image_index.shape[0]
+
+    def model_inputs(self) -> dict[str, torch.Tensor | None]:
+        """The keyword arguments of the model's forward (``Sam3ForTraining``)."""
+        return {
+            "pixel_values": self.pixel_values,
+            "image_index": self.image_index,
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "exemplar_boxes": self.exemplar_boxes,
+            "exemplar_labels": self.exemplar_labels,
+        }
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """A copy with every tensor (targets included) on ``device``."""
@@ -84,6 +102,7 @@ def collate(samples: Sequence[Sample], tokenize: Tokenize) -> Batch:
     dropped: Counter = Counter()
     for s in samples:
         dropped.update(s.dropped)
+    exemplar_boxes, exemplar_labels = _pad_exemplars(samples)
     return Batch(
         pixel_values=normalize(torch.stack([s.image for s in samples])),
         image_index=torch.tensor([i for i, s in enumerate(samples) for _ in s.prompts], dtype=torch.int64),
@@ -95,4 +114,27 @@ def collate(samples: Sequence[Sample], tokenize: Tokenize) -> Batch:
         category_ids=torch.tensor([c for s in samples for c in s.category_ids], dtype=torch.int64),
         prompts=prompts,
         dropped=dict(dropped),
+        exemplar_boxes=exemplar_boxes,
+        exemplar_labels=exemplar_labels,
     )
+
+
+def _pad_exemplars(samples: Sequence[Sample]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Per-query exemplars -> right-padded ``(B, K, 4)`` boxes and ``(B, K)`` labels, or (None, None)."""
+    per_query = []
+    for s in samples:
+        if s.exemplar_boxes and len(s.exemplar_boxes) != len(s.prompts):
+            raise ValueError(
+                f"image {s.image_id}: {len(s.exemplar_boxes)} exemplar entries for {len(s.prompts)} queries"
+            )
+        per_query += list(zip(s.exemplar_boxes, s.exemplar_labels, strict=True)) or [None] * len(s.prompts)
+    most = max((len(e[0]) for e in per_query if e is not None), default=0)
+    if most == 0:
+        return None, None
+    boxes = torch.zeros(len(per_query), most, 4, dtype=torch.float32)
+    labels = torch.full((len(per_query), most), PADDING_LABEL, dtype=torch.int64)
+    for row, entry in enumerate(per_query):
+        if entry is not None:
+            boxes[row, : len(entry[0])] = entry[0]
+            labels[row, : len(entry[1])] = entry[1]
+    return boxes, labels

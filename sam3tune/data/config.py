@@ -10,11 +10,38 @@ has a flip transform), so ``hflip`` defaults to off.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from sam3tune.config import require, require_range
+
+
+@dataclass
+class ExemplarConfig:
+    """Exemplar queries in training (``data.exemplars``); off by default (the official recipes never use
+    them)."""
+
+    probability: float = 0.0
+    """Chance that a positive query becomes an exemplar query (Meta's ``TextQueryToVisual``)."""
+    max_positives: int = 1
+    """k: the number of positive exemplars is drawn uniformly from 1..min(k, targets)."""
+    keep_text: bool = False
+    """Keep the category text next to the boxes; False replaces it with ``"visual"`` (official default)."""
+    max_negatives: int = 0
+    """Negative exemplars: uniformly 0..min(this, other categories' objects on the image)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "probability", low=0, high=1)
+        require_range(self, "max_positives", low=1)
+        require_range(self, "max_negatives", low=0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.probability > 0
 
 
 @dataclass
@@ -48,6 +75,8 @@ class DataConfig:
     """YAML or JSON map (category name or id -> prompt text) overriding the cleaned names."""
     keep_unused_categories: bool = False
     """Also query categories with no instance in the split (and Roboflow's placeholder)."""
+    exemplars: ExemplarConfig = field(default_factory=ExemplarConfig)
+    """Exemplar (box-prompt) queries in training; off by default (``sam3tune.data.exemplars``)."""
     follow_symlinks: bool = False
     """Use image files that resolve (through symlinks) outside their image folder; off: skipped, counted."""
 

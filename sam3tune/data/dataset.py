@@ -1,8 +1,8 @@
 """``QueryDataset``: one sample = one image with all its queries (positives + chosen negatives).
 
 Determinism: every random choice of sample ``index`` in ``epoch`` (resize side, pad offset,
-flip, which k negatives) comes from ``numpy.random.SeedSequence([seed, epoch, index])`` and
-nothing else: two independent child streams, one for the geometry and one for the negatives.
+flip, which k negatives, which exemplars) comes from ``numpy.random.SeedSequence([seed, epoch, index])``
+and nothing else: three independent child streams, for the geometry, the negatives and the exemplars.
 So a sample is a pure function of ``(seed, epoch, index)``: the number of DataLoader workers,
 the process, and how far a previous run got do not matter. To resume exactly, give the dataset
 the same ``seed``, call ``set_epoch(epoch)`` on it (and on the sampler, e.g. a
@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from sam3tune.data.coco import CocoImage, CocoObject, load_split
 from sam3tune.data.config import DataConfig
+from sam3tune.data.exemplars import VISUAL_PROMPT, ExemplarDraw, draw_exemplars
 from sam3tune.data.images import read_rgb
 from sam3tune.data.layout import resolve_split
 from sam3tune.data.masks import SegmentationError, decode_segmentation
@@ -39,6 +40,26 @@ from sam3tune.data.transforms import (
 )
 
 
+def sample_rngs(
+    seed: int, epoch: int, index: int
+) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
+    """The independent (geometry, negatives, exemplars) generators of sample ``index`` in ``epoch``.
+
+    Children of ``SeedSequence([seed, epoch, index])``; the first two are those of earlier versions, which
+    spawned only two, so adding the exemplar stream changed no existing sample."""
+    seeds = np.random.SeedSequence([seed, epoch, index]).spawn(3)
+    return tuple(np.random.default_rng(s) for s in seeds)
+
+
+def count_exemplar_queries(plan: QueryPlan, config: DataConfig, seed: int = 0, epoch: int = 0) -> int:
+    """How many positive queries of the training dataset ``(plan, config, seed)`` become exemplar queries
+    in ``epoch`` (before any is dropped by the transforms); no image is read."""
+    return sum(
+        len(draw_exemplars(q.positives, config.exemplars, sample_rngs(seed, epoch, i)[2]))
+        for i, q in enumerate(plan.images)
+    )
+
+
 @dataclass
 class Sample:
     """One image and its queries, as ``QueryDataset[i]`` returns it.
@@ -48,7 +69,13 @@ class Sample:
     masks ``masks`` (n, M, M) bool + ``is_valid_mask`` (n,) bool). ``dropped`` counts what the
     transforms removed: ``empty_objects`` (boxes that became empty), ``empty_queries`` (positive
     queries left with no object), ``empty_masks`` (masks with no pixel at the target resolution,
-    marked invalid).
+    marked invalid), ``empty_exemplar_queries`` (exemplar queries dropped because the transform removed
+    a positive exemplar's object), ``empty_negative_exemplars`` (negative exemplars left out for that
+    reason).
+
+    ``exemplar_boxes`` / ``exemplar_labels``: per query, ``(k, 4)`` float32 cxcywh in [0, 1] (same
+    canvas as the targets) and ``(k,)`` int64 (1 positive, 0 negative); ``k = 0`` for a text query.
+    Empty lists mean no query of the sample has exemplars.
     """
 
     image: torch.Tensor
@@ -58,6 +85,8 @@ class Sample:
     prompts: list[str]
     targets: list[dict[str, torch.Tensor]]
     dropped: dict[str, int] = field(default_factory=dict)
+    exemplar_boxes: list[torch.Tensor] = field(default_factory=list)
+    exemplar_labels: list[torch.Tensor] = field(default_factory=list)
 
 
 class QueryDataset(Dataset):
@@ -85,10 +114,15 @@ class QueryDataset(Dataset):
     def __len__(self) -> int:
         return len(self.plan.images)
 
-    def rngs(self, index: int) -> tuple[np.random.Generator, np.random.Generator]:
-        """The (geometry, negatives) generators of sample ``index`` in the current epoch."""
-        geometry_seed, negatives_seed = np.random.SeedSequence([self.seed, self.epoch, index]).spawn(2)
-        return np.random.default_rng(geometry_seed), np.random.default_rng(negatives_seed)
+    def rngs(self, index: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
+        """The (geometry, negatives, exemplars) generators of sample ``index`` in the current epoch."""
+        return sample_rngs(self.seed, self.epoch, index)
+
+    def exemplar_draws(self, index: int) -> dict[int, ExemplarDraw]:
+        """The exemplar queries of sample ``index`` in the current epoch (training only)."""
+        if not self.train:
+            return {}
+        return draw_exemplars(self.plan.images[index].positives, self.config.exemplars, self.rngs(index)[2])
 
     def geometry(self, index: int) -> Geometry:
         """The geometry of sample ``index`` in the current epoch (without augmentation: plain square
@@ -114,16 +148,30 @@ class QueryDataset(Dataset):
             mask_side = self.config.target_mask_resolution
             sampler = MaskSampler.build(image.height, image.width, geometry, mask_side)
         dropped = {"empty_objects": 0, "empty_queries": 0, "empty_masks": 0}
-        kept_ids, prompts, targets = [], [], []
+        draws = self.exemplar_draws(index)
+        if draws:
+            dropped.update(empty_exemplar_queries=0, empty_negative_exemplars=0)
+        kept_ids, prompts, targets, exemplar_boxes, exemplar_labels = [], [], [], [], []
         for cat_id in category_ids:
             objects = query.positives.get(cat_id, ())
-            target = self._target(objects, image, geometry, sampler, dropped)
+            target, kept = self._target(objects, image, geometry, sampler, dropped)
             if objects and len(target["boxes"]) == 0:
                 dropped["empty_queries"] += 1
                 continue
+            prompt = self.plan.categories[cat_id].prompt
+            boxes, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)
+            if cat_id in draws:
+                exemplars = self._exemplars(draws[cat_id], kept, target, image, geometry, dropped)
+                if exemplars is None:
+                    dropped["empty_exemplar_queries"] += 1
+                    continue
+                boxes, labels = exemplars
+                prompt = prompt if self.config.exemplars.keep_text else VISUAL_PROMPT
             kept_ids.append(cat_id)
-            prompts.append(self.plan.categories[cat_id].prompt)
+            prompts.append(prompt)
             targets.append(target)
+            exemplar_boxes.append(boxes)
+            exemplar_labels.append(labels)
         return Sample(
             image=pixels,
             image_id=image.image_id,
@@ -132,7 +180,38 @@ class QueryDataset(Dataset):
             prompts=prompts,
             targets=targets,
             dropped=dropped,
+            exemplar_boxes=exemplar_boxes if draws else [],
+            exemplar_labels=exemplar_labels if draws else [],
         )
+
+    def _exemplars(
+        self,
+        draw: ExemplarDraw,
+        kept: np.ndarray,
+        target: dict[str, torch.Tensor],
+        image: CocoImage,
+        geometry: Geometry,
+        dropped: dict[str, int],
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The transformed exemplar boxes ``(k, 4)`` and labels ``(k,)`` of one query, positives first;
+        None when the transform removed a positive exemplar's object (the query is then dropped).
+
+        ``kept`` (n,) bool says which of the query's objects survived the transform; the target boxes are
+        those survivors, so a positive exemplar's box is its object's target box."""
+        if not all(kept[i] for i in draw.positives):
+            return None
+        target_row = np.cumsum(kept) - 1
+        positives = target["boxes"][[int(target_row[i]) for i in draw.positives]]
+        negatives = transform_boxes(
+            np.array([o.box for o in draw.negatives]).reshape(-1, 4), image.width, image.height, geometry
+        )
+        keep = nonempty_boxes(negatives, geometry.resolution)
+        dropped["empty_negative_exemplars"] += int((~keep).sum())
+        negatives = negatives[keep]
+        labels = torch.cat(
+            [torch.ones(len(positives), dtype=torch.int64), torch.zeros(len(negatives), dtype=torch.int64)]
+        )
+        return torch.cat([positives, negatives]), labels
 
     def _target(
         self,
@@ -141,14 +220,15 @@ class QueryDataset(Dataset):
         geometry: Geometry,
         sampler: MaskSampler | None,
         dropped: dict[str, int],
-    ) -> dict[str, torch.Tensor]:
-        """The target dict of one query (boxes, and masks + validity when ``sampler`` is set)."""
+    ) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        """The target dict of one query (boxes, and masks + validity when ``sampler`` is set) and which
+        of ``objects`` it kept ((n,) bool)."""
         boxes = transform_boxes(np.array([o.box for o in objects]), image.width, image.height, geometry)
         keep = nonempty_boxes(boxes, geometry.resolution)
         dropped["empty_objects"] += int((~keep).sum())
         target = {"boxes": boxes[keep]}
         if sampler is None:
-            return target
+            return target, keep.numpy()
         side = self.config.target_mask_resolution
         kept = [o for o, k in zip(objects, keep.tolist(), strict=True) if k]
         masks = np.zeros((len(kept), side, side), dtype=bool)
@@ -166,7 +246,7 @@ class QueryDataset(Dataset):
             dropped["empty_masks"] += int(not valid[i])
         target["masks"] = torch.from_numpy(masks)
         target["is_valid_mask"] = torch.from_numpy(valid)
-        return target
+        return target, keep.numpy()
 
 
 def load_plan(

@@ -6,12 +6,14 @@ added, never renamed or removed, without bumping ``schema_version``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from sam3tune.data.coco import CocoSplit, load_split
 from sam3tune.data.config import DataConfig
+from sam3tune.data.dataset import count_exemplar_queries
 from sam3tune.data.layout import SplitFiles, find_splits
 from sam3tune.data.problems import DataError
 from sam3tune.data.queries import load_prompt_map, plan_queries
@@ -39,6 +41,7 @@ def inspect_dataset(
             "max_objects_per_query": config.max_objects_per_query,
             "keep_unused_categories": config.keep_unused_categories,
             "prompts": str(config.prompts) if config.prompts else None,
+            "exemplars": dataclasses.asdict(config.exemplars),
             "follow_symlinks": config.follow_symlinks,
         },
         "error": None,
@@ -99,6 +102,7 @@ def _inspect_split(
         "positive": plan.num_positive,
         "negative": plan.num_negative,
         "negatives": plan.negatives,
+        "exemplar": count_exemplar_queries(plan, config),
     }
     for category in entry["categories"]:
         query = plan.categories.get(category["id"])
@@ -180,6 +184,11 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(
                 f"  queries: {q['positive']} positive, {q['negative']} negative (negatives: {q['negatives']})"
             )
+            if settings["exemplars"]["probability"] > 0:
+                lines.append(
+                    f"  exemplar queries: {q['exemplar']} of the positives in epoch 0 with seed 0 "
+                    f"(probability {settings['exemplars']['probability']}, drawn anew each epoch)"
+                )
         if split["problems"]:
             lines.append("  problems:")
             for problem in split["problems"]:

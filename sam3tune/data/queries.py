@@ -254,26 +254,41 @@ def check_prompt_tokens(
 ) -> None:
     """Check the plan's prompts against the model's ``tokenize`` (see ``sam3tune.data.Tokenize``).
 
-    Raises :class:`DataError` ``prompt_collision`` when two queried categories get the same token ids
-    (long prompts cut to the same words); counts ``prompt_truncated`` in ``plan.problems`` (and logs
-    it) for prompts at or past the tokenizer's length: one more word does not change their ids.
+    Raises :class:`DataError` ``prompt_collision`` when the tokenizer cuts prompts of two queried
+    categories to the same token ids; counts ``prompt_truncated`` in ``plan.problems`` (and logs it)
+    for prompts at or past the tokenizer's length: one more word does not change their ids. Distinct
+    uncut prompts with equal ids (a hashing tokenizer's collision, see ``sam3tune.model.tokenizer``)
+    are only logged.
     """
     categories = list(plan.categories.values())
     prompts = [c.prompt for c in categories]
     tokens = _token_rows(tokenize, prompts)
     longer = _token_rows(tokenize, [f"{p} and more" for p in prompts])
     groups: dict[tuple[int, ...], list[QueryCategory]] = defaultdict(list)
-    truncated = []
+    cut: set[int] = set()
     for category, row, longer_row in zip(categories, tokens, longer, strict=True):
         groups[row].append(category)
         if row == longer_row:
-            truncated.append(f"category {category.category_id} {category.prompt!r} ({len(row)} tokens)")
-    _refuse_shared_prompts([g for g in groups.values() if len(g) > 1], f"{where}: once tokenized")
-    for culprit in truncated:
-        plan.problems.add("prompt_truncated", culprit)
-    if truncated:
+            cut.add(category.category_id)
+            plan.problems.add(
+                "prompt_truncated", f"category {category.category_id} {category.prompt!r} ({len(row)} tokens)"
+            )
+    shared = [g for g in groups.values() if len(g) > 1]
+    _refuse_shared_prompts(
+        [g for g in shared if any(c.category_id in cut for c in g)], f"{where}: once tokenized"
+    )
+    for group in shared:
         log.warning(
-            "%s: %d prompt(s) cut by the tokenizer: %s", where, len(truncated), "; ".join(truncated[:5])
+            "%s: the tokenizer gives the same ids to %s (the model cannot tell these prompts apart)",
+            where,
+            " and ".join(repr(c.prompt) for c in group),
+        )
+    if cut:
+        log.warning(
+            "%s: %d prompt(s) cut by the tokenizer: %s",
+            where,
+            len(cut),
+            "; ".join(plan.problems.examples["prompt_truncated"][:5]),
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -50,6 +51,12 @@ def run_demo_command(
     return 0
 
 
+def _verdict(result: DemoResult) -> list[str]:
+    """The report's zero-shot verdict line (the baseline is the run's starting model), if any."""
+    verdict = json.loads(result.report.with_suffix(".json").read_text()).get("verdict")
+    return [f"held-out {verdict['line']}", ""] if verdict else []
+
+
 def summary(result: DemoResult, seconds: float, settings: DemoSettings) -> str:
     """The table, the timings and the paths of everything written."""
     phases = ", ".join(f"{name} {value:.0f} s" for name, value in result.seconds.items())
@@ -60,6 +67,7 @@ def summary(result: DemoResult, seconds: float, settings: DemoSettings) -> str:
         "",
         result.table,
         "",
+        *_verdict(result),
         f"done in {seconds / 60:.1f} min ({phases})",
         f"report (every metric, per prompt):  {result.report}",
         f"loss curve:                         {result.loss_curve}",

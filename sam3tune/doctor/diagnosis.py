@@ -213,7 +213,12 @@ def _build_model(
         report.flags += lora
         return bundle, None
     try:
-        model = build_training_model(bundle, config.model, bf16_autocast=config.loop.amp != "off")
+        model = build_training_model(
+            bundle,
+            config.model,
+            exemplars=config.data.exemplars.enabled,
+            bf16_autocast=config.loop.amp != "off",
+        )
     except (WeightsNotLoadedError, ValueError) as err:
         report.flags.append(make_flag("model_build_failed", str(err)))
         return bundle, None

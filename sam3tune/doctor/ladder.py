@@ -44,7 +44,9 @@ def ladder_memory(config: TrainConfig, batch: Batch, device: torch.device) -> li
                 allow_missing_weights=rung_run.model.allow_missing_weights,
                 seed=rung_run.loop.seed,
             )
-            model = build_training_model(bundle, rung_run.model, bf16_autocast=bf16).to(device)
+            model = build_training_model(
+                bundle, rung_run.model, exemplars=rung_run.data.exemplars.enabled, bf16_autocast=bf16
+            ).to(device)
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             probe = probe_training_step(
                 model,

@@ -8,11 +8,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+import yaml
 
 from sam3tune.config import ConfigError, load_config, with_shortcuts
-from sam3tune.data import DataConfig, DataError, build_eval_dataset
+from sam3tune.data import DataConfig, DataError, QueryDataset, build_eval_dataset
 from sam3tune.devices import resolve_device
 from sam3tune.eval.coco_results import (
     ResultsError,
@@ -22,20 +24,37 @@ from sam3tune.eval.coco_results import (
 )
 from sam3tune.eval.config import EvalConfig, EvalRunConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
+from sam3tune.eval.exemplar_protocol import (
+    ExemplarMetrics,
+    ExemplarQueries,
+    choose_exemplars,
+    exemplar_metrics,
+)
 from sam3tune.eval.ground_truth import (
     GroundTruthError,
     ground_truth_from_plan,
     load_ground_truth,
     without_unasked_categories,
 )
-from sam3tune.eval.model_eval import eval_loader, evaluate_model
+from sam3tune.eval.model_eval import eval_loader, evaluate_model, predict_batches, sample_loader
 from sam3tune.eval.report import markdown_report, write_reports
+from sam3tune.eval.verdict import Verdict, verdict_from_metrics
 from sam3tune.output_files import WriteError, claim_output_folder
+
+if TYPE_CHECKING:
+    from sam3tune.predict import Predictor
 
 log = logging.getLogger(__name__)
 
 #: What ``sam3tune eval`` writes in its ``--out`` folder (``--overwrite`` replaces exactly these).
-OUTPUTS = ("eval.json", "eval.md", "predictions.json", "baseline_predictions.json")
+OUTPUTS = (
+    "eval.json",
+    "eval.md",
+    "predictions.json",
+    "baseline_predictions.json",
+    "predictions_exemplar.json",
+    "baseline_predictions_exemplar.json",
+)
 
 
 def run_eval_command(
@@ -103,6 +122,28 @@ def eval_predictions_file(
     return metrics, markdown_report(metrics, label, context=context)
 
 
+def _exemplar_protocol(
+    predictor: Predictor,
+    dataset: QueryDataset,
+    gt: dict,
+    iou_types: list[str],
+    config: EvalConfig,
+    device: str | torch.device,
+    progress: bool,
+) -> tuple[ExemplarMetrics, list[dict]]:
+    """The exemplar protocol's metrics and COCO results for one model (see ``exemplar_protocol``)."""
+    protocol = config.exemplars
+    prompts = choose_exemplars(dataset.plan, protocol.seed)
+    queries = ExemplarQueries(dataset, prompts, keep_text=protocol.keep_text)
+    loader = sample_loader(queries, predictor.tokenize, config)
+    postprocess_config = dataclasses.replace(config.postprocess, with_masks="segm" in iou_types)
+    results, _ = predict_batches(predictor.forward, loader, postprocess_config, device, progress)
+    metrics = exemplar_metrics(
+        gt, results, prompts, iou_types, protocol.exclude_iou, protocol.seed, protocol.keep_text
+    )
+    return metrics, results
+
+
 def eval_model(
     model: str,
     data: DataConfig,
@@ -117,6 +158,8 @@ def eval_model(
     Every image is asked every queried category (negatives included) at the model's own input
     size. Writes ``eval.json``, ``eval.md`` and the COCO results (``predictions.json``,
     ``baseline_predictions.json``) to ``out_dir``; returns both metrics and the Markdown report.
+    With ``config.exemplars.enabled`` the exemplar protocol runs too (``*_exemplar.json`` results,
+    ``metrics.exemplar``).
     """
     from sam3tune.predict import Predictor  # the model package is heavy; load it only here
 
@@ -140,6 +183,11 @@ def eval_model(
             progress,
             on_predicted=lambda results: save_coco_results(results, out_dir / f"{stem}.json"),
         )
+        if config.exemplars.enabled:
+            metrics.exemplar, exemplar_results = _exemplar_protocol(
+                predictor, dataset, gt, list(metrics.coco), config, device, progress
+            )
+            save_coco_results(exemplar_results, out_dir / f"{stem}_exemplar.json")
         context = {
             "data": f"{data.root} (split {data.val}: {dataset.plan.split.annotation_file})",
             "input size": predictor.image_size,
@@ -157,9 +205,34 @@ def eval_model(
     log.info("evaluating %s", model)
     metrics, context = run(model, "predictions")
     context = {"model": model, **({"baseline": baseline} if baseline else {}), **context}
-    write_reports(out_dir, metrics, model, base_metrics, baseline or "baseline", context)
-    return (
-        metrics,
-        base_metrics,
-        markdown_report(metrics, model, base_metrics, baseline or "baseline", context),
-    )
+    verdict = None
+    if base_metrics is not None and baseline is not None:
+        verdict = run_verdict(model, baseline, metrics, base_metrics)
+    label = baseline or "baseline"
+    write_reports(out_dir, metrics, model, base_metrics, label, context, verdict=verdict)
+    return metrics, base_metrics, markdown_report(metrics, model, base_metrics, label, context, verdict)
+
+
+def run_verdict(model: str, baseline: str, tuned: EvalMetrics, zero_shot: EvalMetrics) -> Verdict | None:
+    """The zero-shot verdict when ``model`` is a training run's exported model (``RUN_DIR/model``) and
+    ``baseline`` the model that run started from (its ``model.name``); on the run's ``val.best_metric``
+    (``bbox_AP`` when that is a loss, which evaluation does not compute). None otherwise."""
+    config_file = Path(model).parent / "config.yaml"
+    if not config_file.is_file():
+        return None
+    run = yaml.safe_load(config_file.read_text()) or {}
+    started_from = str((run.get("model") or {}).get("name"))
+    if not _same_model(started_from, baseline):
+        return None
+    val = run.get("val") or {}
+    metric, mode = val.get("best_metric", "bbox_AP"), val.get("best_mode", "max")
+    if metric not in tuned.summary():
+        metric, mode = "bbox_AP", "max"
+    return verdict_from_metrics(tuned, zero_shot, metric, mode)
+
+
+def _same_model(a: str, b: str) -> bool:
+    """The same model spec: equal strings, or paths of the same existing directory."""
+    if a == b:
+        return True
+    return Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()

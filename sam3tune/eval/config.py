@@ -32,6 +32,16 @@ class PostprocessConfig:
 
 
 @dataclass
+class ExemplarProtocolConfig:
+    """The exemplar protocol of ``sam3tune eval`` (:mod:`sam3tune.eval.exemplar_protocol`)."""
+
+    enabled: bool = False  # also prompt each (image, category) with one of its own boxes
+    seed: int = 0  # which object is the exemplar: seeded by (seed, image id, category id)
+    keep_text: bool = False  # prompt text + box; False: the placeholder "visual" + box
+    exclude_iou: float = 0.5  # "others" AP drops detections with box IoU >= this with the exemplar
+
+
+@dataclass
 class EvalConfig:
     """What ``sam3tune eval`` computes."""
 
@@ -41,6 +51,7 @@ class EvalConfig:
     specificity_score_threshold: float = 0.5  # a negative prompt "fires" with a detection >= this
     batch_size: int = 1  # images per forward pass (each with all its category prompts)
     num_workers: int = 2  # DataLoader workers
+    exemplars: ExemplarProtocolConfig = field(default_factory=ExemplarProtocolConfig)
 
     def __post_init__(self) -> None:
         self.validate()

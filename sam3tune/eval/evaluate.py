@@ -15,6 +15,7 @@ from typing import Any
 from sam3tune.eval.cgf1 import CgF1Metrics, cgf1_metrics
 from sam3tune.eval.coco_metrics import CocoMetrics, coco_metrics
 from sam3tune.eval.config import EvalConfig
+from sam3tune.eval.exemplar_protocol import ExemplarMetrics
 from sam3tune.eval.specificity import SpecificityMetrics, specificity_metrics
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class EvalMetrics:
     """Everything ``sam3tune eval`` measures for one model.
 
     ``coco`` and ``cgf1`` are keyed by IoU type (``"bbox"``, ``"segm"``); ``notes`` lists what
-    could not be evaluated and why.
+    could not be evaluated and why; ``exemplar`` holds the exemplar protocol's AP when it ran.
     """
 
     coco: dict[str, CocoMetrics]
@@ -38,6 +39,7 @@ class EvalMetrics:
     queries: int
     detections: int
     notes: list[str] = field(default_factory=list)
+    exemplar: ExemplarMetrics | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (values in [0, 1], None where undefined)."""
@@ -57,6 +59,13 @@ class EvalMetrics:
                 }
             )
         out["false_fire_rate"] = self.specificity.false_fire_rate
+        if self.exemplar is not None:
+            for name, figures in (
+                ("exemplar", self.exemplar.kept),
+                ("exemplar_others", self.exemplar.others),
+            ):
+                for iou_type, m in figures.items():
+                    out.update({f"{name}_{iou_type}_{k}": getattr(m, k) for k in ("AP", "AP50")})
         return out
 
 

@@ -14,7 +14,7 @@ from functools import partial
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from sam3tune.data import Batch, QueryDataset, Tokenize, collate
 from sam3tune.eval.config import EvalConfig, PostprocessConfig
@@ -37,18 +37,18 @@ def predict_batches(
     """COCO results (original image pixels) for every query of every batch, and the
     ``(image_id, category_id)`` pairs that were queried.
 
-    Only the model inputs (``pixel_values``, ``image_index``, ``input_ids``, ``attention_mask``)
-    are moved to ``device``; targets stay where they are.
+    Only the model inputs (``Batch.model_inputs``) are moved to ``device``; targets stay where they are.
     """
     results: list[dict] = []
     queried: set[tuple[int, int]] = set()
     for batch in progress_bar(batches, desc="predict", unit="batch", disable=not progress):
         inputs = dataclasses.replace(
             batch,
-            pixel_values=batch.pixel_values.to(device, non_blocking=True),
-            image_index=batch.image_index.to(device, non_blocking=True),
-            input_ids=batch.input_ids.to(device, non_blocking=True),
-            attention_mask=batch.attention_mask.to(device, non_blocking=True),
+            **{
+                key: value.to(device, non_blocking=True)
+                for key, value in batch.model_inputs().items()
+                if value is not None
+            },
         )
         outputs = forward(inputs)
         rows = batch.image_index.tolist()
@@ -118,7 +118,7 @@ def evaluate_module(
     try:
 
         def forward(batch: Batch) -> dict[str, torch.Tensor]:
-            return model(batch.pixel_values, batch.image_index, batch.input_ids, batch.attention_mask)
+            return model(**batch.model_inputs())
 
         return evaluate_model(forward, batches, gt, config, device, progress)
     finally:
@@ -153,8 +153,13 @@ def eval_loader(dataset: QueryDataset, tokenize: Tokenize, config: EvalConfig) -
     """Batches of every query of ``dataset``'s plan with eval transforms and no target masks
     (the metrics read :func:`~sam3tune.eval.ground_truth.ground_truth_from_plan` instead)."""
     inputs_only = QueryDataset(dataset.plan, dataclasses.replace(dataset.config, masks=False), train=False)
+    return sample_loader(inputs_only, tokenize, config)
+
+
+def sample_loader(samples: Dataset, tokenize: Tokenize, config: EvalConfig) -> DataLoader:
+    """Batches of ``config.batch_size`` images of any dataset of :class:`~sam3tune.data.Sample`."""
     return DataLoader(
-        inputs_only,
+        samples,
         batch_size=config.batch_size,
         num_workers=config.num_workers,
         collate_fn=partial(collate, tokenize=tokenize),

@@ -1,7 +1,8 @@
 """Fine-tuning modes: full training, frozen components, LoRA adapters per component (``peft``).
 
-Parameters that text-prompt training never reaches are always frozen (see :func:`unreachable_prefixes`),
-so every trainable parameter receives a gradient and DDP needs no ``find_unused_parameters``.
+Parameters that training never reaches are always frozen (see :func:`unreachable_prefixes`; the geometry
+encoder unless the data has exemplar queries), so every trainable parameter receives a gradient and DDP
+needs no ``find_unused_parameters``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ LORA_TARGETS: dict[str, str] = {
         r"detr_decoder\.layers\.\d+\.((self_attn|text_cross_attn|vision_cross_attn)\.[qkvo]_proj|mlp\.fc[12])"
     ),
     "mask_decoder": r"mask_decoder\.(prompt_cross_attn\.[qkvo]_proj|mask_embedder\.layers\.\d+)",
+    "geometry": (
+        r"geometry_encoder\.(layers\.\d+\.((self_attn|cross_attn)\.[qkvo]_proj|mlp\.fc[12])"
+        r"|boxes_direct_project|boxes_pos_enc_project|final_proj)"
+    ),
     "heads": (
         r"detr_decoder\.(box_head|presence_head)\.layer\d"
         r"|dot_product_scoring\.(text_mlp\.layer\d|text_proj|query_proj)"
@@ -50,21 +55,23 @@ def quiet_peft() -> Iterator[None]:
         yield
 
 
-def unreachable_prefixes(model: Sam3Model) -> list[str]:
-    """Parameter-name prefixes (inside ``Sam3Model``) that the text-prompt training forward never uses.
+def unreachable_prefixes(model: Sam3Model, exemplars: bool = False) -> list[str]:
+    """Parameter-name prefixes (inside ``Sam3Model``) that the training forward never uses.
 
     The coarsest FPN level (HF computes it, SAM 3 drops it), CLIP's own text projection (SAM 3 projects
-    with ``Sam3Model.text_projection``), the geometry (box-prompt) encoder, the semantic-segmentation
-    projection (no semantic loss in the official recipe) and pixel-decoder stages beyond the FPN levels.
+    with ``Sam3Model.text_projection``), the geometry (box-prompt) encoder unless ``exemplars`` (text
+    prompts never run it), the semantic-segmentation projection (no semantic loss in the official recipe)
+    and pixel-decoder stages beyond the FPN levels.
     """
     config = model.config
     levels = len(config.vision_config.scale_factors)
     prefixes = [
         f"vision_encoder.neck.fpn_layers.{levels - 1}.",
         "text_encoder.text_projection.",
-        "geometry_encoder.",
         "mask_decoder.semantic_projection.",
     ]
+    if not exemplars:
+        prefixes.append("geometry_encoder.")
     used_stages = levels - 2  # the pixel decoder upsamples between the levels it gets (levels - 1 of them)
     for stage in range(used_stages, config.mask_decoder_config.num_upsampling_stages):
         prefixes += [
@@ -74,8 +81,8 @@ def unreachable_prefixes(model: Sam3Model) -> list[str]:
     return prefixes
 
 
-def freeze_unreachable(model: nn.Module, core: Sam3Model) -> None:
-    prefixes = tuple(unreachable_prefixes(core))
+def freeze_unreachable(model: nn.Module, core: Sam3Model, exemplars: bool = False) -> None:
+    prefixes = tuple(unreachable_prefixes(core, exemplars))
     for name, param in model.named_parameters():
         if model_path(name).startswith(prefixes):
             param.requires_grad_(False)
@@ -88,25 +95,26 @@ def _check_components(names: list[str], where: str) -> set[str]:
     return set(names)
 
 
-def apply_finetuning(model: Sam3Model, config: FinetuneConfig) -> nn.Module:
+def apply_finetuning(model: Sam3Model, config: FinetuneConfig, exemplars: bool = False) -> nn.Module:
     """Set what trains; returns ``model`` (full mode) or a ``peft.PeftModel`` wrapping it (LoRA mode).
 
-    Raises ``ValueError`` for an unknown component, a component both frozen and adapted, LoRA on the
-    geometry encoder (never run, so its adapters would train nothing), or a selected LoRA component whose
-    target regex matched no Linear layer.
+    ``exemplars``: the data has exemplar queries, so the geometry encoder is used and trains like any other
+    component (else it is frozen). Raises ``ValueError`` for an unknown component, a component both frozen
+    and adapted, LoRA on the geometry encoder without exemplars (never run, so its adapters would train
+    nothing), or a selected LoRA component whose target regex matched no Linear layer.
     """
     frozen = _check_components(config.freeze, "finetune.freeze")
     if config.mode == "full":
         for name, param in model.named_parameters():
             param.requires_grad_(component_of(name) not in frozen)
-        freeze_unreachable(model, model)
+        freeze_unreachable(model, model, exemplars)
         return model
     if config.mode != "lora":
         raise ValueError(f"finetune.mode must be 'full' or 'lora', got {config.mode!r}")
-    return _apply_lora(model, config, frozen)
+    return _apply_lora(model, config, frozen, exemplars)
 
 
-def _apply_lora(model: Sam3Model, config: FinetuneConfig, frozen: set[str]) -> PeftModel:
+def _apply_lora(model: Sam3Model, config: FinetuneConfig, frozen: set[str], exemplars: bool) -> PeftModel:
     lora = config.lora
     adapted = _check_components(lora.components, "finetune.lora.components")
     _check_components(list(lora.target_modules), "finetune.lora.target_modules")
@@ -114,10 +122,10 @@ def _apply_lora(model: Sam3Model, config: FinetuneConfig, frozen: set[str]) -> P
         raise ValueError("finetune.mode=lora needs at least one component in finetune.lora.components")
     if adapted & frozen:
         raise ValueError(f"component(s) {sorted(adapted & frozen)} are both frozen and LoRA-adapted")
-    if "geometry" in adapted:
+    if "geometry" in adapted and not exemplars:
         raise ValueError(
             "LoRA on 'geometry' would train nothing: the geometry (box-prompt) encoder is not used by "
-            "text-prompt training"
+            "text-prompt training (turn on data.exemplars to train it)"
         )
     for c in set(lora.rank_per_component) | set(lora.alpha_per_component):
         if c not in adapted:
@@ -141,7 +149,7 @@ def _apply_lora(model: Sam3Model, config: FinetuneConfig, frozen: set[str]) -> P
         raise ValueError(
             f"finetune.lora: the LoRA targets matched no layer ({err}); targets: {targets}"
         ) from err
-    freeze_unreachable(peft_model, model)
+    freeze_unreachable(peft_model, model, exemplars)
     counts = adapter_counts(peft_model)
     empty = [c for c in sorted(adapted) if counts.get(c, 0) == 0]
     if empty:

@@ -2,13 +2,15 @@
 
 One call returns final-layer predictions, every earlier decoder layer's predictions (``aux_outputs``) and,
 in training, the one-to-many (DAC) branch; see ``docs/architecture.md`` ("Model outputs"). Each unique
-image is encoded once and its features indexed for every query (prompt) on it.
+image is encoded once and its features indexed for every query (prompt) on it. Queries may carry
+exemplar boxes, which HF's geometry encoder turns into prompt tokens appended to the text tokens.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from peft import PeftModel
@@ -24,6 +26,7 @@ from sam3tune.model.export import save_merged
 from sam3tune.model.finetune import apply_finetuning, trains_heads
 from sam3tune.model.loading import ModelBundle, WeightsNotLoadedError
 from sam3tune.model.quantization import cast_frozen, quantize_frozen_linears
+from sam3tune.model.roi_align import install_roi_align
 from sam3tune.model.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,15 @@ def _predict_masks(
         prompt_features=text,
         prompt_mask=text_mask,
     ).pred_masks
+
+
+class ImageFeatures(NamedTuple):
+    """What the image encoder gives the decoder, per unique image: the FPN ``levels`` SAM 3 uses, finest
+    first ((I, d, 4H, 4W), (I, d, 2H, 2W), (I, d, H, W) for an H x W patch grid), and the sine
+    ``positions`` (I, d, H, W) of the coarsest of them."""
+
+    levels: tuple[Tensor, ...]
+    positions: Tensor
 
 
 def _trains(module: nn.Module) -> bool:
@@ -60,6 +72,7 @@ class Sam3ForTraining(nn.Module):
         activation_checkpointing: bool = False,
     ):
         super().__init__()
+        install_roi_align()  # the geometry encoder needs torchvision's roi_align, absent on CPU installs
         self.sam3 = sam3
         self.tokenizer = tokenizer
         self.one_to_many = one_to_many
@@ -100,12 +113,21 @@ class Sam3ForTraining(nn.Module):
         return format_parameter_table(self.parameter_table())
 
     def forward(
-        self, pixel_values: Tensor, image_index: Tensor, input_ids: Tensor, attention_mask: Tensor
+        self,
+        pixel_values: Tensor,
+        image_index: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        exemplar_boxes: Tensor | None = None,
+        exemplar_labels: Tensor | None = None,
     ) -> dict:
         """Predict every query (one prompt on one image).
 
         pixel_values (I, 3, S, S): the unique images, normalised with mean = std = 0.5;
-        image_index (B,) int64: the image row of each query; input_ids, attention_mask (B, L) int64.
+        image_index (B,) int64: the image row of each query; input_ids, attention_mask (B, L) int64;
+        exemplar_boxes (B, K, 4) cxcywh in [0, 1] and exemplar_labels (B, K) int64 (1 positive, 0 negative,
+        -1 padding; each row's boxes first): box prompts, given to HF's geometry encoder. A query whose row
+        is all padding is predicted from its text alone, exactly as without exemplars.
 
         Returns (Q learned queries, d decoder layers): ``pred_logits`` (B, Q), ``pred_boxes`` (B, Q, 4)
         cxcywh in [0, 1], ``presence_logits`` (B, 1) unclamped, ``pred_masks`` (B, Q, 4S/p, 4S/p) mask
@@ -115,20 +137,49 @@ class Sam3ForTraining(nn.Module):
         compute dtype (they are large).
         """
         self._check_inputs(pixel_values, image_index, input_ids, attention_mask)
-        sam3 = self.core
-        checkpointed = self.activation_checkpointing and self.training
-        one_to_many = self.one_to_many and self.training
+        _check_exemplars(exemplar_boxes, exemplar_labels, input_ids.shape[0])
+        images = self.encode_images(pixel_values)
+        text = self.encode_text(input_ids, attention_mask)
+        return self.decode(images, image_index, text, attention_mask, exemplar_boxes, exemplar_labels)
 
+    def encode_images(self, pixel_values: Tensor) -> ImageFeatures:
+        """The ViT + FPN pass over the unique images (I, 3, S, S); no per-query work."""
+        sam3 = self.core
         with torch.set_grad_enabled(torch.is_grad_enabled() and _trains(sam3.vision_encoder)):
             vision = sam3.vision_encoder(pixel_values)
-        # SAM 3 drops the coarsest FPN level; the rest is indexed per query from the unique images.
-        levels = [f.index_select(0, image_index) for f in vision.fpn_hidden_states[:-1]]
-        positions = vision.fpn_position_encoding[-2].index_select(0, image_index)
+        # SAM 3 drops the coarsest FPN level
+        return ImageFeatures(tuple(vision.fpn_hidden_states[:-1]), vision.fpn_position_encoding[-2])
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Prompt token features (B, L, d) after the text projection; padding is masked downstream."""
+        sam3 = self.core
         with torch.set_grad_enabled(
             torch.is_grad_enabled() and (_trains(sam3.text_encoder) or _trains(sam3.text_projection))
         ):
-            text = sam3.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+            return sam3.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+
+    def decode(
+        self,
+        images: ImageFeatures,
+        image_index: Tensor,
+        text: Tensor,
+        attention_mask: Tensor,
+        exemplar_boxes: Tensor | None = None,
+        exemplar_labels: Tensor | None = None,
+    ) -> dict:
+        """DETR encoder + decoder, scoring and masks for every query: each query takes the features of its
+        image row ``image_index`` (B,), its prompt's ``text`` (B, L, d) with ``attention_mask`` (B, L) and,
+        if given, its exemplar boxes (geometry encoder). Returns the dict of :meth:`forward`."""
+        sam3 = self.core
+        checkpointed = self.activation_checkpointing and self.training
+        one_to_many = self.one_to_many and self.training
+        levels = [f.index_select(0, image_index) for f in images.levels]
+        positions = images.positions.index_select(0, image_index)
         text_mask = attention_mask.bool()
+        if exemplar_boxes is not None and exemplar_boxes.shape[1] > 0:
+            text, text_mask = _append_exemplars(
+                sam3.geometry_encoder, text, text_mask, exemplar_boxes, exemplar_labels, levels, positions
+            )
 
         memory = run_detr_encoder(sam3.detr_encoder, levels[-1], positions, text, text_mask, checkpointed)
         memory_pos = positions.flatten(2).transpose(1, 2)
@@ -199,6 +250,44 @@ class Sam3ForTraining(nn.Module):
         save_merged(self, directory)
 
 
+def _check_exemplars(boxes: Tensor | None, labels: Tensor | None, num_queries: int) -> None:
+    if (boxes is None) != (labels is None):
+        raise ValueError("exemplar_boxes and exemplar_labels must be given together")
+    if boxes is None:
+        return
+    if boxes.dim() != 3 or boxes.shape[0] != num_queries or boxes.shape[2] != 4:
+        raise ValueError(f"exemplar_boxes must be (B={num_queries}, K, 4) cxcywh, got {tuple(boxes.shape)}")
+    if labels.shape != boxes.shape[:2]:
+        raise ValueError(
+            f"exemplar_labels must be (B, K) = {tuple(boxes.shape[:2])}, got {tuple(labels.shape)}"
+        )
+
+
+def _append_exemplars(
+    geometry_encoder: nn.Module,
+    text: Tensor,
+    text_mask: Tensor,
+    boxes: Tensor,
+    labels: Tensor,
+    levels: list[Tensor],
+    positions: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Prompt tokens = text tokens + the geometry encoder's tokens of each query's exemplars (as
+    ``Sam3Model.forward`` builds them); queries without an exemplar get no geometry token at all (HF adds
+    its CLS token only when there are boxes), so they equal a text-only forward."""
+    valid = labels >= 0
+    geometry = geometry_encoder(
+        box_embeddings=boxes.to(levels[-1].dtype),
+        box_mask=valid,
+        box_labels=labels.clamp(min=0),
+        img_feats=levels,
+        img_pos_embeds=[positions],
+    )
+    geometry_mask = geometry.attention_mask & valid.any(dim=1, keepdim=True)
+    prompt = torch.cat([text, geometry.last_hidden_state.to(text.dtype)], dim=1)
+    return prompt, torch.cat([text_mask, geometry_mask], dim=1)
+
+
 def _outputs(
     logits: Tensor, boxes: Tensor, presence: Tensor, masks: Tensor, num_queries: int, one_to_many: bool
 ) -> dict:
@@ -229,18 +318,24 @@ def frozen_dtype(config: ModelConfig, bf16_autocast: bool) -> torch.dtype:
 
 
 def build_training_model(
-    bundle: ModelBundle, config: ModelConfig, *, bf16_autocast: bool = False
+    bundle: ModelBundle, config: ModelConfig, exemplars: bool = False, *, bf16_autocast: bool = False
 ) -> Sam3ForTraining:
     """Prepare ``bundle.model`` for training as ``config`` says: dropout, NF4 quantisation of the base
     (``quantization``), fine-tuning mode (freezing / LoRA), frozen weights' dtype, activation
-    checkpointing; logs the per-component parameter table. ``bf16_autocast``: the forward will run under
-    bf16 autocast (resolves ``frozen_dtype: auto``; bfloat16 frozen weights need it). Refuses a model whose
-    weights did not load (unless ``config.allow_missing_weights``). The bundle's model is modified in
-    place."""
-    if not bundle.report.weights_loaded and not config.allow_missing_weights:
+    checkpointing; logs the per-component parameter table. ``exemplars``: the data has exemplar
+    (box-prompt) queries, so the geometry encoder trains like the other components (else it stays
+    frozen). ``bf16_autocast``: the forward will run under bf16 autocast (resolves ``frozen_dtype: auto``;
+    bfloat16 frozen weights need it). Refuses a model whose weights did not load (unless
+    ``config.allow_missing_weights``), the geometry encoder's included when ``exemplars``. The bundle's
+    model is modified in place."""
+    missing_geometry = [k for k in bundle.report.missing if k.startswith("geometry_encoder.")]
+    if (
+        not bundle.report.weights_loaded or (exemplars and missing_geometry)
+    ) and not config.allow_missing_weights:
         raise WeightsNotLoadedError(
-            f"{bundle.report.summary()}\nRefusing to fine-tune a partly random model; set "
-            f"model.allow_missing_weights=true only if this is intended."
+            f"{bundle.report.summary()}\nRefusing to fine-tune a partly random model"
+            + (" (exemplar training uses the geometry encoder)" if exemplars and missing_geometry else "")
+            + "; set model.allow_missing_weights=true only if this is intended."
         )
     set_detr_dropout(bundle.model, config.detr_dropout)
     dtype = frozen_dtype(config, bf16_autocast)
@@ -255,7 +350,7 @@ def build_training_model(
         log.info("quantised %d Linear layers of the base to 4-bit NF4 (bitsandbytes)", count)
     elif config.quantization != "none":
         raise ValueError(f"model.quantization must be 'none' or 'nf4', got {config.quantization!r}")
-    sam3 = apply_finetuning(bundle.model, config.finetune)
+    sam3 = apply_finetuning(bundle.model, config.finetune, exemplars=exemplars)
     if dtype != torch.float32:
         cast_frozen(sam3, dtype)
     model = Sam3ForTraining(

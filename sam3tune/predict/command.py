@@ -21,24 +21,35 @@ def run_predict_command(
     prompts: Sequence[str] | None = None,
     out: Path = Path("predictions"),
     overwrite: bool = False,
+    boxes: Sequence[Sequence[float]] | None = None,
+    negative_boxes: Sequence[Sequence[float]] | None = None,
 ) -> int:
     """Ask the prompts of the :class:`PredictConfig` from the ``config`` file, ``key=value`` overrides,
-    then ``model`` / ``prompts`` (which set those keys) on ``images`` (files and folders). Writes
-    ``out/predictions.json``, ``out/index.json`` and ``out/overlays/``; an ``out`` holding earlier results
-    is refused before the model loads, unless ``overwrite``. Files that are not readable images are
-    skipped and counted. Exit status 0, or 2 for bad input (message on stderr)."""
+    then ``model`` / ``prompts`` / ``boxes`` / ``negative_boxes`` (which set those keys) on ``images``
+    (files and folders). Writes ``out/predictions.json``, ``out/index.json`` and ``out/overlays/``; an
+    ``out`` holding earlier results is refused before the model loads, unless ``overwrite``. Files that
+    are not readable images are skipped and counted. Exit status 0, or 2 for bad input (message on
+    stderr)."""
     try:
-        settings = load_config(
-            PredictConfig, config, with_shortcuts(overrides, {"model": model, "prompts": prompts})
-        )
-        if settings.model is None or not settings.prompts:
-            raise ConfigError("give a model (--model M), prompts (--prompt TEXT, repeatable) and images")
+        shortcuts = {"model": model, "prompts": prompts, "boxes": boxes, "negative_boxes": negative_boxes}
+        settings = load_config(PredictConfig, config, with_shortcuts(overrides, shortcuts))
+        if settings.model is None or not (settings.prompts or settings.boxes):
+            raise ConfigError(
+                "give a model (--model M), prompts (--prompt TEXT, repeatable) or exemplar boxes "
+                "(--box X0,Y0,X1,Y1) and images"
+            )
         files = collect_images(images)
         device = resolve_device(settings.device, key="device")
         claim_output_folder(out, OUTPUTS, overwrite)
         predictor = Predictor.load(settings.model, config=settings.postprocess, device=device)
         done = predictor.predict_files(
-            files, settings.prompts, out, overlays=settings.overlays, overwrite=overwrite
+            files,
+            settings.prompts,
+            out,
+            overlays=settings.overlays,
+            overwrite=overwrite,
+            boxes=settings.boxes,
+            negative_boxes=settings.negative_boxes,
         )
     except (FileNotFoundError, ValueError, WriteError) as err:  # ConfigError is a ValueError
         print(f"sam3tune predict: {err}", file=sys.stderr)

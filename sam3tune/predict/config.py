@@ -11,12 +11,16 @@ from sam3tune.eval.config import PostprocessConfig
 @dataclass
 class PredictConfig:
     """``model``: a ``save_pretrained`` folder, a hub id or tiny/small; ``prompts``: the text prompts,
-    each asked on every image (category i of the results = i-th prompt); ``postprocess``: which
+    each asked on every image (category i of the results = i-th prompt); ``boxes`` / ``negative_boxes``:
+    exemplar boxes ``[x0, y0, x1, y1]`` in pixels of the input images, asked with every prompt, or without
+    a prompt as one query ``"visual"`` (``docs/eval.md``); ``postprocess``: which
     detections are kept (score >= 0.5 by default); ``overlays``: also draw one PNG per image;
     ``device``: a torch device, ``auto`` = CUDA when available."""
 
     model: str | None = None
     prompts: list[str] = field(default_factory=list)
+    boxes: list[list[float]] = field(default_factory=list)
+    negative_boxes: list[list[float]] = field(default_factory=list)
     postprocess: PostprocessConfig = field(default_factory=lambda: PostprocessConfig(score_threshold=0.5))
     overlays: bool = True
     device: str = "auto"

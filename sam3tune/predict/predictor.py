@@ -1,13 +1,16 @@
-"""Text-prompted detection and segmentation with a (fine-tuned) SAM 3: the ``Predictor`` API.
+"""Text- and box-prompted detection and segmentation with a (fine-tuned) SAM 3: the ``Predictor`` API.
 
 >>> predictor = Predictor.load("runs/fruits/model", score_threshold=0.5)
 >>> found = predictor.predict("tray.jpg", ["date", "fig"])   # {"date": Detections, "fig": Detections}
 >>> found["date"].boxes  # (N, 4) xyxy pixels of tray.jpg; .scores (N,); .mask_array() (N, H, W) bool
+>>> like = predictor.predict("tray.jpg", boxes=[(10, 20, 60, 80)])  # {"visual": every object like it}
 
 Every prompt is asked on every image; the image is resized to the model's square input as in
 evaluation, and detections come back in the original image's pixels (see
 :mod:`sam3tune.eval.postprocess`). ``predict_files`` writes a COCO results JSON and one overlay
-PNG per image, keeping every finished image whatever stops the run.
+PNG per image, keeping every finished image whatever stops the run. Exemplar boxes (xyxy pixels of the
+image; ``boxes`` positive, ``negative_boxes`` negative) go with every prompt, or, without a prompt, form
+one query whose text is the placeholder ``"visual"``.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from PIL import Image
 from torch import nn
 
 from sam3tune.data import Batch, Sample, collate
+from sam3tune.data.exemplars import VISUAL_PROMPT
 from sam3tune.data.images import read_rgb
 from sam3tune.data.transforms import eval_geometry, transform_image
 from sam3tune.eval.coco_results import save_coco_results
 from sam3tune.eval.config import PostprocessConfig
 from sam3tune.eval.postprocess import Detections, postprocess
 from sam3tune.model import Sam3ForTraining, Tokenizer, load_model
+from sam3tune.model.tokenizer import load_tokenizer
 from sam3tune.output_files import claim_output_folder, write_text_atomic, writing
 from sam3tune.overlay import draw_overlay
 from sam3tune.progress import progress_bar
@@ -45,8 +50,10 @@ class Predictor:
     """A SAM 3 model in eval mode plus its tokenizer and postprocessing settings.
 
     Args:
-        model: a module called as ``model(pixel_values, image_index, input_ids, attention_mask)``
-            returning the outputs dict of ``docs/architecture.md`` (e.g. ``Sam3ForTraining``).
+        model: called as ``model(pixel_values, image_index, input_ids, attention_mask)`` (plus
+            ``exemplar_boxes``, ``exemplar_labels`` for box prompts), returning the outputs dict of
+            ``docs/architecture.md``: a module (e.g. ``Sam3ForTraining``) or an ONNX export in onnxruntime
+            (:class:`~sam3tune.ship.onnx_model.OnnxSam3`, runs on the CPU; text prompts only).
         tokenize: the model's tokenizer.
         image_size: the square input side S of the model.
         config: postprocessing (score threshold, NMS, ...); default: score >= 0.5.
@@ -62,11 +69,12 @@ class Predictor:
         device: torch.device | str | None = None,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.eval().to(self.device)
+        is_module = isinstance(model, nn.Module)
+        self.model = model.eval().to(self.device) if is_module else model
         self.tokenize = tokenize
         self.image_size = image_size
         self.config = config or PostprocessConfig(score_threshold=0.5)
-        self._dtype = next(model.parameters()).dtype
+        self._dtype = next(model.parameters()).dtype if is_module else torch.float32
 
     @classmethod
     def load(
@@ -78,7 +86,18 @@ class Predictor:
         dtype: torch.dtype | None = None,
         allow_missing_weights: bool = False,
     ) -> Predictor:
-        """Load ``spec`` (a ``save_pretrained`` directory, a hub id or a named architecture)."""
+        """Load ``spec``: a ``save_pretrained`` directory, a hub id, a named architecture, or an ONNX
+        export (``sam3tune export --format onnx``: its folder or one of its ``.onnx`` files), which runs
+        in onnxruntime on the CPU (``device`` and ``dtype`` do not apply)."""
+        from sam3tune.ship.onnx_model import onnx_export_dir
+
+        onnx_dir = onnx_export_dir(spec)
+        if onnx_dir is not None:
+            from sam3tune.ship.onnx_model import OnnxSam3
+
+            model = OnnxSam3(onnx_dir)
+            tokenize = load_tokenizer(onnx_dir, model.manifest.text_max_length)
+            return cls(model, tokenize, model.image_size, config, "cpu")
         bundle = load_model(spec, dtype=dtype, allow_missing_weights=allow_missing_weights)
         model = Sam3ForTraining(bundle.model, bundle.tokenize, one_to_many=False)
         return cls(model, bundle.tokenize, bundle.image_size, config, device)
@@ -86,27 +105,36 @@ class Predictor:
     @torch.no_grad()
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The model's outputs for a :class:`~sam3tune.data.Batch` (eval mode, no gradients)."""
-        return self.model(
-            batch.pixel_values.to(self.device, self._dtype),
-            batch.image_index.to(self.device),
-            batch.input_ids.to(self.device),
-            batch.attention_mask.to(self.device),
-        )
+        inputs = {k: v.to(self.device) for k, v in batch.model_inputs().items() if v is not None}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self._dtype)
+        return self.model(**inputs)
 
-    def predict(self, image: Image.Image | str | Path, prompts: Sequence[str]) -> dict[str, Detections]:
-        """Detections of every prompt on one image, keyed by prompt, in the image's pixels."""
+    def predict(
+        self,
+        image: Image.Image | str | Path,
+        prompts: Sequence[str] = (),
+        boxes: Sequence[Sequence[float]] = (),
+        negative_boxes: Sequence[Sequence[float]] = (),
+    ) -> dict[str, Detections]:
+        """Detections of every prompt on one image, keyed by prompt (``"visual"`` for a box-only query),
+        in the image's pixels. ``boxes`` / ``negative_boxes``: exemplar boxes, xyxy pixels of ``image``."""
         if not isinstance(image, Image.Image):
             image = read_rgb(Path(image))
-        return self.predict_images([image], prompts)[0]
+        return self.predict_images([image], prompts, boxes, negative_boxes)[0]
 
     def predict_images(
-        self, images: Sequence[Image.Image], prompts: Sequence[str]
+        self,
+        images: Sequence[Image.Image],
+        prompts: Sequence[str] = (),
+        boxes: Sequence[Sequence[float]] = (),
+        negative_boxes: Sequence[Sequence[float]] = (),
     ) -> list[dict[str, Detections]]:
-        """:meth:`predict` for several images in one forward pass."""
-        prompts = _check_prompts(prompts)
+        """:meth:`predict` for several images in one forward pass (the same exemplar boxes on each)."""
+        prompts = _check_prompts(prompts, has_boxes=bool(boxes))
         geometry = eval_geometry(self.image_size)
-        samples = [
-            Sample(
+        samples = []
+        for index, image in enumerate(images):
+            sample = Sample(
                 image=transform_image(image.convert("RGB"), geometry),
                 image_id=index,
                 orig_size=(image.height, image.width),
@@ -114,8 +142,11 @@ class Predictor:
                 prompts=list(prompts),
                 targets=[{"boxes": torch.zeros(0, 4)} for _ in prompts],
             )
-            for index, image in enumerate(images)
-        ]
+            if boxes or negative_boxes:
+                exemplars, labels = exemplar_tensors(boxes, negative_boxes, image.width, image.height)
+                sample.exemplar_boxes = [exemplars] * len(prompts)
+                sample.exemplar_labels = [labels] * len(prompts)
+            samples.append(sample)
         batch = collate(samples, self.tokenize)
         sizes = [tuple(batch.orig_sizes[row].tolist()) for row in batch.image_index.tolist()]
         detections = postprocess(self.forward(batch), sizes, self.config)
@@ -130,10 +161,14 @@ class Predictor:
         overlays: bool = True,
         progress: bool = True,
         overwrite: bool = False,
+        boxes: Sequence[Sequence[float]] = (),
+        negative_boxes: Sequence[Sequence[float]] = (),
     ) -> PredictedFiles:
         """Predict every image file into ``out_dir`` (see :data:`OUTPUTS`): ``predictions.json`` (COCO
-        results), ``index.json`` (COCO ``images`` and ``categories``: category ``i`` is the i-th prompt, the
-        files ``skipped`` and why, ``complete``) and, with ``overlays``, ``overlays/<image stem>.png``.
+        results), ``index.json`` (COCO ``images`` and ``categories``: category ``i`` is the i-th prompt, or
+        ``visual``; the ``exemplars`` boxes; the files ``skipped`` and why, ``complete``) and, with
+        ``overlays``, ``overlays/<image stem>.png`` (exemplar boxes drawn too). ``boxes`` /
+        ``negative_boxes``: exemplar boxes (xyxy pixels) asked on every image, as in :meth:`predict`.
 
         A file that cannot be read as an image (truncated, corrupt, not an image) is skipped and counted.
         Finished images are never lost: each is appended to ``predictions.jsonl`` as it is done, and
@@ -141,7 +176,8 @@ class Predictor:
         keeps the 899 before it, with ``complete: false``); ``predictions.jsonl`` is removed once they
         are. An ``out_dir`` that already holds results is refused unless ``overwrite`` (which removes
         them first, old overlays included)."""
-        prompts = _check_prompts(prompts)
+        prompts = _check_prompts(prompts, has_boxes=bool(boxes))
+        exemplars = [(b, True) for b in boxes] + [(b, False) for b in negative_boxes]
         out_dir = claim_output_folder(out_dir, OUTPUTS, overwrite)
         if overlays:
             (out_dir / "overlays").mkdir()
@@ -161,7 +197,7 @@ class Predictor:
                         log.warning("skipped %s: not a readable image (%s)", path, err)
                         continue
                     image_id = len(done.images) + 1
-                    found = self.predict(image, prompts)
+                    found = self.predict(image, prompts, boxes, negative_boxes)
                     entry = {
                         "id": image_id,
                         "file_name": str(path),
@@ -171,7 +207,7 @@ class Predictor:
                     if overlays:
                         name = _unique_name(path.stem, used_names)
                         with writing(out_dir / "overlays" / f"{name}.png"):
-                            draw_overlay(image, list(found.items())).save(
+                            draw_overlay(image, list(found.items()), exemplars=exemplars).save(
                                 out_dir / "overlays" / f"{name}.png"
                             )
                         entry["overlay"] = f"overlays/{name}.png"
@@ -188,6 +224,10 @@ class Predictor:
             index = {
                 "images": done.images,
                 "categories": [{"id": i, "name": p} for i, p in enumerate(prompts, 1)],
+                "exemplars": {
+                    "positive": [list(b) for b in boxes],
+                    "negative": [list(b) for b in negative_boxes],
+                },
                 "skipped": done.skipped,
                 "complete": done.complete,
             }
@@ -228,12 +268,40 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
-def _check_prompts(prompts: Sequence[str]) -> list[str]:
+def exemplar_tensors(
+    boxes: Sequence[Sequence[float]], negative_boxes: Sequence[Sequence[float]], width: int, height: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exemplar boxes in xyxy pixels of a ``width x height`` image -> ``(k, 4)`` cxcywh in [0, 1] of the
+    evaluation canvas (a plain resize) and ``(k,)`` labels (1 for ``boxes``, 0 for ``negative_boxes``).
+
+    Boxes are clipped to the image; one with nothing left, or not 4 numbers, is a ``ValueError``."""
+    rows = []
+    for box in [*boxes, *negative_boxes]:
+        values = [float(v) for v in box]
+        if len(values) != 4 or not all(map(torch.isfinite, torch.tensor(values))):
+            raise ValueError(f"an exemplar box must be 4 finite numbers x0,y0,x1,y1, got {list(box)!r}")
+        x0, x1 = (min(max(v, 0.0), width) for v in values[0::2])
+        y0, y1 = (min(max(v, 0.0), height) for v in values[1::2])
+        if x1 <= x0 or y1 <= y0:
+            raise ValueError(
+                f"exemplar box {values} is empty inside the {width}x{height} image (need x0 < x1, y0 < y1)"
+            )
+        rows.append([(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height])
+    labels = [1] * len(boxes) + [0] * len(negative_boxes)
+    return torch.tensor(rows, dtype=torch.float32).reshape(-1, 4), torch.tensor(labels, dtype=torch.int64)
+
+
+def _check_prompts(prompts: Sequence[str], has_boxes: bool = False) -> list[str]:
+    """The stripped prompts; with positive exemplar boxes and no prompt, the placeholder ``"visual"``."""
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of strings, got a single string")
     prompts = [p.strip() for p in prompts]
+    if not prompts and has_boxes:
+        return [VISUAL_PROMPT]
     if not prompts or any(not p for p in prompts):
-        raise ValueError(f"give at least one non-empty prompt, got {prompts!r}")
+        raise ValueError(
+            f"give at least one non-empty prompt or a positive exemplar box, got prompts {prompts!r}"
+        )
     if len(set(prompts)) != len(prompts):
         raise ValueError(f"prompts repeat: {prompts!r}")
     return prompts

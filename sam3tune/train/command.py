@@ -75,6 +75,9 @@ def run_train_command(
         return EXIT_BAD_INPUT
     if rank == 0:
         print(_summary(result))
+        verdict = _verdict(result, config)
+        if verdict is not None:
+            print(verdict.line())
     return EXIT_OK if result.status == "completed" else EXIT_INTERRUPTED
 
 
@@ -91,3 +94,14 @@ def _summary(result) -> str:
     if result.status == "interrupted":
         lines.append(f"continue with: sam3tune train --resume {result.run_dir}")
     return "\n".join(lines)
+
+
+def _verdict(result, config: TrainConfig):
+    """The zero-shot verdict of a completed run with validation (None otherwise)."""
+    from sam3tune.eval.verdict import verdict_from_records
+    from sam3tune.train.metrics_log import read_metrics
+
+    if result.status != "completed":
+        return None
+    records = read_metrics(result.run_dir / "metrics.jsonl")
+    return verdict_from_records(records, config.val.best_metric, config.val.best_mode, result.best_checkpoint)

@@ -114,12 +114,7 @@ def forward_and_loss(
     the step a skipped one."""
     device = batch.pixel_values.device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        outputs = model(
-            pixel_values=batch.pixel_values,
-            image_index=batch.image_index,
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-        )
+        outputs = model(**batch.model_inputs())
     floats = [t for t in tree_flatten(outputs)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()]
     finite = bool(torch.stack([torch.isfinite(t).all() for t in floats]).all())  # one host sync
     if not finite:
@@ -134,9 +129,10 @@ def forward_and_loss(
 class TrainingParts:
     """What the loop trains and on what.
 
-    ``model``: ``forward(pixel_values, image_index, input_ids, attention_mask)`` -> outputs dict of
-    ``sam3tune.loss``; ``criterion(outputs, targets)`` -> dict with the differentiable total ``loss``
-    and scalar components; datasets of single samples with their collates producing a
+    ``model``: ``forward(**batch.model_inputs())`` (pixel_values, image_index, input_ids, attention_mask,
+    and exemplar boxes / labels when the batch has them) -> outputs dict of ``sam3tune.loss``;
+    ``criterion(outputs, targets)`` -> dict with the differentiable total ``loss`` and scalar components;
+    datasets of single samples with their collates producing a
     ``sam3tune.data.Batch``; ``role_of(parameter name)`` -> :class:`ParamRole`; ``num_vit_blocks`` for
     the layer-wise decay; ``evaluate(model)`` -> metrics (e.g. COCO mAP) computed on the main process;
     ``val_criterion``: the criterion for the validation loss (default ``criterion``). Validation shards
@@ -260,6 +256,9 @@ class Trainer:
             restore_rng_state(self._resume_rng)
         else:
             _seed_all(self.config.loop.seed + self.context.rank)
+            if self.parts.val_dataset is not None and self.config.val.every_epochs > 0:
+                self._validate()  # the starting model: zero-shot, the val record of step 0 (eval/verdict.py)
+                self.progress.best_value = None  # the `best` checkpoint is chosen among trained weights
         last_record: dict[str, Any] = {}
         status: Literal["completed", "interrupted"] = "completed"
         with self._stop_on_signals():
@@ -270,7 +269,8 @@ class Trainer:
                     break
         if status == "completed" and self.log is not None:
             with writing(self.run_dir / "loss_curve.png"):
-                curve = plot_loss_curve(read_metrics(self.log.path), self.run_dir / "loss_curve.png")
+                records = read_metrics(self.log.path)
+                curve = plot_loss_curve(records, self.run_dir / "loss_curve.png", self.config.val.best_metric)
         else:
             curve = None
         if self.log is not None:

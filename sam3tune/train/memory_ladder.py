@@ -140,7 +140,9 @@ def count_memory(sam3_config: Sam3Config, config: TrainConfig, bf16_autocast: bo
     (counted on the meta device: no memory, no weights); ``activations`` 0. ``bf16_autocast`` resolves
     ``frozen_dtype: auto``."""
     with torch.device("meta"), quiet_peft():
-        model = apply_finetuning(Sam3Model(sam3_config), config.model.finetune)
+        model = apply_finetuning(
+            Sam3Model(sam3_config), config.model.finetune, exemplars=config.data.exemplars.enabled
+        )
     frozen = config.model.frozen_dtype
     frozen_bytes = 2 if frozen == "bfloat16" or (frozen == "auto" and bf16_autocast) else 4
     quantized = _quantizable_weights(model, config) if config.model.quantization == "nf4" else set()

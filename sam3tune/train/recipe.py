@@ -86,7 +86,9 @@ def build_training_parts(
     if context.is_main:
         log.info("memory: %s", choice.reason)
     bf16 = uses_bf16(config.loop.amp, context.device)
-    model = build_training_model(bundle, config.model, bf16_autocast=bf16)
+    model = build_training_model(
+        bundle, config.model, exemplars=config.data.exemplars.enabled, bf16_autocast=bf16
+    )
     val_dataset = None
     if config.val.every_epochs > 0:
         try:

@@ -457,3 +457,12 @@ def test_large_pngs_are_checked_without_decoding(tmp_path, monkeypatch, cut, kin
             images_module.probe_image(path)
         assert info.value.kind == kind and str(path) in str(info.value)
     assert decoded == []  # never decoded at load
+
+
+def test_distinct_uncut_prompts_with_equal_ids_are_only_logged(tmp_path, caplog):
+    coco = basic_coco()
+    coco["categories"] = [{"id": 1, "name": "car"}, {"id": 2, "name": "bus"}]  # both 3 letters: same ids
+    plan = plan_queries(_split(tmp_path, coco))
+    check_prompt_tokens(plan, _two_word_tokenize, "train.json")
+    assert "the tokenizer gives the same ids to 'car' and 'bus'" in caplog.text
+    assert not plan.problems["prompt_truncated"]

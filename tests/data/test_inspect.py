@@ -39,7 +39,7 @@ def test_inspect_fruits_nuts_json(capsys):
     assert split["images"] == {"listed": 18, "usable": 18, "with_queries": 18}
     assert split["annotations"] == {"listed": 165, "usable": 165, "crowd": 0, "targets": 165}
     assert split["masks"] == {"polygon": 165, "rle": 0, "none": 0}
-    assert split["queries"] == {"positive": 50, "negative": 4, "negatives": "all"}
+    assert split["queries"] == {"positive": 50, "negative": 4, "negatives": "all", "exemplar": 0}
     assert [(c["name"], c["instances"], c["images"]) for c in split["categories"]] == [
         ("date", 71, 17),
         ("fig", 41, 16),

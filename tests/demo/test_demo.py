@@ -36,6 +36,7 @@ def test_tiny_demo_writes_table_report_curve_overlays(tmp_path, capsys):
             f"{100 * after[key]:.1f}",
         )  # the table is the report
     assert report["model"]["metrics"]["images"] == 6 and report["model"]["metrics"]["categories"] == 3
+    assert f"held-out {report['verdict']['line']}" in printed  # the base is the run's starting model
     for path in (
         out / "eval" / "eval.md",
         out / "run" / "loss_curve.png",

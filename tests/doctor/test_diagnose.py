@@ -30,3 +30,14 @@ def test_healthy_configuration_raises_no_flag(shapes):
     assert memory.optimizer_state == 2 * memory.gradients  # AdamW: two float32 moments per gradient
     assert memory.activations > memory.weights > 0
     assert memory.total >= memory.weights + memory.activations
+
+
+def test_exemplar_training_keeps_the_tables_and_flags(shapes):
+    report = diagnose(run_config(shapes, "loop.batch_size=2", "data.exemplars.probability=1.0"))
+    assert report.flags == [], [f"{f.code}: {f.message}" for f in report.flags]
+    losses = report.losses
+    assert {t.group for t in losses.terms} == set(GROUPS)
+    assert math.isclose(sum(t.contribution for t in losses.terms), losses.total, rel_tol=1e-5)
+    assert report.expected.low <= losses.total <= report.expected.high
+    geometry = next(row for row in report.parameters if row.component == "geometry")
+    assert geometry.trainable == geometry.total > 0

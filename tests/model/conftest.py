@@ -27,3 +27,19 @@ def total_of(outputs: dict) -> torch.Tensor:
     for aux in outputs["aux_outputs"]:
         total = total + sum(v.mean() for v in aux.values())
     return total
+
+
+def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+
+
+def assert_equals_hf(out: dict, hf) -> None:
+    """The training forward's final-layer outputs (and per-layer boxes) equal ``Sam3Model.forward``'s
+    bit for bit (HF's boxes are xyxy; layer l + 1 of HF's decoder starts from layer l's box)."""
+    assert torch.equal(out["pred_logits"], hf.pred_logits)
+    assert torch.equal(cxcywh_to_xyxy(out["pred_boxes"]), hf.pred_boxes)
+    assert torch.equal(out["presence_logits"], hf.presence_logits)
+    assert torch.equal(out["pred_masks"], hf.pred_masks)
+    for layer, aux in enumerate(out["aux_outputs"]):
+        assert torch.equal(aux["pred_boxes"], hf.decoder_reference_boxes[layer + 1])

@@ -176,6 +176,12 @@ def build_meta_image_model(device: str = "meta"):
             )
 
 
+def import_meta_modules(*modules: str) -> list[types.ModuleType]:
+    """``sam3.<module>`` for each name, imported with the stand-ins of :func:`_stand_ins`."""
+    with _stand_ins():
+        return [import_meta(module) for module in modules]
+
+
 def meta_predict(model, pixel_values, prompt: str) -> dict:
     """Meta's inference path for one image and one text prompt (as its ``Sam3Processor`` runs it):
     ``pred_logits`` (1, Q), ``pred_boxes`` (1, Q, 4) cxcywh in [0, 1], ``presence_logit_dec`` (1, 1)."""

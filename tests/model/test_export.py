@@ -111,5 +111,3 @@ def test_saving_replaces_an_existing_directory_atomically(tmp_path):
     model.save_pretrained(target)
     assert not (target / "stale.txt").exists() and (target / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging leftovers
-
-

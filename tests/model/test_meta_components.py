@@ -9,7 +9,7 @@ from transformers.models.sam3.configuration_sam3 import Sam3DETREncoderConfig
 from transformers.models.sam3.modeling_sam3 import Sam3DetrEncoderLayer
 
 from sam3tune.model.meta_checkpoint import convert_state_dict
-from tests.model.meta_sam3 import build_meta_image_model, import_meta
+from tests.model.meta_sam3 import import_meta_modules
 
 
 def _converted(module, meta_prefix: str, hf_prefix: str) -> dict:
@@ -20,8 +20,7 @@ def _converted(module, meta_prefix: str, hf_prefix: str) -> dict:
 
 
 def test_detr_encoder_layer_matches_meta():
-    build_meta_image_model("meta")  # imports Meta's modules with their stand-ins
-    encoder, misc = import_meta("model.encoder"), import_meta("model.model_misc")
+    encoder, misc = import_meta_modules("model.encoder", "model.model_misc")
     torch.manual_seed(0)
     meta = encoder.TransformerEncoderLayer(
         activation="relu",
@@ -57,16 +56,14 @@ def test_detr_encoder_layer_matches_meta():
 
 
 def test_clip_text_encoder_matches_meta():
-    build_meta_image_model("meta")
-    text_encoder = import_meta("model.text_encoder_ve")
+    (text_encoder,) = import_meta_modules("model.text_encoder_ve")
     torch.manual_seed(0)
     meta = text_encoder.TextTransformer(
         context_length=8, vocab_size=64, width=32, heads=4, layers=2, output_dim=16, output_tokens=True
     ).eval()
-    with torch.no_grad():
+    with torch.no_grad():  # Meta leaves some of these uninitialised (torch.empty) until its builder's init
         for name, p in meta.named_parameters():
-            if "ln_" in name:
-                p.normal_()
+            p.normal_(std=1.0 if "ln_" in name else 0.05)
     config = CLIPTextConfig(
         vocab_size=64,
         hidden_size=32,
@@ -94,8 +91,7 @@ def test_detr_decoder_layer_matches_meta():
     from transformers.models.sam3.configuration_sam3 import Sam3DETRDecoderConfig
     from transformers.models.sam3.modeling_sam3 import Sam3DetrDecoderLayer
 
-    build_meta_image_model("meta")
-    decoder = import_meta("model.decoder")
+    (decoder,) = import_meta_modules("model.decoder")
     torch.manual_seed(0)
     meta = decoder.TransformerDecoderLayer(
         activation="relu",
@@ -151,8 +147,7 @@ def test_dot_product_scoring_matches_meta():
     from sam3tune.model import NAMED_ARCHITECTURES
     from sam3tune.model.architectures import sam3_config
 
-    build_meta_image_model("meta")
-    misc = import_meta("model.model_misc")
+    (misc,) = import_meta_modules("model.model_misc")
     torch.manual_seed(0)
     prompt_mlp = misc.MLP(
         input_dim=16, hidden_dim=32, output_dim=16, num_layers=2, dropout=0.0, residual=True,
@@ -178,8 +173,7 @@ def test_vit_block_matches_meta(window):
     from transformers.models.sam3.configuration_sam3 import Sam3ViTConfig
     from transformers.models.sam3.modeling_sam3 import Sam3ViTLayer
 
-    build_meta_image_model("meta")
-    vitdet = import_meta("model.vitdet")
+    (vitdet,) = import_meta_modules("model.vitdet")
     torch.manual_seed(0)
     meta = vitdet.Block(
         dim=32, num_heads=4, mlp_ratio=2.0, qkv_bias=True, window_size=window, input_size=(8, 8),
@@ -199,3 +193,39 @@ def test_vit_block_matches_meta(window):
     x = torch.randn(2, 8, 8, 32)
     with torch.no_grad():
         assert (hf(x) - meta(x)).abs().max() < 1e-4
+
+
+def test_mask_decoder_matches_meta():
+    from transformers.models.sam3.configuration_sam3 import Sam3MaskDecoderConfig
+    from transformers.models.sam3.modeling_sam3 import Sam3MaskDecoder
+
+    seg, misc = import_meta_modules("model.maskformer_segmentation", "model.model_misc")
+    torch.manual_seed(0)
+    meta = seg.UniversalSegmentationHead(
+        hidden_dim=16, upsampling_stages=3, aux_masks=False, presence_head=False, dot_product_scorer=None,
+        act_ckpt=False, pixel_decoder=seg.PixelDecoder(hidden_dim=16, num_upsampling_stages=3),
+        cross_attend_prompt=misc.MultiheadAttentionWrapper(num_heads=2, dropout=0, embed_dim=16),
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        for name, p in meta.named_parameters():
+            if "norm" in name:
+                p.normal_()
+    hf = Sam3MaskDecoder(
+        Sam3MaskDecoderConfig(hidden_size=16, num_attention_heads=2, num_upsampling_stages=3)
+    )
+    hf.eval().load_state_dict(_converted(meta, "segmentation_head.", "mask_decoder."), strict=True)
+    features = [torch.randn(1, 16, 16, 16), torch.randn(1, 16, 8, 8), torch.randn(1, 16, 4, 4)]
+    queries, encoded, prompt = torch.randn(1, 5, 16), torch.randn(1, 16, 16), torch.randn(1, 3, 16)
+    valid = torch.tensor([[True, True, False]])
+    with torch.no_grad():
+        expected = meta(
+            backbone_feats=[f.clone() for f in features], obj_queries=queries[None],
+            image_ids=torch.zeros(1, dtype=torch.long), encoder_hidden_states=encoded.transpose(0, 1),
+            prompt=prompt.transpose(0, 1), prompt_mask=~valid,
+        )  # fmt: skip
+        got = hf(
+            decoder_queries=queries, backbone_features=[f.clone() for f in features],
+            encoder_hidden_states=encoded, prompt_features=prompt, prompt_mask=valid,
+        )  # fmt: skip
+    assert (got.pred_masks - expected["pred_masks"]).abs().max() < 1e-5
+    assert (got.semantic_seg - expected["semantic_seg"]).abs().max() < 1e-5

@@ -2,12 +2,7 @@ import pytest
 import torch
 
 from sam3tune.model import ModelConfig, build_training_model
-from tests.model.conftest import total_of
-
-
-def _cxcywh_to_xyxy(boxes):
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+from tests.model.conftest import assert_equals_hf, total_of
 
 
 def _no_dropout(**kwargs):
@@ -25,13 +20,7 @@ def test_eval_outputs_equal_hf_forward_exactly(tiny, batch):
             pixel_values=pixel_values[image_index], input_ids=input_ids, attention_mask=attention_mask
         )
     for out in (ours, unshared):
-        assert torch.equal(out["pred_logits"], hf.pred_logits)
-        assert torch.equal(_cxcywh_to_xyxy(out["pred_boxes"]), hf.pred_boxes)
-        assert torch.equal(out["presence_logits"], hf.presence_logits)
-        assert torch.equal(out["pred_masks"], hf.pred_masks)
-        # layer l + 1 of HF's decoder starts from layer l's box
-        for layer, aux in enumerate(out["aux_outputs"]):
-            assert torch.equal(aux["pred_boxes"], hf.decoder_reference_boxes[layer + 1])
+        assert_equals_hf(out, hf)
         assert not any(k.endswith("_o2m") for k in out)
 
 

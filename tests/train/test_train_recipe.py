@@ -53,10 +53,10 @@ def test_run_directory_layout_and_exported_model(dataset, tmp_path):
     components = {"loss_ce", "presence_loss", "loss_bbox", "loss_giou", "loss_mask", "loss_dice"}
     assert components <= set(train_records[0])
     val = [r for r in records if r["kind"] == "val"]
-    assert [r["step"] for r in val] == [4, 8]
+    assert [r["step"] for r in val] == [0, 4, 8]  # step 0: the starting model (zero-shot)
     assert {"loss", "bbox_AP", "bbox_AP50", "segm_AP", "bbox_cgF1"} <= set(val[0])  # through sam3tune.eval
     assert 0.0 <= val[-1]["bbox_AP50"] <= 1.0
-    best_step = max(val, key=lambda r: r["bbox_AP"])["step"]  # the first best on ties
+    best_step = max(val[1:], key=lambda r: r["bbox_AP"])["step"]  # trained weights only; the first on ties
     assert json.loads((run / "checkpoints" / "best" / "meta.json").read_text())["step"] == best_step
     layout = ("config.yaml", "metrics.jsonl", "loss_curve.png", "tb", "checkpoints/last", "checkpoints/best")
     for name in layout:
@@ -169,3 +169,24 @@ def test_lora_run_trains_adapters_at_the_lora_rate_and_exports_them(dataset, tmp
     assert adapters and not any("vision_encoder.backbone.layers.0.mlp.fc1.base_layer" in n for n in state)
     assert (tmp_path / "lora" / "adapters" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "lora" / "model" / "config.json").is_file()
+
+
+def test_exemplar_training_trains_the_geometry_encoder(dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    from sam3tune.model import load_model
+
+    config = _config(dataset, tmp_path, "run_name=ex", "loop.epochs=1", "data.exemplars.probability=1.0")
+    result = train(config)
+    assert result.status == "completed" and result.steps == 4
+    assert all(r["loss"] == r["loss"] for r in read_metrics(tmp_path / "ex" / "metrics.jsonl"))  # finite
+    start = load_model("tiny", seed=config.loop.seed).model.state_dict()
+    exported = load_file(str(tmp_path / "ex" / "model" / "model.safetensors"))
+    geometry = [k for k in exported if k.startswith("geometry_encoder.")]
+    linear = [k for k in geometry if k.endswith(("proj.weight", "fc1.weight", "fc2.weight"))]
+    assert len(linear) > 8 and [k for k in linear if torch.equal(exported[k], start[k])] == []
+    # without exemplars the geometry encoder never moves
+    plain = train(_config(dataset, tmp_path, "run_name=plain", "loop.epochs=1"))
+    assert plain.status == "completed"
+    untouched = load_file(str(tmp_path / "plain" / "model" / "model.safetensors"))
+    assert all(torch.equal(untouched[k], start[k]) for k in geometry)

@@ -37,6 +37,7 @@ def _parts(model_seed=0, criterion=None, evaluate=None, dropout=0.1, images=8) -
         num_vit_blocks=ToyModel.num_vit_blocks,
         val_dataset=ToyDataset(3, seed=2),
         evaluate=evaluate,
+        val_criterion=ToyCriterion(),  # validations (step 0 first) leave `criterion`'s call count alone
     )
 
 
@@ -53,11 +54,12 @@ def test_run_writes_metrics_checkpoints_and_curve(tmp_path):
     val = [r for r in records if r["kind"] == "val"]
     assert [r["step"] for r in train] == list(range(1, 9))
     assert {"loss", "loss_bbox", "loss_ce", "grad_norm", "lr_factor", "seconds"} <= set(train[0])
-    assert [(r["step"], r["epoch"]) for r in val] == [(4, 1), (8, 2)]
+    assert [(r["step"], r["epoch"]) for r in val] == [(0, 0), (4, 1), (8, 2)]  # step 0: the starting model
+    assert records[0]["kind"] == "val"
     assert train[-1]["loss"] < train[0]["loss"]
     meta = json.loads((tmp_path / "checkpoints" / "last" / "meta.json").read_text())
     assert (meta["step"], meta["epoch"]) == (8, 2)
-    assert result.best_checkpoint is not None and result.best_value == min(r["loss"] for r in val)
+    assert result.best_checkpoint is not None and result.best_value == min(r["loss"] for r in val[1:])
     assert result.loss_curve == tmp_path / "loss_curve.png" and result.loss_curve.stat().st_size > 10_000
     assert any((tmp_path / "tb").iterdir())
     assert result.last_val["loss"] == val[-1]["loss"]
@@ -183,22 +185,40 @@ def test_gradients_are_clipped_to_the_configured_norm(tmp_path):
 
 
 def test_best_checkpoint_follows_the_chosen_metric(tmp_path):
-    scores = iter([0.2, 0.5, 0.4])
+    scores = iter([0.9, 0.2, 0.5, 0.4])  # zero-shot first: the best checkpoint is among trained weights
     config = _config(epochs=3)
     config.val = ValidationConfig(every_epochs=1, best_metric="bbox_AP50", best_mode="max")
     result = Trainer(config, _parts(evaluate=lambda model: {"bbox_AP50": next(scores)}), tmp_path, CPU).fit()
     assert result.best_value == 0.5
     assert json.loads((tmp_path / "checkpoints" / "best" / "meta.json").read_text())["step"] == 8
     val = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "val"]
-    assert [r["bbox_AP50"] for r in val] == [0.2, 0.5, 0.4]
+    assert [r["bbox_AP50"] for r in val] == [0.9, 0.2, 0.5, 0.4]
     assert all("loss" in r for r in val)
 
 
-def test_unknown_best_metric_is_a_clear_error(tmp_path):
+def test_unknown_best_metric_is_a_clear_error_before_any_step(tmp_path):
     config = _config(epochs=1)
     config.val = ValidationConfig(every_epochs=1, best_metric="segm_AP")
     with pytest.raises(ValueError, match=r"segm_AP.*not among the validation results"):
         Trainer(config, _parts(), tmp_path, CPU).fit()
+    # the zero-shot validation of step 0 finds it before any training step: no epoch is spent first
+    assert not (tmp_path / "checkpoints").exists()
+    assert not [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
+
+
+def test_a_failed_validation_keeps_the_trained_epoch(tmp_path):
+    calls = iter([{"bbox_AP50": 0.1}])  # the zero-shot validation passes, the one after epoch 1 fails
+
+    def evaluate(model):
+        result = next(calls, None)
+        if result is None:
+            raise RuntimeError("evaluation broke")
+        return result
+
+    config = _config(epochs=1)
+    config.val = ValidationConfig(every_epochs=1, best_metric="bbox_AP50")
+    with pytest.raises(RuntimeError, match="evaluation broke"):
+        Trainer(config, _parts(evaluate=evaluate), tmp_path, CPU).fit()
     # the epoch trained before the failed validation is kept: `last` is there to resume from
     assert json.loads((tmp_path / "checkpoints" / "last" / "meta.json").read_text())["step"] == 4
 
@@ -207,7 +227,7 @@ def test_max_steps_caps_the_run_and_its_schedule(tmp_path):
     result = Trainer(_config(epochs=5, max_steps=6), _parts(), tmp_path, CPU).fit()
     assert (result.steps, result.total_steps, result.epochs) == (6, 6, 1)
     val = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "val"]
-    assert [r["step"] for r in val] == [4, 6]  # after epoch 1 and at the end of the run
+    assert [r["step"] for r in val] == [0, 4, 6]  # zero-shot, after epoch 1 and at the end of the run
 
 
 def test_last_checkpoint_every_n_epochs_and_at_the_end(tmp_path):

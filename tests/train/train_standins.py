@@ -28,6 +28,15 @@ class ToyBatch:
     attention_mask: torch.Tensor  # (B, L)
     targets: list[dict[str, torch.Tensor]]
 
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """The model's keyword arguments, as ``sam3tune.data.Batch.model_inputs`` (no exemplars)."""
+        return {
+            "pixel_values": self.pixel_values,
+            "image_index": self.image_index,
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+        }
+
 
 class ToyDataset(Dataset):
     """``n`` random images, each with two queries holding 1-2 boxes (cxcywh in [0, 1])."""
