@@ -79,7 +79,7 @@ def build_training_parts(
     bundle = load_bundle(config)
     config = dataclasses.replace(config, data=data_for_model(config.data, bundle.image_size))
     if is_semantic_dataset(config.data.root):
-        return semantic_training_parts(config, context, model, bundle.tokenize, role_of, model.num_vit_blocks)
+        return semantic_training_parts(config, context, bundle)
     train_dataset = build_train_dataset(
         config.data, seed=config.loop.seed, progress=context.is_main, augment=config.loop.augment
     )
