@@ -127,6 +127,9 @@ def _add_doctor(sub) -> None:
         ),
     )
     _shortcuts(parser, "model.name")
+    parser.add_argument(
+        "--ladder", action="store_true", help="also one step per memory rung: the memory of each (slower)"
+    )
     _overrides(parser, "TrainConfig")
 
 

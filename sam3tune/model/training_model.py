@@ -23,8 +23,9 @@ from sam3tune.model.config import ModelConfig
 from sam3tune.model.detr import inverse_sigmoid, run_detr_decoder, run_detr_encoder
 from sam3tune.model.dropout import set_detr_dropout
 from sam3tune.model.export import save_merged
-from sam3tune.model.finetune import apply_finetuning
+from sam3tune.model.finetune import apply_finetuning, trains_heads
 from sam3tune.model.loading import ModelBundle, WeightsNotLoadedError
+from sam3tune.model.quantization import cast_frozen, quantize_frozen_linears
 from sam3tune.model.roi_align import install_roi_align
 from sam3tune.model.tokenizer import Tokenizer
 
@@ -308,14 +309,25 @@ def _outputs(
     return outputs
 
 
+def frozen_dtype(config: ModelConfig, bf16_autocast: bool) -> torch.dtype:
+    """The storage dtype of frozen weights: ``config.frozen_dtype``, ``auto`` resolved by the precision of
+    the training forward (bfloat16 under bf16 autocast, else float32)."""
+    if config.frozen_dtype == "auto":
+        return torch.bfloat16 if bf16_autocast else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[config.frozen_dtype]
+
+
 def build_training_model(
-    bundle: ModelBundle, config: ModelConfig, exemplars: bool = False
+    bundle: ModelBundle, config: ModelConfig, exemplars: bool = False, *, bf16_autocast: bool = False
 ) -> Sam3ForTraining:
-    """Prepare ``bundle.model`` for training as ``config`` says: dropout, fine-tuning mode (freezing /
-    LoRA), activation checkpointing; logs the per-component parameter table. ``exemplars``: the data has
-    exemplar (box-prompt) queries, so the geometry encoder trains like the other components (else it stays
-    frozen). Refuses a model whose weights did not load (unless ``config.allow_missing_weights``), the
-    geometry encoder's included when ``exemplars``. The bundle's model is modified in place."""
+    """Prepare ``bundle.model`` for training as ``config`` says: dropout, NF4 quantisation of the base
+    (``quantization``), fine-tuning mode (freezing / LoRA), frozen weights' dtype, activation
+    checkpointing; logs the per-component parameter table. ``exemplars``: the data has exemplar
+    (box-prompt) queries, so the geometry encoder trains like the other components (else it stays
+    frozen). ``bf16_autocast``: the forward will run under bf16 autocast (resolves ``frozen_dtype: auto``;
+    bfloat16 frozen weights need it). Refuses a model whose weights did not load (unless
+    ``config.allow_missing_weights``), the geometry encoder's included when ``exemplars``. The bundle's
+    model is modified in place."""
     missing_geometry = [k for k in bundle.report.missing if k.startswith("geometry_encoder.")]
     if (
         not bundle.report.weights_loaded or (exemplars and missing_geometry)
@@ -326,7 +338,21 @@ def build_training_model(
             + "; set model.allow_missing_weights=true only if this is intended."
         )
     set_detr_dropout(bundle.model, config.detr_dropout)
+    dtype = frozen_dtype(config, bf16_autocast)
+    if config.quantization == "nf4":
+        if config.finetune.mode != "lora":
+            raise ValueError(
+                "model.quantization=nf4 quantises the frozen base weights: it needs finetune.mode=lora"
+            )
+        count = quantize_frozen_linears(
+            bundle.model, train_heads=trains_heads(config.finetune), compute_dtype=dtype
+        )
+        log.info("quantised %d Linear layers of the base to 4-bit NF4 (bitsandbytes)", count)
+    elif config.quantization != "none":
+        raise ValueError(f"model.quantization must be 'none' or 'nf4', got {config.quantization!r}")
     sam3 = apply_finetuning(bundle.model, config.finetune, exemplars=exemplars)
+    if dtype != torch.float32:
+        cast_frozen(sam3, dtype)
     model = Sam3ForTraining(
         sam3,
         bundle.tokenize,
