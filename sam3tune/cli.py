@@ -84,7 +84,11 @@ def _shortcuts(parser: argparse.ArgumentParser, model_key: str, data_key: str | 
         "--model", metavar="M", help=f"hub id, save_pretrained dir, tiny/small (sets {model_key})"
     )
     if data_key is not None:
-        parser.add_argument("--data", metavar="PATH", help=f"dataset root or COCO JSON (sets {data_key})")
+        parser.add_argument(
+            "--data",
+            metavar="PATH",
+            help=f"dataset root (COCO, YOLO, label maps) or COCO JSON (sets {data_key})",
+        )
 
 
 def _add_train(sub) -> None:
@@ -127,6 +131,9 @@ def _add_doctor(sub) -> None:
         ),
     )
     _shortcuts(parser, "model.name")
+    parser.add_argument(
+        "--ladder", action="store_true", help="also one step per memory rung: the memory of each (slower)"
+    )
     _overrides(parser, "TrainConfig")
 
 
@@ -166,8 +173,9 @@ def _add_predict(sub) -> None:
             "Ask every prompt on every image (files, or folders of images), together with the exemplar "
             "boxes (--box, --neg-box) if any; with boxes and no prompt, one query 'visual' finds everything "
             "like the boxes. Writes OUT/predictions.json (COCO results; category i = i-th prompt), "
-            "OUT/index.json (images, categories, exemplars) and OUT/overlays/<image>.png. Keys: model, "
-            "prompts, boxes, negative_boxes, device, overlays, postprocess.* (score_threshold, "
+            "OUT/index.json (images, categories, exemplars) and OUT/overlays/<image>.png (semantic=true: "
+            "also OUT/semantic/<image>.png label maps). Keys: model, prompts, boxes, negative_boxes, device, "
+            "overlays, semantic, postprocess.* (score_threshold, "
             "nms_iou_threshold, max_detections, ...)."
         ),
     )
@@ -208,7 +216,7 @@ def _pixel_box(text: str) -> list[float]:
 
 
 def _add_data(sub) -> None:
-    data = sub.add_parser("data", help="inspect a dataset or write a synthetic one")
+    data = sub.add_parser("data", help="inspect or convert a dataset, or write a synthetic one")
     data.set_defaults(show_help=data.print_help)
     actions = data.add_subparsers(dest="action", metavar="ACTION")
     inspect = _command(
@@ -218,7 +226,8 @@ def _add_data(sub) -> None:
         "DataConfig",
         help="show what the loader makes of a dataset: counts, queries, every problem",
         description=(
-            "PATH is a Roboflow export root, one split folder, or a COCO JSON file; the DataConfig keys that "
+            "PATH is a Roboflow export root, one split folder, a COCO JSON file or a YOLO dataset root "
+            "(data.yaml, or images/ + labels/); the DataConfig keys that "
             "change what is read (negatives, max_objects_per_query, prompts, keep_unused_categories) are "
             "key=value overrides. Exit status 1 when a split cannot be used."
         ),
@@ -229,6 +238,18 @@ def _add_data(sub) -> None:
     )
     inspect.add_argument("--images", type=Path, help="image folder of a COCO JSON file")
     _overrides(inspect, "DataConfig")
+
+    convert = actions.add_parser(
+        "convert",
+        help="write a dataset (YOLO folders, COCO) as a Roboflow-style COCO export",
+        description="Read PATH as training would (a YOLO dataset root, a Roboflow export, a split folder "
+        "or a COCO JSON file) and write OUT/<split>/_annotations.coco.json with the images beside it.",
+    )
+    convert.add_argument("path", type=Path, help="dataset root, split folder or COCO JSON file")
+    convert.add_argument("--to", choices=["coco"], required=True, help="output format")
+    convert.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
+    convert.add_argument("--images", type=Path, help="image folder of a COCO JSON file")
+    convert.set_defaults(handler="sam3tune.data.command:run_convert_command")
 
     synth = _command(
         actions,
@@ -245,6 +266,9 @@ def _add_data(sub) -> None:
     synth.add_argument("out", type=Path, help="output folder")
     synth.add_argument(
         "--images", type=int, metavar="N", help="N training images, N/4 (>= 1) valid and test (splits)"
+    )
+    synth.add_argument(
+        "--semantic", action="store_true", help="write label maps + semantic.yaml instead (docs/semantic.md)"
     )
     _overrides(synth, "SynthConfig")
 

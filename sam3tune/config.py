@@ -201,9 +201,10 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     return from_dict(cls, apply_overrides(data, overrides))
 
 
-def save_config(obj: Any, path: str | Path) -> None:
-    """Write a dataclass config as YAML (the resolved config of a run)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+def save_config(obj: Any, path: str | Path, comment: str | None = None) -> None:
+    """Write a dataclass config as YAML (the resolved config of a run), under ``comment`` lines if given."""
+    header = "".join(f"# {line}\n" for line in comment.splitlines()) if comment else ""
+    Path(path).write_text(header + yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:

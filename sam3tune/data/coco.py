@@ -1,6 +1,7 @@
 """Reading one COCO split strictly: every object checked, every problem raised or counted.
 
-``load_split`` turns a COCO annotation file plus its image folder into a :class:`CocoSplit`:
+``load_split`` turns a COCO annotation file (or a YOLO split, read by :mod:`sam3tune.data.yolo`
+into the same structure) plus its image folder into a :class:`CocoSplit`:
 usable images (file inside the image folder once links are resolved, listed under one id only,
 present, decodable, not corrupt, real size = JSON size after EXIF orientation), their objects
 (duplicates dropped, ``iscrowd`` 0 or 1) with boxes clipped to the image (``xyxy`` pixels) and
@@ -24,6 +25,7 @@ from sam3tune.data.json_file import JsonFileError, read_json
 from sam3tune.data.layout import SplitFiles, image_path, resolves_inside
 from sam3tune.data.masks import Segmentation, SegmentationError, mask_extent, validate_segmentation
 from sam3tune.data.problems import DataError, ProblemReport
+from sam3tune.data.yolo import read_yolo_split
 from sam3tune.progress import progress_bar
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")
@@ -90,7 +92,8 @@ def load_split(files: SplitFiles, progress: bool = True, follow_symlinks: bool =
     that resolve (through symlinks) outside ``files.image_dir`` are skipped unless ``follow_symlinks``.
     """
     source = files.annotation_file
-    data = _read_json(source)
+    problems = ProblemReport()
+    data = read_yolo_split(files.yolo, problems) if files.yolo is not None else _read_json(source)
     categories, supercategories = _parse_categories(data["categories"], source)
     listed_images = _parse_images(data["images"], files)
     annotations = data["annotations"]
@@ -102,7 +105,6 @@ def load_split(files: SplitFiles, progress: bool = True, follow_symlinks: bool =
         )
     _check_annotation_ids(annotations, source)
 
-    problems = ProblemReport()
     confined = _confined_images(listed_images, files.image_dir, follow_symlinks, problems)
     images = _probe_images(confined, problems, progress, source)
     if not images:

@@ -1,16 +1,26 @@
-"""``sam3tune data inspect`` and ``sam3tune data synth``."""
+"""``sam3tune data inspect``, ``sam3tune data convert`` and ``sam3tune data synth``."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sam3tune.config import load_config, with_shortcuts
+from sam3tune.data.coco import CocoSplit, load_split
 from sam3tune.data.config import DataConfig
 from sam3tune.data.inspection import format_report, inspect_dataset
+from sam3tune.data.layout import ROBOFLOW_ANNOTATIONS, find_splits
+from sam3tune.data.masks import decode_segmentation
+from sam3tune.data.problems import DataError
+from sam3tune.data.semantic import generate_semantic
 from sam3tune.data.synth import SynthConfig, generate
+from sam3tune.output_files import write_text_atomic
+from sam3tune.progress import progress_bar
 
 
 def run_inspect_command(
@@ -35,11 +45,16 @@ def run_inspect_command(
 
 
 def run_synth_command(
-    out: Path, config: str | None = None, overrides: Sequence[str] = (), images: int | None = None
+    out: Path,
+    config: str | None = None,
+    overrides: Sequence[str] = (),
+    images: int | None = None,
+    semantic: bool = False,
 ) -> int:
     """Write the synthetic dataset of the :class:`SynthConfig` from the ``config`` file, ``key=value``
     overrides, then ``images`` (``images`` training images, a quarter of that, at least 1, for valid and
-    test) under ``out``. Exit status 0, or 2 for bad input (message on stderr)."""
+    test) under ``out``; with ``semantic``, as label maps + ``semantic.yaml`` (docs/semantic.md). Exit
+    status 0, or 2 for bad input (message on stderr)."""
     splits = None
     if images is not None:
         held_out = max(1, images // 4)
@@ -48,6 +63,10 @@ def run_synth_command(
         if images is not None and images < 1:
             raise ValueError("--images must be at least 1")
         settings = load_config(SynthConfig, config, with_shortcuts(overrides, {"splits": splits}))
+        if semantic:
+            for split, count in generate_semantic(settings, out).items():
+                print(f"{out / split}: {count} images with label maps")
+            return 0
         summary = generate(settings, out)
     except ValueError as err:  # ConfigError, or SynthConfig's own checks
         print(f"sam3tune data synth: {err}", file=sys.stderr)
@@ -55,3 +74,84 @@ def run_synth_command(
     for split, count in summary.images.items():
         print(f"{out / split}: {count} images, {summary.objects[split]} objects")
     return 0
+
+
+def run_convert_command(path: Path, out: Path, to: str = "coco", images: Path | None = None) -> int:
+    """Write every split of the dataset at ``path`` (``images``: the image folder of a COCO JSON file)
+    as ``out/<split>/_annotations.coco.json`` with its images beside it (hard links where possible, else
+    copies): the Roboflow COCO layout.
+
+    The JSON holds what sam3tune reads from the source after validation: usable images, valid objects
+    (boxes clipped to the image, areas of the rasterised masks, or of the box for box-only objects),
+    every category. Returns 0, or 2 with a message on stderr for bad input or a non-empty ``out``.
+    """
+    if to != "coco":
+        print(f"sam3tune data convert: --to {to!r}: only coco is written", file=sys.stderr)
+        return 2
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        print(f"sam3tune data convert: {out} exists and is not empty; choose a new folder", file=sys.stderr)
+        return 2
+    try:
+        splits = [load_split(files) for files in find_splits(path, images)]
+    except DataError as err:
+        print(f"sam3tune data convert: {err}", file=sys.stderr)
+        return 2
+    for split in splits:
+        folder = out / split.name
+        folder.mkdir(parents=True, exist_ok=True)
+        for image in progress_bar(split.images, desc=f"images of {split.name}", leave=False):
+            target = folder / image.file_name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(image.path, target)
+        write_text_atomic(folder / ROBOFLOW_ANNOTATIONS, json.dumps(split_as_coco(split)))
+        skipped = sum(split.problems.counts.values())
+        print(
+            f"{folder / ROBOFLOW_ANNOTATIONS}: {len(split.images)} images, "
+            f"{sum(len(v) for v in split.objects.values())} objects, {len(split.categories)} categories"
+            + (
+                f" ({skipped} problems skipped or fixed: run `sam3tune data inspect {path}`)"
+                if skipped
+                else ""
+            )
+        )
+    return 0
+
+
+def split_as_coco(split: CocoSplit) -> dict[str, Any]:
+    """The validated split as a COCO dict (bbox xywh pixels, ``area`` of the mask or the box)."""
+    annotations = []
+    for image in split.images:
+        for obj in split.objects[image.image_id]:
+            x0, y0, x1, y1 = obj.box
+            area = (x1 - x0) * (y1 - y0)
+            if obj.segmentation is not None:
+                area = float(decode_segmentation(obj.segmentation, image.height, image.width).mask.sum())
+            annotations.append(
+                {
+                    "id": obj.annotation_id,
+                    "image_id": image.image_id,
+                    "category_id": obj.category_id,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": area,
+                    "iscrowd": int(obj.iscrowd),
+                    "segmentation": obj.segmentation if obj.segmentation is not None else [],
+                }
+            )
+    return {
+        "images": [
+            {"id": i.image_id, "file_name": i.file_name, "width": i.width, "height": i.height}
+            for i in split.images
+        ],
+        "categories": [
+            {"id": cat_id, "name": name, "supercategory": split.supercategories.get(cat_id, "")}
+            for cat_id, name in sorted(split.categories.items())
+        ],
+        "annotations": annotations,
+    }
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

@@ -50,7 +50,8 @@ class DataConfig:
 
     root: Path | None = None
     """Dataset root: a Roboflow export (``train/``, ``valid/`` or ``val/``, ``test/`` each with
-    ``_annotations.coco.json``), a single split folder, or a COCO JSON file."""
+    ``_annotations.coco.json``), a single split folder, a COCO JSON file, or a YOLO dataset root
+    (``data.yaml``, or ``images/`` + ``labels/``)."""
     train: str = "train"
     """Training split: a folder name under ``root`` or a COCO JSON path (relative to ``root``)."""
     val: str = "valid"

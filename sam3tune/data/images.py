@@ -165,6 +165,14 @@ def _skip_scan_data(data: bytes, pos: int) -> tuple[int, str | None]:
         return found, None
 
 
+def oriented_size(img: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` of an opened image after EXIF orientation (read from the header only)."""
+    width, height = img.size
+    if img.getexif().get(_EXIF_ORIENTATION, 1) in _TRANSPOSED_ORIENTATIONS:
+        return height, width
+    return width, height
+
+
 def read_rgb(path: Path, at_least: int | None = None) -> Image.Image:
     """Decode ``path`` as an 8-bit RGB image, EXIF orientation applied.
 

@@ -11,12 +11,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sam3tune.data.coco import CocoSplit, load_split
 from sam3tune.data.config import DataConfig
 from sam3tune.data.dataset import count_exemplar_queries
 from sam3tune.data.layout import SplitFiles, find_splits
 from sam3tune.data.problems import DataError
-from sam3tune.data.queries import load_prompt_map, plan_queries
+from sam3tune.data.queries import Negatives, load_prompt_map, negative_count, plan_queries
+from sam3tune.data.semantic import is_semantic_dataset, load_semantic_split, read_label_map, semantic_splits
 
 SCHEMA_VERSION = 1
 
@@ -47,6 +50,16 @@ def inspect_dataset(
         "error": None,
         "splits": [],
     }
+    if is_semantic_dataset(path):
+        for name in semantic_splits(path):
+            entry = _inspect_semantic_split(Path(path), name, config.negatives)
+            report["ok"] = report["ok"] and entry["ok"]
+            report["splits"].append(entry)
+        if not report["splits"]:
+            report.update(
+                ok=False, error={"kind": "empty_split", "message": f"{path}: no split with images/"}
+            )
+        return report
     try:
         splits = find_splits(path, image_dir)
         prompt_map = load_prompt_map(config.prompts) if config.prompts else None
@@ -60,13 +73,12 @@ def inspect_dataset(
     return report
 
 
-def _inspect_split(
-    files: SplitFiles, config: DataConfig, prompt_map: dict[str, str] | None, progress: bool
-) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "name": files.name,
-        "annotation_file": str(files.annotation_file),
-        "image_dir": str(files.image_dir),
+def _empty_entry(name: str, annotation_file: Path, image_dir: Path) -> dict[str, Any]:
+    """A split's entry before anything is known about it (every count null)."""
+    return {
+        "name": name,
+        "annotation_file": str(annotation_file),
+        "image_dir": str(image_dir),
         "ok": False,
         "error": None,
         "images": None,
@@ -76,6 +88,12 @@ def _inspect_split(
         "queries": None,
         "problems": [],
     }
+
+
+def _inspect_split(
+    files: SplitFiles, config: DataConfig, prompt_map: dict[str, str] | None, progress: bool
+) -> dict[str, Any]:
+    entry = _empty_entry(files.name, files.annotation_file, files.image_dir)
     try:
         split = load_split(files, progress=progress, follow_symlinks=config.follow_symlinks)
     except DataError as err:
@@ -147,6 +165,48 @@ def _split_counts(split: CocoSplit) -> dict[str, Any]:
     }
 
 
+def _inspect_semantic_split(root: Path, split: str, negatives: Negatives) -> dict[str, Any]:
+    """The ``data inspect`` entry of one semantic split (the instance report's keys; ``annotations``
+    and ``masks`` are null, a class's ``instances`` too; ``images`` counts the images showing it;
+    queries as training asks them with ``negatives``)."""
+    entry = _empty_entry(split, root / split / "labels", root / split / "images")
+    try:
+        loaded = load_semantic_split(root, split)
+    except DataError as err:
+        entry["error"] = {"kind": err.kind, "message": str(err)}
+        return entry
+    showing = dict.fromkeys(loaded.classes, 0)
+    positive = negative = 0
+    for image in loaded.images:
+        present = set(np.unique(read_label_map(image.label_path)).tolist()) & set(loaded.classes)
+        for c in present:
+            showing[c] += 1
+        positive += len(present)
+        negative += negative_count(len(loaded.classes) - len(present), negatives)
+    listed = len(loaded.images) + sum(
+        loaded.problems[k] for k in ("label_map_missing", "image_unreadable", "image_size_mismatch")
+    )
+    entry.update(
+        ok=True,
+        images={"listed": listed, "usable": len(loaded.images), "with_queries": len(loaded.images)},
+        categories=[
+            {
+                "id": c,
+                "name": name,
+                "prompt": loaded.prompts[c],
+                "instances": None,
+                "images": showing[c],
+                "queried": True,
+                "skipped": None,
+            }
+            for c, name in sorted(loaded.classes.items())
+        ],
+        queries={"positive": positive, "negative": negative, "negatives": negatives, "exemplar": 0},
+        problems=loaded.problems.as_list(),
+    )
+    return entry
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The report as text for people."""
     lines = [f"dataset {report['path']}"]
@@ -164,10 +224,13 @@ def format_report(report: dict[str, Any]) -> str:
                 f"  images: {im['usable']} usable of {im['listed']} listed"
                 + (f", {im['with_queries']} with queries" if im["with_queries"] is not None else "")
             )
-            lines.append(
-                f"  annotations: {an['usable']} usable of {an['listed']} listed, {an['crowd']} crowd"
-            )
-            lines.append(f"  masks: {mk['polygon']} polygon, {mk['rle']} RLE, {mk['none']} box only")
+            if an is not None:
+                lines.append(
+                    f"  annotations: {an['usable']} usable of {an['listed']} listed, {an['crowd']} crowd"
+                )
+                lines.append(f"  masks: {mk['polygon']} polygon, {mk['rle']} RLE, {mk['none']} box only")
+            else:
+                lines.append("  label maps (semantic): one query per image and class")
             lines.append("  categories:")
             for cat in split["categories"]:
                 state = (
@@ -175,9 +238,9 @@ def format_report(report: dict[str, Any]) -> str:
                     if cat["queried"]
                     else f"skipped ({cat['skipped'] or 'not queried'})"
                 )
+                count = f"{cat['instances']:>6} instances in" if cat["instances"] is not None else "shown in"
                 lines.append(
-                    f"    {cat['id']:>4}  {cat['name']!r:<28} {cat['instances']:>6} instances in "
-                    f"{cat['images']:>5} images  {state}"
+                    f"    {cat['id']:>4}  {cat['name']!r:<28} {count} {cat['images']:>5} images  {state}"
                 )
         if split["queries"]:
             q = split["queries"]

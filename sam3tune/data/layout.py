@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from sam3tune.data.problems import DataError
+from sam3tune.data.yolo import YoloSplit, find_yolo_splits, is_yolo_dataset
 
 ROBOFLOW_ANNOTATIONS = "_annotations.coco.json"
+SEMANTIC_YAML = "semantic.yaml"  # marks a semantic (label-map) dataset, see sam3tune.data.semantic
 SPLIT_NAMES = ("train", "valid", "val", "test")
 _ALIASES = {"valid": ("valid", "val"), "val": ("val", "valid")}
 
@@ -20,14 +23,18 @@ class SplitFiles:
     name: str
     annotation_file: Path
     image_dir: Path
+    yolo: YoloSplit | None = None
+    """Set for a YOLO split: where its images, labels and class names are; ``annotation_file`` is then
+    the split's labels folder (or its data.yaml when it has image-list files only)."""
 
 
 def find_splits(path: str | Path, image_dir: str | Path | None = None) -> list[SplitFiles]:
     """All splits under ``path``.
 
     ``path`` may be a Roboflow export root (``train/``, ``valid/`` or ``val/``, ``test/`` each
-    holding ``_annotations.coco.json`` with the images beside it), one such split folder, or a
-    COCO JSON file (images in ``image_dir``, by default the JSON's folder).
+    holding ``_annotations.coco.json`` with the images beside it), one such split folder, a
+    COCO JSON file (images in ``image_dir``, by default the JSON's folder), or a YOLO dataset
+    root (see :mod:`sam3tune.data.yolo`).
     """
     path = Path(path)
     if path.is_file():
@@ -41,11 +48,22 @@ def find_splits(path: str | Path, image_dir: str | Path | None = None) -> list[S
         for name in SPLIT_NAMES
         if (path / name / ROBOFLOW_ANNOTATIONS).is_file()
     ]
+    if not splits and (path / SEMANTIC_YAML).is_file():
+        raise DataError(
+            "empty_split",
+            f"{path}: a semantic dataset ({SEMANTIC_YAML}, label maps): `sam3tune train`, `eval`, `predict` "
+            "and `data inspect` read it (docs/semantic.md); `doctor` and `data convert` need instance labels",
+        )
+    if not splits and is_yolo_dataset(path):
+        return [
+            SplitFiles(split.name or path.name, split.labels, split.images, split)
+            for split in find_yolo_splits(path)
+        ]
     if not splits:
         raise DataError(
             "empty_split",
-            f"{path}: found no {ROBOFLOW_ANNOTATIONS} in it or in its {'/'.join(SPLIT_NAMES)} folders "
-            "(pass a COCO JSON file to use another layout)",
+            f"{path}: found no {ROBOFLOW_ANNOTATIONS} in it or in its {'/'.join(SPLIT_NAMES)} folders, "
+            "and no YOLO data.yaml or images/ + labels/ (pass a COCO JSON file to use another layout)",
         )
     return splits
 
@@ -64,12 +82,12 @@ def resolve_split(root: str | Path, split: str, image_dir: str | Path | None = N
     if root.is_file() or (root / ROBOFLOW_ANNOTATIONS).is_file():
         return find_splits(root, image_dir)[0]
     available = find_splits(root) if root.is_dir() else []
+    if len(available) == 1 and available[0].name not in SPLIT_NAMES:
+        return available[0]  # an unsplit YOLO folder (images/ + labels/) serves as every split
     for name in _ALIASES.get(split, (split,)):
         for found in available:
             if found.name == name:
-                return SplitFiles(
-                    found.name, found.annotation_file, Path(image_dir) if image_dir else found.image_dir
-                )
+                return dataclasses.replace(found, image_dir=Path(image_dir) if image_dir else found.image_dir)
     names = ", ".join(s.name for s in available) or "none"
     raise DataError("empty_split", f"{root}: no split {split!r} (splits found: {names})")
 

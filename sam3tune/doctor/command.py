@@ -17,9 +17,11 @@ def run_doctor_command(
     overrides: Sequence[str] = (),
     data: str | None = None,
     model: str | None = None,
+    ladder: bool = False,
 ) -> int:
     """Config from the ``config`` file, then ``key=value`` overrides, then ``data`` / ``model`` (the train
-    command's order); print the report. Exit status: 0 no error flag, 1 an error flag, 2 bad input."""
+    command's order); print the report (``ladder``: with one step per memory rung). Exit status: 0 no
+    error flag, 1 an error flag, 2 bad input."""
     from sam3tune.devices import resolve_device
     from sam3tune.doctor.diagnosis import diagnose
     from sam3tune.doctor.text_report import format_report
@@ -37,6 +39,10 @@ def run_doctor_command(
             "sam3tune doctor: no dataset: pass --data PATH (or set data.root in the config)", file=sys.stderr
         )
         return EXIT_BAD_INPUT
-    report = diagnose(config, progress=True, say=lambda line: print(f"doctor: {line}", file=sys.stderr))
+    report = diagnose(config, progress=True, say=_say, ladder=ladder)
     print(format_report(report))
     return EXIT_OK if report.ok else EXIT_FLAGGED
+
+
+def _say(line: str) -> None:
+    print(f"doctor: {line}", file=sys.stderr)

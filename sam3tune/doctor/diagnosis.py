@@ -28,6 +28,7 @@ from sam3tune.devices import resolve_device
 from sam3tune.doctor.data_report import DataReport, data_flags, data_report
 from sam3tune.doctor.expected_loss import ExpectedTotal, expected_total, total_flags
 from sam3tune.doctor.flags import SEVERITIES, Flag, make_flag
+from sam3tune.doctor.ladder import RungMemory, ladder_memory
 from sam3tune.doctor.learning_rates import (
     LearningRateGroup,
     learning_rate_flags,
@@ -54,6 +55,7 @@ from sam3tune.model import (
 )
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.loop import uses_bf16
+from sam3tune.train.memory_ladder import RUNGS, rung_config
 from sam3tune.train.param_groups import build_optimizer, role_of
 from sam3tune.train.recipe import data_for_model, load_bundle
 from sam3tune.train.sampler import EpochBatchSampler
@@ -94,6 +96,7 @@ class DoctorReport:
     grad_norm: float | None = None
     max_grad_norm: float | None = None
     memory: MemoryEstimate | None = None
+    ladder: list[RungMemory] | None = None
 
     def codes(self, severity: str | None = None) -> set[str]:
         """Flag codes (of one severity, or all)."""
@@ -115,12 +118,20 @@ class DoctorReport:
 
 
 def diagnose(
-    config: TrainConfig, *, progress: bool = False, say: Callable[[str], None] = lambda message: None
+    config: TrainConfig,
+    *,
+    progress: bool = False,
+    say: Callable[[str], None] = lambda message: None,
+    ladder: bool = False,
 ) -> DoctorReport:
     """Check the run ``config`` describes (``config.data.root`` must be set): data, model, first batch.
 
-    ``say`` receives a line before each slow stage (loading, the training step).
+    ``say`` receives a line before each slow stage (loading, the training step). ``ladder``: also one
+    step per memory rung on the same batch (``report.ladder``). A forced rung (``loop.memory=RUNG``) is
+    applied as training applies it.
     """
+    if config.loop.memory in RUNGS:
+        config = rung_config(config, config.loop.memory)
     report = DoctorReport(max_grad_norm=config.optim.grad_clip_norm)
     report.flags += loss_config_flags(config.loss) + optimiser_flags(config.optim)
     say(f"loading model {config.model.name}")
@@ -140,6 +151,10 @@ def diagnose(
     model.to(device)
     say(f"running one training step on {device}")
     _diagnose_step(report, model, batch, config, dataset_targets=report.data.targets if report.data else None)
+    if ladder:
+        del model
+        say(f"one training step per memory rung on {device}")
+        report.ladder = ladder_memory(config, batch, device)
     return report
 
 
@@ -198,7 +213,12 @@ def _build_model(
         report.flags += lora
         return bundle, None
     try:
-        model = build_training_model(bundle, config.model, exemplars=config.data.exemplars.enabled)
+        model = build_training_model(
+            bundle,
+            config.model,
+            exemplars=config.data.exemplars.enabled,
+            bf16_autocast=config.loop.amp != "off",
+        )
     except (WeightsNotLoadedError, ValueError) as err:
         report.flags.append(make_flag("model_build_failed", str(err)))
         return bundle, None

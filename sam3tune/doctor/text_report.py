@@ -8,6 +8,7 @@ from sam3tune.doctor.data_report import DataReport, Distribution
 from sam3tune.doctor.diagnosis import DoctorReport
 from sam3tune.doctor.expected_loss import ExpectedTotal
 from sam3tune.doctor.flags import Flag
+from sam3tune.doctor.ladder import RungMemory
 from sam3tune.doctor.learning_rates import LearningRateGroup
 from sam3tune.doctor.loss_table import GROUPS, LossTable
 from sam3tune.doctor.memory import MemoryEstimate
@@ -181,6 +182,30 @@ def format_memory(memory: MemoryEstimate) -> list[str]:
     return lines
 
 
+def format_ladder(rows: list[RungMemory]) -> list[str]:
+    """One row per memory rung: counted weights, gradients, optimizer state, measured activations."""
+    table_rows = []
+    for r in rows:
+        if r.memory is None:
+            table_rows.append([r.rung, "", "", "", "", "", r.error or "not measured"])
+            continue
+        m = r.memory
+        table_rows.append(
+            [
+                r.rung,
+                f"{r.trainable / 1e6:.2f}M",
+                size(m.weights),
+                size(m.gradients),
+                size(m.optimizer_state),
+                size(m.activations),
+                size(m.total),
+            ]
+        )
+    head = ["rung", "trained", "weights", "gradients", "optimizer", "activations", "estimated peak"]
+    lines = ["each rung applied to this run (loop.memory=RUNG), one step on the same batch, as above"]
+    return lines + table(head, table_rows, "lrrrrrr")
+
+
 def format_flags(flags: list[Flag]) -> list[str]:
     if not flags:
         return ["none"]
@@ -223,6 +248,8 @@ def format_report(report: DoctorReport) -> str:
         )
     if report.memory is not None:
         sections.append(("GPU MEMORY", format_memory(report.memory)))
+    if report.ladder is not None:
+        sections.append(("MEMORY LADDER", format_ladder(report.ladder)))
     flags = report.sorted_flags()
     sections.append(("FLAGS", format_flags(flags)))
     counts = {s: sum(f.severity == s for f in flags) for s in ("error", "warning", "info")}

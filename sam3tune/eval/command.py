@@ -15,6 +15,7 @@ import yaml
 
 from sam3tune.config import ConfigError, load_config, with_shortcuts
 from sam3tune.data import DataConfig, DataError, QueryDataset, build_eval_dataset
+from sam3tune.data.semantic import is_semantic_dataset
 from sam3tune.devices import resolve_device
 from sam3tune.eval.coco_results import (
     ResultsError,
@@ -38,6 +39,7 @@ from sam3tune.eval.ground_truth import (
 )
 from sam3tune.eval.model_eval import eval_loader, evaluate_model, predict_batches, sample_loader
 from sam3tune.eval.report import markdown_report, write_reports
+from sam3tune.eval.semantic_eval import eval_semantic_model
 from sam3tune.eval.verdict import Verdict, verdict_from_metrics
 from sam3tune.output_files import WriteError, claim_output_folder
 
@@ -156,7 +158,9 @@ def eval_model(
     """Evaluate model spec ``model`` (and ``baseline``) on split ``data.val`` of ``data.root``.
 
     Every image is asked every queried category (negatives included) at the model's own input
-    size. Writes ``eval.json``, ``eval.md`` and the COCO results (``predictions.json``,
+    size. On a semantic dataset (label maps) the metrics are per-class IoU and mIoU instead
+    (:func:`~sam3tune.eval.semantic_eval.eval_semantic_model`). Writes ``eval.json``, ``eval.md``
+    and the COCO results (``predictions.json``,
     ``baseline_predictions.json``) to ``out_dir``; returns both metrics and the Markdown report.
     With ``config.exemplars.enabled`` the exemplar protocol runs too (``*_exemplar.json`` results,
     ``metrics.exemplar``).
@@ -164,6 +168,8 @@ def eval_model(
     from sam3tune.predict import Predictor  # the model package is heavy; load it only here
 
     config = config or EvalConfig()
+    if is_semantic_dataset(data.root):  # label maps: mIoU per class instead of AP (SemanticMetrics)
+        return eval_semantic_model(model, data, out_dir, baseline, device, config.batch_size, progress)
     out_dir = Path(out_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 

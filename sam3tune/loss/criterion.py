@@ -35,6 +35,7 @@ from sam3tune.loss.classification_loss import (
 from sam3tune.loss.mask_loss import mask_pair_losses
 from sam3tune.loss.matcher import HungarianMatcher, Matching, OneToManyMatcher
 from sam3tune.loss.predictions import DecoderPredictions, QuerySet, parse_outputs
+from sam3tune.loss.semantic_loss import SemanticLossConfig
 from sam3tune.loss.targets import PackedTargets, pack_targets
 
 LOGGED_ONLY_TERMS = ("ce_f1", "presence_dec_acc")
@@ -126,6 +127,8 @@ class CriterionConfig:
     num_sample_points: int | None = None
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
+    # Semantic queries (label-map datasets): the semantic head's focal + dice terms, see semantic_loss.py.
+    semantic: SemanticLossConfig = field(default_factory=SemanticLossConfig)
 
     def __post_init__(self) -> None:
         self.validate()

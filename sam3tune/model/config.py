@@ -94,6 +94,11 @@ class ModelConfig:
     ``one_to_many``: the DAC branch (queries duplicated, duplicates skip self-attention) in training.
     ``allow_missing_weights``: train even if the checkpoint lacked some weights (never do this by accident:
     a silently random model is Meta sam3 issue #606).
+    ``frozen_dtype``: storage of the weights that do not train (base weights under LoRA, frozen
+    components): ``float32``, ``bfloat16`` (half the bytes; needs bf16 autocast, which casts them anyway),
+    or ``auto`` = ``bfloat16`` when the run trains under bf16 autocast, else ``float32``.
+    ``quantization``: ``nf4`` stores the frozen Linear weights of the base in 4-bit NormalFloat through
+    bitsandbytes (QLoRA; LoRA mode only; ``pip install sam3tune[qlora]``).
     """
 
     name: str = "facebook/sam3"
@@ -101,6 +106,8 @@ class ModelConfig:
     one_to_many: bool = True
     activation_checkpointing: bool = False
     allow_missing_weights: bool = False
+    frozen_dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    quantization: Literal["none", "nf4"] = "none"
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self) -> None:

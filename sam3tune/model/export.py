@@ -13,21 +13,29 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import torch
 from peft import PeftModel
 from torch import nn
 from transformers import Sam3Model
 
 from sam3tune.atomic import atomic_directory
 from sam3tune.model.finetune import quiet_peft
+from sam3tune.model.quantization import dequantized_merged, is_quantized
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def merged_model(sam3: Sam3Model | PeftModel) -> Sam3Model:
-    """A plain ``Sam3Model`` with any LoRA adapters merged in (a copy; ``sam3`` is left as it is)."""
-    if isinstance(sam3, PeftModel):
-        return copy.deepcopy(sam3).merge_and_unload()
-    return sam3
+    """A plain float32 ``Sam3Model`` with any LoRA adapters merged in (a copy when anything had to change;
+    ``sam3`` is left as it is). 4-bit base layers are dequantised, and bfloat16 frozen weights widened
+    before the merge, so that small adapter updates are not rounded away."""
+    if is_quantized(sam3):
+        return dequantized_merged(sam3)
+    if any(p.dtype != torch.float32 for p in sam3.parameters() if p.is_floating_point()):
+        sam3 = copy.deepcopy(sam3).float()
+    elif isinstance(sam3, PeftModel):
+        sam3 = copy.deepcopy(sam3)
+    return sam3.merge_and_unload() if isinstance(sam3, PeftModel) else sam3
 
 
 def save_merged(model: nn.Module, directory: str | Path) -> None:

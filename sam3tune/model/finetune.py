@@ -131,7 +131,7 @@ def _apply_lora(model: Sam3Model, config: FinetuneConfig, frozen: set[str], exem
         if c not in adapted:
             raise ValueError(f"finetune.lora: rank/alpha given for {c!r}, which is not in lora.components")
     targets = lora_targets(lora)
-    train_heads = "heads" not in frozen and "heads" not in adapted
+    train_heads = trains_heads(config)
     peft_config = PeftLoraConfig(
         r=lora.rank,
         lora_alpha=lora.alpha,
@@ -158,6 +158,11 @@ def _apply_lora(model: Sam3Model, config: FinetuneConfig, frozen: set[str], exem
             f"{[targets[c] for c in empty]} matched no Linear layer of this model"
         )
     return peft_model
+
+
+def trains_heads(config: FinetuneConfig) -> bool:
+    """Whether the heads train in full next to LoRA adapters (neither frozen nor adapted themselves)."""
+    return "heads" not in config.freeze and "heads" not in config.lora.components
 
 
 def lora_targets(lora: LoraConfig) -> dict[str, str]:

@@ -23,8 +23,9 @@ from sam3tune.model.config import ModelConfig
 from sam3tune.model.detr import inverse_sigmoid, run_detr_decoder, run_detr_encoder
 from sam3tune.model.dropout import set_detr_dropout
 from sam3tune.model.export import save_merged
-from sam3tune.model.finetune import apply_finetuning
+from sam3tune.model.finetune import apply_finetuning, trains_heads
 from sam3tune.model.loading import ModelBundle, WeightsNotLoadedError
+from sam3tune.model.quantization import cast_frozen, quantize_frozen_linears
 from sam3tune.model.roi_align import install_roi_align
 from sam3tune.model.tokenizer import Tokenizer
 
@@ -33,14 +34,16 @@ log = logging.getLogger(__name__)
 
 def _predict_masks(
     mask_decoder: nn.Module, queries: Tensor, memory: Tensor, text: Tensor, text_mask: Tensor, *levels: Tensor
-) -> Tensor:
-    return mask_decoder(
+) -> tuple[Tensor, Tensor]:
+    """Instance mask logits (B, Q, h, w) and the semantic head's logits (B, 1, h, w)."""
+    decoded = mask_decoder(
         decoder_queries=queries,
         backbone_features=list(levels),
         encoder_hidden_states=memory,
         prompt_features=text,
         prompt_mask=text_mask,
-    ).pred_masks
+    )
+    return decoded.pred_masks, decoded.semantic_seg
 
 
 class ImageFeatures(NamedTuple):
@@ -131,9 +134,10 @@ class Sam3ForTraining(nn.Module):
         Returns (Q learned queries, d decoder layers): ``pred_logits`` (B, Q), ``pred_boxes`` (B, Q, 4)
         cxcywh in [0, 1], ``presence_logits`` (B, 1) unclamped, ``pred_masks`` (B, Q, 4S/p, 4S/p) mask
         logits (p = patch size); ``aux_outputs``: d - 1 dicts (earliest layer first) with the same keys
-        but no masks. In training with ``one_to_many``: ``pred_logits_o2m`` / ``pred_boxes_o2m`` in every
-        dict and ``pred_masks_o2m`` in the top one. Logits, boxes and presence are float32; masks keep the
-        compute dtype (they are large).
+        but no masks; ``semantic_seg`` (B, 1, 4S/p, 4S/p) the semantic head's logits (one map per query,
+        the union of the prompted concept). In training with ``one_to_many``: ``pred_logits_o2m`` /
+        ``pred_boxes_o2m`` in every dict and ``pred_masks_o2m`` in the top one. Logits, boxes and presence
+        are float32; masks keep the compute dtype (they are large).
         """
         self._check_inputs(pixel_values, image_index, input_ids, attention_mask)
         _check_exemplars(exemplar_boxes, exemplar_labels, input_ids.shape[0])
@@ -192,7 +196,7 @@ class Sam3ForTraining(nn.Module):
         logits = sam3.dot_product_scoring(
             decoder_hidden_states=decoded.query_states, text_features=text, text_mask=text_mask
         ).squeeze(-1)
-        masks = run_maybe_checkpointed(
+        masks, semantic = run_maybe_checkpointed(
             checkpointed,
             _predict_masks,
             sam3.mask_decoder,
@@ -202,7 +206,7 @@ class Sam3ForTraining(nn.Module):
             text_mask,
             *levels,
         )
-        return _outputs(
+        outputs = _outputs(
             logits.float(),
             boxes.float(),
             decoded.presence_logits.float(),
@@ -210,6 +214,8 @@ class Sam3ForTraining(nn.Module):
             self.num_queries,
             one_to_many,
         )
+        outputs["semantic_seg"] = semantic
+        return outputs
 
     def _check_inputs(
         self, pixel_values: Tensor, image_index: Tensor, input_ids: Tensor, attention_mask: Tensor
@@ -308,14 +314,25 @@ def _outputs(
     return outputs
 
 
+def frozen_dtype(config: ModelConfig, bf16_autocast: bool) -> torch.dtype:
+    """The storage dtype of frozen weights: ``config.frozen_dtype``, ``auto`` resolved by the precision of
+    the training forward (bfloat16 under bf16 autocast, else float32)."""
+    if config.frozen_dtype == "auto":
+        return torch.bfloat16 if bf16_autocast else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[config.frozen_dtype]
+
+
 def build_training_model(
-    bundle: ModelBundle, config: ModelConfig, exemplars: bool = False
+    bundle: ModelBundle, config: ModelConfig, exemplars: bool = False, *, bf16_autocast: bool = False
 ) -> Sam3ForTraining:
-    """Prepare ``bundle.model`` for training as ``config`` says: dropout, fine-tuning mode (freezing /
-    LoRA), activation checkpointing; logs the per-component parameter table. ``exemplars``: the data has
-    exemplar (box-prompt) queries, so the geometry encoder trains like the other components (else it stays
-    frozen). Refuses a model whose weights did not load (unless ``config.allow_missing_weights``), the
-    geometry encoder's included when ``exemplars``. The bundle's model is modified in place."""
+    """Prepare ``bundle.model`` for training as ``config`` says: dropout, NF4 quantisation of the base
+    (``quantization``), fine-tuning mode (freezing / LoRA), frozen weights' dtype, activation
+    checkpointing; logs the per-component parameter table. ``exemplars``: the data has exemplar
+    (box-prompt) queries, so the geometry encoder trains like the other components (else it stays
+    frozen). ``bf16_autocast``: the forward will run under bf16 autocast (resolves ``frozen_dtype: auto``;
+    bfloat16 frozen weights need it). Refuses a model whose weights did not load (unless
+    ``config.allow_missing_weights``), the geometry encoder's included when ``exemplars``. The bundle's
+    model is modified in place."""
     missing_geometry = [k for k in bundle.report.missing if k.startswith("geometry_encoder.")]
     if (
         not bundle.report.weights_loaded or (exemplars and missing_geometry)
@@ -326,7 +343,21 @@ def build_training_model(
             + "; set model.allow_missing_weights=true only if this is intended."
         )
     set_detr_dropout(bundle.model, config.detr_dropout)
+    dtype = frozen_dtype(config, bf16_autocast)
+    if config.quantization == "nf4":
+        if config.finetune.mode != "lora":
+            raise ValueError(
+                "model.quantization=nf4 quantises the frozen base weights: it needs finetune.mode=lora"
+            )
+        count = quantize_frozen_linears(
+            bundle.model, train_heads=trains_heads(config.finetune), compute_dtype=dtype
+        )
+        log.info("quantised %d Linear layers of the base to 4-bit NF4 (bitsandbytes)", count)
+    elif config.quantization != "none":
+        raise ValueError(f"model.quantization must be 'none' or 'nf4', got {config.quantization!r}")
     sam3 = apply_finetuning(bundle.model, config.finetune, exemplars=exemplars)
+    if dtype != torch.float32:
+        cast_frozen(sam3, dtype)
     model = Sam3ForTraining(
         sam3,
         bundle.tokenize,

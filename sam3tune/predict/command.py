@@ -48,6 +48,7 @@ def run_predict_command(
             out,
             overlays=settings.overlays,
             overwrite=overwrite,
+            semantic=settings.semantic,
             boxes=settings.boxes,
             negative_boxes=settings.negative_boxes,
         )

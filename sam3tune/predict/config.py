@@ -15,6 +15,7 @@ class PredictConfig:
     exemplar boxes ``[x0, y0, x1, y1]`` in pixels of the input images, asked with every prompt, or without
     a prompt as one query ``"visual"`` (``docs/eval.md``); ``postprocess``: which
     detections are kept (score >= 0.5 by default); ``overlays``: also draw one PNG per image;
+    ``semantic``: also write the semantic head's label map of each image (docs/semantic.md);
     ``device``: a torch device, ``auto`` = CUDA when available."""
 
     model: str | None = None
@@ -23,6 +24,7 @@ class PredictConfig:
     negative_boxes: list[list[float]] = field(default_factory=list)
     postprocess: PostprocessConfig = field(default_factory=lambda: PostprocessConfig(score_threshold=0.5))
     overlays: bool = True
+    semantic: bool = False  # also write semantic/<image>.png: the semantic head's label map
     device: str = "auto"
 
     def __post_init__(self) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -32,6 +33,8 @@ from sam3tune.data.transforms import eval_geometry, transform_image
 from sam3tune.eval.coco_results import save_coco_results
 from sam3tune.eval.config import PostprocessConfig
 from sam3tune.eval.postprocess import Detections, postprocess
+from sam3tune.eval.semantic_eval import THRESHOLD as SEMANTIC_THRESHOLD
+from sam3tune.eval.semantic_eval import label_map, semantic_scores
 from sam3tune.model import Sam3ForTraining, Tokenizer, load_model
 from sam3tune.model.tokenizer import load_tokenizer
 from sam3tune.output_files import claim_output_folder, write_text_atomic, writing
@@ -40,7 +43,7 @@ from sam3tune.progress import progress_bar
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: What ``predict_files`` writes in its output folder (``--overwrite`` replaces exactly these).
-OUTPUTS = ("predictions.json", "predictions.jsonl", "index.json", "overlays")
+OUTPUTS = ("predictions.json", "predictions.jsonl", "index.json", "overlays", "semantic")
 # what PIL raises for a truncated, corrupt, oversized or non-image file
 UNREADABLE_IMAGE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 log = logging.getLogger(__name__)
@@ -131,6 +134,33 @@ class Predictor:
     ) -> list[dict[str, Detections]]:
         """:meth:`predict` for several images in one forward pass (the same exemplar boxes on each)."""
         prompts = _check_prompts(prompts, has_boxes=bool(boxes))
+        batch = self._batch(images, prompts, boxes, negative_boxes)
+        sizes = [tuple(batch.orig_sizes[row].tolist()) for row in batch.image_index.tolist()]
+        detections = postprocess(self.forward(batch), sizes, self.config)
+        n = len(prompts)
+        return [dict(zip(prompts, detections[i * n : (i + 1) * n], strict=True)) for i in range(len(images))]
+
+    def predict_semantic(
+        self, image: Image.Image | str | Path, prompts: Sequence[str], threshold: float = SEMANTIC_THRESHOLD
+    ) -> np.ndarray:
+        """The semantic head's label map of one image: ``(H, W)`` int64 in the image's pixels, ``i`` where
+        the ``i``-th prompt (1-based) scores highest and above ``threshold``, 0 where none does (score =
+        semantic probability x presence probability, see :mod:`sam3tune.eval.semantic_eval`)."""
+        if not isinstance(image, Image.Image):
+            image = read_rgb(Path(image))
+        prompts = _check_prompts(prompts)
+        outputs = self.forward(self._batch([image], prompts))
+        scores = semantic_scores(outputs, (image.height, image.width)).cpu()
+        return label_map(scores, torch.arange(1, len(prompts) + 1), threshold).clamp(min=0).numpy()
+
+    def _batch(
+        self,
+        images: Sequence[Image.Image],
+        prompts: list[str],
+        boxes: Sequence[Sequence[float]] = (),
+        negative_boxes: Sequence[Sequence[float]] = (),
+    ) -> Batch:
+        """Every prompt (with the exemplar boxes, if any) on every image, resized as in evaluation."""
         geometry = eval_geometry(self.image_size)
         samples = []
         for index, image in enumerate(images):
@@ -147,11 +177,7 @@ class Predictor:
                 sample.exemplar_boxes = [exemplars] * len(prompts)
                 sample.exemplar_labels = [labels] * len(prompts)
             samples.append(sample)
-        batch = collate(samples, self.tokenize)
-        sizes = [tuple(batch.orig_sizes[row].tolist()) for row in batch.image_index.tolist()]
-        detections = postprocess(self.forward(batch), sizes, self.config)
-        n = len(prompts)
-        return [dict(zip(prompts, detections[i * n : (i + 1) * n], strict=True)) for i in range(len(images))]
+        return collate(samples, self.tokenize)
 
     def predict_files(
         self,
@@ -163,12 +189,15 @@ class Predictor:
         overwrite: bool = False,
         boxes: Sequence[Sequence[float]] = (),
         negative_boxes: Sequence[Sequence[float]] = (),
+        semantic: bool = False,
     ) -> PredictedFiles:
         """Predict every image file into ``out_dir`` (see :data:`OUTPUTS`): ``predictions.json`` (COCO
         results), ``index.json`` (COCO ``images`` and ``categories``: category ``i`` is the i-th prompt, or
         ``visual``; the ``exemplars`` boxes; the files ``skipped`` and why, ``complete``) and, with
         ``overlays``, ``overlays/<image stem>.png`` (exemplar boxes drawn too). ``boxes`` /
-        ``negative_boxes``: exemplar boxes (xyxy pixels) asked on every image, as in :meth:`predict`.
+        ``negative_boxes``: exemplar boxes (xyxy pixels) asked on every image, as in :meth:`predict`. With
+        ``semantic``, also ``semantic/<image stem>.png``: the semantic head's label map
+        (:meth:`predict_semantic`: pixel value ``i`` = category ``i``, 0 = none).
 
         A file that cannot be read as an image (truncated, corrupt, not an image) is skipped and counted.
         Finished images are never lost: each is appended to ``predictions.jsonl`` as it is done, and
@@ -181,6 +210,8 @@ class Predictor:
         out_dir = claim_output_folder(out_dir, OUTPUTS, overwrite)
         if overlays:
             (out_dir / "overlays").mkdir()
+        if semantic:
+            (out_dir / "semantic").mkdir()
         done = PredictedFiles(out_dir)
         lines = out_dir / "predictions.jsonl"
         used_names: set[str] = set()
@@ -204,13 +235,21 @@ class Predictor:
                         "height": image.height,
                         "width": image.width,
                     }
+                    name = _unique_name(path.stem, used_names)
                     if overlays:
-                        name = _unique_name(path.stem, used_names)
                         with writing(out_dir / "overlays" / f"{name}.png"):
                             draw_overlay(image, list(found.items()), exemplars=exemplars).save(
                                 out_dir / "overlays" / f"{name}.png"
                             )
                         entry["overlay"] = f"overlays/{name}.png"
+                    if semantic:
+                        labels = self.predict_semantic(image, prompts)
+                        mode, dtype = ("L", np.uint8) if len(prompts) < 256 else ("I;16", np.uint16)
+                        with writing(out_dir / "semantic" / f"{name}.png"):
+                            Image.fromarray(labels.astype(dtype), mode=mode).save(
+                                out_dir / "semantic" / f"{name}.png"
+                            )
+                        entry["semantic"] = f"semantic/{name}.png"
                     results = [
                         r for c, p in enumerate(prompts, 1) for r in found[p].to_coco_results(image_id, c)
                     ]

@@ -19,6 +19,8 @@ from sam3tune.model.config import ModelConfig
 class OptimConfig:
     """AdamW with per-component learning rates (see :mod:`sam3tune.train.param_groups`)."""
 
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"  # adamw8bit: bitsandbytes' 8-bit moments
+
     lr_transformer: float = 8e-5  # DETR encoder/decoder, geometry encoder, mask decoder, heads
     lr_vision: float = 2.5e-5  # ViT backbone and FPN neck, before layer-wise decay
     lr_text: float = 5e-6  # text encoder and its projection
@@ -88,6 +90,10 @@ class LoopConfig:
     checkpoint_every_epochs: int = 1  # save `last` after every N epochs (and always at the end)
     checkpoint_every_steps: int = 0  # also save `last` every N steps within an epoch (0: never)
     find_unused_parameters: bool = True  # DDP: some SAM 3 parameters get no gradient in a step
+    # memory rung (sam3tune.train.memory_ladder): auto = on CUDA, the highest rung whose estimated peak
+    # fits the GPU (the config as written elsewhere); off = the config as written; or a rung name:
+    # full, lora, lora-decoder, qlora-decoder
+    memory: Literal["auto", "off", "full", "lora", "lora-decoder", "qlora-decoder"] = "auto"
 
     def __post_init__(self) -> None:
         self.validate()

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from sam3tune.model.components import component_of, is_adapter_parameter, vit_depth
+from sam3tune.model.quantization import require_bitsandbytes
 from sam3tune.train.config import OptimConfig
 
 Component = Literal["transformer", "vision", "text"]
@@ -120,9 +121,21 @@ def _depth_label(vit_depth: int | None) -> str:
 
 def build_optimizer(
     model: nn.Module, role_of: Callable[[str], ParamRole], num_vit_blocks: int, config: OptimConfig
-) -> torch.optim.AdamW:
-    """The trainer's AdamW over :func:`build_param_groups` of ``model`` with ``config``'s betas and eps."""
+) -> torch.optim.Optimizer:
+    """The trainer's optimizer (``config.optimizer``) over :func:`build_param_groups` of ``model``."""
     groups = build_param_groups(
         model.named_parameters(), role_of, no_weight_decay_names(model), config, num_vit_blocks
     )
-    return torch.optim.AdamW(groups, betas=tuple(config.betas), eps=config.eps, lr=config.lr_transformer)
+    return make_optimizer(groups, config)
+
+
+def make_optimizer(groups: list[dict], config: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW (the recipe) or bitsandbytes' 8-bit AdamW (``config.optimizer``: its two moments take 2
+    bytes per trained parameter instead of 8; ``sam3tune[qlora]``) over ``groups``, with ``config``'s betas
+    and eps."""
+    kwargs = {"betas": tuple(config.betas), "eps": config.eps, "lr": config.lr_transformer}
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, **kwargs)
+    if config.optimizer == "adamw8bit":
+        return require_bitsandbytes("optim.optimizer=adamw8bit").optim.AdamW8bit(groups, **kwargs)
+    raise ValueError(f"optim.optimizer must be 'adamw' or 'adamw8bit', got {config.optimizer!r}")

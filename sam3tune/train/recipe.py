@@ -4,13 +4,17 @@ run the loop in a run directory (the ``sam3tune train`` command and the demo cal
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from sam3tune.config import load_config, save_config
 from sam3tune.data import (
@@ -21,6 +25,7 @@ from sam3tune.data import (
     check_prompt_tokens,
     collate,
 )
+from sam3tune.data.semantic import is_semantic_dataset
 from sam3tune.eval.model_eval import make_validator
 from sam3tune.loss import Sam3Criterion
 from sam3tune.model import ModelBundle, build_training_model, load_model
@@ -29,10 +34,19 @@ from sam3tune.output_files import writing
 from sam3tune.train.checkpoint import load_checkpoint, load_model_state
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.distributed import DistributedContext, barrier, broadcast_object, init_distributed
-from sam3tune.train.loop import RunResult, Trainer, TrainingParts
+from sam3tune.train.loop import RunResult, Trainer, TrainingParts, uses_bf16
+from sam3tune.train.memory_ladder import (
+    RungChoice,
+    choose_rung,
+    out_of_memory_action,
+    out_of_memory_message,
+    queries_per_step,
+    rung_config,
+)
 from sam3tune.train.param_groups import role_of
 from sam3tune.train.resume import find_resume_point, record_resume, resume_changes
 from sam3tune.train.run_lock import RunLockedError, run_lock
+from sam3tune.train.semantic_recipe import semantic_training_parts
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +70,29 @@ def load_bundle(config: TrainConfig) -> ModelBundle:
 
 def build_training_parts(
     config: TrainConfig, context: DistributedContext
-) -> tuple[TrainingParts, TrainConfig]:
+) -> tuple[TrainingParts, TrainConfig, RungChoice]:
     """Model (``config.model``), criterion (``config.loss``) and datasets (``config.data``) for the loop.
 
-    Returns the parts and the config actually used (``data.resolution`` follows the model's input size
-    when left at its default)."""
+    Returns the parts, the config actually used (``data.resolution`` follows the model's input size
+    when left at its default; ``loop.memory`` resolved, see :mod:`sam3tune.train.memory_ladder`) and the
+    memory rung choice."""
     bundle = load_bundle(config)
-    model = build_training_model(bundle, config.model, exemplars=config.data.exemplars.enabled)
     config = dataclasses.replace(config, data=data_for_model(config.data, bundle.image_size))
+    if is_semantic_dataset(config.data.root):
+        return semantic_training_parts(config, context, bundle)
     train_dataset = build_train_dataset(
         config.data, seed=config.loop.seed, progress=context.is_main, augment=config.loop.augment
     )
     check_prompt_tokens(train_dataset.plan, bundle.tokenize, str(train_dataset.plan.split.annotation_file))
+    queries = queries_per_step(train_dataset, config.loop.batch_size)
+    choice = choose_rung(config, bundle.model.config, context.device, queries)
+    config = choice.config
+    if context.is_main:
+        log.info("memory: %s", choice.reason)
+    bf16 = uses_bf16(config.loop.amp, context.device)
+    model = build_training_model(
+        bundle, config.model, exemplars=config.data.exemplars.enabled, bf16_autocast=bf16
+    )
     val_dataset = None
     if config.val.every_epochs > 0:
         try:
@@ -96,7 +121,7 @@ def build_training_parts(
         evaluate=evaluate,
         val_criterion=Sam3Criterion(dataclasses.replace(config.loss, normalization="local")),
     )
-    return parts, config
+    return parts, config, choice
 
 
 def train(
@@ -122,25 +147,63 @@ def train(
             _lock_on_main(held, run_dir, context)
             changes = resume_changes(saved, config, allow_inexact=allow_inexact_resume)
             point = find_resume_point(run_dir)
-        parts, config = build_training_parts(config, context)
+        parts, config, choice = build_training_parts(config, context)
         if resume is None:
             run_dir = _new_run_dir(config, context)
             lock_file = _lock_on_main(held, run_dir, context)
             if lock_file is not None:
                 held.callback(_remove_if_unused, run_dir, lock_file)
-        trainer = Trainer(config, parts, run_dir, context, resume=point if point is not None else False)
-        if context.is_main:
-            with writing(run_dir / CONFIG_FILE):
-                save_config(config, run_dir / CONFIG_FILE)
-            if point is not None:
-                record_resume(run_dir, point, changes)
-            log.info("run directory: %s", run_dir)
-        barrier(context)
-        result = trainer.fit(on_step_end)
+        while True:
+            trainer = Trainer(config, parts, run_dir, context, resume=point if point is not None else False)
+            if context.is_main:
+                with writing(run_dir / CONFIG_FILE):
+                    save_config(config, run_dir / CONFIG_FILE, comment=choice.reason)
+                if point is not None:
+                    record_resume(run_dir, point, changes)
+                log.info("run directory: %s", run_dir)
+            barrier(context)
+            try:
+                result = trainer.fit(on_step_end)
+                break
+            except torch.cuda.OutOfMemoryError as err:
+                lower = _lower_rung_after(err, trainer, choice, run_dir, context, resumed=point is not None)
+            del trainer, parts
+            torch.cuda.empty_cache()
+            parts, config, choice = build_training_parts(rung_config(config, lower), context)
+            choice = dataclasses.replace(
+                choice, reason=f"loop.memory=auto stepped down to {lower} after an out-of-memory error"
+            )
         if config.export and result.status == "completed" and context.is_main:
             _export(trainer, result, config)
         barrier(context)
     return result
+
+
+def _lower_rung_after(
+    err: torch.cuda.OutOfMemoryError,
+    trainer: Trainer,
+    choice: RungChoice,
+    run_dir: Path,
+    context: DistributedContext,
+    resumed: bool,
+) -> str:
+    """The memory rung to restart on after ``err`` (the failed attempt's logs removed, its memory
+    released), or ``err`` re-raised naming the rung and the next one to try (see
+    ``memory_ladder.out_of_memory_action``)."""
+    steps = trainer.progress.step
+    checkpointed = (run_dir / "checkpoints").exists()
+    lower = out_of_memory_action(choice, steps, checkpointed, resumed, context.world_size)
+    message = out_of_memory_message(choice, steps)
+    if lower is None:
+        raise torch.cuda.OutOfMemoryError(f"{message}\n{err}") from err
+    log.warning("%s: restarting the run from its first step on rung %s", message, lower)
+    if trainer.log is not None:
+        trainer.log.close()
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tb", ignore_errors=True)
+    trainer.optimizer.state.clear()
+    gc.collect()
+    return lower
 
 
 def _lock_on_main(held: ExitStack, run_dir: Path, context: DistributedContext) -> Path | None:

@@ -70,3 +70,35 @@ def test_step_memory_and_bf16_activations(shapes):
     assert bf16.activations < 0.9 * fp32.activations
     assert fp32.optimizer_step >= fp32.gradients + fp32.optimizer_state
     assert fp32.total == fp32.weights + max(fp32.activations + fp32.optimizer_state, fp32.optimizer_step)
+
+
+def test_ladder_measures_each_rung_on_the_same_batch(shapes):
+    """``doctor --ladder``: each rung's model built fresh, one watched step each; the counted parts follow
+    the rung (fewer trained parameters down the ladder, bf16 frozen weights, 8-bit AdamW state), and the
+    report prints one row per rung."""
+    from sam3tune.doctor.ladder import ladder_memory
+    from sam3tune.doctor.text_report import format_ladder
+    from sam3tune.train.config import TrainConfig
+    from sam3tune.train.memory_ladder import LADDER
+
+    bundle = load_model("tiny")
+    dataset = build_train_dataset(DataConfig(root=shapes, resolution=64), progress=False)
+    batch = collate([dataset[0], dataset[1]], tokenize=bundle.tokenize)
+    config = TrainConfig()
+    config.model.name = "tiny"
+    rows = ladder_memory(config, batch, torch.device("cpu"))
+    assert [r.rung for r in rows] == list(LADDER) and all(r.error is None for r in rows)
+    by = {r.rung: r for r in rows}
+    trained = [by[r].trainable for r in LADDER]
+    assert trained[0] > trained[1] > trained[2] == trained[3]
+    for r in rows:
+        m = r.memory
+        # float32 gradients: 4 bytes per trained parameter, each tensor rounded up to a 512-byte block
+        assert 4 * r.trainable <= m.gradients < 4 * r.trainable + 512 * 300 and m.activations > 0
+        assert m.total == m.weights + max(m.activations + m.optimizer_state, m.optimizer_step)
+    # AdamW: two float32 moments per trained parameter (rounded to allocator blocks per tensor)
+    assert by["full"].memory.optimizer_state >= 8 * by["full"].trainable
+    # frozen weights in bf16 (lora-decoder) and NF4 Linear layers (qlora-decoder) take less than float32
+    assert by["qlora-decoder"].memory.weights < by["lora-decoder"].memory.weights < by["full"].memory.weights
+    text = "\n".join(format_ladder(rows))
+    assert all(rung in text for rung in LADDER)
