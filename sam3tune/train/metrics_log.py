@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
-from sam3tune.output_files import writing
+from sam3tune.output_files import write_text_atomic, writing
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -45,9 +44,7 @@ class MetricsLog:
         self.path = Path(run_dir) / "metrics.jsonl"
         if resume_step is not None:
             kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(self.path, "a")  # noqa: SIM115 (open for the run's lifetime; closed in close())
         purge = resume_step + 1 if resume_step is not None else None
         self._writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=purge)
