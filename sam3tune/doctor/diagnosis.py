@@ -8,6 +8,7 @@ dataset, a batch made by hand).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,8 +19,6 @@ from sam3tune.data import (
     DataConfig,
     DataError,
     QueryDataset,
-    build_train_dataset,
-    check_prompt_tokens,
     collate,
     resolve_split,
 )
@@ -57,7 +56,7 @@ from sam3tune.train.config import TrainConfig
 from sam3tune.train.loop import uses_bf16
 from sam3tune.train.memory_ladder import RUNGS, rung_config
 from sam3tune.train.param_groups import build_optimizer, role_of
-from sam3tune.train.recipe import data_for_model, load_bundle
+from sam3tune.train.recipe import data_for_model, load_bundle, training_dataset
 from sam3tune.train.sampler import EpochBatchSampler
 
 SAM3_PATCH_SIZE = 14
@@ -247,12 +246,9 @@ def _load_data(
 ) -> QueryDataset | None:
     """The training dataset as the trainer builds it, and the data report of its split."""
     try:
-        dataset = build_train_dataset(
-            data, seed=config.loop.seed, progress=progress, augment=config.loop.augment
-        )
+        run_config = dataclasses.replace(config, data=data)
+        dataset = training_dataset(run_config, bundle.tokenize if bundle else None, progress=progress)
         files = resolve_split(data.root, data.train, data.train_images)
-        if bundle is not None:
-            check_prompt_tokens(dataset.plan, bundle.tokenize, str(files.annotation_file))
     except DataError as err:
         code = "dataset_without_targets" if err.kind in _NO_TARGET_KINDS else "data_unusable"
         report.flags.append(make_flag(code, f"{err} [{err.kind}]"))

@@ -20,6 +20,7 @@ from sam3tune.config import load_config, save_config
 from sam3tune.data import (
     DataConfig,
     DataError,
+    QueryDataset,
     build_eval_dataset,
     build_train_dataset,
     check_prompt_tokens,
@@ -80,10 +81,7 @@ def build_training_parts(
     config = dataclasses.replace(config, data=data_for_model(config.data, bundle.image_size))
     if is_semantic_dataset(config.data.root):
         return semantic_training_parts(config, context, bundle)
-    train_dataset = build_train_dataset(
-        config.data, seed=config.loop.seed, progress=context.is_main, augment=config.loop.augment
-    )
-    check_prompt_tokens(train_dataset.plan, bundle.tokenize, str(train_dataset.plan.split.annotation_file))
+    train_dataset = training_dataset(config, bundle.tokenize, progress=context.is_main)
     queries = queries_per_step(train_dataset, config.loop.batch_size)
     choice = choose_rung(config, bundle.model.config, context.device, queries)
     config = choice.config
@@ -227,6 +225,19 @@ def _remove_if_unused(run_dir: Path, lock_file: Path) -> None:
     if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] in ([], [lock_file.name]):
         lock_file.unlink(missing_ok=True)
         run_dir.rmdir()
+
+
+def training_dataset(
+    config: TrainConfig, tokenize: Callable[[list[str]], Any] | None, *, progress: bool
+) -> QueryDataset:
+    """The training dataset of ``config.data`` as the trainer reads it (``loop.seed``, ``loop.augment``);
+    with ``tokenize``, prompts the tokenizer cuts to equal ids are refused (``DataError``)."""
+    dataset = build_train_dataset(
+        config.data, seed=config.loop.seed, progress=progress, augment=config.loop.augment
+    )
+    if tokenize is not None:
+        check_prompt_tokens(dataset.plan, tokenize, str(dataset.plan.split.annotation_file))
+    return dataset
 
 
 def data_for_model(data: DataConfig, image_size: int) -> DataConfig:
