@@ -12,6 +12,7 @@ status (0 ok, 2 bad input with a message on stderr).
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib
 import sys
 from collections.abc import Sequence
@@ -349,7 +350,29 @@ _COMMANDS: tuple = (
 _NOT_ARGUMENTS = ("handler", "command", "action", "show_help")
 
 
+def _write_any_text(err: UnicodeError) -> tuple[str | bytes, int]:
+    """Encoding error handler of the console: the bytes of a file name that is not valid UTF-8 (a lone
+    surrogate from Python's ``surrogateescape``) are written back as they were, any other character
+    the console cannot show as a backslash escape. No message is lost to a ``UnicodeEncodeError``."""
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    text = err.object[err.start : err.end]
+    if all("\udc80" <= char <= "\udcff" for char in text):
+        return bytes(ord(char) - 0xDC00 for char in text), err.end
+    return text.encode("ascii", "backslashreplace").decode("ascii"), err.end
+
+
+codecs.register_error("sam3tune.console", _write_any_text)
+
+
+def _console_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and stream.errors in ("strict", "backslashreplace"):
+            stream.reconfigure(errors="sam3tune.console")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _console_streams()
     args = vars(build_parser().parse_args(argv))
     handler = args.get("handler")
     if handler is None:  # `sam3tune` or `sam3tune data` alone

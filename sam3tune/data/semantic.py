@@ -292,5 +292,6 @@ def generate_semantic(config: SynthConfig, out: str | Path) -> dict[str, int]:
             label.save(out / split / "labels" / f"{index:06d}.png")
         written[split] = size
     classes = {i + 1: name for i, name in enumerate(names)}
-    (out / SEMANTIC_YAML).write_text(yaml.safe_dump({"names": classes, "ignore_index": 255}))
+    text = yaml.safe_dump({"names": classes, "ignore_index": 255})
+    (out / SEMANTIC_YAML).write_text(text, encoding="utf-8")
     return written

@@ -226,7 +226,7 @@ def run_verdict(model: str, baseline: str, tuned: EvalMetrics, zero_shot: EvalMe
     config_file = Path(model).parent / "config.yaml"
     if not config_file.is_file():
         return None
-    run = yaml.safe_load(config_file.read_text()) or {}
+    run = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
     started_from = str((run.get("model") or {}).get("name"))
     if not _same_model(started_from, baseline):
         return None

@@ -93,13 +93,13 @@ class HashingTokenizer:
     def save(self, directory: str | Path) -> None:
         """Write ``sam3tune_tokenizer.json`` into ``directory``."""
         spec = {"type": "hashing-word", "vocab_size": self.vocab_size, "max_length": self.max_length}
-        (Path(directory) / self.FILE_NAME).write_text(json.dumps(spec, indent=2) + "\n")
+        (Path(directory) / self.FILE_NAME).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, directory: str | Path) -> HashingTokenizer:
         path = Path(directory) / cls.FILE_NAME
         try:
-            spec = json.loads(path.read_text())
+            spec = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"cannot read tokenizer {path}: {err}") from err
         if spec.get("type") != "hashing-word":

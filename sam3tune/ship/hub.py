@@ -55,7 +55,7 @@ def export_hub_folder(
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
         raise HubExportError(f"{run_dir} is not a sam3tune run directory (no config.yaml)")
-    config = yaml.safe_load(config_file.read_text()) or {}
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
     lora = (config.get("model") or {}).get("finetune", {}).get("mode") == "lora"
     if weights == "auto":
         weights = "adapters" if lora else "merged"
@@ -86,12 +86,12 @@ def export_hub_folder(
                 config=config,
                 records=records,
                 data=_data_summary(config),
-                eval_report=json.loads(report.read_text()) if report is not None else None,
+                eval_report=json.loads(report.read_text(encoding="utf-8")) if report is not None else None,
                 weights=weights,
                 has_loss_curve=(staging / "loss_curve.png").is_file(),
             )
         )
-        (staging / "README.md").write_text(card)
+        (staging / "README.md").write_text(card, encoding="utf-8")
     return Path(out)
 
 
@@ -181,7 +181,7 @@ def _write_preprocessor_config(folder: Path, model_config: Path) -> None:
     resize of the whole image to S x S, scale to [0, 1], normalise with mean = std = 0.5; masks come out
     at 4x the patch grid, 288 px for SAM 3)."""
     try:
-        backbone = json.loads(model_config.read_text())["vision_config"]["backbone_config"]
+        backbone = json.loads(model_config.read_text(encoding="utf-8"))["vision_config"]["backbone_config"]
         size, patch = int(backbone["image_size"]), int(backbone["patch_size"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise HubExportError(f"cannot read the input size from {model_config}: {err}") from err
@@ -199,4 +199,4 @@ def _write_preprocessor_config(folder: Path, model_config: Path) -> None:
         "image_std": [0.5, 0.5, 0.5],
         "do_convert_rgb": True,
     }
-    (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n", encoding="utf-8")

@@ -61,7 +61,7 @@ class OnnxManifest:
     def read(cls, directory: str | Path) -> OnnxManifest:
         path = Path(directory) / MANIFEST
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
             raise FileNotFoundError(
                 f"{directory} is not a sam3tune ONNX export (cannot read {path}: {err})"
@@ -184,7 +184,7 @@ def export_onnx(
             _export_graph(module, args, staging / f"{name}.onnx", inputs, outputs, axes, opset, dynamo)
             log.info("exported %s in %.1f s", name, time.perf_counter() - started)
         bundle.tokenize.save(staging)
-        (staging / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+        (staging / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n", encoding="utf-8")
     return manifest
 
 

@@ -123,7 +123,7 @@ def record_resume(run_dir: Path, point: ResumePoint, changes: dict[str, list]) -
         "changes": changes,
     }
     path = Path(run_dir) / RESUMES_FILE
-    with writing(path), open(path, "a") as handle:
+    with writing(path), open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
 
 
