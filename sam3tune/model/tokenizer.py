@@ -100,11 +100,15 @@ class HashingTokenizer:
         path = Path(directory) / cls.FILE_NAME
         try:
             spec = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"cannot read tokenizer {path}: {err}") from err
-        if spec.get("type") != "hashing-word":
-            raise ValueError(f"{path}: unknown tokenizer type {spec.get('type')!r} (expected 'hashing-word')")
-        return cls(vocab_size=int(spec["vocab_size"]), max_length=int(spec["max_length"]))
+        if not isinstance(spec, dict) or spec.get("type") != "hashing-word":
+            found = spec.get("type") if isinstance(spec, dict) else type(spec).__name__
+            raise ValueError(f"{path}: unknown tokenizer type {found!r} (expected 'hashing-word')")
+        sizes = [spec.get("vocab_size"), spec.get("max_length")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+            raise ValueError(f"{path}: vocab_size and max_length must be positive integers, got {sizes}")
+        return cls(vocab_size=sizes[0], max_length=sizes[1])
 
 
 class PretrainedTokenizer:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import typing
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,16 +60,29 @@ class OnnxManifest:
 
     @classmethod
     def read(cls, directory: str | Path) -> OnnxManifest:
+        """``export.json`` of ``directory``, every field checked (a ``ValueError`` names the field)."""
         path = Path(directory) / MANIFEST
         try:
+            if path.stat().st_size > 1 << 20:
+                raise ValueError(f"{path.stat().st_size:,} bytes, not a manifest")
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise FileNotFoundError(
-                f"{directory} is not a sam3tune ONNX export (cannot read {path}: {err})"
-            ) from err
-        if data.get("format") != "sam3tune-onnx":
-            raise ValueError(f"{path}: not a sam3tune ONNX manifest (format {data.get('format')!r})")
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{directory} is not a sam3tune ONNX export (no {path})") from err
+        except (OSError, UnicodeDecodeError, RecursionError, ValueError) as err:
+            raise ValueError(f"{path}: cannot read the ONNX export's manifest ({err})") from err
+        if not isinstance(data, dict) or data.get("format") != "sam3tune-onnx":
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"{path}: not a sam3tune ONNX manifest (format {found!r})")
+        fields = {}
+        for name, kind in typing.get_type_hints(cls).items():
+            value = data.get(name)
+            positive = kind is not int or (isinstance(value, int) and value > 0)
+            if not isinstance(value, kind) or isinstance(value, bool) or not positive:
+                raise ValueError(
+                    f"{path}: {name} is {value!r}; expected {'a positive integer' if kind is int else 'text'}"
+                )
+            fields[name] = value
+        return cls(**fields)
 
 
 class _ImageEncoder(nn.Module):
