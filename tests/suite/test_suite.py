@@ -13,6 +13,7 @@ import yaml
 from sam3tune.cli import main
 from sam3tune.config import ConfigError, InvalidValue, load_config
 from sam3tune.suite import SuiteConfig, SuiteDataset, run_suite
+from sam3tune.suite.reference import load_reference
 from sam3tune.suite.runner import run_config
 from tests.train.coco_fixture import write_split
 
@@ -201,3 +202,16 @@ def test_command_line(tmp_path, capsys):
     (tmp_path / "s.yaml").write_text("datasets: [{name: a, root: a}]\nshotz: 3\n")
     assert main(["suite", "--config", str(tmp_path / "s.yaml")]) == 2
     assert "unknown config key(s) shotz" in capsys.readouterr().err
+
+
+def test_the_shipped_example_suites_load_and_match_their_references():
+    examples = Path(__file__).resolve().parents[2] / "docs" / "examples" / "suites"
+    odinw = load_config(SuiteConfig, examples / "odinw13-10shot.yaml")
+    reference = load_reference(odinw.reference)
+    assert sorted(d.name for d in odinw.datasets) == sorted(reference.datasets)
+    assert reference.mismatches(odinw.metric, odinw.shots, [d.name for d in odinw.datasets]) == []
+    first = run_config(odinw, odinw.datasets[0], 30)
+    assert first.data.train == "train/fewshot_train_shot10_seed30.json" and first.data.shots is None
+    assert first.data.prompts is not None and (examples.parents[2] / first.data.prompts).is_file()
+    rf100 = load_config(SuiteConfig, examples / "rf100vl-10shot.yaml")
+    assert rf100.presampled and load_reference(rf100.reference).name == "RF100-VL"
