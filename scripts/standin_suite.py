@@ -20,6 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from sam3tune.config import load_config
@@ -40,7 +41,11 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[300, 30, 3])
     parser.add_argument("--train-images", type=int, default=200, help="images each sample is drawn from")
     parser.add_argument("--test-images", type=int, default=100, help="held-out images per dataset")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1: tiny ops are fastest on a busy machine)"
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     datasets = []

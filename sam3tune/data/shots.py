@@ -87,10 +87,11 @@ class ShotSample:
 
     def describe(self) -> str:
         """One line for people: how many images, shots per category, which categories fell short."""
-        unit = "images" if self.rule == "image" else "objects"
+        unit = "image" if self.rule == "image" else "object"
         counts = Counter(self.shots.values())
-        spread = ", ".join(
-            f"{n} {unit}: {c} categor{'y' if c == 1 else 'ies'}" for n, c in sorted(counts.items())
+        spread = "; ".join(
+            f"{n} {unit}{'' if n == 1 else 's'}: {c} categor{'y' if c == 1 else 'ies'}"
+            for n, c in sorted(counts.items())
         )
         text = (
             f"K-shot sample (data.shots={self.k}, seed {self.seed}, rule {self.rule}): "

@@ -23,12 +23,13 @@ from sam3tune.suite.reference import Reference
 @dataclass
 class DatasetResult:
     """The finished evaluations of one dataset: ``zero_shot`` and ``tuned`` (seed -> value) of the suite's
-    metric (None where the report has no such value), ``failed`` (seed -> why its run failed)."""
+    metric (None where the report has no such value), ``failed`` (``"zero-shot"`` or the seed -> why that
+    step failed)."""
 
     name: str
     zero_shot: float | None
     tuned: dict[int, float | None]
-    failed: dict[int, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -58,7 +59,7 @@ def summarise(
                 "tuned": {**tuned, "per_seed": {str(s): values.get(s) for s in seeds}},
                 "change": change,
                 "missing_seeds": [s for s in seeds if s not in values],
-                "failed": {str(s): why for s, why in result.failed.items()},
+                "failed": dict(result.failed),
                 "reference": reference.for_dataset(result.name) if reference else None,
             }
         )

@@ -24,7 +24,6 @@ def run_suite_command(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    from sam3tune.data import DataError
     from sam3tune.output_files import WriteError
     from sam3tune.suite import SuiteConfig, run_suite
     from sam3tune.train.checkpoint import CheckpointError
@@ -35,15 +34,8 @@ def run_suite_command(
             raise ConfigError("give the suite file: sam3tune suite --config SUITE.yaml")
         settings = load_config(SuiteConfig, config, with_shortcuts(overrides, {"output_dir": out}))
         outcome = run_suite(settings, say=lambda line: print(line, file=sys.stderr, flush=True))
-    except (
-        ConfigError,
-        DataError,
-        CheckpointError,
-        RunLockedError,
-        WriteError,
-        FileExistsError,
-        ValueError,
-    ) as err:
+    # ValueError: configs (ConfigError), data (DataError), model specs (ModelSpecError), resolutions
+    except (ValueError, CheckpointError, RunLockedError, WriteError, FileExistsError) as err:
         print(f"sam3tune suite: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(outcome.table)

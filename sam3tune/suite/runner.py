@@ -32,7 +32,7 @@ from typing import Literal
 import yaml
 
 from sam3tune.config import ConfigError, as_overrides, load_config, save_config, to_dict
-from sam3tune.data import DataConfig
+from sam3tune.data import DataConfig, DataError
 from sam3tune.devices import resolve_device
 from sam3tune.suite.aggregate import DatasetResult, markdown_table, summarise
 from sam3tune.suite.config import SuiteConfig, SuiteDataset
@@ -61,7 +61,8 @@ INTERRUPTED = "interrupted"
 @dataclass
 class SuiteOutcome:
     """What :func:`run_suite` did: ``status``, the aggregated ``summary`` (``results.json``) and ``table``
-    (``results.md``), the runs that ``failed`` (``"dataset seed-S"`` -> reason)."""
+    (``results.md``), the steps that ``failed`` (``"<dataset> <seed>"`` or ``"<dataset> zero-shot"`` ->
+    reason: a run that diverged, a dataset whose files are refused); the others ran."""
 
     status: Literal["completed", "interrupted"]
     summary: dict
@@ -101,7 +102,7 @@ def run_suite(suite: SuiteConfig, say: Callable[[str], None] = print) -> SuiteOu
     receives the progress lines. Raises ``ConfigError`` when ``OUT`` holds a suite of other settings."""
     out = Path(suite.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    failed: dict[str, str] = {}
+    failed: dict[tuple[str, str], str] = {}
     status: Literal["completed", "interrupted"] = "completed"
     with ExitStack() as held:
         held.enter_context(run_lock(out))
@@ -119,13 +120,16 @@ def run_suite(suite: SuiteConfig, say: Callable[[str], None] = print) -> SuiteOu
             for number, step in enumerate(left, start=1):
                 say(f"[{number}/{len(left)}] {step.describe()} ...")
                 clock = time.perf_counter()
-                problem = step.run(suite, say)
+                try:
+                    problem = step.run(suite, say)
+                except DataError as err:  # this dataset's files: the others can still run
+                    problem = f"bad data: {err}"
                 if problem == INTERRUPTED:
                     status = "interrupted"
                     break
                 if problem:
-                    failed[step.run_label()] = problem
-                    say(f"    {step.run_label()} failed: {problem}")
+                    failed[(step.dataset.name, step.failure_key())] = problem
+                    say(f"    {step.describe()} failed: {problem}")
                 else:
                     say(f"    done in {time.perf_counter() - clock:.0f} s")
         except KeyboardInterrupt:
@@ -136,7 +140,7 @@ def run_suite(suite: SuiteConfig, say: Callable[[str], None] = print) -> SuiteOu
         table = markdown_table(summary)
         (out / RESULTS_JSON).write_text(json.dumps(summary, indent=2))
         (out / RESULTS_MD).write_text(table + "\n")
-    return SuiteOutcome(status, summary, table, failed)
+    return SuiteOutcome(status, summary, table, {f"{name} {key}": why for (name, key), why in failed.items()})
 
 
 def _reference(suite: SuiteConfig):
@@ -192,8 +196,9 @@ class _Step:
             "eval": f"{where}: evaluation of the tuned model",
         }[self.kind]
 
-    def run_label(self) -> str:
-        return f"{self.dataset.name} seed-{self.seed}" if self.seed is not None else self.dataset.name
+    def failure_key(self) -> str:
+        """How a failure of this step shows in the table: ``zero-shot`` or the seed."""
+        return "zero-shot" if self.seed is None else str(self.seed)
 
     def folder(self, suite: SuiteConfig) -> Path:
         base = Path(suite.output_dir) / self.dataset.name
@@ -271,7 +276,7 @@ def _read_eval(folder: Path) -> dict | None:
         return None
 
 
-def _collect(suite: SuiteConfig, failed: dict[str, str]) -> list[DatasetResult]:
+def _collect(suite: SuiteConfig, failed: dict[tuple[str, str], str]) -> list[DatasetResult]:
     """The metric of every finished evaluation, per dataset."""
     results = []
     for dataset in suite.all_datasets():
@@ -282,8 +287,6 @@ def _collect(suite: SuiteConfig, failed: dict[str, str]) -> list[DatasetResult]:
             summary = _read_eval(base / f"seed-{seed}" / "eval")
             if summary is not None:
                 tuned[seed] = summary.get(suite.metric)
-        reasons = {
-            int(k.rsplit("-", 1)[1]): v for k, v in failed.items() if k.startswith(f"{dataset.name} seed-")
-        }
+        reasons = {step: why for (name, step), why in failed.items() if name == dataset.name}
         results.append(DatasetResult(dataset.name, zero.get(suite.metric) if zero else None, tuned, reasons))
     return results

@@ -19,7 +19,7 @@ def test_spread_is_the_sample_standard_deviation():
 def results() -> list[DatasetResult]:
     return [
         DatasetResult("x", 0.10, {1: 0.30, 2: 0.50, 3: 0.40}),
-        DatasetResult("y", 0.20, {1: 0.60, 2: 0.70}, failed={3: "training diverged"}),
+        DatasetResult("y", 0.20, {1: 0.60, 2: 0.70}, failed={"3": "training diverged"}),
     ]
 
 

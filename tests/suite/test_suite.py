@@ -215,3 +215,16 @@ def test_the_shipped_example_suites_load_and_match_their_references():
     assert first.data.prompts is not None and (examples.parents[2] / first.data.prompts).is_file()
     rf100 = load_config(SuiteConfig, examples / "rf100vl-10shot.yaml")
     assert rf100.presampled and load_reference(rf100.reference).name == "RF100-VL"
+
+
+def test_a_dataset_whose_files_are_refused_fails_alone(finished, tmp_path):
+    root, out = copy(finished, tmp_path)
+    datasets = [{"name": "blocks", "root": str(root)}, {"name": "lost", "root": str(tmp_path / "nowhere")}]
+    lines: list[str] = []
+    outcome = run_suite(suite_config(root, out, datasets=datasets), say=lines.append)
+    assert outcome.status == "completed"
+    assert set(outcome.failed) == {"lost zero-shot", "lost 1", "lost 2"}
+    assert "bad data:" in outcome.failed["lost zero-shot"] and "nowhere" in outcome.failed["lost zero-shot"]
+    blocks, lost = outcome.summary["datasets"]
+    assert blocks["tuned"]["n"] == 2 and lost["tuned"]["n"] == 0 and lost["zero_shot"] is None
+    assert "| lost | - | - | - | 0/2 (failed: zero-shot, 1, 2) |" in outcome.table
