@@ -8,7 +8,7 @@ import logging
 from functools import partial
 
 from sam3tune.data import DataError, collate
-from sam3tune.data.semantic import build_semantic_dataset
+from sam3tune.data.semantic import build_semantic_dataset, refuse_instance_options
 from sam3tune.eval.semantic_eval import make_semantic_validator
 from sam3tune.loss.semantic_loss import SemanticCriterion
 from sam3tune.model import ModelBundle, build_training_model
@@ -30,12 +30,7 @@ def semantic_training_parts(
     (``config.loss.semantic`` + the decoder's presence loss), validation = mIoU; the memory rung is
     chosen as for instance data, for ``batch_size`` images of every class. A ``val.best_metric`` left
     at the instance default becomes ``mIoU``. Returns the parts, the config used and the rung choice."""
-    if config.data.shots is not None:
-        raise DataError(
-            "layout_invalid",
-            f"data.shots={config.data.shots}: K-shot samples are drawn from instance labels (COCO, YOLO, "
-            f"Hugging Face datasets); {config.data.root} is a semantic label-map dataset",
-        )
+    refuse_instance_options(config.data)
     if config.val.best_metric == _INSTANCE_DEFAULT_METRIC:
         config = dataclasses.replace(config, val=dataclasses.replace(config.val, best_metric="mIoU"))
         log.info("semantic data: val.best_metric = mIoU")
