@@ -116,7 +116,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     """
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    known = {f.name for f in _settings(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
@@ -130,10 +130,31 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         raise err.under(where) from None
 
 
+#: ``metadata`` of a dataclass field that records where the values came from (which keys the user set),
+#: not a setting: it is neither read from YAML nor written to it, and equality ignores it
+PROVENANCE = {"provenance": True}
+
+
+def _settings(cls: Any) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("provenance")]
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The leaves of a nested mapping by dotted key (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; an empty
+    mapping is a leaf)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def to_dict(obj: Any) -> Any:
     """A dataclass (nested) as plain dicts/lists/scalars, ready for YAML or JSON."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in _settings(obj)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -235,7 +256,9 @@ _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Load ``cls`` from an optional YAML file, then apply ``overrides``."""
+    """Load ``cls`` from an optional YAML file, then apply ``overrides``. A ``cls`` with a
+    :data:`PROVENANCE` field gets there the dotted keys the file and the overrides set (presets, such as
+    the memory rungs, leave those keys as the user set them)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -246,7 +269,12 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must hold a mapping at top level, got {type(loaded).__name__}")
         data = loaded or {}
-    return from_dict(cls, apply_overrides(data, overrides))
+    merged = apply_overrides(data, overrides)
+    config = from_dict(cls, merged)
+    for field in dataclasses.fields(cls):
+        if field.metadata.get("provenance"):
+            setattr(config, field.name, frozenset(flatten(merged)))
+    return config
 
 
 def save_config(obj: Any, path: str | Path, comment: str | None = None) -> None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sam3tune.config import flatten
+
 
 @dataclass
 class DemoSettings:
@@ -25,3 +27,21 @@ class DemoSettings:
         for name in ("steps", "train_images", "heldout_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for key in flatten(self.finetune):
+            owner = next((v for k, v in _DEMO_SETS.items() if key == k or key.startswith(k + ".")), None)
+            if owner is not None:
+                raise ValueError(
+                    f"finetune.{key}: the demo sets it from {owner}, so it would be overridden; set {owner} "
+                    "instead (or run `sam3tune train` with your own settings)"
+                )
+
+
+#: TrainConfig keys the demo sets itself (from the setting named)
+_DEMO_SETS = {
+    "loop.max_steps": "steps",
+    "loop.epochs": "steps",
+    "data.root": "train_images / heldout_images (the demo writes its own data)",
+    "output_dir": "out",
+    "run_name": "out",
+    "model.name": "base",
+}

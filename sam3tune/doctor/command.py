@@ -26,11 +26,14 @@ def run_doctor_command(
     from sam3tune.doctor.diagnosis import diagnose
     from sam3tune.doctor.text_report import format_report
     from sam3tune.train.config import TrainConfig
+    from sam3tune.train.memory_ladder import RUNGS, rung_config
 
     overrides = with_shortcuts(overrides, {"data.root": data, "model.name": model})
     try:
         config = load_config(TrainConfig, config, overrides)
         resolve_device(config.loop.device)  # a device this machine lacks: named here, not deep in torch
+        if config.loop.memory in RUNGS:
+            rung_config(config, config.loop.memory)  # a rung refusing the user's settings: named here
     except (ConfigError, ValueError) as err:
         print(f"sam3tune doctor: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

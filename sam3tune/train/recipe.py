@@ -78,7 +78,8 @@ def build_training_parts(
     when left at its default; ``loop.memory`` resolved, see :mod:`sam3tune.train.memory_ladder`) and the
     memory rung choice."""
     bundle = load_bundle(config)
-    config = dataclasses.replace(config, data=data_for_model(config.data, bundle.image_size))
+    data = data_for_model(config.data, bundle.image_size, config.is_set("data.resolution"))
+    config = dataclasses.replace(config, data=data)
     if is_semantic_dataset(config.data.root):
         return semantic_training_parts(config, context, bundle)
     train_dataset = training_dataset(config, bundle.tokenize, progress=context.is_main)
@@ -240,12 +241,13 @@ def training_dataset(
     return dataset
 
 
-def data_for_model(data: DataConfig, image_size: int) -> DataConfig:
-    """``data`` at the model's input size: ``data.resolution`` follows it when left at its default; any
-    other mismatch is a ``ValueError``."""
+def data_for_model(data: DataConfig, image_size: int, set_by_user: bool = False) -> DataConfig:
+    """``data`` at the model's input size: ``data.resolution`` follows it when the user did not set it
+    (``set_by_user``, or for a value off the default); a resolution the user set that differs is a
+    ``ValueError``."""
     if data.resolution == image_size:
         return data
-    if data.resolution != DataConfig().resolution:
+    if set_by_user or data.resolution != DataConfig().resolution:
         raise ValueError(
             f"data.resolution={data.resolution} but the model takes {image_size} px images; "
             f"set data.resolution={image_size} (or leave it unset)"

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 from functools import partial
 
+from sam3tune.config import ConfigError
 from sam3tune.data import DataError, collate
 from sam3tune.data.semantic import build_semantic_dataset, refuse_instance_options
 from sam3tune.eval.semantic_eval import make_semantic_validator
@@ -21,6 +22,7 @@ from sam3tune.train.param_groups import role_of
 log = logging.getLogger(__name__)
 
 _INSTANCE_DEFAULT_METRIC = "bbox_AP"
+_INSTANCE_METRICS = ("bbox_", "segm_", "false_fire")
 
 
 def semantic_training_parts(
@@ -31,9 +33,15 @@ def semantic_training_parts(
     chosen as for instance data, for ``batch_size`` images of every class. A ``val.best_metric`` left
     at the instance default becomes ``mIoU``. Returns the parts, the config used and the rung choice."""
     refuse_instance_options(config.data)
-    if config.val.best_metric == _INSTANCE_DEFAULT_METRIC:
+    metric = config.val.best_metric
+    if metric.startswith(_INSTANCE_METRICS) and config.is_set("val.best_metric"):
+        raise ConfigError(
+            f"val.best_metric={metric}: an instance metric; {config.data.root} is a semantic label-map "
+            "dataset, validated by mIoU: set val.best_metric=mIoU (or a loss with val.best_mode=min)"
+        )
+    if metric == _INSTANCE_DEFAULT_METRIC:
         config = dataclasses.replace(config, val=dataclasses.replace(config.val, best_metric="mIoU"))
-        log.info("semantic data: val.best_metric = mIoU")
+        log.info("semantic data: val.best_metric = mIoU (the instance default bbox_AP does not apply)")
     data = config.data
     train_dataset = build_semantic_dataset(
         data, data.train, train=True, seed=config.loop.seed, augment=config.loop.augment

@@ -8,13 +8,13 @@ import torch
 from coco_fixture import write_dataset
 from transformers import Sam3Config, Sam3Model
 
-from sam3tune.config import load_config
+from sam3tune.config import ConfigError, load_config
 from sam3tune.model import component_of
 from sam3tune.train import memory_ladder, recipe
 from sam3tune.train.checkpoint import load_checkpoint
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.loop import Trainer
-from sam3tune.train.memory_ladder import LADDER, choose_rung, estimate, fits, rung_config
+from sam3tune.train.memory_ladder import LADDER, apply_rung, choose_rung, estimate, fits, rung_config
 from sam3tune.train.metrics_log import read_metrics
 from sam3tune.train.recipe import load_run_config, train
 
@@ -65,15 +65,95 @@ def test_every_rung_trains_the_tiny_model_on_the_cpu(dataset, tmp_path, rung):
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
-def test_rung_overrides_replace_the_setup_of_the_config():
+def test_rung_overrides_replace_the_setup_the_user_did_not_set():
     config = load_config(TrainConfig, None, ["model.finetune.lora.rank_per_component={vision: 4}"])
-    decoder = rung_config(config, "lora-decoder")
+    decoder, kept = apply_rung(config, "lora-decoder")
     assert decoder.model.finetune.mode == "lora" and decoder.model.finetune.freeze == ["vision", "text"]
     assert decoder.model.finetune.lora.components == ["detr_encoder", "detr_decoder", "mask_decoder"]
-    assert decoder.model.finetune.lora.rank_per_component == {}  # vision is not adapted on this rung
     assert decoder.loop.memory == "lora-decoder" and decoder.model.frozen_dtype == "auto"
+    # ... and keep what the user set, saying so
+    assert decoder.model.finetune.lora.rank_per_component == {"vision": 4}
+    assert kept == ["model.finetune.lora.rank_per_component={'vision': 4} (yours; the rung sets {})"]
+    assert rung_config(TrainConfig(), "lora-decoder").model.finetune.lora.rank_per_component == {}
     with pytest.raises(ValueError, match="not a rung"):
         rung_config(config, "tiny")
+
+
+# ---- explicit beats preset: a key the user set is never changed by a rung (CPU and simulated GPUs)
+
+
+def test_a_forced_rung_keeps_the_users_freezing_and_says_so(dataset, tmp_path):
+    result = train(
+        _config(dataset, tmp_path, "run_name=r", "loop.memory=full", "model.finetune.freeze=[vision, text]")
+    )
+    text = (result.run_dir / "config.yaml").read_text()
+    comment = text.splitlines()[0]
+    assert comment.startswith("# loop.memory=full: forced")
+    assert (
+        "kept as you set them: model.finetune.freeze=['vision', 'text'] (yours; the rung sets [])" in comment
+    )
+    assert "model.activation_checkpointing: False -> True" in comment  # what the rung did change
+    saved = load_run_config(result.run_dir)
+    assert saved.model.finetune.freeze == ["vision", "text"] and saved.model.activation_checkpointing
+    trained = load_checkpoint(result.run_dir / "checkpoints" / "last")[0]
+    assert {component_of(k) for k in trained}.isdisjoint({"vision", "text"})  # they really stayed frozen
+
+
+def test_a_rung_that_contradicts_a_defining_setting_is_refused_naming_both(dataset, tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"loop\.memory=lora trains with model\.finetune\.mode=lora but you set "
+    ):
+        train(_config(dataset, tmp_path, "run_name=r", "loop.memory=lora", "model.finetune.mode=full"))
+    assert not (tmp_path / "r").exists()
+
+
+def test_auto_on_a_simulated_gpu_keeps_the_users_freezing(dataset, tmp_path, monkeypatch):
+    _simulate_gpu(monkeypatch, 141)
+    result = train(_config(dataset, tmp_path, "run_name=r", "model.finetune.freeze=[vision, text]"))
+    comment = (result.run_dir / "config.yaml").read_text().splitlines()[0]
+    assert comment.startswith("# loop.memory=auto chose full")
+    assert "kept as you set them: model.finetune.freeze=['vision', 'text'] (yours; the rung sets [])" in (
+        comment
+    )
+    saved = load_run_config(result.run_dir)
+    assert saved.loop.memory == "full" and saved.model.finetune.freeze == ["vision", "text"]
+    trained = load_checkpoint(result.run_dir / "checkpoints" / "last")[0]
+    assert {component_of(k) for k in trained}.isdisjoint({"vision", "text"})
+
+
+def test_auto_on_smaller_simulated_gpus_keeps_the_users_freezing():
+    """Full size: with the ViT and text encoder frozen as the user asked, full fine-tuning of the rest
+    fits 8 GiB (the recipe's full rung would not); on 4 GB the lora rung, which adapts the ViT, cannot
+    keep it frozen and is skipped, saying why."""
+    frozen = load_config(TrainConfig, None, ["model.finetune.freeze=[vision, text]"])
+    eight = choose_rung(frozen, FULL_SIZE, CUDA, 4, device_bytes=8 * GIB)
+    assert eight.rung == "full" and eight.config.model.finetune.freeze == ["vision", "text"]
+    assert choose_rung(TrainConfig(), FULL_SIZE, CUDA, 4, device_bytes=8 * GIB).rung == "lora"
+    four = choose_rung(frozen, FULL_SIZE, CUDA, 4, device_bytes=4 * 10**9)
+    assert four.rung in ("lora-decoder", "qlora-decoder") and four.config.model.finetune.freeze == [
+        "vision",
+        "text",
+    ]
+    assert "not tried, they change what you set: lora (component(s) ['vision'] are both frozen" in four.reason
+
+
+def test_auto_does_not_step_into_rungs_that_change_a_defining_setting():
+    explicit = load_config(TrainConfig, None, ["model.finetune.mode=full"])
+    with pytest.raises(MemoryError, match=r"not tried, they change what you set: lora \(loop\.memory=lora"):
+        choose_rung(explicit, FULL_SIZE, CUDA, 4, device_bytes=8 * GIB)
+    assert choose_rung(TrainConfig(), FULL_SIZE, CUDA, 4, device_bytes=8 * GIB).rung == "lora"  # not set
+    chosen = choose_rung(explicit, FULL_SIZE, CUDA, 4, device_bytes=141 * GIB)
+    assert chosen.rung == "full"
+    assert memory_ladder.next_rung("full", chosen.config) is None  # no step down after an OOM either
+    assert memory_ladder.next_rung("full", TrainConfig()) == "lora"
+
+
+def test_a_config_built_in_code_counts_values_off_the_default_as_set():
+    config = TrainConfig()
+    config.model.finetune.freeze = ["vision"]
+    assert config.set_keys is None and config.is_set("model.finetune.freeze")
+    assert not config.is_set("model.finetune.mode")
+    assert rung_config(config, "full").model.finetune.freeze == ["vision"]
 
 
 FULL_SIZE = Sam3Config()
