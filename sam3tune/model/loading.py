@@ -250,7 +250,9 @@ def read_model_config(path: Path) -> Sam3Config:
         raise ModelSpecError(f"{file}: not readable JSON, truncated or corrupt ({err})") from err
     if not isinstance(data, dict):
         raise ModelSpecError(f"{file}: expected a JSON object, got {type(data).__name__}")
-    if data.get("model_type") != Sam3Config.model_type:
+    if data.get("model_type") == _VIDEO_MODEL_TYPE and isinstance(data.get("detector_config"), dict):
+        data = data["detector_config"]  # the hub's facebook/sam3: a video config whose detector is SAM 3
+    if data.get("model_type", Sam3Config.model_type) != Sam3Config.model_type:
         raise ModelSpecError(
             f"{file}: model_type {data.get('model_type')!r}, not a SAM 3 model ({Sam3Config.model_type!r}); "
             "give the folder of a Sam3Model (save_pretrained, sam3tune import-checkpoint, RUN_DIR/model)"
@@ -267,6 +269,7 @@ def read_model_config(path: Path) -> Sam3Config:
 
 
 _MAX_LAYERS = 10_000
+_VIDEO_MODEL_TYPE = "sam3_video"
 
 
 def _layer_count(config: dict) -> int:
@@ -352,6 +355,9 @@ def _header_report(source: str, config: Sam3Config, stored: dict) -> LoadReport:
         )
     with torch.device("meta"):
         model = Sam3Model(config)
+    prefix = f"{Sam3Model.base_model_prefix}."  # the hub's layout: detector_model.* beside tracker_*
+    if any(key.startswith(prefix) for key in stored):
+        stored = {key.removeprefix(prefix) if key.startswith(prefix) else key: v for key, v in stored.items()}
     expected = {k: list(v.shape) for k, v in model.state_dict().items()}
     unused = tuple(unreachable_prefixes(model))
     missing = sorted(set(expected) - set(stored))
