@@ -139,7 +139,9 @@ def _exemplar_protocol(
     queries = ExemplarQueries(dataset, prompts, keep_text=protocol.keep_text)
     loader = sample_loader(queries, predictor.tokenize, config)
     postprocess_config = dataclasses.replace(config.postprocess, with_masks="segm" in iou_types)
-    results, _ = predict_batches(predictor.forward, loader, postprocess_config, device, progress)
+    results, _ = predict_batches(
+        predictor.forward, loader, postprocess_config, device, progress, config.max_queries_per_forward
+    )
     metrics = exemplar_metrics(
         gt, results, prompts, iou_types, protocol.exclude_iou, protocol.seed, protocol.keep_text
     )
@@ -169,7 +171,9 @@ def eval_model(
 
     config = config or EvalConfig()
     if is_semantic_dataset(data.root):  # label maps: mIoU per class instead of AP (SemanticMetrics)
-        return eval_semantic_model(model, data, out_dir, baseline, device, config.batch_size, progress)
+        pieces = config.max_queries_per_forward
+        batch = config.batch_size
+        return eval_semantic_model(model, data, out_dir, baseline, device, batch, progress, pieces)
     out_dir = Path(out_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from sam3tune.data import Batch, DataConfig, collate
 from sam3tune.data.semantic import SemanticDataset, build_semantic_dataset
+from sam3tune.eval.config import MAX_QUERIES_PER_FORWARD
 from sam3tune.output_files import write_text_atomic
 from sam3tune.progress import progress_bar
 
@@ -76,12 +77,14 @@ def evaluate_semantic(
     batches: Iterable[Batch],
     classes: dict[int, str],
     progress: bool = False,
+    max_queries: int = MAX_QUERIES_PER_FORWARD,
 ) -> SemanticMetrics:
-    """Run ``forward`` over ``batches`` of a :class:`SemanticDataset` (every class queried per image)."""
+    """Run ``forward`` over ``batches`` of a :class:`SemanticDataset` (every class queried per image), at
+    most ``max_queries`` queries per forward pass (only the semantic maps and presence are kept)."""
     intersection = dict.fromkeys(classes, 0)
     union = dict.fromkeys(classes, 0)
     for batch in progress_bar(batches, desc="semantic eval", disable=not progress, leave=False):
-        outputs = forward(batch)
+        outputs = semantic_outputs(forward, batch, max_queries)
         masks = torch.stack([t["semantic_mask"] for t in batch.targets])
         scores = semantic_scores(outputs, tuple(masks.shape[-2:])).cpu()
         for row in range(batch.num_images):
@@ -98,6 +101,14 @@ def evaluate_semantic(
                 intersection[c] += int((p & t).sum())
                 union[c] += int((p | t).sum())
     return SemanticMetrics(dict(classes), intersection, union)
+
+
+def semantic_outputs(forward: Callable[[Batch], dict], batch: Batch, max_queries: int) -> dict[str, Tensor]:
+    """``semantic_seg`` and ``presence_logits`` of every query of ``batch``, from forward passes of at most
+    ``max_queries`` queries (:meth:`Batch.query_chunks`)."""
+    pieces = [forward(piece) for piece in batch.query_chunks(max_queries)]
+    keys = ("semantic_seg", "presence_logits")
+    return {k: torch.cat([p[k] for p in pieces]) if len(pieces) > 1 else pieces[0][k] for k in keys}
 
 
 def semantic_loader(dataset: SemanticDataset, tokenize, batch_size: int = 8) -> DataLoader:
@@ -136,6 +147,7 @@ def eval_semantic_model(
     device: str | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    max_queries: int = MAX_QUERIES_PER_FORWARD,
 ) -> tuple[SemanticMetrics, SemanticMetrics | None, str]:
     """mIoU of model spec ``model`` (and ``baseline``) on split ``data.val`` of a semantic dataset;
     writes ``eval.json`` and ``eval.md`` to ``out_dir``; returns both metrics and the Markdown."""
@@ -146,7 +158,7 @@ def eval_semantic_model(
         config = dataclasses.replace(data, resolution=predictor.image_size)
         dataset = build_semantic_dataset(config, data.val, train=False)
         loader = semantic_loader(dataset, predictor.tokenize, batch_size)
-        return evaluate_semantic(predictor.forward, loader, dataset.split.classes, progress)
+        return evaluate_semantic(predictor.forward, loader, dataset.split.classes, progress, max_queries)
 
     base = run(baseline) if baseline is not None else None
     metrics = run(model)

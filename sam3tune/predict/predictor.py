@@ -31,10 +31,10 @@ from sam3tune.data.exemplars import VISUAL_PROMPT
 from sam3tune.data.images import read_rgb
 from sam3tune.data.transforms import eval_geometry, transform_image
 from sam3tune.eval.coco_results import save_coco_results
-from sam3tune.eval.config import PostprocessConfig
+from sam3tune.eval.config import MAX_QUERIES_PER_FORWARD, PostprocessConfig
 from sam3tune.eval.postprocess import Detections, postprocess
 from sam3tune.eval.semantic_eval import THRESHOLD as SEMANTIC_THRESHOLD
-from sam3tune.eval.semantic_eval import label_map, semantic_scores
+from sam3tune.eval.semantic_eval import semantic_scores
 from sam3tune.model import Sam3ForTraining, Tokenizer, load_model
 from sam3tune.model.tokenizer import load_tokenizer
 from sam3tune.output_files import claim_output_folder, write_text_atomic, writing
@@ -61,6 +61,8 @@ class Predictor:
         image_size: the square input side S of the model.
         config: postprocessing (score threshold, NMS, ...); default: score >= 0.5.
         device: where the model runs (default: CUDA when available).
+        max_queries: at most this many queries (image x prompt) per forward pass; more prompts are asked in
+            several passes, so that thousands of prompts need no more memory than ``max_queries``.
     """
 
     def __init__(
@@ -70,7 +72,11 @@ class Predictor:
         image_size: int,
         config: PostprocessConfig | None = None,
         device: torch.device | str | None = None,
+        max_queries: int = MAX_QUERIES_PER_FORWARD,
     ):
+        if max_queries < 1:
+            raise ValueError(f"max_queries must be at least 1, got {max_queries}")
+        self.max_queries = max_queries
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         is_module = isinstance(model, nn.Module)
         self.model = model.eval().to(self.device) if is_module else model
@@ -88,6 +94,7 @@ class Predictor:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         allow_missing_weights: bool = False,
+        max_queries: int = MAX_QUERIES_PER_FORWARD,
     ) -> Predictor:
         """Load ``spec``: a ``save_pretrained`` directory, a hub id, a named architecture, or an ONNX
         export (``sam3tune export --format onnx``: its folder or one of its ``.onnx`` files), which runs
@@ -100,10 +107,10 @@ class Predictor:
 
             model = OnnxSam3(onnx_dir)
             tokenize = load_tokenizer(onnx_dir, model.manifest.text_max_length)
-            return cls(model, tokenize, model.image_size, config, "cpu")
+            return cls(model, tokenize, model.image_size, config, "cpu", max_queries)
         bundle = load_model(spec, dtype=dtype, allow_missing_weights=allow_missing_weights)
         model = Sam3ForTraining(bundle.model, bundle.tokenize, one_to_many=False)
-        return cls(model, bundle.tokenize, bundle.image_size, config, device)
+        return cls(model, bundle.tokenize, bundle.image_size, config, device, max_queries)
 
     @torch.no_grad()
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -135,8 +142,10 @@ class Predictor:
         """:meth:`predict` for several images in one forward pass (the same exemplar boxes on each)."""
         prompts = _check_prompts(prompts, has_boxes=bool(boxes))
         batch = self._batch(images, prompts, boxes, negative_boxes)
-        sizes = [tuple(batch.orig_sizes[row].tolist()) for row in batch.image_index.tolist()]
-        detections = postprocess(self.forward(batch), sizes, self.config)
+        detections = []
+        for piece in batch.query_chunks(self.max_queries):
+            sizes = [tuple(piece.orig_sizes[row].tolist()) for row in piece.image_index.tolist()]
+            detections += postprocess(self.forward(piece), sizes, self.config)
         n = len(prompts)
         return [dict(zip(prompts, detections[i * n : (i + 1) * n], strict=True)) for i in range(len(images))]
 
@@ -149,9 +158,17 @@ class Predictor:
         if not isinstance(image, Image.Image):
             image = read_rgb(Path(image))
         prompts = _check_prompts(prompts)
-        outputs = self.forward(self._batch([image], prompts))
-        scores = semantic_scores(outputs, (image.height, image.width)).cpu()
-        return label_map(scores, torch.arange(1, len(prompts) + 1), threshold).clamp(min=0).numpy()
+        best = index = None
+        for start, piece in enumerate(self._batch([image], prompts).query_chunks(self.max_queries)):
+            scores = semantic_scores(self.forward(piece), (image.height, image.width)).cpu()
+            value, found = scores.max(dim=0)  # a running argmax: one piece of maps at a time
+            found = found + start * self.max_queries
+            if best is None:
+                best, index = value, found
+            else:
+                better = value > best
+                best, index = torch.where(better, value, best), torch.where(better, found, index)
+        return torch.where(best > threshold, index + 1, torch.zeros_like(index)).numpy()
 
     def _batch(
         self,

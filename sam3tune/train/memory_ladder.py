@@ -34,8 +34,11 @@ from transformers import Sam3Config, Sam3Model
 from sam3tune.config import ConfigError, apply_overrides, flatten, from_dict, parse_yaml, to_dict
 from sam3tune.data import QueryDataset
 from sam3tune.data.queries import negative_count
+from sam3tune.data.semantic import SemanticDataset
+from sam3tune.devices import device_memory
 from sam3tune.model.finetune import HEAD_MODULES, apply_finetuning, quiet_peft, trains_heads
 from sam3tune.train.config import TrainConfig
+from sam3tune.train.loop import uses_bf16
 
 log = logging.getLogger(__name__)
 
@@ -234,14 +237,94 @@ def _quantizable_weights(model: nn.Module, config: TrainConfig) -> set[int]:
     }
 
 
-def queries_per_step(dataset: QueryDataset, batch_size: int) -> int:
+def queries_per_step(dataset: QueryDataset | SemanticDataset, batch_size: int) -> int:
     """The most queries a step can hold: ``batch_size`` times the most queries (positive + negative) of an
-    image of ``dataset``."""
-    plan = dataset.plan
-    most = max(
-        len(q.positives) + negative_count(len(q.negative_candidates), plan.negatives) for q in plan.images
+    image of ``dataset`` (negatives as its ``config.negatives``)."""
+    negatives = dataset.config.negatives
+    return batch_size * max(p + negative_count(c, negatives) for p, c in _queries_per_image(dataset))
+
+
+def _queries_per_image(dataset: QueryDataset | SemanticDataset) -> list[tuple[int, int]]:
+    """(positives, negative candidates) of every image of a training dataset."""
+    if isinstance(dataset, SemanticDataset):
+        classes = len(dataset.split.classes)
+        return [(len(image.present), classes - len(image.present)) for image in dataset.split.images]
+    return [(len(q.positives), len(q.negative_candidates)) for q in dataset.plan.images]
+
+
+class QueryBudgetError(ConfigError):
+    """A training step would hold more queries than the device's memory allows (the numbers named)."""
+
+
+def _activation_rung(config: TrainConfig) -> str:
+    """The rung whose measured activation peak stands for ``config``'s (its own, or the nearest setup)."""
+    if config.loop.memory in RUNGS:
+        return config.loop.memory
+    finetune = config.model.finetune
+    if finetune.mode == "full":
+        return "full"
+    return "lora" if "vision" in finetune.lora.components else "lora-decoder"
+
+
+def query_budget(sam3_config: Sam3Config, config: TrainConfig, device_bytes: int, bf16_autocast: bool) -> int:
+    """The most queries a training step of ``config`` may hold on a device of ``device_bytes``: what is
+    left of the usable memory after the weights and optimizer state, over the estimated activation bytes
+    of one query (the measured full-size reference scaled by the pixel count, see :func:`estimate`; an
+    upper bound for smaller architectures, about 4x the measured peak of ``tiny``)."""
+    counted = count_memory(sam3_config, config, bf16_autocast)
+    side = int(sam3_config.image_size)
+    per_query = (
+        ACTIVATION_REFERENCE[_activation_rung(config)] * (side / REFERENCE_SIDE) ** 2 / REFERENCE_QUERIES
     )
-    return batch_size * most
+    room = USABLE_FRACTION * device_bytes - RESERVED_BYTES - counted.weights - counted.optimizer
+    return max(0, int(room // per_query))
+
+
+def bound_queries(
+    dataset: QueryDataset | SemanticDataset,
+    config: TrainConfig,
+    sam3_config: Sam3Config,
+    device_bytes: int,
+    device_name: str,
+    bf16_autocast: bool,
+) -> tuple[QueryDataset | SemanticDataset, TrainConfig, str]:
+    """Keep a training step's queries within what the device holds, on every device (the GPU's memory,
+    else the machine's RAM): every absent category is a negative query by default, so 5,000 categories
+    make 5,000 queries per image. Returns the dataset, the config and a note (empty when nothing
+    changed). Over the budget, ``data.negatives`` left at its default is capped to the K negatives per
+    image that fit (sampled per image and epoch; the note says so with the numbers); a ``data.negatives``
+    the user set, or positives alone over the budget, raise :class:`QueryBudgetError` with the numbers."""
+    batch = config.loop.batch_size
+    budget = query_budget(sam3_config, config, device_bytes, bf16_autocast)
+    needed = queries_per_step(dataset, batch)
+    if needed <= budget:
+        return dataset, config, ""
+    images = _queries_per_image(dataset)
+    positives = max(p for p, _ in images)
+    numbers = (
+        f"{needed} queries per step ({batch} image(s) x up to {needed // batch}: every absent category is a "
+        f"negative query, data.negatives={config.data.negatives}) exceed the {budget} that this "
+        f"{device_name} ({_gib(device_bytes)}) holds by the memory estimate"
+    )
+    per_image = budget // batch
+    if config.is_set("data.negatives") or per_image <= positives:
+        fix = (
+            f"set data.negatives=K with K <= {per_image - positives} (negatives sampled per image and epoch)"
+            if per_image > positives
+            else (
+                f"an image has {positives} positive categories, more than fit without any negative: "
+                "train on a device with more memory, on fewer categories, or with a smaller loop.batch_size"
+            )
+        )
+        raise QueryBudgetError(f"{numbers}: {fix}")
+    negatives = per_image - positives
+    data = dataclasses.replace(config.data, negatives=negatives)
+    config = dataclasses.replace(config, data=data)
+    if isinstance(dataset, SemanticDataset):
+        dataset = SemanticDataset(dataset.split, data, train=True, seed=dataset.seed, augment=dataset.augment)
+    else:
+        dataset = QueryDataset(dataset.plan, data, train=True, seed=dataset.seed, augment=dataset.augment)
+    return dataset, config, f"{numbers}: data.negatives capped to {negatives} sampled per image and epoch"
 
 
 def estimate(
@@ -375,3 +458,29 @@ def out_of_memory_message(choice: RungChoice, steps_done: int) -> str:
         f"try loop.memory={below}" if below else "lower the queries per step (data.negatives=K) or resolution"
     )
     return f"CUDA out of memory after {steps_done} optimizer step(s) on memory rung {here}; {advice}"
+
+
+def plan_memory(
+    config: TrainConfig,
+    dataset: QueryDataset | SemanticDataset,
+    sam3_config: Sam3Config,
+    device: torch.device,
+    device_bytes: int | None = None,
+) -> tuple[QueryDataset | SemanticDataset, RungChoice]:
+    """The memory rung (:func:`choose_rung`) and the query bound (:func:`bound_queries`) of a training run
+    on ``device`` (its memory: ``device_bytes``, read from the device when None). Returns the training
+    dataset to use and the choice, whose ``config`` and ``reason`` (logged, written to ``config.yaml``)
+    hold both."""
+    choice = choose_rung(config, sam3_config, device, queries_per_step(dataset, config.loop.batch_size))
+    dataset, bounded, note = bound_queries(
+        dataset,
+        choice.config,
+        sam3_config,
+        device_bytes or device_memory(device),
+        "GPU" if device.type == "cuda" else f"{device.type.upper()} machine",
+        uses_bf16(choice.config.loop.amp, device),
+    )
+    if note:
+        log.warning("%s", note)
+        choice = dataclasses.replace(choice, config=bounded, reason=f"{choice.reason}; {note}")
+    return dataset, choice

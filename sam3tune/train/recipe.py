@@ -38,10 +38,9 @@ from sam3tune.train.distributed import DistributedContext, barrier, broadcast_ob
 from sam3tune.train.loop import RunResult, Trainer, TrainingParts, uses_bf16
 from sam3tune.train.memory_ladder import (
     RungChoice,
-    choose_rung,
     out_of_memory_action,
     out_of_memory_message,
-    queries_per_step,
+    plan_memory,
     rung_config,
 )
 from sam3tune.train.param_groups import role_of
@@ -83,8 +82,7 @@ def build_training_parts(
     if is_semantic_dataset(config.data.root):
         return semantic_training_parts(config, context, bundle)
     train_dataset = training_dataset(config, bundle.tokenize, progress=context.is_main)
-    queries = queries_per_step(train_dataset, config.loop.batch_size)
-    choice = choose_rung(config, bundle.model.config, context.device, queries)
+    train_dataset, choice = plan_memory(config, train_dataset, bundle.model.config, context.device)
     config = choice.config
     if context.is_main:
         log.info("memory: %s", choice.reason)

@@ -16,7 +16,7 @@ from sam3tune.model import ModelBundle, build_training_model
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.distributed import DistributedContext
 from sam3tune.train.loop import TrainingParts, uses_bf16
-from sam3tune.train.memory_ladder import RungChoice, choose_rung
+from sam3tune.train.memory_ladder import RungChoice, plan_memory
 from sam3tune.train.param_groups import role_of
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,7 @@ def semantic_training_parts(
     train_dataset = build_semantic_dataset(
         data, data.train, train=True, seed=config.loop.seed, augment=config.loop.augment
     )
-    queries = config.loop.batch_size * len(train_dataset.split.classes)
-    choice = choose_rung(config, bundle.model.config, context.device, queries)
+    train_dataset, choice = plan_memory(config, train_dataset, bundle.model.config, context.device)
     config = choice.config
     if context.is_main:
         log.info("memory: %s", choice.reason)

@@ -1,6 +1,7 @@
 """The memory ladder: every rung trains the tiny model on the CPU, the automatic choice on simulated GPUs,
 and the step down after a simulated CUDA out-of-memory error."""
 
+import json
 import re
 
 import pytest
@@ -279,3 +280,79 @@ def test_out_of_memory_after_a_checkpoint_is_an_error(dataset, tmp_path, monkeyp
     _simulate_gpu(monkeypatch, 141, oom_on="full", oom_at_step=2)
     with pytest.raises(torch.cuda.OutOfMemoryError, match=re.escape("rung full; try loop.memory=lora")):
         train(_config(dataset, tmp_path, "run_name=ckpt", "loop.checkpoint_every_steps=1"))
+
+
+# ---- bounded cost per input: the queries of a training step fit the device's memory, on every device
+
+
+def _many_categories(root, categories=300):
+    """3 images, 2 objects each, ``categories`` categories: with data.keep_unused_categories every absent
+    category is a negative query, ``categories`` queries per image."""
+    write_dataset(root, train=3, valid=0)
+    path = root / "train" / "_annotations.coco.json"
+    coco = json.loads(path.read_text())
+    coco["categories"] = [{"id": i, "name": f"thing {i}"} for i in range(1, categories + 1)]
+    path.write_text(json.dumps(coco))
+    return root
+
+
+def _small_machine(monkeypatch, gib):
+    monkeypatch.setattr(memory_ladder, "device_memory", lambda device: int(gib * GIB))
+
+
+def test_negatives_left_at_the_default_are_capped_to_what_the_cpu_holds(tmp_path, monkeypatch):
+    data = _many_categories(tmp_path / "data")
+    _small_machine(monkeypatch, 2)  # a 2 GiB machine: ~200 queries of the tiny model by the estimate
+    config = _config(data, tmp_path, "run_name=r", "loop.batch_size=1", "data.keep_unused_categories=true")
+    result = train(config)
+    assert result.status == "completed"
+    saved = load_run_config(result.run_dir)
+    comment = (result.run_dir / "config.yaml").read_text().splitlines()[0]
+    budget = int(re.search(r"exceed the (\d+) that this CPU machine \(2\.0 GiB\)", comment)[1])
+    assert "300 queries per step (1 image(s) x up to 300" in comment
+    assert (
+        0 < saved.data.negatives < 300 - 2 and f"data.negatives capped to {saved.data.negatives}" in comment
+    )
+    assert saved.data.negatives + max(len(c) for c in _positives(data)) <= budget
+
+
+def _positives(root):
+    coco = json.loads((root / "train" / "_annotations.coco.json").read_text())
+    by_image = {}
+    for a in coco["annotations"]:
+        by_image.setdefault(a["image_id"], set()).add(a["category_id"])
+    return list(by_image.values())
+
+
+def test_negatives_the_user_set_are_refused_with_the_numbers_not_capped(tmp_path, monkeypatch):
+    data = _many_categories(tmp_path / "data")
+    _small_machine(monkeypatch, 2)
+    extra = ("run_name=r", "loop.batch_size=1", "data.keep_unused_categories=true", "data.negatives=all")
+    with pytest.raises(
+        memory_ladder.QueryBudgetError, match=r"300 queries per step .* set data\.negatives=K"
+    ):
+        train(_config(data, tmp_path, *extra))
+    assert not (tmp_path / "r").exists()
+    # positives alone over the budget (100 categories on each image): no cap helps, the message says so
+    crowded = _many_categories(tmp_path / "crowded", categories=100)
+    path = crowded / "train" / "_annotations.coco.json"
+    coco = json.loads(path.read_text())
+    coco["annotations"] = [
+        {**coco["annotations"][0], "id": i * 1000 + c, "image_id": i, "category_id": c}
+        for i in (1, 2, 3)
+        for c in range(1, 101)
+    ]
+    path.write_text(json.dumps(coco))
+    _small_machine(monkeypatch, 1.2)  # room for about 20 queries
+    with pytest.raises(memory_ladder.QueryBudgetError, match="100 positive categories, more than fit"):
+        train(_config(crowded, tmp_path, "run_name=r2", "loop.batch_size=1"))
+    assert not (tmp_path / "r2").exists()
+
+
+def test_the_budget_on_a_simulated_gpu_follows_its_memory():
+    """Full size at 1008 px on a 24 GiB GPU, full fine-tune: a few dozen queries per step; on 80 GiB more."""
+    config = rung_config(TrainConfig(), "full")
+    small = memory_ladder.query_budget(FULL_SIZE, config, 24 * GIB, bf16_autocast=True)
+    large = memory_ladder.query_budget(FULL_SIZE, config, 80 * GIB, bf16_autocast=True)
+    assert 4 <= small < large < 100
+    assert memory_ladder.query_budget(FULL_SIZE, config, 4 * GIB, bf16_autocast=True) == 0  # weights alone
