@@ -23,6 +23,8 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from sam3tune.errors import UserError
+
 T = TypeVar("T")
 
 
@@ -44,7 +46,7 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Yaml12Loader)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that does not fit the dataclass schema."""
 
 
@@ -53,8 +55,8 @@ class InvalidValue(ConfigError):
     rate); ``key`` is its dotted name relative to the dataclass that refused it."""
 
     def __init__(self, key: str, value: Any, requirement: str) -> None:
-        self.key, self.value, self.requirement = key, value, requirement
-        super().__init__(f"{key}={value!r}: {requirement}")
+        super().__init__(f"{key}={value!r}: {requirement}", key=key)
+        self.value, self.requirement = value, requirement
 
     def under(self, prefix: str) -> InvalidValue:
         """The same error with ``prefix`` (e.g. ``"optim."``) in front of the key."""

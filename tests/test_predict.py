@@ -7,6 +7,7 @@ from PIL import Image
 from torch import nn
 
 from sam3tune.cli import main
+from sam3tune.errors import UserError
 from sam3tune.eval.coco_results import detections_from_results, group_by_query, load_coco_results
 from sam3tune.eval.config import PostprocessConfig
 from sam3tune.model import HashingTokenizer
@@ -130,7 +131,7 @@ def test_predict_cli_with_tiny_model(images, tmp_path):
 def test_bad_prompts_and_paths(predictor, tmp_path):
     with pytest.raises(ValueError, match="repeat"):
         predictor.predict(Image.new("RGB", (8, 8)), ["a", "a"])
-    with pytest.raises(FileNotFoundError, match="no such"):
+    with pytest.raises(UserError, match="no such"):
         collect_images([tmp_path / "missing.jpg"])
 
 

@@ -10,11 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sam3tune.errors import UserError
+
 MAX_JSON_BYTES = 2 << 30
 """Largest JSON file read (2 GiB; LVIS train is ~1.1 GB). Parsed, a file takes 5-10x its size in memory."""
 
 
-class JsonFileError(ValueError):
+class JsonFileError(UserError, ValueError):
     """A JSON file that cannot be read; the message names the file and what is wrong."""
 
 

@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
+from sam3tune.errors import UserError
+
 log = logging.getLogger(__name__)
 
 Severity = Literal["error", "skipped", "fixed", "warning", "info"]
@@ -99,7 +101,7 @@ CATALOGUE: dict[str, tuple[Severity, str]] = {
 MAX_EXAMPLES = 5
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset problem that makes the split unusable; the message names the file and the id."""
 
     def __init__(self, kind: str, message: str):

@@ -30,6 +30,7 @@ from sam3tune.demo.tasks import NEW_SHAPES, finetune_task
 from sam3tune.eval.command import eval_model
 from sam3tune.eval.config import EvalConfig, PostprocessConfig
 from sam3tune.eval.evaluate import EvalMetrics
+from sam3tune.output_files import WriteError, writing
 from sam3tune.predict import Predictor
 from sam3tune.train.recipe import train
 
@@ -65,8 +66,9 @@ class DemoResult:
 def run_demo(settings: DemoSettings, progress: bool = True) -> DemoResult:
     """Write the task, fine-tune, evaluate before/after, draw overlays (see module docstring)."""
     out = Path(settings.out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty: choose another --out or remove it")
+    with writing(out, "out"):
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise WriteError(f"--out {out} exists and is not an empty folder: choose another --out", path=out)
     base = Path(settings.base) if settings.base is not None else base_model_dir()
     seconds: dict[str, float] = {}
     clock = time.perf_counter()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,11 +13,10 @@ import torch
 import yaml
 
 from sam3tune.config import ConfigError, load_config, with_shortcuts
-from sam3tune.data import DataConfig, DataError, QueryDataset, build_eval_dataset
+from sam3tune.data import DataConfig, QueryDataset, build_eval_dataset
 from sam3tune.data.semantic import is_semantic_dataset
 from sam3tune.devices import resolve_device
 from sam3tune.eval.coco_results import (
-    ResultsError,
     check_results_against,
     load_coco_results,
     save_coco_results,
@@ -32,7 +30,6 @@ from sam3tune.eval.exemplar_protocol import (
     exemplar_metrics,
 )
 from sam3tune.eval.ground_truth import (
-    GroundTruthError,
     ground_truth_from_plan,
     load_ground_truth,
     without_unasked_categories,
@@ -41,7 +38,7 @@ from sam3tune.eval.model_eval import eval_loader, evaluate_model, predict_batche
 from sam3tune.eval.report import markdown_report, write_reports
 from sam3tune.eval.semantic_eval import eval_semantic_model
 from sam3tune.eval.verdict import Verdict, verdict_from_metrics
-from sam3tune.output_files import WriteError, claim_output_folder
+from sam3tune.output_files import claim_output_folder
 
 if TYPE_CHECKING:
     from sam3tune.predict import Predictor
@@ -73,27 +70,23 @@ def run_eval_command(
     (which set ``model`` / ``data.root``); evaluate the model (and ``baseline``) on split ``data.val``, or
     the COCO results file ``predictions`` against ``gt``; print the report and write it to ``out`` (a
     folder holding an earlier report is refused unless ``overwrite``, checked before any model runs).
-    Exit status 0, or 2 for bad input (message on stderr)."""
-    try:
-        settings = load_config(
-            EvalRunConfig, config, with_shortcuts(overrides, {"model": model, "data.root": data})
+    Exit status 0; bad input raises a :class:`~sam3tune.errors.UserError` (status 2)."""
+    settings = load_config(
+        EvalRunConfig, config, with_shortcuts(overrides, {"model": model, "data.root": data})
+    )
+    if predictions is not None or gt is not None:
+        if predictions is None or gt is None or settings.model or settings.baseline:
+            raise ConfigError("--predictions needs --gt, and neither goes with a model or a baseline")
+        claim_output_folder(out, OUTPUTS, overwrite)
+        _, markdown = eval_predictions_file(predictions, gt, out, settings)
+    elif settings.model is None or settings.data.root is None:
+        raise ConfigError("give --model and --data (model=..., data.root=...), or --predictions and --gt")
+    else:
+        device = resolve_device(settings.device, key="device")
+        claim_output_folder(out, OUTPUTS, overwrite)
+        _, _, markdown = eval_model(
+            settings.model, settings.data, out, settings, baseline=settings.baseline, device=device
         )
-        if predictions is not None or gt is not None:
-            if predictions is None or gt is None or settings.model or settings.baseline:
-                raise ConfigError("--predictions needs --gt, and neither goes with a model or a baseline")
-            claim_output_folder(out, OUTPUTS, overwrite)
-            _, markdown = eval_predictions_file(predictions, gt, out, settings)
-        elif settings.model is None or settings.data.root is None:
-            raise ConfigError("give --model and --data (model=..., data.root=...), or --predictions and --gt")
-        else:
-            device = resolve_device(settings.device, key="device")
-            claim_output_folder(out, OUTPUTS, overwrite)
-            _, _, markdown = eval_model(
-                settings.model, settings.data, out, settings, baseline=settings.baseline, device=device
-            )
-    except (ConfigError, DataError, ResultsError, GroundTruthError, FileNotFoundError, WriteError) as err:
-        print(f"sam3tune eval: {err}", file=sys.stderr)
-        return 2
     print(markdown)
     print(f"reports written to {out}/eval.json and {out}/eval.md")
     return 0

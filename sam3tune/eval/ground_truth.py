@@ -14,6 +14,7 @@ from pathlib import Path
 from sam3tune.data import QueryPlan
 from sam3tune.data.json_file import JsonFileError, read_json
 from sam3tune.data.masks import SegmentationError, validate_segmentation
+from sam3tune.errors import UserError
 from sam3tune.eval.rle import annotation_rle, mask_areas
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ decodes at most; a larger size is a typo or an attempt to make mask decoding exh
 _INT64 = 1 << 63
 
 
-class GroundTruthError(ValueError):
+class GroundTruthError(UserError, ValueError):
     """Ground truth that cannot be evaluated (the message names the file and the offending id)."""
 
 

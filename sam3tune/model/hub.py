@@ -14,6 +14,8 @@ import os
 import re
 from pathlib import Path
 
+from sam3tune.errors import UserError
+
 #: what ``load_model`` reads from a hub repository
 HUB_FILES = [
     "config.json",
@@ -31,7 +33,7 @@ HUB_FILES = [
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9_]")
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(UserError, ValueError):
     """A model spec that cannot be loaded, with what to do about it."""
 
 

@@ -33,6 +33,9 @@ import torch
 from torch import Tensor
 
 from sam3tune.atomic import atomic_directory
+from sam3tune.errors import UserError
+from sam3tune.model.hub import ModelSpecError
+from sam3tune.output_files import WriteError
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +122,7 @@ DROPPED: list[tuple[str, str]] = [
 _PREFIXES = ("module.", "detector.")
 
 
-class MetaCheckpointError(ValueError):
+class MetaCheckpointError(UserError, ValueError):
     """A checkpoint that is not a Meta SAM 3 image-model state dict, or one that does not convert."""
 
 
@@ -211,7 +214,7 @@ def load_meta_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """Tensors of a Meta checkpoint file (``.pt`` via ``torch.load(weights_only=True)``, or safetensors)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file {path}")
+        raise MetaCheckpointError(f"no checkpoint file {path}", path=path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -239,7 +242,7 @@ def import_checkpoint(path: str | Path, out: str | Path, *, config=None) -> dict
 
     out = Path(out)
     if out.exists():
-        raise FileExistsError(f"{out} exists; give a new folder")
+        raise WriteError(f"{out} exists; give a new folder", path=out)
     converted, dropped = convert_state_dict(load_meta_checkpoint(path))
     with torch.device("meta"):
         model = Sam3Model(config or Sam3Config())
@@ -261,6 +264,6 @@ def import_checkpoint(path: str | Path, out: str | Path, *, config=None) -> dict
             ClipTokenizer.find_local(max_length=model.config.text_config.max_position_embeddings).save(
                 staging
             )
-        except FileNotFoundError as err:
+        except ModelSpecError as err:
             log.warning("tokenizer files not written (%s); load_model will need them in %s", err, out)
     return dropped

@@ -26,10 +26,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from sam3tune.config import ConfigError
 from sam3tune.data import Batch, Sample, collate
 from sam3tune.data.exemplars import VISUAL_PROMPT
 from sam3tune.data.images import read_rgb
 from sam3tune.data.transforms import eval_geometry, transform_image
+from sam3tune.errors import UserError
 from sam3tune.eval.coco_results import save_coco_results
 from sam3tune.eval.config import PostprocessConfig
 from sam3tune.eval.postprocess import Detections, postprocess
@@ -299,11 +301,9 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
         elif path.is_file():
             found.append(path)
         else:
-            raise FileNotFoundError(f"{path}: no such image file or folder")
+            raise UserError(f"{path}: no such image file or folder", path=path)
     if not found:
-        raise FileNotFoundError(
-            f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, paths))}"
-        )
+        raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, paths))}")
     return found
 
 
@@ -313,16 +313,16 @@ def exemplar_tensors(
     """Exemplar boxes in xyxy pixels of a ``width x height`` image -> ``(k, 4)`` cxcywh in [0, 1] of the
     evaluation canvas (a plain resize) and ``(k,)`` labels (1 for ``boxes``, 0 for ``negative_boxes``).
 
-    Boxes are clipped to the image; one with nothing left, or not 4 numbers, is a ``ValueError``."""
+    Boxes are clipped to the image; one with nothing left, or not 4 numbers, is a ``ConfigError``."""
     rows = []
     for box in [*boxes, *negative_boxes]:
         values = [float(v) for v in box]
         if len(values) != 4 or not all(map(torch.isfinite, torch.tensor(values))):
-            raise ValueError(f"an exemplar box must be 4 finite numbers x0,y0,x1,y1, got {list(box)!r}")
+            raise ConfigError(f"an exemplar box must be 4 finite numbers x0,y0,x1,y1, got {list(box)!r}")
         x0, x1 = (min(max(v, 0.0), width) for v in values[0::2])
         y0, y1 = (min(max(v, 0.0), height) for v in values[1::2])
         if x1 <= x0 or y1 <= y0:
-            raise ValueError(
+            raise ConfigError(
                 f"exemplar box {values} is empty inside the {width}x{height} image (need x0 < x1, y0 < y1)"
             )
         rows.append([(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height])
@@ -338,11 +338,11 @@ def _check_prompts(prompts: Sequence[str], has_boxes: bool = False) -> list[str]
     if not prompts and has_boxes:
         return [VISUAL_PROMPT]
     if not prompts or any(not p for p in prompts):
-        raise ValueError(
+        raise ConfigError(
             f"give at least one non-empty prompt or a positive exemplar box, got prompts {prompts!r}"
         )
     if len(set(prompts)) != len(prompts):
-        raise ValueError(f"prompts repeat: {prompts!r}")
+        raise ConfigError(f"prompts repeat: {prompts!r}", key="prompts")
     return prompts
 
 

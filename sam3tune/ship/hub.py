@@ -24,18 +24,21 @@ from typing import Any, Literal
 import yaml
 
 from sam3tune.data.config import DataConfig
+from sam3tune.errors import EXIT_NOT_FINISHED, UserError, require_package
 from sam3tune.model.export import atomic_directory
 from sam3tune.ship.model_card import ModelCardInputs, render_model_card
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-class HubExportError(ValueError):
+class HubExportError(UserError, ValueError):
     """The run cannot be exported as asked (names what is missing)."""
 
 
-class NotLoggedInError(RuntimeError):
-    """No Hugging Face token was found for ``--push``."""
+class NotLoggedInError(UserError, RuntimeError):
+    """No Hugging Face token was found for ``--push`` (exit status 3: the folder is written)."""
+
+    exit_status = EXIT_NOT_FINISHED
 
 
 def export_hub_folder(
@@ -108,11 +111,7 @@ def push_folder(
     :class:`NotLoggedInError` when no token is available.
     """
     if api_factory is None:
-        try:
-            from huggingface_hub import HfApi
-        except ImportError as err:
-            raise ImportError("--push needs huggingface_hub: pip install huggingface_hub") from err
-        api_factory = HfApi
+        api_factory = require_package("huggingface_hub", "--push", "pip install huggingface_hub").HfApi
     api = api_factory()
     if not api.token and not _stored_token():
         raise NotLoggedInError(

@@ -22,17 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sam3tune.atomic import atomic_directory, complete_copy
+from sam3tune.errors import UserError
+from sam3tune.output_files import writing
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
 META_FILE = "meta.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, incomplete or does not fit the model."""
 
 
@@ -76,9 +79,13 @@ def save_checkpoint(
     training_state: dict[str, Any],
     meta: dict[str, Any],
 ) -> None:
-    """Write a checkpoint to ``directory`` atomically (see the module docstring)."""
-    with atomic_directory(directory) as staging:
-        save_file({name: t.contiguous().cpu() for name, t in model_state.items()}, str(staging / MODEL_FILE))
+    """Write a checkpoint to ``directory`` atomically (see the module docstring); a failed write (a full
+    disk, no permission) raises :class:`~sam3tune.output_files.WriteError` naming ``directory`` and leaves
+    the previous checkpoint there as it was."""
+    failed_writes = (SafetensorError, RuntimeError)  # safetensors and torch.save on a full disk
+    with writing(directory, "output_dir", also=failed_writes), atomic_directory(directory) as staging:
+        tensors = {name: t.contiguous().cpu() for name, t in model_state.items()}
+        save_file(tensors, str(staging / MODEL_FILE))
         torch.save(training_state, staging / STATE_FILE)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
 

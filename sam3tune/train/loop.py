@@ -36,9 +36,12 @@ from torch.utils._pytree import tree_flatten, tree_map_only
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from sam3tune.config import ConfigError
+from sam3tune.errors import EXIT_NOT_FINISHED, UserError
 from sam3tune.output_files import writing
 from sam3tune.progress import progress_bar
 from sam3tune.train.checkpoint import (
+    CheckpointError,
     load_model_state,
     model_state_to_save,
     save_checkpoint,
@@ -76,8 +79,10 @@ _CHECKPOINT_FORMAT = 1
 _KEEP_EPOCH_BAR_STEPS = 20  # shorter epochs clear their progress bar (no screenful of 6-step bars)
 
 
-class TrainingDivergedError(RuntimeError):
-    """The loss stayed NaN or inf for too many optimizer steps in a row."""
+class TrainingDivergedError(UserError, RuntimeError):
+    """The loss stayed NaN or inf for too many optimizer steps in a row (exit status 3; ``last`` is saved)."""
+
+    exit_status = EXIT_NOT_FINISHED
 
 
 @dataclass
@@ -185,8 +190,6 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.context = context
         loop = config.loop
-        if loop.grad_accum_steps < 1:
-            raise ValueError(f"loop.grad_accum_steps must be >= 1, got {loop.grad_accum_steps}")
         self.sampler = EpochBatchSampler(
             len(parts.train_dataset),
             loop.batch_size,
@@ -196,14 +199,14 @@ class Trainer:
         )
         self.steps_per_epoch = len(self.sampler) // loop.grad_accum_steps
         if self.steps_per_epoch == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"an epoch has {len(self.sampler)} batch(es) per process, fewer than "
                 f"loop.grad_accum_steps={loop.grad_accum_steps}: no optimizer step would happen"
             )
         total = loop.epochs * self.steps_per_epoch
         self.total_steps = min(total, loop.max_steps) if loop.max_steps is not None else total
         if self.total_steps < 1:
-            raise ValueError(f"the run has no optimizer step (loop.epochs={loop.epochs})")
+            raise ConfigError(f"the run has no optimizer step (loop.epochs={loop.epochs})")
         self.schedule = InverseSqrtSchedule(
             warmup_steps=config.schedule.warmup_steps,
             cooldown_steps=config.schedule.cooldown_steps,
@@ -461,7 +464,7 @@ class Trainer:
             self.module.train()
         metric = self.config.val.best_metric
         if metric not in results:
-            raise ValueError(
+            raise ConfigError(
                 f"val.best_metric {metric!r} is not among the validation results {sorted(results)}"
             )
         value, best = results[metric], self.progress.best_value
@@ -502,24 +505,23 @@ class Trainer:
                 "best_metric": self.config.val.best_metric,
                 "last_val": self.last_val,
             }
-            with writing(path):
-                save_checkpoint(path, model_state_to_save(self.module), training_state, meta)
+            save_checkpoint(path, model_state_to_save(self.module), training_state, meta)
         barrier(self.context)
         return path
 
     def _restore_counters(self, state: dict[str, Any], where: Path) -> None:
         if state.get("format") != _CHECKPOINT_FORMAT:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {where} has format {state.get('format')}, expected {_CHECKPOINT_FORMAT}"
             )
         if state["world_size"] != self.context.world_size:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {where} was written by a run of {state['world_size']} process(es); resume it "
                 f"with the same number (this run has {self.context.world_size}): the data order and RNG "
                 "streams are per process"
             )
         if state["steps_per_epoch"] != self.steps_per_epoch:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {where} was written with {state['steps_per_epoch']} steps per epoch, this "
                 f"configuration gives {self.steps_per_epoch}: the dataset, batch size or accumulation changed"
             )

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from sam3tune.config import load_config, save_config
+from sam3tune.config import ConfigError, load_config, save_config
 from sam3tune.data import (
     DataConfig,
     DataError,
@@ -27,6 +27,7 @@ from sam3tune.data import (
     collate,
 )
 from sam3tune.data.semantic import is_semantic_dataset
+from sam3tune.errors import UserError
 from sam3tune.eval.model_eval import make_validator
 from sam3tune.loss import Sam3Criterion
 from sam3tune.model import ModelBundle, build_training_model, load_model
@@ -58,7 +59,7 @@ def load_run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> Train
     """The resolved config of an existing run (``RUN_DIR/config.yaml``), with ``overrides`` applied."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a sam3tune run directory (no {CONFIG_FILE})")
+        raise UserError(f"{run_dir} is not a sam3tune run directory (no {CONFIG_FILE})", path=run_dir)
     return load_config(TrainConfig, path, overrides)
 
 
@@ -242,11 +243,11 @@ def training_dataset(
 
 def data_for_model(data: DataConfig, image_size: int) -> DataConfig:
     """``data`` at the model's input size: ``data.resolution`` follows it when left at its default; any
-    other mismatch is a ``ValueError``."""
+    other mismatch is a :class:`~sam3tune.config.ConfigError`."""
     if data.resolution == image_size:
         return data
     if data.resolution != DataConfig().resolution:
-        raise ValueError(
+        raise ConfigError(
             f"data.resolution={data.resolution} but the model takes {image_size} px images; "
             f"set data.resolution={image_size} (or leave it unset)"
         )
@@ -258,22 +259,32 @@ def _new_run_dir(config: TrainConfig, context: DistributedContext) -> Path:
     """``output_dir/run_name`` (default: the start time); an existing directory is never reused."""
     run_dir = None
     if context.is_main:
-        if config.run_name is not None:
-            run_dir = Path(config.output_dir) / config.run_name
-            if run_dir.exists():
-                raise FileExistsError(
-                    f"run directory {run_dir} exists: choose another run_name, or continue it with "
-                    f"--resume {run_dir}"
-                )
-        else:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            run_dir = Path(config.output_dir) / stamp
-            suffix = 1
-            while run_dir.exists():
-                suffix += 1
-                run_dir = Path(config.output_dir) / f"{stamp}-{suffix}"
-        run_dir.mkdir(parents=True)
+        keys = "output_dir, run_name" if config.run_name is not None else "output_dir"
+        with writing(Path(config.output_dir) / (config.run_name or ""), keys):
+            run_dir = _free_run_dir(config)
+            run_dir.mkdir(parents=True)
     return Path(broadcast_object(str(run_dir) if run_dir else None, context))
+
+
+def _free_run_dir(config: TrainConfig) -> Path:
+    """``output_dir/run_name``, refused when it exists; without a ``run_name``, ``output_dir/<start
+    time>`` with a suffix that makes it new."""
+    if config.run_name is not None:
+        run_dir = Path(config.output_dir) / config.run_name
+        if run_dir.exists():
+            raise ConfigError(
+                f"run directory {run_dir} exists: choose another run_name, or continue it with "
+                f"--resume {run_dir}",
+                key="run_name",
+            )
+        return run_dir
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(config.output_dir) / stamp
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = Path(config.output_dir) / f"{stamp}-{suffix}"
+    return run_dir
 
 
 def _export(trainer: Trainer, result: RunResult, config: TrainConfig) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from coco_fixture import write_dataset
 
-from sam3tune.config import load_config
+from sam3tune.config import ConfigError, load_config
 from sam3tune.model.components import component_of
 from sam3tune.train.checkpoint import load_checkpoint
 from sam3tune.train.config import TrainConfig
@@ -69,7 +69,7 @@ def test_run_directory_layout_and_exported_model(dataset, tmp_path):
     for name, tensor in best_state.items():
         key = name.removeprefix("sam3.")
         assert torch.equal(exported[key], tensor), name
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(ConfigError, match="--resume"):
         train(_config(dataset, tmp_path, "run_name=a"))
 
 
