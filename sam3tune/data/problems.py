@@ -24,7 +24,10 @@ possibly wrong (look at the examples); ``info``: worth knowing."""
 # kind -> (severity, what happened). Fatal kinds are raised as DataError with a specific message;
 # they are listed here so that the documentation and ``inspect`` name them consistently.
 CATALOGUE: dict[str, tuple[Severity, str]] = {
-    "invalid_json": ("error", "the annotation file is not valid JSON (or is truncated)"),
+    "invalid_json": (
+        "error",
+        "the annotation file is not valid JSON (or is truncated), or repeats a key in one object",
+    ),
     "missing_key": ("error", "a required COCO key is missing or has the wrong type"),
     "duplicate_image_id": ("error", "two image entries share an id"),
     "duplicate_annotation_id": ("error", "two annotations share an id"),

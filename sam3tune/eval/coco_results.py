@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sam3tune.data.json_file import JsonFileError, read_json
 from sam3tune.errors import UserError
 from sam3tune.eval.postprocess import Detections
 from sam3tune.eval.rle import rle_problem
+from sam3tune.json_file import JsonFileError, read_json
 from sam3tune.output_files import write_text_atomic
 
 QueryKey = tuple[int, int]  # (image_id, category_id)

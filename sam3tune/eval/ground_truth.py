@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sam3tune.data import QueryPlan
-from sam3tune.data.json_file import JsonFileError, read_json
 from sam3tune.data.masks import SegmentationError, validate_segmentation
 from sam3tune.errors import UserError
 from sam3tune.eval.rle import annotation_rle, mask_areas
+from sam3tune.json_file import JsonFileError, read_json
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ from sam3tune.config import ConfigError
 from sam3tune.data import Batch, Sample, collate
 from sam3tune.data.exemplars import VISUAL_PROMPT
 from sam3tune.data.images import read_rgb
+from sam3tune.data.queries import prompt_key
 from sam3tune.data.transforms import eval_geometry, transform_image
 from sam3tune.errors import UserError
 from sam3tune.eval.coco_results import save_coco_results
@@ -341,8 +342,17 @@ def _check_prompts(prompts: Sequence[str], has_boxes: bool = False) -> list[str]
         raise ConfigError(
             f"give at least one non-empty prompt or a positive exemplar box, got prompts {prompts!r}"
         )
-    if len(set(prompts)) != len(prompts):
-        raise ConfigError(f"prompts repeat: {prompts!r}", key="prompts")
+    same: dict[str, list[str]] = {}
+    for prompt in prompts:
+        same.setdefault(prompt_key(prompt), []).append(prompt)
+    repeated = [group for group in same.values() if len(group) > 1]
+    if repeated:
+        shown = "; ".join(" and ".join(repr(p) for p in group) for group in repeated)
+        raise ConfigError(
+            f"prompts repeat once case, punctuation and spacing are ignored: {shown}; they ask for the "
+            "same thing (each would count as the other's false positives): give each prompt once",
+            key="prompts",
+        )
     return prompts
 
 
