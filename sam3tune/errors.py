@@ -71,7 +71,11 @@ def on_path(
     what was being done (``"read"``, ``"write"``) and ``key``, the config key or option ``path`` came
     from. ``also``: exceptions of writers that report a failed write without an ``OSError`` (safetensors'
     ``SafetensorError`` and ``torch.save``'s ``RuntimeError`` on a full disk); their message is kept,
-    with the free space of ``path``'s disk."""
+    with the free space of ``path``'s disk. A ``path`` holding a NUL character (which no file name can
+    hold; Python raises ``ValueError`` for it) is refused at once."""
+    where = f"{str(path)!r}{f' ({key})' if key else ''}"
+    if "\0" in str(path):
+        raise error(f"cannot {doing} {where}: a file name cannot hold a NUL character", path=path, key=key)
     try:
         yield
     except UserError:

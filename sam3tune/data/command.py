@@ -83,7 +83,9 @@ def run_convert_command(path: Path, out: Path, to: str = "coco", images: Path | 
     with on_path(out, "read", "--out"):
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise WriteError(f"--out {out} exists and is not empty; choose a new folder", path=out)
-    splits = [load_split(files) for files in find_splits(path, images)]
+    with on_path(path, "read", "PATH"):
+        found = find_splits(path, images)
+    splits = [load_split(files) for files in found]
     for split in splits:
         folder = out / split.name
         with writing(folder, "--out"):

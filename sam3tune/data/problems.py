@@ -37,8 +37,11 @@ CATALOGUE: dict[str, tuple[Severity, str]] = {
     "mixed_labels": ("error", "semantic label maps and instance labels in one dataset"),
     "layout_invalid": (
         "error",
-        "data.yaml, classes.txt or semantic.yaml unreadable or without names, or a split folder absent",
+        "no annotation file, data.yaml or labels folder where one belongs; data.yaml, classes.txt or "
+        "semantic.yaml unreadable or without names",
     ),
+    "dataset_missing": ("error", "data.root is not set, or no file or folder is there"),
+    "split_missing": ("error", "the dataset has no split of that name (data.train / data.val)"),
     "empty_split": ("error", "the split has no images or no annotations"),
     "no_valid_annotations": ("error", "every annotation of the split is invalid"),
     "no_usable_images": ("error", "no image of the split can be used"),

@@ -32,6 +32,7 @@ from sam3tune.eval.config import EvalConfig, PostprocessConfig
 from sam3tune.eval.evaluate import EvalMetrics
 from sam3tune.output_files import WriteError, writing
 from sam3tune.predict import Predictor
+from sam3tune.run_dir import RunDir
 from sam3tune.train.recipe import train
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,9 @@ def run_demo(settings: DemoSettings, progress: bool = True) -> DemoResult:
     out = Path(settings.out)
     with writing(out, "out"):
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise WriteError(f"--out {out} exists and is not an empty folder: choose another --out", path=out)
+            message = f"--out {out} exists and is not empty (or is a file): choose another --out"
+            raise WriteError(message, path=out)
+        out.mkdir(parents=True, exist_ok=True)
     base = Path(settings.base) if settings.base is not None else base_model_dir()
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -84,7 +87,7 @@ def run_demo(settings: DemoSettings, progress: bool = True) -> DemoResult:
     result = train(config)
     if result.status != "completed":
         raise KeyboardInterrupt(f"fine-tuning stopped after {result.steps} steps ({result.run_dir})")
-    tuned = result.run_dir / "model"
+    tuned = RunDir(result.run_dir).model_dir
     seconds["fine-tune"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

@@ -53,10 +53,11 @@ from sam3tune.model import (
     build_training_model,
 )
 from sam3tune.train.config import TrainConfig
+from sam3tune.train.dataset_kinds import training_dataset
 from sam3tune.train.loop import uses_bf16
 from sam3tune.train.memory_ladder import RUNGS, rung_config
 from sam3tune.train.param_groups import build_optimizer, role_of
-from sam3tune.train.recipe import data_for_model, load_bundle, training_dataset
+from sam3tune.train.recipe import data_for_model, load_bundle
 from sam3tune.train.sampler import EpochBatchSampler
 
 SAM3_PATCH_SIZE = 14

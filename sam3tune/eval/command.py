@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-import yaml
 
 from sam3tune.config import ConfigError, load_config, with_shortcuts
 from sam3tune.data import DataConfig, QueryDataset, build_eval_dataset
@@ -35,10 +34,11 @@ from sam3tune.eval.ground_truth import (
     without_unasked_categories,
 )
 from sam3tune.eval.model_eval import eval_loader, evaluate_model, predict_batches, sample_loader
-from sam3tune.eval.report import markdown_report, write_reports
+from sam3tune.eval.report import REPORT_JSON, REPORT_MD, markdown_report, write_reports
 from sam3tune.eval.semantic_eval import eval_semantic_model
 from sam3tune.eval.verdict import Verdict, verdict_from_metrics
 from sam3tune.output_files import claim_output_folder
+from sam3tune.run_dir import RunDir
 
 if TYPE_CHECKING:
     from sam3tune.predict import Predictor
@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 
 #: What ``sam3tune eval`` writes in its ``--out`` folder (``--overwrite`` replaces exactly these).
 OUTPUTS = (
-    "eval.json",
-    "eval.md",
+    REPORT_JSON,
+    REPORT_MD,
     "predictions.json",
     "baseline_predictions.json",
     "predictions_exemplar.json",
@@ -88,7 +88,7 @@ def run_eval_command(
             settings.model, settings.data, out, settings, baseline=settings.baseline, device=device
         )
     print(markdown)
-    print(f"reports written to {out}/eval.json and {out}/eval.md")
+    print(f"reports written to {out / REPORT_JSON} and {out / REPORT_MD}")
     return 0
 
 
@@ -216,18 +216,15 @@ def run_verdict(model: str, baseline: str, tuned: EvalMetrics, zero_shot: EvalMe
     """The zero-shot verdict when ``model`` is a training run's exported model (``RUN_DIR/model``) and
     ``baseline`` the model that run started from (its ``model.name``); on the run's ``val.best_metric``
     (``bbox_AP`` when that is a loss, which evaluation does not compute). None otherwise."""
-    config_file = Path(model).parent / "config.yaml"
-    if not config_file.is_file():
+    run = RunDir.of_model(model)
+    if run is None:
         return None
-    run = yaml.safe_load(config_file.read_text()) or {}
-    started_from = str((run.get("model") or {}).get("name"))
-    if not _same_model(started_from, baseline):
+    config = run.config()
+    if not _same_model(config.model.name, baseline):
         return None
-    val = run.get("val") or {}
-    metric, mode = val.get("best_metric", "bbox_AP"), val.get("best_mode", "max")
-    if metric not in tuned.summary():
-        metric, mode = "bbox_AP", "max"
-    return verdict_from_metrics(tuned, zero_shot, metric, mode)
+    if config.val.best_metric not in tuned.summary():  # a loss: evaluation does not compute it
+        return verdict_from_metrics(tuned, zero_shot)
+    return verdict_from_metrics(tuned, zero_shot, config.val.best_metric, config.val.best_mode)
 
 
 def _same_model(a: str, b: str) -> bool:

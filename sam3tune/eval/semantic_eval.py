@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from sam3tune.data import Batch, DataConfig, collate
 from sam3tune.data.semantic import SemanticDataset, build_semantic_dataset
+from sam3tune.eval.report import REPORT_JSON, REPORT_MD
 from sam3tune.output_files import write_text_atomic
 from sam3tune.progress import progress_bar
 
@@ -156,8 +157,8 @@ def eval_semantic_model(
     document = {"model": model, "metrics": metrics.summary(), "data": str(data.root), "split": data.val}
     if base is not None:
         document.update(baseline=baseline, baseline_metrics=base.summary())
-    write_text_atomic(out_dir / "eval.json", json.dumps(document, indent=2))
-    write_text_atomic(out_dir / "eval.md", markdown + "\n")
+    write_text_atomic(out_dir / REPORT_JSON, json.dumps(document, indent=2))
+    write_text_atomic(out_dir / REPORT_MD, markdown + "\n")
     return metrics, base, markdown
 
 

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from sam3tune.errors import UserError
+from sam3tune.run_dir import RunDir
 
 #: what ``load_model`` reads from a hub repository
 HUB_FILES = [
@@ -97,3 +98,20 @@ def hub_folder(repo_id: str) -> Path:
             f"Download it once on a connected machine (`hf download {repo_id}`) and copy the cache or "
             f"the folder here, then set HF_HUB_OFFLINE=1 to use the cache without network, {local}."
         ) from err
+
+
+def model_label(spec: str | Path) -> str:
+    """A short name for model ``spec`` in reports and model cards: a hub id or a named architecture as
+    given; a local folder by its name (``RUN/model`` for a run's exported model, ``sam3tune/demo/base``
+    for a folder shipped inside the package), never the absolute path it was loaded from."""
+    text = str(spec)
+    path = Path(text)
+    if not path.exists():
+        return text
+    path = path.resolve()
+    package = Path(__file__).resolve().parents[1]
+    if path.is_relative_to(package):
+        return str(path.relative_to(package.parent))
+    if RunDir.of_model(path) is not None:
+        return f"{path.parent.name}/{path.name}"
+    return path.name

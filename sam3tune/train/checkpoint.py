@@ -28,7 +28,6 @@ from torch import nn
 
 from sam3tune.atomic import atomic_directory, complete_copy
 from sam3tune.errors import UserError
-from sam3tune.output_files import writing
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
@@ -73,17 +72,20 @@ def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], where:
     model.load_state_dict(dict(state), strict=False)
 
 
+#: what a checkpoint write raises, besides ``OSError``, when the disk is full (see ``save_checkpoint``)
+WRITE_ERRORS = (SafetensorError, RuntimeError)
+
+
 def save_checkpoint(
     directory: Path,
     model_state: Mapping[str, torch.Tensor],
     training_state: dict[str, Any],
     meta: dict[str, Any],
 ) -> None:
-    """Write a checkpoint to ``directory`` atomically (see the module docstring); a failed write (a full
-    disk, no permission) raises :class:`~sam3tune.output_files.WriteError` naming ``directory`` and leaves
-    the previous checkpoint there as it was."""
-    failed_writes = (SafetensorError, RuntimeError)  # safetensors and torch.save on a full disk
-    with writing(directory, "output_dir", also=failed_writes), atomic_directory(directory) as staging:
+    """Write a checkpoint to ``directory`` atomically (see the module docstring). A failed write leaves
+    the previous checkpoint there as it was; it raises what the writer raises (``OSError``, and on a full
+    disk safetensors' ``SafetensorError`` or ``torch.save``'s ``RuntimeError``: :data:`WRITE_ERRORS`)."""
+    with atomic_directory(directory) as staging:
         tensors = {name: t.contiguous().cpu() for name, t in model_state.items()}
         save_file(tensors, str(staging / MODEL_FILE))
         torch.save(training_state, staging / STATE_FILE)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sam3tune.config import ConfigError, load_config, with_shortcuts
 from sam3tune.errors import EXIT_INTERRUPTED, EXIT_OK
+from sam3tune.run_dir import RunDir
 from sam3tune.train.config import TrainConfig
 
 
@@ -31,13 +32,13 @@ def run_train_command(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    from sam3tune.train.recipe import load_run_config, train
+    from sam3tune.train.recipe import train
 
     overrides = with_shortcuts(overrides, {"data.root": data, "model.name": model})
     if resume is not None:
         if config_path is not None:
             raise ConfigError("--resume continues a run with its own config.yaml; drop --config")
-        config = load_run_config(resume, overrides)
+        config = RunDir(resume).config(overrides)
     else:
         config = load_config(TrainConfig, config_path, overrides)
         if config.data.root is None:
@@ -75,5 +76,5 @@ def _verdict(result, config: TrainConfig):
 
     if result.status != "completed":
         return None
-    records = read_metrics(result.run_dir / "metrics.jsonl")
+    records = read_metrics(RunDir(result.run_dir).metrics_file)
     return verdict_from_records(records, config.val.best_metric, config.val.best_mode, result.best_checkpoint)

@@ -40,7 +40,9 @@ from sam3tune.config import ConfigError
 from sam3tune.errors import EXIT_NOT_FINISHED, UserError
 from sam3tune.output_files import writing
 from sam3tune.progress import progress_bar
+from sam3tune.run_dir import RunDir
 from sam3tune.train.checkpoint import (
+    WRITE_ERRORS,
     CheckpointError,
     load_model_state,
     model_state_to_save,
@@ -188,6 +190,7 @@ class Trainer:
         self.config = config
         self.parts = parts
         self.run_dir = Path(run_dir)
+        self.run = RunDir(run_dir)
         self.context = context
         loop = config.loop
         self.sampler = EpochBatchSampler(
@@ -223,7 +226,7 @@ class Trainer:
         module = parts.model
         state = None
         if resume:  # True: the run's `last` checkpoint (else `best`); or the ResumePoint read already
-            point = resume if isinstance(resume, ResumePoint) else find_resume_point(self.run_dir)
+            point = resume if isinstance(resume, ResumePoint) else find_resume_point(self.run)
             checkpoint, state = point.path, point.training_state
             load_model_state(module, point.model_state, checkpoint)
             self._restore_counters(state, checkpoint)
@@ -241,7 +244,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         self.log = None
         if context.is_main:
-            self.log = MetricsLog(self.run_dir, resume_step=self.progress.step if resume else None)
+            self.log = MetricsLog(self.run, resume_step=self.progress.step if resume else None)
 
     # ----------------------------------------------------------------------------------------- run
     def request_stop(self) -> None:
@@ -271,14 +274,14 @@ class Trainer:
                     status = "interrupted"
                     break
         if status == "completed" and self.log is not None:
-            with writing(self.run_dir / "loss_curve.png"):
-                records = read_metrics(self.log.path)
-                curve = plot_loss_curve(records, self.run_dir / "loss_curve.png", self.config.val.best_metric)
+            with writing(self.run.loss_curve, "output_dir"):
+                records = read_metrics(self.run.metrics_file)
+                curve = plot_loss_curve(records, self.run.loss_curve, self.config.val.best_metric)
         else:
             curve = None
         if self.log is not None:
             self.log.close()
-        best = self.run_dir / "checkpoints" / "best"
+        best = self.run.checkpoint("best")
         return RunResult(
             run_dir=self.run_dir,
             status=status,
@@ -289,7 +292,7 @@ class Trainer:
             last_train={k: v for k, v in last_record.items() if isinstance(v, (int, float))},
             last_val=self.last_val,
             best_value=self.progress.best_value,
-            checkpoint=self.run_dir / "checkpoints" / "last",
+            checkpoint=self.run.checkpoint("last"),
             best_checkpoint=best if best.exists() else None,
             loss_curve=curve,
         )
@@ -485,10 +488,10 @@ class Trainer:
         return improved
 
     # -------------------------------------------------------------------------------- checkpoints
-    def _save(self, name: str) -> Path:
+    def _save(self, name: Literal["last", "best"]) -> Path:
         """Write checkpoint ``name`` (all processes take part; rank 0 writes)."""
         rng_states = gather_objects(capture_rng_state(), self.context)
-        path = self.run_dir / "checkpoints" / name
+        path = self.run.checkpoint(name)
         if self.context.is_main:
             progress = self.progress.state_dict()
             training_state = {
@@ -505,7 +508,8 @@ class Trainer:
                 "best_metric": self.config.val.best_metric,
                 "last_val": self.last_val,
             }
-            save_checkpoint(path, model_state_to_save(self.module), training_state, meta)
+            with writing(path, "output_dir", also=WRITE_ERRORS):
+                save_checkpoint(path, model_state_to_save(self.module), training_state, meta)
         barrier(self.context)
         return path
 

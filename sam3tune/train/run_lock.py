@@ -16,8 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sam3tune.errors import UserError
-
-LOCK_FILE = ".lock"
+from sam3tune.run_dir import RunDir
 
 
 class RunLockedError(UserError, RuntimeError):
@@ -29,7 +28,7 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
     """Hold the lock of ``run_dir`` (which must exist) inside the ``with`` block; yields the lock file.
 
     Raises :class:`RunLockedError` naming the holder's pid when another process holds it."""
-    path = Path(run_dir) / LOCK_FILE
+    path = RunDir(run_dir).lock_file
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from sam3tune.cli import main
 from sam3tune.config import load_config
 from sam3tune.data import DataConfig
+from sam3tune.errors import UserError
 from sam3tune.eval.command import eval_model
 from sam3tune.eval.config import EvalConfig
 from sam3tune.ship import hub
@@ -139,7 +140,7 @@ def test_a_run_without_its_exported_weights_is_refused(tmp_path):
         export_hub_folder(run, tmp_path / "repo")
     with pytest.raises(hub.HubExportError, match=r"adapters exist only for model\.finetune\.mode=lora"):
         export_hub_folder(run, tmp_path / "repo", weights="adapters")
-    with pytest.raises(hub.HubExportError, match="not a sam3tune run directory"):
+    with pytest.raises(UserError, match="not a sam3tune run directory"):
         export_hub_folder(tmp_path, tmp_path / "repo")
 
 
