@@ -5,7 +5,7 @@ tuned on held-out images, with the real pipeline end to end.
    ``train`` (fine-tuning images) and ``test`` (held out, never trained on).
 2. ``sam3tune.train.train`` fine-tunes the base (``recipe.FINETUNE``), writing the run directory with its
    loss curve and the tuned model.
-3. ``sam3tune.eval.command.eval_model`` evaluates the tuned model next to the base (zero-shot) on the
+3. ``sam3tune.eval.api.evaluate_model`` evaluates the tuned model next to the base (zero-shot) on the
    held-out split: box / mask AP, cgF1, false-fire rate; ``eval.md`` and ``eval.json``.
 4. ``sam3tune.predict.Predictor`` draws both models' detections on a few held-out images.
 """
@@ -27,7 +27,7 @@ from sam3tune.demo.base import base_model_dir
 from sam3tune.demo.recipe import finetune_config
 from sam3tune.demo.settings import DemoSettings
 from sam3tune.demo.tasks import NEW_SHAPES, finetune_task
-from sam3tune.eval.command import eval_model
+from sam3tune.eval.api import evaluate_model
 from sam3tune.eval.config import EvalConfig, PostprocessConfig
 from sam3tune.eval.evaluate import EvalMetrics
 from sam3tune.output_files import WriteError, writing
@@ -91,7 +91,7 @@ def run_demo(settings: DemoSettings, progress: bool = True) -> DemoResult:
     seconds["fine-tune"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    tuned_metrics, zero_shot_metrics, _ = eval_model(
+    tuned_metrics, zero_shot_metrics, _ = evaluate_model(
         str(tuned),
         DataConfig(root=data, val="test"),
         out / "eval",

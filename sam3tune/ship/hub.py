@@ -88,7 +88,7 @@ def export_hub_folder(
         _write_preprocessor_config(staging, size, patch)
         shutil.copy2(run.config_file, staging / "training_config.yaml")
         if inputs.has_loss_curve:
-            shutil.copy2(run.loss_curve, staging / "loss_curve.png")
+            shutil.copy2(run.loss_curve, staging / run.loss_curve.name)
         if report is not None:
             shutil.copy2(report, staging / "eval.json")
         (staging / "README.md").write_text(render_model_card(inputs))

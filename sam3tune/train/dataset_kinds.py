@@ -3,7 +3,8 @@
 ``instance`` data (COCO, Roboflow, YOLO: boxes and masks per object) and ``semantic`` data (label maps:
 one mask per class and image, ``docs/semantic.md``) run through the same recipe
 (:func:`sam3tune.train.recipe.build_training_parts`); a kind supplies only its datasets, how many
-queries a step holds (for the memory rung), its criterion and its validator.
+queries a step holds (for the memory rung) and its criterion; validation is
+:func:`sam3tune.eval.api.make_validator` of the validation dataset, whatever its kind.
 """
 
 from __future__ import annotations
@@ -14,13 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from sam3tune.data import QueryDataset, build_eval_dataset, build_train_dataset, check_prompt_tokens
 from sam3tune.data.semantic import SemanticDataset, build_semantic_dataset, is_semantic_dataset
-from sam3tune.eval.model_eval import make_validator
-from sam3tune.eval.semantic_eval import make_semantic_validator
 from sam3tune.loss import Sam3Criterion
 from sam3tune.loss.semantic_loss import SemanticCriterion
 from sam3tune.train.config import TrainConfig, ValidationConfig
@@ -29,7 +27,6 @@ from sam3tune.train.memory_ladder import queries_per_step
 log = logging.getLogger(__name__)
 
 Tokenize = Callable[[list[str]], Any]
-Validator = Callable[[nn.Module], dict[str, float]]
 
 
 def training_dataset(config: TrainConfig, tokenize: Tokenize | None, *, progress: bool) -> QueryDataset:
@@ -74,11 +71,6 @@ class InstanceData:
         """The criterion of the validation loss: normalised per process (no all-reduce in validation)."""
         return Sam3Criterion(dataclasses.replace(config.loss, normalization="local"))
 
-    def validator(
-        self, dataset: QueryDataset, tokenize: Tokenize, config: TrainConfig, device: torch.device
-    ) -> Validator:
-        return make_validator(dataset, tokenize, config.val.eval, device=device, progress=True)
-
 
 class SemanticData:
     """Label maps: one query per (image, class) whose target is the class's pixels, the semantic criterion
@@ -120,11 +112,6 @@ class SemanticData:
 
     def val_criterion(self, config: TrainConfig) -> nn.Module:
         return self.criterion(config)
-
-    def validator(
-        self, dataset: SemanticDataset, tokenize: Tokenize, config: TrainConfig, device: torch.device
-    ) -> Validator:
-        return make_semantic_validator(dataset, tokenize, device, config.val.eval.batch_size)
 
 
 DatasetKind = InstanceData | SemanticData

@@ -22,6 +22,7 @@ from sam3tune.data import (
     DataError,
     collate,
 )
+from sam3tune.eval.api import make_validator
 from sam3tune.model import ModelBundle, build_training_model, load_model
 from sam3tune.model.export import save_adapters, save_merged
 from sam3tune.output_files import writing
@@ -88,7 +89,9 @@ def build_training_parts(
             log.warning("%s: training without validation (set data.val to a split to validate)", err)
     evaluate = None
     if val_dataset is not None and config.val.map and context.is_main:
-        evaluate = kind.validator(val_dataset, bundle.tokenize, config, context.device)
+        evaluate = make_validator(
+            val_dataset, bundle.tokenize, config.val.eval, device=context.device, progress=True
+        )
     collate_fn = partial(collate, tokenize=bundle.tokenize)
     parts = TrainingParts(
         model=model,
