@@ -62,6 +62,8 @@ def ws(tmp_path_factory) -> Path:
     config = root / "run_dup/config.yaml"
     config.write_text(config.read_text() + "run_name: other\nrun_name: again\n")
     (root / "eval_dup.json").write_text('{"model": {}, "model": {}}')
+    (root / "suite_dup.yaml").write_text("seeds: [1]\nseeds: [2]\ndatasets:\n  - root: ds\n")
+    (root / "suite.yaml").write_text("datasets:\n  - root: ds\nseeds: [1]\n")
     (root / "read_only").mkdir()
     (root / "read_only").chmod(0o555)
     return root
@@ -264,6 +266,9 @@ CASES = {
         2,
         ["eval_dup.json", "'model'"],
     ),
+    "suite/no-config": ("suite", ["--config", "/no/such.yaml"], 2, ["/no/such.yaml"]),
+    "suite/config-repeats-a-key": ("suite", ["--config", "suite_dup.yaml"], 2, ["suite_dup.yaml", "'seeds'"]),
+    "suite/out-under-file": ("suite", ["--config", "suite.yaml", "--out", "afile/x"], 2, ["afile"]),
     # prompts that are one prompt once cleaned
     "predict/prompts-same-once-cleaned": (
         "predict",

@@ -69,10 +69,12 @@ def run_synth_command(
     return 0
 
 
-def run_convert_command(path: Path, out: Path, to: str = "coco", images: Path | None = None) -> int:
+def run_convert_command(
+    path: Path, out: Path, to: str = "coco", images: Path | None = None, bbox_format: str = "xywh"
+) -> int:
     """Write every split of the dataset at ``path`` (``images``: the image folder of a COCO JSON file)
     as ``out/<split>/_annotations.coco.json`` with its images beside it (hard links where possible, else
-    copies): the Roboflow COCO layout.
+    copies): the Roboflow COCO layout. ``bbox_format``: how a Hugging Face dataset's boxes are written.
 
     The JSON holds what sam3tune reads from the source after validation: usable images, valid objects
     (boxes clipped to the image, areas of the rasterised masks, or of the box for box-only objects),
@@ -84,7 +86,7 @@ def run_convert_command(path: Path, out: Path, to: str = "coco", images: Path | 
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise WriteError(f"--out {out} exists and is not empty; choose a new folder", path=out)
     with on_path(path, "read", "PATH"):
-        found = find_splits(path, images)
+        found = find_splits(path, images, bbox_format)
     splits = [load_split(files) for files in found]
     for split in splits:
         folder = out / split.name

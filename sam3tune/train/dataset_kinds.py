@@ -17,7 +17,13 @@ from typing import Any
 
 from torch import nn
 
-from sam3tune.data import QueryDataset, build_eval_dataset, build_train_dataset, check_prompt_tokens
+from sam3tune.data import (
+    DataError,
+    QueryDataset,
+    build_eval_dataset,
+    build_train_dataset,
+    check_prompt_tokens,
+)
 from sam3tune.data.semantic import SemanticDataset, build_semantic_dataset, is_semantic_dataset
 from sam3tune.loss import Sam3Criterion
 from sam3tune.loss.semantic_loss import SemanticCriterion
@@ -79,7 +85,14 @@ class SemanticData:
     name = "semantic"
 
     def prepare(self, config: TrainConfig) -> TrainConfig:
-        """A ``val.best_metric`` left at the instance default becomes ``mIoU``."""
+        """A ``val.best_metric`` left at the instance default becomes ``mIoU``; ``data.shots`` is refused
+        (K-shot samples are drawn from instance labels)."""
+        if config.data.shots is not None:
+            raise DataError(
+                "layout_invalid",
+                f"data.shots={config.data.shots}: K-shot samples are drawn from instance labels (COCO, YOLO, "
+                f"Hugging Face datasets); {config.data.root} is a semantic label-map dataset",
+            )
         if config.val.best_metric != ValidationConfig().best_metric:
             return config
         log.info("semantic data: val.best_metric = mIoU")
