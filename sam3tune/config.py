@@ -151,6 +151,14 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
             f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
             f"valid keys of {cls.__name__}: {', '.join(sorted(known))}"
         )
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ConfigError(f"missing config key(s) {', '.join(where + k for k in missing)} of {cls.__name__}")
     kwargs = {name: _coerce(hints[name], value, where + name) for name, value in data.items()}
     try:
         return cls(**kwargs)  # configs check their values in __post_init__ (a ``validate`` method)

@@ -63,7 +63,8 @@ def ws(tmp_path_factory) -> Path:
     config.write_text(config.read_text() + "run_name: other\nrun_name: again\n")
     (root / "eval_dup.json").write_text('{"model": {}, "model": {}}')
     (root / "suite_dup.yaml").write_text("seeds: [1]\nseeds: [2]\ndatasets:\n  - root: ds\n")
-    (root / "suite.yaml").write_text("datasets:\n  - root: ds\nseeds: [1]\n")
+    (root / "suite.yaml").write_text("datasets:\n  - name: shapes\n    root: ds\nseeds: [1]\n")
+    (root / "suite_no_name.yaml").write_text("datasets:\n  - root: ds\nseeds: [1]\n")
     (root / "read_only").mkdir()
     (root / "read_only").chmod(0o555)
     return root
@@ -268,6 +269,7 @@ CASES = {
     ),
     "suite/no-config": ("suite", ["--config", "/no/such.yaml"], 2, ["/no/such.yaml"]),
     "suite/config-repeats-a-key": ("suite", ["--config", "suite_dup.yaml"], 2, ["suite_dup.yaml", "'seeds'"]),
+    "suite/dataset-without-a-name": ("suite", ["--config", "suite_no_name.yaml"], 2, ["datasets[0].name"]),
     "suite/out-under-file": ("suite", ["--config", "suite.yaml", "--out", "afile/x"], 2, ["afile"]),
     # prompts that are one prompt once cleaned
     "predict/prompts-same-once-cleaned": (
