@@ -207,9 +207,7 @@ class Trainer:
                 f"loop.grad_accum_steps={loop.grad_accum_steps}: no optimizer step would happen"
             )
         total = loop.epochs * self.steps_per_epoch
-        self.total_steps = min(total, loop.max_steps) if loop.max_steps is not None else total
-        if self.total_steps < 1:
-            raise ConfigError(f"the run has no optimizer step (loop.epochs={loop.epochs})")
+        self.total_steps = min(total, loop.max_steps) if loop.max_steps is not None else total  # >= 1
         self.schedule = InverseSqrtSchedule(
             warmup_steps=config.schedule.warmup_steps,
             cooldown_steps=config.schedule.cooldown_steps,
