@@ -92,11 +92,10 @@ def resolve_split(
     split folder or a JSON file, that split is returned whatever ``split`` says. A Hugging Face dataset's
     splits are read as :func:`find_splits` reads them (``hf_bbox_format``).
     """
-    if hf_source(root) is not None:
-        return _named_split(find_splits(root, hf_bbox_format=hf_bbox_format), split, root, image_dir)
-    root = Path(root)
     try:
-        return _resolve_split(root, split, image_dir)
+        if hf_source(root) is not None:
+            return _named_split(find_splits(root, hf_bbox_format=hf_bbox_format), split, root, image_dir)
+        return _resolve_split(Path(root), split, image_dir)
     except OSError as err:  # a name the filesystem refuses, a folder that cannot be read
         raise DataError("layout_invalid", describe_os_error(err, root, "read", "data.root")) from err
 

@@ -132,7 +132,7 @@ def evaluate_model(
 
     Every image is asked every queried category (negatives included) at the model's own input
     size. On a semantic dataset (label maps) the metrics are per-class IoU and mIoU instead
-    (:func:`~sam3tune.eval.semantic_eval.eval_semantic_model`). Writes ``eval.json``, ``eval.md``
+    (:func:`~sam3tune.eval.semantic_eval.evaluate_semantic_model`). Writes ``eval.json``, ``eval.md``
     and the COCO results (``predictions.json``,
     ``baseline_predictions.json``) to ``out_dir``; returns both metrics and the Markdown report.
     With ``config.exemplars.enabled`` the exemplar protocol runs too (``*_exemplar.json`` results,
@@ -143,44 +143,13 @@ def evaluate_model(
         return evaluate_semantic_model(model, data, out_dir, baseline, device, config.batch_size, progress)
     out_dir = Path(out_dir)
     device = device or resolve_device("auto")
-
-    def run(spec: str, stem: str) -> tuple[EvalMetrics, dict]:
-        runner = InferenceModel.load(spec, device=device)
-        dataset = build_eval_dataset(
-            dataclasses.replace(data, resolution=runner.image_size, masks=False), progress=progress
-        )
-        loader = eval_loader(dataset, runner.tokenize, config)
-        gt = ground_truth_from_plan(dataset.plan)
-        metrics, _ = score_batches(
-            runner.forward,
-            loader,
-            gt,
-            config,
-            device,
-            progress,
-            on_predicted=lambda results: save_coco_results(results, out_dir / f"{stem}.json"),
-        )
-        if config.exemplars.enabled:
-            metrics.exemplar, exemplar_results = _exemplar_protocol(
-                runner, dataset, gt, list(metrics.coco), config, device, progress
-            )
-            save_coco_results(exemplar_results, out_dir / f"{stem}_exemplar.json")
-        context = {
-            "data": f"{data.root} (split {data.val}: {dataset.plan.split.annotation_file})",
-            "input size": runner.image_size,
-        }
-        del runner, loader, dataset
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        return metrics, context
-
     base_metrics = None
     if baseline is not None:
         log.info("evaluating baseline %s", baseline)
-        base_metrics, _ = run(baseline, "baseline_predictions")
+        stem = "baseline_predictions"
+        base_metrics, _ = _score_model(baseline, stem, data, out_dir, config, device, progress)
     log.info("evaluating %s", model)
-    metrics, context = run(model, "predictions")
+    metrics, context = _score_model(model, "predictions", data, out_dir, config, device, progress)
     context = {"model": model, **({"baseline": baseline} if baseline else {}), **context}
     verdict, label, base_label = None, model_label(model), model_label(baseline or "baseline")
     run = _run_against_its_start(model, baseline)
@@ -189,6 +158,49 @@ def evaluate_model(
         label, base_label = "tuned", "zero-shot"
     write_reports(out_dir, metrics, label, base_metrics, base_label, context, verdict=verdict)
     return metrics, base_metrics, markdown_report(metrics, label, base_metrics, base_label, context, verdict)
+
+
+def _score_model(
+    spec: str,
+    stem: str,
+    data: DataConfig,
+    out_dir: Path,
+    config: EvalConfig,
+    device: str | torch.device,
+    progress: bool,
+) -> tuple[EvalMetrics, dict]:
+    """The metrics of model ``spec`` on split ``data.val`` (its COCO results saved as ``<stem>.json``,
+    before scoring, and ``<stem>_exemplar.json``), and the report's context; the model is released
+    after."""
+    runner = InferenceModel.load(spec, device=device)
+    dataset = build_eval_dataset(
+        dataclasses.replace(data, resolution=runner.image_size, masks=False), progress=progress
+    )
+    loader = eval_loader(dataset, runner.tokenize, config)
+    gt = ground_truth_from_plan(dataset.plan)
+    metrics, _ = score_batches(
+        runner.forward,
+        loader,
+        gt,
+        config,
+        device,
+        progress,
+        on_predicted=lambda results: save_coco_results(results, out_dir / f"{stem}.json"),
+    )
+    if config.exemplars.enabled:
+        metrics.exemplar, exemplar_results = _exemplar_protocol(
+            runner, dataset, gt, list(metrics.coco), config, device, progress
+        )
+        save_coco_results(exemplar_results, out_dir / f"{stem}_exemplar.json")
+    context = {
+        "data": f"{data.root} (split {data.val}: {dataset.plan.split.annotation_file})",
+        "input size": runner.image_size,
+    }
+    del runner, loader, dataset
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return metrics, context
 
 
 def _run_against_its_start(model: str, baseline: str | None) -> TrainConfig | None:
