@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sam3tune.config import flatten
+from sam3tune.config import ConfigError, InvalidValue, flatten
 
 
 @dataclass
@@ -26,13 +26,14 @@ class DemoSettings:
     def __post_init__(self) -> None:
         for name in ("steps", "train_images", "heldout_images"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise InvalidValue(name, getattr(self, name), "must be at least 1")
         for key in flatten(self.finetune):
             owner = next((v for k, v in _DEMO_SETS.items() if key == k or key.startswith(k + ".")), None)
             if owner is not None:
-                raise ValueError(
+                raise ConfigError(
                     f"finetune.{key}: the demo sets it from {owner}, so it would be overridden; set {owner} "
-                    "instead (or run `sam3tune train` with your own settings)"
+                    "instead (or run `sam3tune train` with your own settings)",
+                    key=f"finetune.{key}",
                 )
 
 

@@ -35,7 +35,7 @@ from sam3tune.model.tokenizer import HashingTokenizer, Tokenizer, load_tokenizer
 log = logging.getLogger(__name__)
 
 
-class WeightsNotLoadedError(ModelSpecError):
+class WeightsNotLoadedError(ModelSpecError, RuntimeError):
     """The checkpoint did not provide weights the model needs."""
 
 
@@ -240,7 +240,7 @@ def read_model_config(path: Path) -> Sam3Config:
     may pass (a training run, an ONNX export, LoRA adapters) are named for what they are."""
     file = path / "config.json"
     if not file.is_file():
-        raise FileNotFoundError(f"{path} is not a saved SAM 3 model (no config.json); {_what_folder(path)}")
+        raise ModelSpecError(f"{path} is not a saved SAM 3 model (no config.json); {_what_folder(path)}")
     size = file.stat().st_size
     if size > MAX_CONFIG_BYTES:
         raise ModelSpecError(f"{file}: {size:,} bytes, too big for a model configuration")

@@ -28,6 +28,9 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from sam3tune.json_file import JsonFileError, read_json
+from sam3tune.model.hub import ModelSpecError
+
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
@@ -99,15 +102,15 @@ class HashingTokenizer:
     def load(cls, directory: str | Path) -> HashingTokenizer:
         path = Path(directory) / cls.FILE_NAME
         try:
-            spec = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"cannot read tokenizer {path}: {err}") from err
-        if not isinstance(spec, dict) or spec.get("type") != "hashing-word":
-            found = spec.get("type") if isinstance(spec, dict) else type(spec).__name__
-            raise ValueError(f"{path}: unknown tokenizer type {found!r} (expected 'hashing-word')")
+            spec = read_json(path, "tokenizer file")
+        except JsonFileError as err:
+            raise ModelSpecError(f"cannot read tokenizer {path}: {err}") from err
+        kind = spec.get("type") if isinstance(spec, dict) else type(spec).__name__
+        if kind != "hashing-word":
+            raise ModelSpecError(f"{path}: unknown tokenizer type {kind!r:.60} (expected 'hashing-word')")
         sizes = [spec.get("vocab_size"), spec.get("max_length")]
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
-            raise ValueError(f"{path}: vocab_size and max_length must be positive integers, got {sizes}")
+            raise ModelSpecError(f"{path}: vocab_size and max_length must be positive integers, got {sizes}")
         return cls(vocab_size=sizes[0], max_length=sizes[1])
 
 
@@ -147,7 +150,7 @@ def load_tokenizer(source: str | Path, max_length: int) -> Tokenizer:
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=local)
     except (OSError, ValueError) as err:
-        raise ValueError(
+        raise ModelSpecError(
             f"no tokenizer found for {source}: expected {HashingTokenizer.FILE_NAME} or Hugging Face "
             f"tokenizer files (tokenizer.json / vocab.json + merges.txt) there ({err})"
         ) from err

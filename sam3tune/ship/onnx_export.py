@@ -30,8 +30,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from sam3tune.errors import require_package
+from sam3tune.json_file import JsonFileError, read_json
 from sam3tune.model import Sam3ForTraining, load_model
 from sam3tune.model.export import atomic_directory
+from sam3tune.model.hub import ModelSpecError
 from sam3tune.model.training_model import ImageFeatures
 
 log = logging.getLogger(__name__)
@@ -63,24 +66,24 @@ class OnnxManifest:
         """``export.json`` of ``directory``, every field checked (a ``ValueError`` names the field)."""
         path = Path(directory) / MANIFEST
         try:
-            if path.stat().st_size > 1 << 20:
-                raise ValueError(f"{path.stat().st_size:,} bytes, not a manifest")
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f"{directory} is not a sam3tune ONNX export (no {path})") from err
-        except (OSError, UnicodeDecodeError, RecursionError, ValueError) as err:
-            raise ValueError(f"{path}: cannot read the ONNX export's manifest ({err})") from err
-        if not isinstance(data, dict) or data.get("format") != "sam3tune-onnx":
-            found = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"{path}: not a sam3tune ONNX manifest (format {found!r})")
+            data = read_json(path, "ONNX manifest")
+        except JsonFileError as err:
+            raise ModelSpecError(
+                f"{directory} is not a sam3tune ONNX export (cannot read {path}: {err})"
+            ) from err
+        kind = data.get("format") if isinstance(data, dict) else type(data).__name__
+        if kind != "sam3tune-onnx":
+            raise ModelSpecError(f"{path}: not a sam3tune ONNX manifest (format {kind!r:.60})")
+        missing = [k for k in cls.__dataclass_fields__ if k not in data]
+        if missing:
+            raise ModelSpecError(f"{path}: the ONNX manifest lacks {', '.join(missing)}")
         fields = {}
         for name, kind in typing.get_type_hints(cls).items():
             value = data.get(name)
             positive = kind is not int or (isinstance(value, int) and value > 0)
             if not isinstance(value, kind) or isinstance(value, bool) or not positive:
-                raise ValueError(
-                    f"{path}: {name} is {value!r}; expected {'a positive integer' if kind is int else 'text'}"
-                )
+                expected = "a positive integer" if kind is int else "text"
+                raise ModelSpecError(f"{path}: {name} is {value!r:.60}; expected {expected}")
             fields[name] = value
         return cls(**fields)
 
@@ -133,6 +136,7 @@ def export_onnx(
     ``dynamo``: torch's dynamo-based exporter (default; needs ``onnxscript``), else the TorchScript one.
     Weights stay float32. Graphs over 2 GB (full-size SAM 3) keep their weights in ``<graph>.onnx.data``.
     """
+    require_package("onnxscript" if dynamo else "onnx", "ONNX export", "pip install 'sam3tune[onnx]'")
     bundle = load_model(spec)
     model = Sam3ForTraining(bundle.model, bundle.tokenize, one_to_many=False).eval()
     size = bundle.image_size

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sam3tune.errors import require_package
+from sam3tune.model.hub import ModelSpecError
 from sam3tune.ship.onnx_export import GRAPHS, MANIFEST, OUTPUTS, OnnxManifest
 
 
@@ -32,15 +34,10 @@ class OnnxSam3:
     """The three graphs of an export in onnxruntime sessions (CPU unless ``providers`` says otherwise)."""
 
     def __init__(self, spec: str | Path, providers: Sequence[str] | None = None, threads: int | None = None):
-        try:
-            import onnxruntime
-        except ImportError as err:
-            raise ImportError(
-                "running an ONNX export needs onnxruntime: pip install 'sam3tune[onnx]'"
-            ) from err
+        onnxruntime = require_package("onnxruntime", "running an ONNX export", "pip install 'sam3tune[onnx]'")
         directory = onnx_export_dir(spec)
         if directory is None:
-            raise FileNotFoundError(
+            raise ModelSpecError(
                 f"{spec}: no {MANIFEST} there, not a `sam3tune export --format onnx` folder"
             )
         self.directory = directory
@@ -54,11 +51,11 @@ class OnnxSam3:
         for name in GRAPHS:
             path = directory / f"{name}.onnx"
             if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing from the export")
+                raise ModelSpecError(f"{path} is missing from the export")
             try:
                 self.sessions[name] = onnxruntime.InferenceSession(str(path), options, providers=providers)
             except Exception as err:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
-                raise ValueError(f"{path}: onnxruntime cannot load this graph ({err})") from err
+                raise ModelSpecError(f"{path}: onnxruntime cannot load this graph ({err})") from err
         self._check_graphs()
 
     def _check_graphs(self) -> None:
@@ -81,7 +78,7 @@ class OnnxSam3:
         if len(logits) == 2 and isinstance(logits[1], int) and logits[1] != manifest.num_queries:
             problems.append(f"num_queries {manifest.num_queries} but decoder.onnx gives {logits[1]}")
         if problems:
-            raise ValueError(f"{where} disagrees with the graphs beside it: " + "; ".join(problems))
+            raise ModelSpecError(f"{where} disagrees with the graphs beside it: " + "; ".join(problems))
 
     @property
     def image_size(self) -> int:

@@ -130,7 +130,7 @@ def apply_rung(config: TrainConfig, rung: str) -> tuple[TrainConfig, list[str]]:
     value, listed as ``"key=yours (the rung sets its own)"``. Raises :class:`RungConflict` when the user set
     a :data:`DEFINING` key to another value than the rung's."""
     if rung not in RUNGS:
-        raise ValueError(f"loop.memory={rung!r} is not a rung; choose auto, off or one of {list(LADDER)}")
+        raise ConfigError(f"loop.memory={rung!r} is not a rung; choose auto, off or one of {list(LADDER)}")
     given = flatten(to_dict(config))
     applied, kept = [], []
     for item in RUNGS[rung]:

@@ -11,13 +11,14 @@ from transformers import Sam3Config, Sam3Model
 
 from sam3tune.config import ConfigError, load_config
 from sam3tune.model import component_of
-from sam3tune.train import memory_ladder, recipe
+from sam3tune.run_dir import RunDir
+from sam3tune.train import memory_ladder
 from sam3tune.train.checkpoint import load_checkpoint
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.loop import Trainer
 from sam3tune.train.memory_ladder import LADDER, apply_rung, choose_rung, estimate, fits, rung_config
 from sam3tune.train.metrics_log import read_metrics
-from sam3tune.train.recipe import load_run_config, train
+from sam3tune.train.recipe import train
 
 GIB = 2**30
 FAST = [
@@ -51,7 +52,7 @@ def test_every_rung_trains_the_tiny_model_on_the_cpu(dataset, tmp_path, rung):
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
     text = (result.run_dir / "config.yaml").read_text()
     assert text.startswith(f"# loop.memory={rung}: forced")
-    resolved = load_run_config(result.run_dir)
+    resolved = RunDir(result.run_dir).config()
     assert resolved.loop.memory == rung and resolved.model.activation_checkpointing
     assert (resolved.model.quantization == "nf4") == (rung == "qlora-decoder")
     assert (resolved.optim.optimizer == "adamw8bit") == (rung == "qlora-decoder")
@@ -94,7 +95,7 @@ def test_a_forced_rung_keeps_the_users_freezing_and_says_so(dataset, tmp_path):
         "kept as you set them: model.finetune.freeze=['vision', 'text'] (yours; the rung sets [])" in comment
     )
     assert "model.activation_checkpointing: False -> True" in comment  # what the rung did change
-    saved = load_run_config(result.run_dir)
+    saved = RunDir(result.run_dir).config()
     assert saved.model.finetune.freeze == ["vision", "text"] and saved.model.activation_checkpointing
     trained = load_checkpoint(result.run_dir / "checkpoints" / "last")[0]
     assert {component_of(k) for k in trained}.isdisjoint({"vision", "text"})  # they really stayed frozen
@@ -116,7 +117,7 @@ def test_auto_on_a_simulated_gpu_keeps_the_users_freezing(dataset, tmp_path, mon
     assert "kept as you set them: model.finetune.freeze=['vision', 'text'] (yours; the rung sets [])" in (
         comment
     )
-    saved = load_run_config(result.run_dir)
+    saved = RunDir(result.run_dir).config()
     assert saved.loop.memory == "full" and saved.model.finetune.freeze == ["vision", "text"]
     trained = load_checkpoint(result.run_dir / "checkpoints" / "last")[0]
     assert {component_of(k) for k in trained}.isdisjoint({"vision", "text"})
@@ -247,7 +248,7 @@ def _simulate_gpu(monkeypatch, gib, oom_on=None, oom_at_step=0):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real_step(self, micro_batches)
 
-    monkeypatch.setattr(recipe, "choose_rung", choose)
+    monkeypatch.setattr(memory_ladder, "choose_rung", choose)
     monkeypatch.setattr(Trainer, "train_step", step)
 
 
@@ -258,7 +259,7 @@ def test_out_of_memory_in_the_first_steps_restarts_one_rung_lower(dataset, tmp_p
     assert result.status == "completed" and result.steps == 4
     text = (result.run_dir / "config.yaml").read_text()
     assert text.startswith("# loop.memory=auto stepped down to lora after an out-of-memory error")
-    assert load_run_config(result.run_dir).loop.memory == "lora"
+    assert RunDir(result.run_dir).config().loop.memory == "lora"
     # the restarted run is the lora run from its first step: same losses (up to float summation order),
     # each step logged once
     restarted, direct = _losses(result.run_dir), _losses(forced.run_dir)
@@ -306,7 +307,7 @@ def test_negatives_left_at_the_default_are_capped_to_what_the_cpu_holds(tmp_path
     config = _config(data, tmp_path, "run_name=r", "loop.batch_size=1", "data.keep_unused_categories=true")
     result = train(config)
     assert result.status == "completed"
-    saved = load_run_config(result.run_dir)
+    saved = RunDir(result.run_dir).config()
     comment = (result.run_dir / "config.yaml").read_text().splitlines()[0]
     budget = int(re.search(r"exceed the (\d+) that this CPU machine \(2\.0 GiB\)", comment)[1])
     assert "300 queries per step (1 image(s) x up to 300" in comment
