@@ -223,7 +223,7 @@ def test_a_manifest_that_disagrees_with_its_graphs_is_refused_naming_both(tiny_o
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        (lambda m: m.pop("opset"), "opset is None; expected a positive integer"),
+        (lambda m: m.pop("opset"), "the ONNX manifest lacks opset"),
         (lambda m: m.update(num_queries="200"), "num_queries is '200'; expected a positive integer"),
         (lambda m: m.update(source=3), "source is 3; expected text"),
     ],
