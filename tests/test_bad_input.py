@@ -185,6 +185,13 @@ CASES = {
         2,
         ["--out", "too long"],
     ),
+    "predict/image-name-too-long": (
+        "predict",
+        ["--model", M, "--prompt", "x", LONG, "--out", "p"],
+        2,
+        ["IMAGE_OR_DIR", "too long"],
+    ),
+    "train/run-name-too-long": ("train", ["--resume", LONG], 2, ["not a sam3tune run directory"]),
     "data synth/name-too-long": ("data", ["synth", LONG, "--images", "1"], 2, ["OUT", "too long"]),
     "data inspect/name-too-long": ("data", ["inspect", LONG], 1, ["too long"]),
     "train/data-name-too-long": ("train", ["--data", LONG, *TINY_TRAIN], 2, ["data.root", "too long"]),
