@@ -20,6 +20,7 @@ from transformers import Sam3Model
 
 from sam3tune.atomic import atomic_directory
 from sam3tune.model.finetune import quiet_peft
+from sam3tune.model.prompt_token import set_prompt_token
 from sam3tune.model.quantization import dequantized_merged, is_quantized
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -39,9 +40,12 @@ def merged_model(sam3: Sam3Model | PeftModel) -> Sam3Model:
 
 
 def save_merged(model: nn.Module, directory: str | Path) -> None:
-    """Save a ``Sam3ForTraining`` as a plain transformers checkpoint with its tokenizer (atomically)."""
+    """Save a ``Sam3ForTraining`` as a plain transformers checkpoint with its tokenizer (atomically); its
+    ``config.json`` records the prompt-token mode (``sam3tune.model.prompt_token``)."""
+    merged = merged_model(model.sam3)
+    set_prompt_token(merged, model.prompt_token)  # the folder records how the model ran (meta or hf)
     with atomic_directory(directory) as target:
-        merged_model(model.sam3).save_pretrained(target)
+        merged.save_pretrained(target)
         model.tokenizer.save(target)
 
 
