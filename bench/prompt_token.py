@@ -77,7 +77,9 @@ def full_size_flops(prompts_per_image: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--arch", default="small")
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--prompts-per-image", type=int, default=4)
