@@ -25,6 +25,7 @@ import yaml
 
 from sam3tune.data.config import DataConfig
 from sam3tune.model.export import atomic_directory
+from sam3tune.model.prompt_token import DEFAULT_MODE, RECORD_KEY
 from sam3tune.ship.model_card import ModelCardInputs, render_model_card
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -89,10 +90,20 @@ def export_hub_folder(
                 eval_report=json.loads(report.read_text()) if report is not None else None,
                 weights=weights,
                 has_loss_curve=(staging / "loss_curve.png").is_file(),
+                prompt_token=_prompt_token(run_dir / "model" / "config.json"),
             )
         )
         (staging / "README.md").write_text(card)
     return Path(out)
+
+
+def _prompt_token(config_file: Path) -> str:
+    """The prompt-token mode the run's model records (``meta`` without a record, as ``load_model``)."""
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return DEFAULT_MODE
+    return config.get(RECORD_KEY, DEFAULT_MODE)
 
 
 def push_folder(
