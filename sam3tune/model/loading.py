@@ -16,6 +16,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import Sam3Model
 
 from sam3tune.config import load_config
+from sam3tune.errors import UserError
 from sam3tune.model.architectures import (
     NAMED_ARCHITECTURES,
     SAM3_RANDOM,
@@ -30,8 +31,8 @@ from sam3tune.model.finetune import unreachable_prefixes
 from sam3tune.model.hub import ModelSpecError, check_spec, hub_folder
 from sam3tune.model.prompt_token import (
     DEFAULT_MODE,
+    MODES,
     RECORD_KEY,
-    check_mode,
     recorded_prompt_token,
     set_prompt_token,
 )
@@ -40,7 +41,7 @@ from sam3tune.model.tokenizer import HashingTokenizer, Tokenizer, load_tokenizer
 log = logging.getLogger(__name__)
 
 
-class WeightsNotLoadedError(RuntimeError):
+class WeightsNotLoadedError(UserError, RuntimeError):
     """The checkpoint did not provide weights the model needs."""
 
 
@@ -187,7 +188,7 @@ def _load_pretrained(source: str, *, allow_missing_weights: bool, dtype: torch.d
     if not path.exists():
         path = hub_folder(source)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(
+        raise ModelSpecError(
             f"{path} is not a saved SAM 3 model (no config.json); expected a directory written by "
             f"save_pretrained, a hub id such as facebook/sam3, or one of {architecture_names()}"
         )
@@ -214,7 +215,12 @@ def _load_pretrained(source: str, *, allow_missing_weights: bool, dtype: torch.d
             RECORD_KEY,
             DEFAULT_MODE,
         )
-    set_prompt_token(model, DEFAULT_MODE if mode is None else check_mode(mode, f"{RECORD_KEY} of {path}"))
+    elif mode not in MODES:
+        raise ModelSpecError(
+            f"{path / 'config.json'}: {RECORD_KEY} must be one of {list(MODES)}, got {mode!r}",
+            path=path / "config.json",
+        )
+    set_prompt_token(model, DEFAULT_MODE if mode is None else mode)
     unused = tuple(unreachable_prefixes(model))
     missing = sorted(info.get("missing_keys", []))
     report = LoadReport(

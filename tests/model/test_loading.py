@@ -14,6 +14,7 @@ from sam3tune.model import (
     load_model,
 )
 from sam3tune.model.finetune import GEOMETRY_BOX_ONLY
+from sam3tune.model.hub import ModelSpecError
 from tests.model.conftest import SAME_MATHS
 
 
@@ -145,7 +146,9 @@ def test_prompt_token_mode_travels_with_the_folder(tmp_path, batch):
     switched.save_pretrained(tmp_path / "again")
     assert load_model(tmp_path / "again").model.config.sam3tune_prompt_token == "hf"
     _record(tmp_path / "again", "both")
-    with pytest.raises(ValueError, match=r"sam3tune_prompt_token .* must be one of \['meta', 'hf'\]"):
+    with pytest.raises(
+        ModelSpecError, match=r"config\.json: sam3tune_prompt_token must be one of \['meta', 'hf'\]"
+    ):
         load_model(tmp_path / "again")
 
 
@@ -158,7 +161,7 @@ def test_unexpected_keys_are_reported(tmp_path):
 
 
 def test_directory_that_is_not_a_model_fails_clearly(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
+    with pytest.raises(ModelSpecError, match=r"no config\.json"):
         load_model(tmp_path)
 
 
