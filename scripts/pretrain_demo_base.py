@@ -13,6 +13,7 @@ sam3tune/demo/base. Run it again with the same OUT to continue an interrupted ru
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import platform
 import sys
@@ -25,6 +26,7 @@ from sam3tune.data.synth import generate
 from sam3tune.demo.base import BASE_DIR, export_base
 from sam3tune.demo.recipe import PRETRAINING, pretraining_config
 from sam3tune.demo.tasks import pretraining_task
+from sam3tune.model.prompt_token import RECORD_KEY
 from sam3tune.train.metrics_log import read_metrics
 from sam3tune.train.recipe import train
 
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                 "categories": task.category_names(),
             },
             "steps": result.steps,
+            # the prompt-token mode the base was pretrained (and so runs) in: sam3tune's default, meta
+            "prompt_token": _recorded_prompt_token(run_dir / "model"),
             "weights": _shipped_weights(result, validations),
             "training_step_minutes": round(step_minutes, 1),  # all segments, validation excluded
             "threads": args.threads,
@@ -91,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"base model written to {args.export} ({size:.1f} MiB fp16)")
     print(f"{result.steps} steps; {step_minutes:.1f} min of training steps, {minutes:.1f} min this segment")
     return 0
+
+
+def _recorded_prompt_token(model_dir: Path) -> str:
+    config = json.loads((model_dir / "config.json").read_text())
+    return config[RECORD_KEY]
 
 
 def _shipped_weights(result, validations: list[dict]) -> dict:

@@ -1,6 +1,11 @@
 """SAM 3 for training: loading, the training forward (aux layers, DAC, shared image encoding),
 fine-tuning modes (freezing, LoRA), activation checkpointing, export. See docs/model.md."""
 
+# first: outside the tested transformers range, fail with the versions named (not deep inside an import)
+from sam3tune.model.transformers_version import check_transformers_version
+
+check_transformers_version()
+
 from sam3tune.model.architectures import NAMED_ARCHITECTURES, ArchitectureSpec
 from sam3tune.model.clip_tokenizer import ClipTokenizer
 from sam3tune.model.components import (

@@ -99,6 +99,10 @@ class ModelConfig:
     or ``auto`` = ``bfloat16`` when the run trains under bf16 autocast, else ``float32``.
     ``quantization``: ``nf4`` stores the frozen Linear weights of the base in 4-bit NormalFloat through
     bitsandbytes (QLoRA; LoRA mode only; ``pip install sam3tune[qlora]``).
+    ``prompt_token``: whether text-only queries carry the geometry encoder's CLS token: ``meta`` (as Meta's
+    SAM 3 and the released weights), ``hf`` (as plain ``Sam3Model.forward``), or ``auto`` = the mode the
+    model's folder records, ``meta`` when it records none (``sam3tune.model.prompt_token``). The trained
+    model's folder records the mode it was trained in.
     """
 
     name: str = "facebook/sam3"
@@ -108,6 +112,7 @@ class ModelConfig:
     allow_missing_weights: bool = False
     frozen_dtype: Literal["float32", "bfloat16", "auto"] = "float32"
     quantization: Literal["none", "nf4"] = "none"
+    prompt_token: Literal["auto", "meta", "hf"] = "auto"
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self) -> None:
@@ -116,6 +121,12 @@ class ModelConfig:
     def validate(self) -> None:
         require(bool(self.name.strip()), "name", self.name, "must name an architecture, a folder or a hub id")
         require_range(self, "detr_dropout", low=0, high=1, high_open=True)
+        require(
+            self.prompt_token in ("auto", "meta", "hf"),
+            "prompt_token",
+            self.prompt_token,
+            "must be auto, meta or hf",
+        )
 
 
 def _compiles(pattern: object) -> bool:

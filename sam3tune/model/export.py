@@ -1,7 +1,8 @@
 """Saving and loading trained SAM 3 weights (safetensors only; every write is atomic).
 
 * :func:`save_merged`: a plain ``transformers`` checkpoint (``config.json`` + ``model.safetensors``, LoRA
-  merged in) plus the tokenizer; ``Sam3Model.from_pretrained`` and ``load_model`` read it.
+  merged in) plus the tokenizer and a ``README.md`` with the plain-transformers snippet
+  (:mod:`sam3tune.model.plain_transformers`); ``Sam3Model.from_pretrained`` and ``load_model`` read it.
 * :func:`save_adapters` / :func:`load_adapters`: LoRA adapters and fully trained heads in PEFT's format
   (``adapter_config.json`` + ``adapter_model.safetensors``).
 
@@ -21,9 +22,12 @@ from transformers import Sam3Model
 from sam3tune.atomic import atomic_directory
 from sam3tune.model.finetune import quiet_peft
 from sam3tune.model.hub import ModelSpecError
+from sam3tune.model.plain_transformers import usage_markdown
+from sam3tune.model.prompt_token import set_prompt_token
 from sam3tune.model.quantization import dequantized_merged, is_quantized
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MODEL_README = "README.md"
 
 
 def merged_model(sam3: Sam3Model | PeftModel) -> Sam3Model:
@@ -40,10 +44,27 @@ def merged_model(sam3: Sam3Model | PeftModel) -> Sam3Model:
 
 
 def save_merged(model: nn.Module, directory: str | Path) -> None:
-    """Save a ``Sam3ForTraining`` as a plain transformers checkpoint with its tokenizer (atomically)."""
+    """Save a ``Sam3ForTraining`` as a plain transformers checkpoint with its tokenizer (atomically); its
+    ``config.json`` records the prompt-token mode (``sam3tune.model.prompt_token``) and ``README.md``
+    says how to get sam3tune's predictions from it with plain transformers."""
+    merged = merged_model(model.sam3)
+    set_prompt_token(merged, model.prompt_token)  # the folder records how the model ran (meta or hf)
     with atomic_directory(directory) as target:
-        merged_model(model.sam3).save_pretrained(target)
+        merged.save_pretrained(target)
         model.tokenizer.save(target)
+        (target / MODEL_README).write_text(_model_readme(model.prompt_token))
+
+
+def _model_readme(prompt_token: str) -> str:
+    lines = [
+        "# SAM 3, saved by sam3tune",
+        "",
+        "A `Sam3Model` checkpoint (`config.json`, `model.safetensors`) with its tokenizer. sam3tune runs it "
+        "with `--model path/to/this/folder`.",
+        "",
+        *usage_markdown("path/to/this/folder", prompt_token),
+    ]
+    return "\n".join(lines)
 
 
 def save_adapters(model: nn.Module, directory: str | Path) -> None:

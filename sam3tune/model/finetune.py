@@ -1,8 +1,8 @@
 """Fine-tuning modes: full training, frozen components, LoRA adapters per component (``peft``).
 
 Parameters that training never reaches are always frozen (see :func:`unreachable_prefixes`; the geometry
-encoder unless the data has exemplar queries), so every trainable parameter receives a gradient and DDP
-needs no ``find_unused_parameters``.
+encoder's box encoding unless the data has exemplar queries, all of it in ``hf`` prompt-token mode), so
+every trainable parameter receives a gradient and DDP needs no ``find_unused_parameters``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from transformers import Sam3Model
 from sam3tune.config import ConfigError
 from sam3tune.model.components import component_of, model_path
 from sam3tune.model.config import COMPONENTS, FinetuneConfig, LoraConfig
+from sam3tune.model.prompt_token import prompt_token_of
 
 #: Linear layers adapted per component: a regex that must fully match the module name inside Sam3Model.
 LORA_TARGETS: dict[str, str] = {
@@ -44,6 +45,15 @@ LORA_TARGETS: dict[str, str] = {
     ),
 }
 
+#: Geometry-encoder modules that only box prompts use (the CLS token of a text-only prompt skips them).
+GEOMETRY_BOX_ONLY: tuple[str, ...] = (
+    "label_embed",
+    "boxes_direct_project",
+    "boxes_pool_project",
+    "boxes_pos_enc_project",
+    "vision_layer_norm",
+)
+
 #: Modules of the ``heads`` component, trained in full next to LoRA adapters.
 HEAD_MODULES: tuple[str, ...] = ("box_head", "presence_head", "dot_product_scoring")
 
@@ -61,8 +71,9 @@ def unreachable_prefixes(model: Sam3Model, exemplars: bool = False) -> list[str]
 
     The coarsest FPN level (HF computes it, SAM 3 drops it), CLIP's own text projection (SAM 3 projects
     with ``Sam3Model.text_projection``), the geometry (box-prompt) encoder unless ``exemplars`` (text
-    prompts never run it), the semantic-segmentation projection (no semantic loss in the official recipe)
-    and pixel-decoder stages beyond the FPN levels.
+    prompts run only its CLS-token path, and only in ``meta`` prompt-token mode: ``model.config`` says
+    which), the semantic-segmentation projection (no semantic loss in the official recipe) and
+    pixel-decoder stages beyond the FPN levels.
     """
     config = model.config
     levels = len(config.vision_config.scale_factors)
@@ -72,7 +83,10 @@ def unreachable_prefixes(model: Sam3Model, exemplars: bool = False) -> list[str]
         "mask_decoder.semantic_projection.",
     ]
     if not exemplars:
-        prefixes.append("geometry_encoder.")
+        if prompt_token_of(model) == "meta":
+            prefixes += [f"geometry_encoder.{name}." for name in GEOMETRY_BOX_ONLY]
+        else:
+            prefixes.append("geometry_encoder.")
     used_stages = levels - 2  # the pixel decoder upsamples between the levels it gets (levels - 1 of them)
     for stage in range(used_stages, config.mask_decoder_config.num_upsampling_stages):
         prefixes += [
@@ -99,10 +113,12 @@ def _check_components(names: list[str], where: str) -> set[str]:
 def apply_finetuning(model: Sam3Model, config: FinetuneConfig, exemplars: bool = False) -> nn.Module:
     """Set what trains; returns ``model`` (full mode) or a ``peft.PeftModel`` wrapping it (LoRA mode).
 
-    ``exemplars``: the data has exemplar queries, so the geometry encoder is used and trains like any other
-    component (else it is frozen). Raises ``ConfigError`` (a ``ValueError``) for an unknown component, a
-    component both frozen and adapted, LoRA on the geometry encoder without exemplars (never run, so its
-    adapters would train nothing), or a selected LoRA component whose target regex matched no Linear layer.
+    ``exemplars``: the data has exemplar queries, so all of the geometry encoder is used and trains like
+    any other component (else only its CLS-token path in ``meta`` prompt-token mode, nothing of it in
+    ``hf`` mode). Raises ``ConfigError`` (a ``ValueError``) for an unknown component, a component both
+    frozen and adapted, LoRA on the geometry encoder when it never runs (``hf`` mode without exemplars:
+    its adapters would train nothing), or a selected LoRA component whose target regex matched no Linear
+    layer.
     """
     frozen = _check_components(config.freeze, "finetune.freeze")
     if config.mode == "full":
@@ -123,10 +139,10 @@ def _apply_lora(model: Sam3Model, config: FinetuneConfig, frozen: set[str], exem
         raise ConfigError("finetune.mode=lora needs at least one component in finetune.lora.components")
     if adapted & frozen:
         raise ConfigError(f"component(s) {sorted(adapted & frozen)} are both frozen and LoRA-adapted")
-    if "geometry" in adapted and not exemplars:
+    if "geometry" in adapted and not exemplars and prompt_token_of(model) == "hf":
         raise ConfigError(
-            "LoRA on 'geometry' would train nothing: the geometry (box-prompt) encoder is not used by "
-            "text-prompt training (turn on data.exemplars to train it)"
+            "LoRA on 'geometry' would train nothing: with model.prompt_token=hf the geometry (box-prompt) "
+            "encoder is not used by text-prompt training (turn on data.exemplars, or use prompt_token=meta)"
         )
     for c in set(lora.rank_per_component) | set(lora.alpha_per_component):
         if c not in adapted:

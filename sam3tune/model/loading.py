@@ -30,6 +30,13 @@ from sam3tune.model.clip_tokenizer import ClipTokenizer
 from sam3tune.model.components import component_of
 from sam3tune.model.finetune import unreachable_prefixes
 from sam3tune.model.hub import ModelSpecError, check_spec, hub_folder
+from sam3tune.model.prompt_token import (
+    DEFAULT_MODE,
+    MODES,
+    RECORD_KEY,
+    recorded_prompt_token,
+    set_prompt_token,
+)
 from sam3tune.model.tokenizer import HashingTokenizer, Tokenizer, load_tokenizer
 from sam3tune.run_dir import RunDir
 
@@ -146,8 +153,10 @@ def load_model(
     Named architectures are built from random weights (``seed``); ``sam3-random`` needs CLIP's BPE file
     on this machine (``ClipTokenizer.find_local``) and raises ``FileNotFoundError`` saying how to get it.
     Pretrained weights must be safetensors; they load as ``dtype``, float32 by default whatever the
-    stored precision (a half-precision checkpoint is widened). A checkpoint that leaves used weights
-    missing or wrongly shaped raises :class:`WeightsNotLoadedError` unless ``allow_missing_weights``.
+    stored precision (a half-precision checkpoint is widened). The model runs in the prompt-token mode its
+    ``config.json`` records, ``meta`` when it records none (``sam3tune.model.prompt_token``). A
+    checkpoint that leaves used weights missing or wrongly shaped raises :class:`WeightsNotLoadedError`
+    unless ``allow_missing_weights``.
     """
     if str(spec) == SAM3_RANDOM:
         return _load_sam3_random(seed, dtype)
@@ -200,6 +209,20 @@ def _load_pretrained(source: str, *, allow_missing_weights: bool, dtype: torch.d
             f"weights file {_unreadable_weights(path) or path} is truncated or corrupt ({err}); save or "
             "download the model again"
         ) from err
+    mode = recorded_prompt_token(model.config)
+    if mode is None:
+        log.info(
+            "%s records no prompt-token mode: running it as Meta's SAM 3 was trained (%s=%s, docs/model.md)",
+            source,
+            RECORD_KEY,
+            DEFAULT_MODE,
+        )
+    elif mode not in MODES:
+        raise ModelSpecError(
+            f"{path / 'config.json'}: {RECORD_KEY} must be one of {list(MODES)}, got {mode!r}",
+            path=path / "config.json",
+        )
+    set_prompt_token(model, DEFAULT_MODE if mode is None else mode)
     unused = tuple(unreachable_prefixes(model))
     missing = sorted(info.get("missing_keys", []))
     report = LoadReport(

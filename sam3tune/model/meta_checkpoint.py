@@ -24,6 +24,7 @@ silently lose weights.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from collections.abc import Mapping
@@ -39,6 +40,11 @@ from sam3tune.model.hub import ModelSpecError
 from sam3tune.output_files import WriteError, writing
 
 log = logging.getLogger(__name__)
+
+#: Meta's ViT builds its LayerNorms with eps 1e-5 (``sam3/model/vitdet.py``); HF's ``Sam3ViTConfig``
+#: defaults to 1e-6. Imported checkpoints get Meta's value: at full size with imported weights the FPN
+#: levels then agree with Meta's within 1.6e-5 instead of 4e-4 (docs/model.md, "Meta parity").
+META_VIT_LAYER_NORM_EPS = 1e-5
 
 #: (pattern, replacement): the first that matches a Meta key (after :func:`meta_state_dict`) renames it;
 #: then every rule of _WITHIN_BLOCKS applies. ``layer<i>`` becomes ``layer{i + 1}``; ``{q,k,v}`` marks a
@@ -271,13 +277,16 @@ def import_checkpoint(path: str | Path, out: str | Path, *, config=None) -> dict
     """Convert Meta checkpoint ``path`` into a ``save_pretrained`` folder ``out`` that
     ``Sam3Model.from_pretrained`` loads (with CLIP's BPE file on this machine, tokenizer files too).
 
-    ``config`` is the ``Sam3Config`` (default: the released architecture). Every ``Sam3Model`` weight must
-    come from the checkpoint with its shape, or :class:`MetaCheckpointError` names the ones that do not.
-    Returns the Meta keys that were left out and why. ``out`` is written atomically.
+    ``config`` is the ``Sam3Config`` (default: the released architecture); its ViT LayerNorm eps is set to
+    Meta's (:data:`META_VIT_LAYER_NORM_EPS`; HF's default is 1e-6). Every ``Sam3Model`` weight must come
+    from the checkpoint with its shape, or :class:`MetaCheckpointError` names the ones that do not. The
+    folder records the ``meta`` prompt-token mode (Meta's forward). Returns the Meta keys that were left
+    out and why. ``out`` is written atomically.
     """
     from transformers import Sam3Config, Sam3Model
 
     from sam3tune.model.clip_tokenizer import ClipTokenizer
+    from sam3tune.model.prompt_token import set_prompt_token
 
     out = Path(out)
     with writing(out, "OUT"):
@@ -285,8 +294,11 @@ def import_checkpoint(path: str | Path, out: str | Path, *, config=None) -> dict
             raise WriteError(f"{out} exists; give a new folder", path=out)
         out.parent.mkdir(parents=True, exist_ok=True)
     converted, dropped = convert_state_dict(load_meta_checkpoint(path))
+    config = copy.deepcopy(config) if config is not None else Sam3Config()
+    config.vision_config.backbone_config.layer_norm_eps = META_VIT_LAYER_NORM_EPS
     with torch.device("meta"):
-        model = Sam3Model(config or Sam3Config())
+        model = Sam3Model(config)
+    set_prompt_token(model, "meta")
     expected = {k: v.shape for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(converted))
     extra = sorted(set(converted) - set(expected))

@@ -3,7 +3,9 @@
 One call returns final-layer predictions, every earlier decoder layer's predictions (``aux_outputs``) and,
 in training, the one-to-many (DAC) branch; see ``docs/architecture.md`` ("Model outputs"). Each unique
 image is encoded once and its features indexed for every query (prompt) on it. Queries may carry
-exemplar boxes, which HF's geometry encoder turns into prompt tokens appended to the text tokens.
+exemplar boxes, which HF's geometry encoder turns into prompt tokens appended to the text tokens; in
+``meta`` prompt-token mode (the default) text-only queries get the encoder's CLS token as Meta's SAM 3
+does (``sam3tune.model.prompt_token``).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from sam3tune.model.config import ModelConfig
 from sam3tune.model.detr import inverse_sigmoid, run_detr_decoder, run_detr_encoder
 from sam3tune.model.dropout import set_detr_dropout
 from sam3tune.model.export import save_merged
-from sam3tune.model.finetune import apply_finetuning, trains_heads
+from sam3tune.model.finetune import apply_finetuning, trains_heads, unreachable_prefixes
 from sam3tune.model.loading import ModelBundle, WeightsNotLoadedError
+from sam3tune.model.prompt_token import PromptToken, geometry_prompt_token, prompt_token_of, set_prompt_token
 from sam3tune.model.quantization import cast_frozen, quantize_frozen_linears
 from sam3tune.model.roi_align import install_roi_align
 from sam3tune.model.tokenizer import Tokenizer
@@ -96,6 +99,13 @@ class Sam3ForTraining(nn.Module):
         return self.sam3.get_base_model() if isinstance(self.sam3, PeftModel) else self.sam3
 
     @property
+    def prompt_token(self) -> PromptToken:
+        """``meta``: the geometry encoder's CLS token joins every prompt, text-only ones included (as Meta's
+        SAM 3 was trained); ``hf``: only queries with exemplar boxes get geometry tokens (as plain
+        ``Sam3Model.forward``). Recorded in the model's config (``sam3tune.model.prompt_token``)."""
+        return prompt_token_of(self.core)
+
+    @property
     def image_size(self) -> int:
         return int(self.core.config.image_size)
 
@@ -130,7 +140,8 @@ class Sam3ForTraining(nn.Module):
         image_index (B,) int64: the image row of each query; input_ids, attention_mask (B, L) int64;
         exemplar_boxes (B, K, 4) cxcywh in [0, 1] and exemplar_labels (B, K) int64 (1 positive, 0 negative,
         -1 padding; each row's boxes first): box prompts, given to HF's geometry encoder. A query whose row
-        is all padding is predicted from its text alone, exactly as without exemplars.
+        is all padding is predicted as without exemplars: from its text and, in ``meta`` mode
+        (:attr:`prompt_token`), the geometry encoder's CLS token.
 
         Returns (Q learned queries, d decoder layers): ``pred_logits`` (B, Q), ``pred_boxes`` (B, Q, 4)
         cxcywh in [0, 1], ``presence_logits`` (B, 1) unclamped, ``pred_masks`` (B, Q, 4S/p, 4S/p) mask
@@ -180,10 +191,22 @@ class Sam3ForTraining(nn.Module):
         levels = [f.index_select(0, image_index) for f in images.levels]
         positions = images.positions.index_select(0, image_index)
         text_mask = attention_mask.bool()
+        meta = self.prompt_token == "meta"
         if exemplar_boxes is not None and exemplar_boxes.shape[1] > 0:
             text, text_mask = _append_exemplars(
-                sam3.geometry_encoder, text, text_mask, exemplar_boxes, exemplar_labels, levels, positions
+                sam3.geometry_encoder,
+                text,
+                text_mask,
+                exemplar_boxes,
+                exemplar_labels,
+                levels,
+                positions,
+                meta,
             )
+        elif meta:  # Meta's empty geometry prompt: the CLS token alone, once per image
+            token = geometry_prompt_token(sam3.geometry_encoder, images.levels[-1], images.positions)
+            text = torch.cat([text, token.index_select(0, image_index).to(text.dtype)], dim=1)
+            text_mask = torch.cat([text_mask, text_mask.new_ones(text_mask.shape[0], 1)], dim=1)
 
         memory = run_detr_encoder(sam3.detr_encoder, levels[-1], positions, text, text_mask, checkpointed)
         memory_pos = positions.flatten(2).transpose(1, 2)
@@ -277,10 +300,12 @@ def _append_exemplars(
     labels: Tensor,
     levels: list[Tensor],
     positions: Tensor,
+    keep_cls: bool,
 ) -> tuple[Tensor, Tensor]:
-    """Prompt tokens = text tokens + the geometry encoder's tokens of each query's exemplars (as
-    ``Sam3Model.forward`` builds them); queries without an exemplar get no geometry token at all (HF adds
-    its CLS token only when there are boxes), so they equal a text-only forward."""
+    """Prompt tokens = text tokens + the geometry encoder's tokens of each query's exemplars and its CLS
+    token (as ``Sam3Model.forward`` builds them). A query without an exemplar keeps the CLS token alone
+    when ``keep_cls`` (``meta`` mode: as a text-only forward in that mode) and gets no geometry token at
+    all otherwise (``hf`` mode: HF adds the CLS token only when there are boxes)."""
     valid = labels >= 0
     geometry = geometry_encoder(
         box_embeddings=boxes.to(levels[-1].dtype),
@@ -289,7 +314,9 @@ def _append_exemplars(
         img_feats=levels,
         img_pos_embeds=[positions],
     )
-    geometry_mask = geometry.attention_mask & valid.any(dim=1, keepdim=True)
+    geometry_mask = geometry.attention_mask
+    if not keep_cls:
+        geometry_mask = geometry_mask & valid.any(dim=1, keepdim=True)
     prompt = torch.cat([text, geometry.last_hidden_state.to(text.dtype)], dim=1)
     return prompt, torch.cat([text_mask, geometry_mask], dim=1)
 
@@ -315,6 +342,23 @@ def _outputs(
     return outputs
 
 
+def _set_training_prompt_token(bundle: ModelBundle, mode: str) -> None:
+    """Apply ``model.prompt_token`` (``auto`` keeps the mode the bundle was loaded with)."""
+    if mode == "auto":
+        return
+    loaded = prompt_token_of(bundle.model)
+    if mode != loaded:
+        log.warning(
+            "%s runs with prompt_token=%s; training it with model.prompt_token=%s (the tuned model records "
+            "%s)",
+            bundle.source,
+            loaded,
+            mode,
+            mode,
+        )
+    set_prompt_token(bundle.model, mode)
+
+
 def frozen_dtype(config: ModelConfig, bf16_autocast: bool) -> torch.dtype:
     """The storage dtype of frozen weights: ``config.frozen_dtype``, ``auto`` resolved by the precision of
     the training forward (bfloat16 under bf16 autocast, else float32)."""
@@ -332,15 +376,17 @@ def build_training_model(
     (box-prompt) queries, so the geometry encoder trains like the other components (else it stays
     frozen). ``bf16_autocast``: the forward will run under bf16 autocast (resolves ``frozen_dtype: auto``;
     bfloat16 frozen weights need it). Refuses a model whose weights did not load (unless
-    ``config.allow_missing_weights``), the geometry encoder's included when ``exemplars``. The bundle's
-    model is modified in place."""
-    missing_geometry = [k for k in bundle.report.missing if k.startswith("geometry_encoder.")]
-    if (
-        not bundle.report.weights_loaded or (exemplars and missing_geometry)
-    ) and not config.allow_missing_weights:
+    ``config.allow_missing_weights``), the geometry encoder's included when the forward uses it
+    (exemplars, or ``meta`` prompt-token mode). ``config.prompt_token`` other than ``auto`` sets the mode
+    the model trains (and is saved) in. The bundle's model is modified in place."""
+    _set_training_prompt_token(bundle, config.prompt_token)
+    unused = tuple(unreachable_prefixes(bundle.model, exemplars))
+    missing_used = [k for k in bundle.report.missing if not k.startswith(unused)]
+    if (missing_used or bundle.report.mismatched) and not config.allow_missing_weights:
+        geometry = any(k.startswith("geometry_encoder.") for k in missing_used)
         raise WeightsNotLoadedError(
             f"{bundle.report.summary()}\nRefusing to fine-tune a partly random model"
-            + (" (exemplar training uses the geometry encoder)" if exemplars and missing_geometry else "")
+            + (" (the forward uses the geometry encoder)" if geometry else "")
             + "; set model.allow_missing_weights=true only if this is intended."
         )
     set_detr_dropout(bundle.model, config.detr_dropout)

@@ -25,6 +25,7 @@ from sam3tune.errors import EXIT_NOT_FINISHED, UserError, require_package
 from sam3tune.eval.report import REPORT_JSON as EVAL_REPORT
 from sam3tune.json_file import read_json
 from sam3tune.model.export import atomic_directory
+from sam3tune.model.prompt_token import DEFAULT_MODE, RECORD_KEY
 from sam3tune.output_files import writing
 from sam3tune.run_dir import RunDir
 from sam3tune.ship.model_card import ModelCardInputs, render_model_card
@@ -79,6 +80,7 @@ def export_hub_folder(
         eval_report=read_json(report, "eval report") if report is not None else None,
         weights=weights,
         has_loss_curve=run.loss_curve.is_file(),
+        prompt_token=_prompt_token(run.model_dir / "config.json"),
     )
     size, patch = _input_size(run.model_dir / "config.json")
     with writing(out, "OUT"), atomic_directory(out) as staging:
@@ -93,6 +95,13 @@ def export_hub_folder(
             shutil.copy2(report, staging / "eval.json")
         (staging / "README.md").write_text(render_model_card(inputs), encoding="utf-8")
     return Path(out)
+
+
+def _prompt_token(model_config: Path) -> str:
+    """The prompt-token mode the run's model records (``meta`` without a record, as ``load_model``)."""
+    if not model_config.is_file():  # a LoRA run exported before its merged model: the base's default
+        return DEFAULT_MODE
+    return read_json(model_config, "model config").get(RECORD_KEY, DEFAULT_MODE)
 
 
 def push_folder(

@@ -11,6 +11,7 @@ from typing import Any
 from sam3tune.eval.report import markdown_table, percent, percent_change
 from sam3tune.eval.verdict import verdict_from_records
 from sam3tune.model.hub import is_hub_id, model_label
+from sam3tune.model.plain_transformers import usage_markdown
 from sam3tune.train.config import TrainConfig
 
 # Summary rows of the evaluation table: (key of EvalMetrics.summary(), label).
@@ -37,6 +38,7 @@ class ModelCardInputs:
     eval_report: dict[str, Any] | None  # eval.json of `sam3tune eval --model ... baseline=<start>`
     weights: str  # "merged" or "adapters"
     has_loss_curve: bool
+    prompt_token: str = "meta"  # the mode the model runs in (its config.json record)
 
 
 def render_model_card(inputs: ModelCardInputs) -> str:
@@ -59,7 +61,7 @@ def render_model_card(inputs: ModelCardInputs) -> str:
     lines += _training_section(config, inputs.records)
     if inputs.has_loss_curve:
         lines += ["## Loss curve", "", "![loss curve](loss_curve.png)", ""]
-    lines += _usage_section(base, inputs.weights)
+    lines += _usage_section(base, inputs.weights, inputs.prompt_token)
     lines += [
         "## Licence",
         "",
@@ -269,32 +271,16 @@ def _training_section(config: TrainConfig, records: list[dict[str, Any]]) -> lis
     ]
 
 
-def _usage_section(base: str, weights: str) -> list[str]:
-    if weights == "adapters":
-        load = [
-            "from peft import PeftModel",
-            "from transformers import Sam3Model",
-            "",
-            f'base = Sam3Model.from_pretrained("{base}")',
-            'model = PeftModel.from_pretrained(base, "REPO_ID").merge_and_unload()',
-        ]
-    else:
-        load = ["from transformers import Sam3Model", "", 'model = Sam3Model.from_pretrained("REPO_ID")']
+def _usage_section(base: str, weights: str, prompt_token: str) -> list[str]:
     return [
         "## Use",
         "",
-        "```python",
-        *load,
-        "```",
-        "",
-        "or with sam3tune (same preprocessing and postprocessing as in training and evaluation):",
+        *usage_markdown("REPO_ID", prompt_token, base=base if weights == "adapters" else None),
+        "With sam3tune (the same preprocessing and postprocessing as in training and evaluation):",
         "",
         "```bash",
         'sam3tune predict --model REPO_ID --prompt "your prompt" images/',
         "```",
-        "",
-        "Preprocessing: the whole image resized to the square input (`preprocessor_config.json`), pixels "
-        "scaled to [-1, 1]. Score of a detection: sigmoid(logit) x sigmoid(presence logit).",
         "",
     ]
 

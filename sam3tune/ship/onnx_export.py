@@ -12,7 +12,9 @@ graphs rather than one because SAM 3's cost is lopsided: at full size the image 
 TFLOPs per image, the decoder ~0.44 per query and the text encoder ~5 GFLOPs per prompt, so a
 deployment encodes each image once and each prompt once (cacheable) and runs only the decoder per
 (image, prompt). :class:`~sam3tune.ship.onnx_model.OnnxSam3` chains them like ``Sam3ForTraining``'s
-eval forward. ``export.json`` records the opset, input size, level count and the exporter used.
+eval forward. ``export.json`` records the opset, input size, level count, the exporter used and the
+prompt-token mode the decoder graph runs in (``meta``: it computes the geometry encoder's CLS token per
+image and appends it to every prompt, as the torch model does).
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class OnnxManifest:
     source: str  # the model spec that was exported
     exporter: str  # "dynamo" or "torchscript"
     torch: str
+    #: the prompt-token mode baked into the decoder graph ("meta": the geometry encoder's CLS token joins
+    #: every prompt; "hf": text tokens only). Exports from before the mode existed are "hf".
+    prompt_token: str = "hf"
 
     @classmethod
     def read(cls, directory: str | Path) -> OnnxManifest:
@@ -74,6 +79,7 @@ class OnnxManifest:
         kind = data.get("format") if isinstance(data, dict) else type(data).__name__
         if kind != "sam3tune-onnx":
             raise ModelSpecError(f"{path}: not a sam3tune ONNX manifest (format {kind!r:.60})")
+        data.setdefault("prompt_token", "hf")  # exported before the mode existed: no token in the graph
         missing = [k for k in cls.__dataclass_fields__ if k not in data]
         if missing:
             raise ModelSpecError(f"{path}: the ONNX manifest lacks {', '.join(missing)}")
@@ -161,6 +167,7 @@ def export_onnx(
         source=str(spec),
         exporter="dynamo" if dynamo else "torchscript",
         torch=torch.__version__,
+        prompt_token=model.prompt_token,
     )
     images, queries, tokens = "images", "queries", "tokens"
     jobs = {

@@ -23,6 +23,7 @@ and by the step's images and queries. See docs/train.md ("Memory ladder").
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from sam3tune.data.queries import negative_count
 from sam3tune.data.semantic import SemanticDataset
 from sam3tune.devices import device_memory
 from sam3tune.model.finetune import HEAD_MODULES, apply_finetuning, quiet_peft, trains_heads
+from sam3tune.model.prompt_token import set_prompt_token
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.loop import uses_bf16
 
@@ -199,9 +201,10 @@ def count_memory(sam3_config: Sam3Config, config: TrainConfig, bf16_autocast: bo
     (counted on the meta device: no memory, no weights); ``activations`` 0. ``bf16_autocast`` resolves
     ``frozen_dtype: auto``."""
     with torch.device("meta"), quiet_peft():
-        model = apply_finetuning(
-            Sam3Model(sam3_config), config.model.finetune, exemplars=config.data.exemplars.enabled
-        )
+        sam3 = Sam3Model(copy.deepcopy(sam3_config))
+        if config.model.prompt_token != "auto":  # which geometry-encoder weights train depends on it
+            set_prompt_token(sam3, config.model.prompt_token)
+        model = apply_finetuning(sam3, config.model.finetune, exemplars=config.data.exemplars.enabled)
     frozen = config.model.frozen_dtype
     frozen_bytes = 2 if frozen == "bfloat16" or (frozen == "auto" and bf16_autocast) else 4
     quantized = _quantizable_weights(model, config) if config.model.quantization == "nf4" else set()

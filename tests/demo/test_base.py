@@ -20,6 +20,7 @@ _NOT_ARCHITECTURE = {
     "architectures",
     "_name_or_path",
     "dropout",
+    "sam3tune_prompt_token",  # how the model runs (checked below), not its architecture
 }
 
 
@@ -58,5 +59,8 @@ def test_shipped_base_is_the_demo_architecture_made_by_the_current_recipe():
         task["train_images"], task["valid_images"], task["nonsense"], seed=task["seed"]
     )
     assert task["categories"] == expected.category_names()
+    # the base runs in the prompt-token mode it was pretrained in (bases pretrained before the mode
+    # existed ran HF's forward: no geometry token)
+    assert bundle.model.config.sam3tune_prompt_token == provenance.get("prompt_token", "hf")
     final = provenance["validation"][-1]
     assert final["step"] == provenance["steps"] and final["bbox_AP50"] > 0.5  # it learned the seen shapes

@@ -14,6 +14,7 @@ import importlib.util
 import sys
 import types
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.meta_reference import reference_unavailable
@@ -167,16 +168,84 @@ class _Placement:
         return Placement()
 
 
-def build_meta_image_model(device: str = "meta"):
+@dataclass(frozen=True)
+class Reduced:
+    """A reduced-size SAM 3 both builders make: the released widths (ViT 1024, CLIP 1024, DETR 256, 200
+    queries, every head), fewer and smaller where the time goes: ``image_size`` px (a multiple of the
+    patch size 14 and of the ViT's pretraining grid 24 x 14), ``window_size`` (so windowed attention still
+    cuts the grid into several windows), ``vit_blocks`` of which ``vit_global_blocks`` attend globally
+    (Meta's ViT returns the features after its last global block: it must be the last block) and
+    ``text_layers`` CLIP layers. The DETR encoder / decoder, geometry encoder and mask decoder are the
+    released ones."""
+
+    image_size: int = 336
+    window_size: int = 12
+    vit_blocks: int = 2
+    vit_global_blocks: tuple[int, ...] = (1,)
+    text_layers: int = 2
+
+    def meta_vit(self) -> dict:
+        if max(self.vit_global_blocks) != self.vit_blocks - 1:
+            raise ValueError("the ViT's last block must attend globally (Meta's ViT returns its output)")
+        return {
+            "img_size": self.image_size,
+            "window_size": self.window_size,
+            "depth": self.vit_blocks,
+            "global_att_blocks": self.vit_global_blocks,
+        }
+
+    def hf_config(self):
+        """The ``Sam3Config`` of the same model."""
+        from transformers import Sam3Config
+
+        config = Sam3Config()
+        vit = config.vision_config.backbone_config
+        vit.image_size, vit.window_size = self.image_size, self.window_size
+        vit.num_hidden_layers, vit.global_attn_indexes = self.vit_blocks, list(self.vit_global_blocks)
+        config.text_config.num_hidden_layers = self.text_layers
+        return config
+
+
+def build_meta_image_model(device: str = "meta", reduced: Reduced | None = None):
     """Meta's ``Sam3Image`` (sam3 0.1.4, segmentation head on, no checkpoint: Meta's random
     initialisation) on ``device``: ``"meta"`` gives key names and shapes without memory, ``"cpu"`` a
-    real model (3.4 GB at full size)."""
+    real model (3.4 GB at full size). ``reduced``: Meta's own builder with its ``ViT`` and
+    ``VETextEncoder`` given these sizes (:class:`Reduced`)."""
     with _stand_ins():
         builder = import_meta("model_builder")
-        with _Placement(device):
-            return builder.build_sam3_image_model(
-                bpe_path=str(clip_bpe_file()), device="cpu", eval_mode=True, load_from_HF=False
-            )
+        vit, text = builder.ViT, builder.VETextEncoder
+        if reduced is not None:
+            overrides = reduced.meta_vit()
+            builder.ViT = lambda **kw: vit(**{**kw, **overrides})
+            builder.VETextEncoder = lambda **kw: text(**{**kw, "layers": reduced.text_layers})
+        try:
+            with _Placement(device):
+                return builder.build_sam3_image_model(
+                    bpe_path=str(clip_bpe_file()), device="cpu", eval_mode=True, load_from_HF=False
+                )
+        finally:
+            builder.ViT, builder.VETextEncoder = vit, text
+
+
+def randomize_meta_weights(model, seed: int = 0) -> None:
+    """Re-draw every weight of a Meta model built without a checkpoint (some of its tensors are
+    ``torch.empty`` garbage and its last box / presence layers zero): N(0, 0.02), norms' scales N(1, 0.02)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for name, param in model.named_parameters():
+            norm = "norm" in name or ".ln_" in name
+            param.normal_(mean=1.0 if norm and name.endswith("weight") else 0.0, std=0.02)
+
+
+def meta_state_for_import(model) -> dict:
+    """Meta's model state in ``sam3.pt``'s layout: ``detector.`` keys next to a tracker key."""
+    import torch
+
+    state = {f"detector.{k}": v for k, v in model.state_dict().items()}
+    state["tracker.maskmem_tpos_enc"] = torch.zeros(7, 1, 1, 64)
+    return state
 
 
 def import_meta_modules(*modules: str) -> list[types.ModuleType]:
@@ -185,9 +254,12 @@ def import_meta_modules(*modules: str) -> list[types.ModuleType]:
         return [import_meta(module) for module in modules]
 
 
-def meta_predict(model, pixel_values, prompt: str) -> dict:
+def meta_predict(model, pixel_values, prompt: str, stages: dict | None = None) -> dict:
     """Meta's inference path for one image and one text prompt (as its ``Sam3Processor`` runs it):
-    ``pred_logits`` (1, Q), ``pred_boxes`` (1, Q, 4) cxcywh in [0, 1], ``presence_logit_dec`` (1, 1)."""
+    ``pred_logits`` (1, Q), ``pred_boxes`` (1, Q, 4) cxcywh in [0, 1], ``presence_logit_dec`` (1, 1),
+    ``pred_masks`` (1, Q, h, w). ``stages``: filled with the intermediate tensors of the forward in the
+    layout of ``tests.model.meta_stages`` (ViT, FPN levels, positions, text, prompt, DETR encoder and
+    decoder)."""
     import torch
 
     data_misc, geometry = import_meta_modules("model.data_misc", "model.geometry_encoders")
@@ -203,19 +275,54 @@ def meta_predict(model, pixel_values, prompt: str) -> dict:
         input_points=None,
         input_points_mask=None,
     )
-    with torch.inference_mode(), _Placement("cpu"):
-        backbone_out = model.backbone.forward_image(pixel_values)
-        backbone_out.update(model.backbone.forward_text([prompt], device="cpu"))
-        out = model.forward_grounding(
-            backbone_out=backbone_out,
-            find_input=find,
-            geometric_prompt=model._get_dummy_prompt(),
-            find_target=None,
+    captured: dict = {}
+    hooks = []
+    if stages is not None:
+        encoder, decoder = model.transformer.encoder, model.transformer.decoder
+
+        def prompt_in(module, args, kwargs):
+            captured["prompt"] = (kwargs["prompt"], kwargs["prompt_key_padding_mask"])
+
+        hooks = [
+            model.backbone.vision_backbone.trunk.register_forward_hook(
+                lambda m, a, out: captured.__setitem__("vit", out[-1])
+            ),
+            encoder.register_forward_pre_hook(prompt_in, with_kwargs=True),
+            encoder.register_forward_hook(lambda m, a, out: captured.__setitem__("encoder", out["memory"])),
+            decoder.register_forward_hook(lambda m, a, out: captured.__setitem__("decoder", out[0])),
+        ]
+    try:
+        with torch.inference_mode(), _Placement("cpu"):
+            backbone_out = model.backbone.forward_image(pixel_values)
+            # the DETR encoder adds pooled text to the FPN tensors in place: keep them as computed
+            levels = [level.clone() for level in backbone_out["backbone_fpn"]]
+            backbone_out.update(model.backbone.forward_text([prompt], device="cpu"))
+            text = backbone_out["language_features"].clone(), backbone_out["language_mask"].clone()
+            out = model.forward_grounding(
+                backbone_out=backbone_out,
+                find_input=find,
+                geometric_prompt=model._get_dummy_prompt(),
+                find_target=None,
+            )
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if stages is not None:
+        prompt_tokens, prompt_padding = captured["prompt"]
+        stages.update(
+            vit=captured["vit"],  # (1, C, H, W)
+            **{f"fpn_{k}": level for k, level in enumerate(levels)},  # (1, d, h, w), finest first
+            positions=backbone_out["vision_pos_enc"][-1],  # (1, d, H, W) of the coarsest level
+            text=text[0][:, 0][~text[1][0]],  # valid tokens (n, d); Meta's mask is True at padding
+            prompt=prompt_tokens[:, 0][~prompt_padding[0]],  # text + geometry tokens, valid ones (n, d)
+            encoder=captured["encoder"].transpose(0, 1),  # (1, H*W, d); Meta's is sequence-first
+            decoder=captured["decoder"].transpose(1, 2),  # (layers, 1, Q, d)
         )
     return {
         "pred_logits": out["pred_logits"][..., 0],
         "pred_boxes": out["pred_boxes"],
         "presence_logit_dec": out["presence_logit_dec"].reshape(1, 1),
+        "pred_masks": out["pred_masks"],
     }
 
 

@@ -1,11 +1,12 @@
 """Exemplar (box) prompts in the training forward: equal to ``Sam3Model.forward`` with the same boxes,
-text-only queries unchanged in mixed batches, the geometry encoder trainable only with exemplars."""
+text-only queries unchanged in mixed batches (in both prompt-token modes), all of the geometry encoder
+trainable only with exemplars (its CLS-token path in ``meta`` mode without them)."""
 
 import pytest
 import torch
 
-from sam3tune.model import FinetuneConfig, LoraConfig, ModelConfig, build_training_model
-from sam3tune.model.finetune import adapter_counts
+from sam3tune.model import FinetuneConfig, LoraConfig, ModelConfig, build_training_model, load_model
+from sam3tune.model.finetune import GEOMETRY_BOX_ONLY, adapter_counts
 from tests.model.conftest import assert_equals_hf, cxcywh_to_xyxy, total_of
 
 # 4 queries: 1 positive; 2 positives; 1 positive + 1 negative; 3 boxes (so K = 3 and the others pad)
@@ -49,8 +50,11 @@ def test_eval_outputs_equal_hf_forward_with_the_same_boxes(tiny, batch):
     assert (change > 1e-4).all()
 
 
-def test_mixed_batch_text_queries_equal_a_text_only_forward(tiny, batch):
-    model = build_training_model(tiny, ModelConfig(name="tiny"), exemplars=True).eval()
+@pytest.mark.parametrize("mode", ["meta", "hf"])
+def test_mixed_batch_text_queries_equal_a_text_only_forward(tiny, batch, mode):
+    """Text queries next to exemplar queries: in ``meta`` mode their CLS token comes from the geometry
+    encoder run on padding boxes, in a text-only batch from its CLS path alone; both agree."""
+    model = build_training_model(tiny, ModelConfig(name="tiny", prompt_token=mode), exemplars=True).eval()
     labels = LABELS.clone()
     labels[[1, 3]] = -1  # queries 1 and 3 have no exemplar
     with torch.no_grad():
@@ -79,9 +83,19 @@ def _geometry(model):
     return {n: p for n, p in model.named_parameters() if "geometry_encoder." in n}
 
 
-def test_geometry_encoder_is_frozen_without_exemplars(tiny):
-    model = build_training_model(tiny, ModelConfig(name="tiny"))
-    assert _geometry(model) and not any(p.requires_grad for p in _geometry(model).values())
+def test_geometry_encoder_is_frozen_without_exemplars_but_its_cls_path_in_meta_mode(tiny, batch):
+    model = build_training_model(tiny, ModelConfig(name="tiny")).train()
+    trainable = {
+        n.removeprefix("sam3.geometry_encoder.") for n, p in _geometry(model).items() if p.requires_grad
+    }
+    assert trainable and not any(n.startswith(GEOMETRY_BOX_ONLY) for n in trainable)
+    assert {"cls_embed.weight", "final_proj.weight", "output_layer_norm.weight"} <= trainable
+    total_of(model(*batch)).backward()
+    assert all(
+        float(model.get_parameter(f"sam3.geometry_encoder.{n}").grad.abs().sum()) > 0 for n in trainable
+    )
+    hf_mode = build_training_model(load_model("tiny"), ModelConfig(name="tiny", prompt_token="hf"))
+    assert _geometry(hf_mode) and not any(p.requires_grad for p in _geometry(hf_mode).values())
 
 
 def test_with_exemplars_every_trainable_parameter_gets_a_gradient(tiny, batch):
@@ -99,10 +113,12 @@ def test_geometry_can_be_frozen_or_lora_adapted_with_exemplars(tiny):
     )
     assert not any(p.requires_grad for p in _geometry(frozen).values())
     lora = FinetuneConfig(mode="lora", lora=LoraConfig(components=["geometry", "detr_decoder"], rank=2))
-    with pytest.raises(ValueError, match="geometry"):
-        build_training_model(tiny, ModelConfig(name="tiny", finetune=lora))
-    from sam3tune.model import load_model
-
+    with pytest.raises(ValueError, match="geometry"):  # hf mode without exemplars never runs it
+        build_training_model(tiny, ModelConfig(name="tiny", finetune=lora, prompt_token="hf"))
+    cls_path = build_training_model(load_model("tiny"), ModelConfig(name="tiny", finetune=lora))
+    trained = [n for n, p in _geometry(cls_path).items() if p.requires_grad]
+    assert trained and all("lora_" in n for n in trained)  # box-only layers' adapters stay frozen:
+    assert not any(f".{module}." in n for n in trained for module in GEOMETRY_BOX_ONLY)
     adapted = build_training_model(
         load_model("tiny"), ModelConfig(name="tiny", finetune=lora), exemplars=True
     )

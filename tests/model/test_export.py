@@ -16,7 +16,7 @@ from sam3tune.model import (
 )
 from sam3tune.model.hub import ModelSpecError
 from sam3tune.model.training_model import Sam3ForTraining
-from tests.model.conftest import total_of
+from tests.model.conftest import SAME_MATHS, padding_box, total_of
 
 LORA = ModelConfig(
     name="tiny",
@@ -58,7 +58,7 @@ def test_adapters_round_trip_in_peft_format(tmp_path, batch):
     with torch.no_grad():
         expected, got = model(*batch), restored(*batch)
     for key in ("pred_logits", "pred_boxes", "presence_logits", "pred_masks"):
-        assert torch.equal(expected[key], got[key]), key
+        torch.testing.assert_close(expected[key], got[key], **SAME_MATHS, msg=key)
 
 
 def test_merged_lora_model_loads_in_plain_transformers(tmp_path, batch):
@@ -70,7 +70,13 @@ def test_merged_lora_model_loads_in_plain_transformers(tmp_path, batch):
     pixel_values, image_index, input_ids, attention_mask = batch
     with torch.no_grad():
         ours = model(*batch)
-        hf = plain(pixel_values=pixel_values[image_index], input_ids=input_ids, attention_mask=attention_mask)
+        hf = plain(
+            pixel_values=pixel_values[image_index],
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            **padding_box(4),  # meta prompt-token mode, as recorded in the folder
+        )
+    assert plain.config.sam3tune_prompt_token == "meta"
     torch.testing.assert_close(hf.pred_logits, ours["pred_logits"], rtol=0, atol=1e-5)
     torch.testing.assert_close(hf.pred_boxes, _cxcywh_to_xyxy(ours["pred_boxes"]), rtol=0, atol=1e-6)
     torch.testing.assert_close(hf.presence_logits, ours["presence_logits"].clamp(-10, 10), rtol=0, atol=1e-5)
@@ -91,8 +97,14 @@ def test_full_model_save_pretrained_predicts_identically(tmp_path, batch):
     pixel_values, image_index, input_ids, attention_mask = batch
     with torch.no_grad():
         ours = model(*batch)
-        hf = plain(pixel_values=pixel_values[image_index], input_ids=input_ids, attention_mask=attention_mask)
-    assert torch.equal(hf.pred_logits, ours["pred_logits"]) and torch.equal(hf.pred_masks, ours["pred_masks"])
+        hf = plain(
+            pixel_values=pixel_values[image_index],
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            **padding_box(4),
+        )
+    torch.testing.assert_close(hf.pred_logits, ours["pred_logits"], **SAME_MATHS)
+    torch.testing.assert_close(hf.pred_masks, ours["pred_masks"], **SAME_MATHS)
     assert plain.config.detr_decoder_config.hidden_dropout == 0.1  # the training dropout travels along
 
 

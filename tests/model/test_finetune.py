@@ -9,7 +9,7 @@ from sam3tune.model import (
     load_model,
     parameter_table,
 )
-from sam3tune.model.finetune import LORA_TARGETS, adapter_counts, lora_target_matches
+from sam3tune.model.finetune import GEOMETRY_BOX_ONLY, LORA_TARGETS, adapter_counts, lora_target_matches
 from tests.model.conftest import total_of
 
 
@@ -25,7 +25,11 @@ def test_full_mode_trains_everything_reachable(tiny):
     assert sum(rows[c].total for c in rows if c != "all") == total
     for component in ("detr_encoder", "detr_decoder", "heads"):
         assert rows[component].trainable == rows[component].total
-    assert rows["geometry"].trainable == 0  # never run by text-prompt training
+    # text-prompt training runs the geometry encoder's CLS-token path only (meta prompt-token mode)
+    box_only = sum(
+        p.numel() for m in GEOMETRY_BOX_ONLY for p in getattr(tiny.model.geometry_encoder, m).parameters()
+    )
+    assert rows["geometry"].trainable == rows["geometry"].total - box_only > 0
     assert 0 < rows["vision"].trainable < rows["vision"].total  # the unused 0.5x FPN level
     text = model.format_parameter_table()
     assert text.splitlines()[0].split()[:4] == ["component", "total", "adapters", "trainable"]
@@ -115,7 +119,6 @@ def test_lora_target_matches_predicts_the_adapters(tiny):
     ("finetune", "message"),
     [
         (FinetuneConfig(freeze=["decoder"]), "unknown component"),
-        (FinetuneConfig(mode="lora", lora=LoraConfig(components=["geometry"])), "would train nothing"),
         (
             FinetuneConfig(mode="lora", freeze=["vision"], lora=LoraConfig(components=["vision"])),
             "both frozen",

@@ -2,26 +2,56 @@ import pytest
 import torch
 
 from sam3tune.model import ModelConfig, build_training_model
-from tests.model.conftest import assert_equals_hf, total_of
+from tests.model.conftest import assert_equals_hf, padding_box, total_of
 
 
 def _no_dropout(**kwargs):
     return ModelConfig(name="tiny", detr_dropout=0.0, **kwargs)
 
 
-def test_eval_outputs_equal_hf_forward_exactly(tiny, batch):
+@pytest.mark.parametrize("mode", ["meta", "hf"])
+def test_eval_outputs_equal_hf_forward(tiny, batch, mode):
+    """``meta`` mode equals plain HF given one padding box (its CLS token joins the prompt), ``hf`` mode
+    equals plain HF as it is; the two differ by far more than rounding."""
     pixel_values, image_index, input_ids, attention_mask = batch
-    model = build_training_model(tiny, ModelConfig(name="tiny")).eval()
+    model = build_training_model(tiny, ModelConfig(name="tiny", prompt_token=mode)).eval()
+    assert model.prompt_token == mode
+    extra = padding_box(4) if mode == "meta" else {}
     with torch.no_grad():
         ours = model(pixel_values, image_index, input_ids, attention_mask)
         # one row per query, as HF takes it
         unshared = model(pixel_values[image_index], torch.arange(4), input_ids, attention_mask)
         hf = tiny.model(
-            pixel_values=pixel_values[image_index], input_ids=input_ids, attention_mask=attention_mask
+            pixel_values=pixel_values[image_index],
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            **extra,
+        )
+        other = tiny.model(
+            pixel_values=pixel_values[image_index],
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            **(padding_box(4) if mode == "hf" else {}),
         )
     for out in (ours, unshared):
         assert_equals_hf(out, hf)
         assert not any(k.endswith("_o2m") for k in out)
+    assert float((ours["pred_logits"] - other.pred_logits).abs().max()) > 1e-3
+
+
+def test_meta_mode_is_the_default_and_hf_mode_runs_no_geometry_encoder(tiny, batch):
+    model = build_training_model(tiny, ModelConfig(name="tiny")).eval()
+    assert model.prompt_token == "meta"
+    calls = []
+    for layer in tiny.model.geometry_encoder.layers:
+        layer.register_forward_hook(lambda m, args, out: calls.append(out.shape))
+    with torch.no_grad():
+        model(*batch)
+        width = tiny.model.config.geometry_encoder_config.hidden_size
+        assert calls == [(2, 1, width)]  # the CLS token once per image (2 images, 4 queries), 1 layer
+        calls.clear()
+        build_training_model(tiny, ModelConfig(name="tiny", prompt_token="hf")).eval()(*batch)
+    assert calls == []
 
 
 def test_training_output_format(tiny, batch):

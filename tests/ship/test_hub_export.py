@@ -120,6 +120,9 @@ def test_hub_folder_of_a_full_run(full_run, dataset, tmp_path):
     assert "| train | 4 |" in card and "| valid | 3 |" in card
     assert "| fine-tuning | full |" in card and "![loss curve](loss_curve.png)" in card
     assert 'Sam3Model.from_pretrained("REPO_ID")' in card
+    # the plain-transformers call of the mode the model records (meta: the padding box)
+    assert json.loads((out / "config.json").read_text())["sam3tune_prompt_token"] == "meta"
+    assert "input_boxes_labels=torch.full((queries, 1), -10)" in card
     for path in (full_run.parent, dataset):  # names, not the absolute paths of this machine
         assert str(path) not in card
 

@@ -141,7 +141,10 @@ def test_recipe_learning_rates_on_the_real_model():
     assert lr_wd("detr_decoder.layers.0.mlp_layer_norm.weight") == (8e-5, 0.0)
     assert lr_wd("dot_product_scoring.text_proj.weight") == (8e-5, 0.1)
     assert lr_wd("mask_decoder.pixel_decoder.norms.0.weight") == (8e-5, 0.0)  # GroupNorm
-    assert "sam3.geometry_encoder.final_proj.weight" not in {
+    # meta prompt-token mode: the geometry encoder's CLS-token path trains at the transformer rate, its
+    # box encoding (unused by text prompts) not at all
+    assert lr_wd("geometry_encoder.final_proj.weight") == (8e-5, 0.1)
+    assert "sam3.geometry_encoder.boxes_direct_project.weight" not in {
         n for n, p in params.items() if id(p) in group_of
     }
 
@@ -176,6 +179,7 @@ def test_exemplar_training_trains_the_geometry_encoder(dataset, tmp_path):
     from safetensors.torch import load_file
 
     from sam3tune.model import load_model
+    from sam3tune.model.finetune import GEOMETRY_BOX_ONLY
 
     config = _config(dataset, tmp_path, "run_name=ex", "loop.epochs=1", "data.exemplars.probability=1.0")
     result = train(config)
@@ -186,10 +190,19 @@ def test_exemplar_training_trains_the_geometry_encoder(dataset, tmp_path):
     geometry = [k for k in exported if k.startswith("geometry_encoder.")]
     linear = [k for k in geometry if k.endswith(("proj.weight", "fc1.weight", "fc2.weight"))]
     assert len(linear) > 8 and [k for k in linear if torch.equal(exported[k], start[k])] == []
-    # without exemplars the geometry encoder never moves
+    # without exemplars its box encoding never moves (meta mode trains its CLS-token path), and in hf
+    # prompt-token mode none of it
+    box_only = tuple(f"geometry_encoder.{m}." for m in GEOMETRY_BOX_ONLY)
     plain = train(_config(dataset, tmp_path, "run_name=plain", "loop.epochs=1"))
     assert plain.status == "completed"
     untouched = load_file(str(tmp_path / "plain" / "model" / "model.safetensors"))
+    assert all(torch.equal(untouched[k], start[k]) for k in geometry if k.startswith(box_only))
+    assert not torch.equal(
+        untouched["geometry_encoder.final_proj.weight"], start["geometry_encoder.final_proj.weight"]
+    )
+    hf = train(_config(dataset, tmp_path, "run_name=hf", "loop.epochs=1", "model.prompt_token=hf"))
+    assert hf.status == "completed"
+    untouched = load_file(str(tmp_path / "hf" / "model" / "model.safetensors"))
     assert all(torch.equal(untouched[k], start[k]) for k in geometry)
 
 
