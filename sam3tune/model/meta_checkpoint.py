@@ -36,8 +36,17 @@ from torch import Tensor
 from sam3tune.atomic import atomic_directory
 from sam3tune.errors import UserError
 from sam3tune.model.hub import ModelSpecError
-from sam3tune.output_files import WriteError, writing
+from sam3tune.model.tokenizer import TOKENIZER_FILES
+from sam3tune.output_files import claim_whole_folder, writing
 
+#: what ``save_pretrained`` of a Sam3Model writes (one weights file, or shards and their index)
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+)
 log = logging.getLogger(__name__)
 
 #: (pattern, replacement): the first that matches a Meta key (after :func:`meta_state_dict`) renames it;
@@ -267,22 +276,24 @@ def _check_stored(path: Path, key: str, tensor: Tensor) -> None:
         )
 
 
-def import_checkpoint(path: str | Path, out: str | Path, *, config=None) -> dict[str, str]:
+def import_checkpoint(
+    path: str | Path, out: str | Path, *, config=None, overwrite: bool = False
+) -> dict[str, str]:
     """Convert Meta checkpoint ``path`` into a ``save_pretrained`` folder ``out`` that
     ``Sam3Model.from_pretrained`` loads (with CLIP's BPE file on this machine, tokenizer files too).
 
     ``config`` is the ``Sam3Config`` (default: the released architecture). Every ``Sam3Model`` weight must
     come from the checkpoint with its shape, or :class:`MetaCheckpointError` names the ones that do not.
-    Returns the Meta keys that were left out and why. ``out`` is written atomically.
+    Returns the Meta keys that were left out and why. ``out`` is written atomically, claimed first
+    (:func:`~sam3tune.output_files.claim_whole_folder`): new or empty, or, with ``overwrite``, an earlier
+    imported model holding nothing else.
     """
     from transformers import Sam3Config, Sam3Model
 
     from sam3tune.model.clip_tokenizer import ClipTokenizer
 
-    out = Path(out)
+    out = claim_whole_folder(out, MODEL_FILES + TOKENIZER_FILES, overwrite, "OUT", "import-checkpoint")
     with writing(out, "OUT"):
-        if out.exists():
-            raise WriteError(f"{out} exists; give a new folder", path=out)
         out.parent.mkdir(parents=True, exist_ok=True)
     converted, dropped = convert_state_dict(load_meta_checkpoint(path))
     with torch.device("meta"):
