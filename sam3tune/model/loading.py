@@ -31,6 +31,7 @@ from sam3tune.model.components import component_of
 from sam3tune.model.finetune import unreachable_prefixes
 from sam3tune.model.hub import ModelSpecError, check_spec, hub_folder
 from sam3tune.model.tokenizer import HashingTokenizer, Tokenizer, load_tokenizer
+from sam3tune.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +294,9 @@ def _what_folder(path: Path) -> str:
             "prompts); training, box prompts, the semantic head and exporting need the PyTorch model it was "
             "exported from (export.json's source)"
         )
-    if (path / "config.yaml").is_file() and (path / "model" / "config.json").is_file():
-        return f"it is a training run: its model is {path / 'model'}"
+    run = RunDir(path)
+    if run.is_run() and (run.model_dir / "config.json").is_file():
+        return f"it is a training run: its model is {run.model_dir}"
     if (path / "adapter_config.json").is_file():
         return (
             "it holds LoRA adapters (adapter_config.json): load the merged model beside them (RUN_DIR/model)"

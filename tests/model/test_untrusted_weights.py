@@ -188,12 +188,12 @@ def test_folders_that_are_not_a_model_say_what_they_are(tiny_folder, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_folder, run / "model")
     (run / "config.yaml").write_text("model: {}\n")
-    with pytest.raises(FileNotFoundError, match=f"it is a training run: its model is {run / 'model'}"):
+    with pytest.raises(ModelSpecError, match=f"it is a training run: its model is {run / 'model'}"):
         load_model(run)
     onnx = tmp_path / "onnx"
     onnx.mkdir()
     (onnx / "export.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match=r"it is an ONNX export .*need the PyTorch model"):
+    with pytest.raises(ModelSpecError, match=r"it is an ONNX export .*need the PyTorch model"):
         load_model(onnx)
     shutil.copytree(tiny_folder, tmp_path / "sharded")
     (tmp_path / "sharded" / "model.safetensors.index.json").write_text(

@@ -254,7 +254,8 @@ def test_features_of_the_pytorch_model_are_refused_on_an_export_naming_its_sourc
 ):
     _image(tmp_path / "a.png")
     out = tmp_path / "out"
-    assert main(["predict", "--model", str(tiny_onnx), *extra, str(tmp_path / "a.png"), "--out", str(out)]) == 2
+    argv = ["predict", "--model", str(tiny_onnx), *extra, str(tmp_path / "a.png"), "--out", str(out)]
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"{feature} need(s) the PyTorch model: {tiny_onnx} is an ONNX export" in err, err
     assert f"exported from ({tiny_dir})" in err and "Traceback" not in err and "TypeError" not in err
