@@ -153,10 +153,9 @@ class Predictor(InferenceModel):
             self.require_pytorch("the semantic head (--semantic)")
         cut, same = prompts_cut(self.tokenize, prompts)
         if same:
-            shown = "; ".join(" and ".join(repr(p) for p in group) for group in same)
             raise ConfigError(
-                f"prompts the tokenizer cuts to the same {self.tokenize.max_length} tokens: {shown}; the "
-                "model cannot tell them apart: shorten them so that they differ early",
+                f"prompts the tokenizer cuts to the same {self.tokenize.max_length} tokens: {_groups(same)}; "
+                "the model cannot tell them apart: shorten them so that they differ early",
                 key="prompts",
             )
         for prompt, kept in cut.items():
@@ -465,13 +464,17 @@ def _check_prompts(prompts: Sequence[str], has_boxes: bool = False) -> list[str]
         same.setdefault(prompt_key(prompt), []).append(prompt)
     repeated = [group for group in same.values() if len(group) > 1]
     if repeated:
-        shown = "; ".join(" and ".join(repr(p) for p in group) for group in repeated)
         raise ConfigError(
-            f"prompts repeat once case, punctuation and spacing are ignored: {shown}; they ask for the "
-            "same thing (each would count as the other's false positives): give each prompt once",
+            f"prompts repeat once case, punctuation and spacing are ignored: {_groups(repeated)}; they ask "
+            "for the same thing (each would count as the other's false positives): give each prompt once",
             key="prompts",
         )
     return prompts
+
+
+def _groups(groups: list[list[str]]) -> str:
+    """``'a' and 'b'; 'c' and 'd'``: prompts that are one prompt to the model, group by group."""
+    return "; ".join(" and ".join(repr(p) for p in group) for group in groups)
 
 
 def _unique_name(stem: str, used: set[str]) -> str:
