@@ -289,6 +289,9 @@ def _add_data(sub) -> None:
     synth.add_argument(
         "--semantic", action="store_true", help="write label maps + semantic.yaml instead (docs/semantic.md)"
     )
+    synth.add_argument(
+        "--overwrite", action="store_true", help="replace the splits an earlier synth wrote in OUT"
+    )
     _overrides(synth, "SynthConfig")
 
 
@@ -331,11 +334,18 @@ def _add_export(sub) -> None:
         ),
     )
     parser.add_argument("source", metavar="MODEL_OR_RUN", help="onnx: a model spec; hub: a run directory")
-    parser.add_argument("out", type=Path, metavar="OUT", help="output folder (replaced)")
+    parser.add_argument(
+        "out", type=Path, metavar="OUT", help="output folder: new or empty (--overwrite: an earlier export)"
+    )
     parser.add_argument("--format", dest="fmt", choices=("onnx", "hub"), help="onnx or hub (sets format)")
     parser.add_argument("--push", metavar="REPO_ID", help="hub: upload to this model repository (hub.push)")
     parser.add_argument(
         "--eval", dest="eval_report", type=Path, metavar="EVAL_JSON", help="hub: eval.json (hub.eval_report)"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier export in OUT (a folder holding anything else is refused)",
     )
     _overrides(parser, "ExportConfig")
 
@@ -371,7 +381,10 @@ def _add_import_checkpoint(sub) -> None:
         "sam3tune --model load. Every weight is accounted for. See docs/model.md.",
     )
     parser.add_argument("checkpoint", type=Path, metavar="PATH", help="Meta checkpoint file")
-    parser.add_argument("out", type=Path, metavar="OUT", help="new output folder")
+    parser.add_argument("out", type=Path, metavar="OUT", help="output folder, new or empty")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier import in OUT (and nothing else)"
+    )
     parser.set_defaults(handler="sam3tune.model.command:run_import_checkpoint_command")
 
 

@@ -81,6 +81,28 @@ class RunDir:
         """Whether the folder holds a run (its ``config.yaml``); False for a path that cannot be looked at."""
         return os.path.isfile(self.config_file)
 
+    def holds_training(self) -> bool:
+        """Whether the folder is a training run's: its ``config.yaml`` beside what training writes
+        (``checkpoints/``, ``metrics.jsonl`` or the lock). A user's folder that holds only a ``config.yaml``
+        of its own is not taken for a run."""
+        written = (self.checkpoints_dir, self.metrics_file, self.lock_file)
+        return self.is_run() and any(p.exists() for p in written)
+
+    @property
+    def parts(self) -> tuple[Path, ...]:
+        """Everything training writes in the folder (see the module docstring)."""
+        return (
+            self.config_file,
+            self.metrics_file,
+            self.tensorboard_dir,
+            self.checkpoints_dir,
+            self.loss_curve,
+            self.model_dir,
+            self.adapters_dir,
+            self.lock_file,
+            self.resumes_file,
+        )
+
     def config(self, overrides: Sequence[str] = ()) -> TrainConfig:
         """The run's ``config.yaml`` as a :class:`~sam3tune.train.config.TrainConfig` (read like any config:
         YAML 1.2, unknown keys, wrong types and repeated keys refused naming the file), with ``overrides``

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,7 +271,8 @@ def test_exemplar_boxes_reach_the_model_normalised(images):
     found = predictor.predict(images / "a.png", ["date", "fig"], boxes=[(12, 8, 60, 40)])
     assert list(found) == ["date", "fig"] and model.seen[0].shape == (2, 1, 4)
     assert model.seen[1].tolist() == [[1], [1]]
-    with pytest.raises(ValueError, match="empty inside"):
+    outside = f"{images / 'a.png'}: exemplar box .* has nothing inside the 120x80"
+    with pytest.raises(ValueError, match=outside):
         predictor.predict(images / "a.png", boxes=[(130, 10, 140, 20)])
     with pytest.raises(ValueError, match="prompt or a positive exemplar box"):
         predictor.predict(images / "a.png", negative_boxes=[(12, 8, 60, 40)])
@@ -347,3 +349,37 @@ def test_thousands_of_prompts_are_asked_in_bounded_pieces(images):
     semantic = [p.predict_semantic(images / "a.png", prompts, 0.0) for p in (whole, pieces)]
     assert (semantic[0] == semantic[1]).mean() > 0.999
     assert semantic[0].max() > 2  # the winning prompt lies beyond the first piece of 2: picked across pieces
+
+
+def test_an_image_a_box_does_not_fit_is_skipped_and_named(images, tmp_path, caplog, capsys):
+    """The box fits a.png (120 x 80) but lies right of b.jpg (50 x 70): b.jpg is skipped with the box and
+    its size named, a.png is predicted."""
+    predictor = Predictor(_RecordingModel(), HashingTokenizer(64, 8), image_size=32, device="cpu")
+    done = predictor.predict_files(
+        collect_images([images]), [], tmp_path / "out", progress=False, boxes=[(60, 10, 100, 40)]
+    )
+    assert [Path(e["file_name"]).name for e in done.images] == ["a.png"] and done.complete
+    (skipped,) = done.skipped
+    assert skipped["file_name"] == str(images / "b.jpg")
+    assert "exemplar box [60.0, 10.0, 100.0, 40.0] has nothing inside the 50x70 image" in skipped["reason"]
+    assert f"skipped {images / 'b.jpg'}: exemplar box" in caplog.text
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert index["skipped"] == [skipped] and len(index["images"]) == 1
+    # the command names it too
+    argv = ["predict", "--model", "tiny", "device=cpu", "--box", "60,10,100,40", str(images)]
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "1 file(s) skipped" in out and f"{images / 'b.jpg'}: exemplar box" in out
+
+
+def test_a_prompt_the_tokenizer_cuts_is_warned_about_and_listed(images, tmp_path, caplog):
+    predictor = Predictor(_FixedModel(), HashingTokenizer(64, 8), image_size=32, device="cpu")
+    long = "a ripe date with a wrinkled brown skin on a white plate"
+    done = predictor.predict_files([images / "a.png"], ["fig", long], tmp_path / "out", progress=False)
+    assert done.prompts_cut == {long: 8}
+    assert f"prompt {long!r} is cut to the tokenizer's 8 tokens" in caplog.text and "'fig'" not in caplog.text
+    assert json.loads((tmp_path / "out" / "index.json").read_text())["prompts_cut"] == {long: 8}
+    # two prompts that differ only past the cut cannot be told apart: refused, naming both
+    other = long.replace("plate", "dish")
+    with pytest.raises(UserError, match=f"cuts to the same 8 tokens: {long!r} and {other!r}"):
+        predictor.predict(images / "a.png", [long, other])

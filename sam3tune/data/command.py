@@ -16,10 +16,16 @@ from sam3tune.data.config import DataConfig
 from sam3tune.data.inspection import format_report, inspect_dataset
 from sam3tune.data.layout import ROBOFLOW_ANNOTATIONS, find_splits
 from sam3tune.data.masks import decode_segmentation
-from sam3tune.data.semantic import generate_semantic
+from sam3tune.data.semantic import SEMANTIC_YAML, generate_semantic
 from sam3tune.data.synth import SynthConfig, generate
 from sam3tune.errors import on_path
-from sam3tune.output_files import WriteError, write_text_atomic, writing
+from sam3tune.output_files import (
+    WriteError,
+    claim_output_folder,
+    refuse_run_targets,
+    write_text_atomic,
+    writing,
+)
 from sam3tune.progress import progress_bar
 
 
@@ -46,11 +52,14 @@ def run_synth_command(
     overrides: Sequence[str] = (),
     images: int | None = None,
     semantic: bool = False,
+    overwrite: bool = False,
 ) -> int:
     """Write the synthetic dataset of the :class:`SynthConfig` from the ``config`` file, ``key=value``
     overrides, then ``images`` (``images`` training images, a quarter of that, at least 1, for valid and
-    test) under ``out``; with ``semantic``, as label maps + ``semantic.yaml`` (docs/semantic.md). Exit
-    status 0; bad input raises a :class:`~sam3tune.errors.UserError` (status 2)."""
+    test) under ``out``; with ``semantic``, as label maps + ``semantic.yaml`` (docs/semantic.md). Other
+    files in ``out`` are kept; split folders (or a ``semantic.yaml``) already there are refused unless
+    ``overwrite``, which replaces them. Exit status 0; bad input raises a
+    :class:`~sam3tune.errors.UserError` (status 2)."""
     splits = None
     if images is not None:
         held_out = max(1, images // 4)
@@ -58,6 +67,7 @@ def run_synth_command(
     if images is not None and images < 1:
         raise ConfigError(f"--images must be at least 1, got {images}")
     settings = load_config(SynthConfig, config, with_shortcuts(overrides, {"splits": splits}))
+    claim_output_folder(out, [*(split for split, _ in settings.splits), SEMANTIC_YAML], overwrite, "OUT")
     with writing(out, "OUT"):
         if semantic:
             for split, count in generate_semantic(settings, out).items():
@@ -82,6 +92,7 @@ def run_convert_command(
     """
     if to != "coco":
         raise ConfigError(f"--to {to!r}: only coco is written")
+    refuse_run_targets(out, "--out")
     with on_path(out, "read", "--out"):
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise WriteError(f"--out {out} exists and is not empty; choose a new folder", path=out)

@@ -267,12 +267,12 @@ def check_prompt_tokens(
     categories = list(plan.categories.values())
     prompts = [c.prompt for c in categories]
     tokens = _token_rows(tokenize, prompts)
-    longer = _token_rows(tokenize, [f"{p} and more" for p in prompts])
+    is_cut = _cut_rows(tokenize, prompts, tokens)
     groups: dict[tuple[int, ...], list[QueryCategory]] = defaultdict(list)
     cut: set[int] = set()
-    for category, row, longer_row in zip(categories, tokens, longer, strict=True):
+    for category, row, row_cut in zip(categories, tokens, is_cut, strict=True):
         groups[row].append(category)
-        if row == longer_row:
+        if row_cut:
             cut.add(category.category_id)
             plan.problems.add(
                 "prompt_truncated", f"category {category.category_id} {category.prompt!r} ({len(row)} tokens)"
@@ -294,6 +294,24 @@ def check_prompt_tokens(
             len(cut),
             "; ".join(plan.problems.examples["prompt_truncated"][:5]),
         )
+
+
+def prompts_cut(tokenize: Callable, prompts: Sequence[str]) -> tuple[dict[str, int], list[list[str]]]:
+    """The prompts ``tokenize`` cuts to its length (prompt -> the tokens kept), and the groups of prompts
+    that get the same ids once cut (the model cannot tell them apart)."""
+    tokens = _token_rows(tokenize, prompts)
+    is_cut = _cut_rows(tokenize, prompts, tokens)
+    cut = {p: len(row) for p, row, c in zip(prompts, tokens, is_cut, strict=True) if c}
+    groups: dict[tuple[int, ...], list[str]] = defaultdict(list)
+    for prompt, row in zip(prompts, tokens, strict=True):
+        groups[row].append(prompt)
+    return cut, [g for g in groups.values() if len(g) > 1 and any(p in cut for p in g)]
+
+
+def _cut_rows(tokenize: Callable, prompts: Sequence[str], tokens: list[tuple[int, ...]]) -> list[bool]:
+    """Whether each prompt is at or past the tokenizer's length: one more word does not change its ids."""
+    longer = _token_rows(tokenize, [f"{p} and more" for p in prompts])
+    return [row == longer_row for row, longer_row in zip(tokens, longer, strict=True)]
 
 
 def _token_rows(tokenize: Callable, prompts: Sequence[str]) -> list[tuple[int, ...]]:

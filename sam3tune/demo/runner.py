@@ -30,7 +30,7 @@ from sam3tune.demo.tasks import NEW_SHAPES, finetune_task
 from sam3tune.eval.api import evaluate_model
 from sam3tune.eval.config import EvalConfig, PostprocessConfig
 from sam3tune.eval.evaluate import EvalMetrics
-from sam3tune.output_files import WriteError, writing
+from sam3tune.output_files import WriteError, refuse_run_targets, writing
 from sam3tune.predict import Predictor
 from sam3tune.run_dir import RunDir
 from sam3tune.train.recipe import train
@@ -67,6 +67,7 @@ class DemoResult:
 def run_demo(settings: DemoSettings, progress: bool = True) -> DemoResult:
     """Write the task, fine-tune, evaluate before/after, draw overlays (see module docstring)."""
     out = Path(settings.out)
+    refuse_run_targets(out, "--out")
     with writing(out, "out"):
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             message = f"--out {out} exists and is not empty (or is a file): choose another --out"

@@ -179,6 +179,8 @@ def _score_model(
     before scoring, and ``<stem>_exemplar.json``), and the report's context; the model is released
     after."""
     runner = InferenceModel.load(spec, device=device)
+    if config.exemplars.enabled:
+        runner.require_pytorch("the exemplar protocol (exemplars.enabled: box prompts)")
     dataset = build_eval_dataset(
         dataclasses.replace(data, resolution=runner.image_size, masks=False), progress=progress
     )

@@ -15,6 +15,7 @@ from torch import nn
 from sam3tune.data import Batch
 from sam3tune.devices import resolve_device
 from sam3tune.model import Sam3ForTraining, Tokenizer, load_model
+from sam3tune.model.hub import ModelSpecError
 from sam3tune.model.tokenizer import load_tokenizer
 
 
@@ -77,6 +78,20 @@ class InferenceModel:
             spec, device=device, dtype=dtype, allow_missing_weights=allow_missing_weights
         )
         return cls(model, tokenize, size, device)
+
+    def require_pytorch(self, feature: str) -> None:
+        """Refuse ``feature`` (box prompts, the semantic head, the exemplar protocol) on an ONNX export,
+        whose graphs take text prompts only, naming the PyTorch model it was exported from
+        (:class:`~sam3tune.model.hub.ModelSpecError`)."""
+        if isinstance(self.model, nn.Module):
+            return
+        manifest = getattr(self.model, "manifest", None)
+        where = getattr(self.model, "directory", "the model")
+        source = f" ({manifest.source})" if manifest is not None else ""
+        raise ModelSpecError(
+            f"{feature} need(s) the PyTorch model: {where} is an ONNX export, whose graphs take text prompts "
+            f"only; give --model the model it was exported from{source}"
+        )
 
     @torch.no_grad()
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -147,6 +147,7 @@ def evaluate_semantic_model(
 
     def run(spec: str) -> SemanticMetrics:
         runner = InferenceModel.load(spec, device=device)
+        runner.require_pytorch("evaluating label maps (the semantic head)")
         config = dataclasses.replace(data, resolution=runner.image_size)
         dataset = build_semantic_dataset(config, data.val, train=False)
         loader = semantic_loader(dataset, runner.tokenize, batch_size)

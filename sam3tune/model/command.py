@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def run_import_checkpoint_command(checkpoint: Path, out: Path) -> int:
-    """Convert ``checkpoint`` (``sam3.pt``, a trainer checkpoint, safetensors) into the folder ``out``;
-    print what was converted. Exit status 0; a checkpoint that does not convert, or an ``out`` that
-    exists, raises a :class:`~sam3tune.errors.UserError` (status 2)."""
+def run_import_checkpoint_command(checkpoint: Path, out: Path, overwrite: bool = False) -> int:
+    """Convert ``checkpoint`` (``sam3.pt``, a trainer checkpoint, safetensors) into the folder ``out``
+    (new or empty; ``overwrite``: an earlier import there is replaced); print what was converted. Exit
+    status 0; a checkpoint that does not convert, or an ``out`` holding anything else, raises a
+    :class:`~sam3tune.errors.UserError` (status 2)."""
     from sam3tune.model.meta_checkpoint import import_checkpoint
 
-    dropped = import_checkpoint(checkpoint, out)
+    dropped = import_checkpoint(checkpoint, out, overwrite=overwrite)
     reasons: dict[str, int] = {}
     for why in dropped.values():
         reasons[why] = reasons.get(why, 0) + 1

@@ -37,8 +37,17 @@ from torch import Tensor
 from sam3tune.atomic import atomic_directory
 from sam3tune.errors import UserError
 from sam3tune.model.hub import ModelSpecError
-from sam3tune.output_files import WriteError, writing
+from sam3tune.model.tokenizer import TOKENIZER_FILES
+from sam3tune.output_files import claim_whole_folder, writing
 
+#: what ``save_pretrained`` of a Sam3Model writes (one weights file, or shards and their index)
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+)
 log = logging.getLogger(__name__)
 
 #: Meta's ViT builds its LayerNorms with eps 1e-5 (``sam3/model/vitdet.py``); HF's ``Sam3ViTConfig``
@@ -273,7 +282,9 @@ def _check_stored(path: Path, key: str, tensor: Tensor) -> None:
         )
 
 
-def import_checkpoint(path: str | Path, out: str | Path, *, config=None) -> dict[str, str]:
+def import_checkpoint(
+    path: str | Path, out: str | Path, *, config=None, overwrite: bool = False
+) -> dict[str, str]:
     """Convert Meta checkpoint ``path`` into a ``save_pretrained`` folder ``out`` that
     ``Sam3Model.from_pretrained`` loads (with CLIP's BPE file on this machine, tokenizer files too).
 
@@ -281,17 +292,17 @@ def import_checkpoint(path: str | Path, out: str | Path, *, config=None) -> dict
     Meta's (:data:`META_VIT_LAYER_NORM_EPS`; HF's default is 1e-6). Every ``Sam3Model`` weight must come
     from the checkpoint with its shape, or :class:`MetaCheckpointError` names the ones that do not. The
     folder records the ``meta`` prompt-token mode (Meta's forward). Returns the Meta keys that were left
-    out and why. ``out`` is written atomically.
+    out and why. ``out`` is written atomically, claimed first
+    (:func:`~sam3tune.output_files.claim_whole_folder`): new or empty, or, with ``overwrite``, an earlier
+    imported model holding nothing else.
     """
     from transformers import Sam3Config, Sam3Model
 
     from sam3tune.model.clip_tokenizer import ClipTokenizer
     from sam3tune.model.prompt_token import set_prompt_token
 
-    out = Path(out)
+    out = claim_whole_folder(out, MODEL_FILES + TOKENIZER_FILES, overwrite, "OUT", "import-checkpoint")
     with writing(out, "OUT"):
-        if out.exists():
-            raise WriteError(f"{out} exists; give a new folder", path=out)
         out.parent.mkdir(parents=True, exist_ok=True)
     converted, dropped = convert_state_dict(load_meta_checkpoint(path))
     config = copy.deepcopy(config) if config is not None else Sam3Config()

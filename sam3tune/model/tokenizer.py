@@ -32,6 +32,18 @@ from sam3tune.json_file import JsonFileError, read_json
 from sam3tune.model.hub import ModelSpecError
 
 _WORD = re.compile(r"\w+|[^\w\s]")
+#: every file name a tokenizer's ``save`` may write (sam3tune's hashing tokenizer, SAM 3's CLIP BPE files,
+#: a Hugging Face tokenizer's ``save_pretrained``): what an export folder may hold besides the model
+TOKENIZER_FILES = (
+    "sam3tune_tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+)
 
 
 class Tokenizer(Protocol):

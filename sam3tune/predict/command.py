@@ -27,8 +27,8 @@ def run_predict_command(
     then ``model`` / ``prompts`` / ``boxes`` / ``negative_boxes`` (which set those keys) on ``images``
     (files and folders). Writes ``out/predictions.json``, ``out/index.json`` and ``out/overlays/``; an
     ``out`` holding earlier results is refused before the model loads, unless ``overwrite``. Files that
-    are not readable images are skipped and counted. Exit status 0; bad input raises a
-    :class:`~sam3tune.errors.UserError` (status 2)."""
+    are not readable images, or that an exemplar box does not fit, are skipped, counted and named. Exit
+    status 0; bad input raises a :class:`~sam3tune.errors.UserError` (status 2)."""
     shortcuts = {"model": model, "prompts": prompts, "boxes": boxes, "negative_boxes": negative_boxes}
     settings = load_config(PredictConfig, config, with_shortcuts(overrides, shortcuts))
     if settings.model is None or not (settings.prompts or settings.boxes):
@@ -57,5 +57,7 @@ def run_predict_command(
     )
     print(f"{len(done.results)} detections on {len(done.images)} images written to {out}/predictions.json")
     if done.skipped:
-        print(f"{len(done.skipped)} file(s) skipped, not readable as images (listed in {out}/index.json)")
+        print(f"{len(done.skipped)} file(s) skipped (listed with the reason in {out}/index.json):")
+        for entry in done.skipped[:5]:
+            print(f"  {entry['file_name']}: {entry['reason']}")
     return 0

@@ -30,7 +30,7 @@ from sam3tune.config import ConfigError
 from sam3tune.data import Batch, Sample, collate
 from sam3tune.data.exemplars import VISUAL_PROMPT
 from sam3tune.data.images import read_rgb
-from sam3tune.data.queries import prompt_key
+from sam3tune.data.queries import prompt_key, prompts_cut
 from sam3tune.data.transforms import eval_geometry, transform_image
 from sam3tune.errors import UserError, on_path
 from sam3tune.eval.coco_results import save_coco_results
@@ -104,9 +104,13 @@ class Predictor(InferenceModel):
     ) -> dict[str, Detections]:
         """Detections of every prompt on one image, keyed by prompt (``"visual"`` for a box-only query),
         in the image's pixels. ``boxes`` / ``negative_boxes``: exemplar boxes, xyxy pixels of ``image``."""
+        name = None
         if not isinstance(image, Image.Image):
-            image = read_rgb(Path(image))
-        return self.predict_images([image], prompts, boxes, negative_boxes)[0]
+            name, image = image, read_rgb(Path(image))
+        try:
+            return self.predict_images([image], prompts, boxes, negative_boxes)[0]
+        except BoxOutsideImage as err:
+            raise BoxOutsideImage(f"{name}: {err}" if name is not None else str(err)) from err
 
     def predict_images(
         self,
@@ -116,7 +120,7 @@ class Predictor(InferenceModel):
         negative_boxes: Sequence[Sequence[float]] = (),
     ) -> list[dict[str, Detections]]:
         """:meth:`predict` for several images in one forward pass (the same exemplar boxes on each)."""
-        prompts = _check_prompts(prompts, has_boxes=bool(boxes))
+        prompts, _ = self._checked_prompts(prompts, boxes, negative_boxes)
         return self._run(self._batch(images, prompts, boxes, negative_boxes), prompts)[0]
 
     def predict_semantic(
@@ -127,9 +131,40 @@ class Predictor(InferenceModel):
         semantic probability x presence probability, see :mod:`sam3tune.eval.postprocess`)."""
         if not isinstance(image, Image.Image):
             image = read_rgb(Path(image))
-        prompts = _check_prompts(prompts)
+        prompts, _ = self._checked_prompts(prompts, semantic=True)
         batch = self._batch([image], prompts)
         return self._run(batch, prompts, detect=False, label_map_of=image, threshold=threshold)[1]
+
+    def _checked_prompts(
+        self,
+        prompts: Sequence[str],
+        boxes: Sequence[Sequence[float]] = (),
+        negative_boxes: Sequence[Sequence[float]] = (),
+        semantic: bool = False,
+    ) -> tuple[list[str], dict[str, int]]:
+        """The stripped prompts (see ``_check_prompts``) and those the tokenizer cuts to its length (prompt
+        -> tokens kept; warned in the log: the words past it are not seen). Prompts cut to the same ids are
+        refused (``ConfigError``), so are box prompts and the semantic head on an ONNX export (text
+        prompts only)."""
+        prompts = _check_prompts(prompts, has_boxes=bool(boxes))
+        if boxes or negative_boxes:
+            self.require_pytorch("box prompts (--box, --neg-box)")
+        if semantic:
+            self.require_pytorch("the semantic head (--semantic)")
+        cut, same = prompts_cut(self.tokenize, prompts)
+        if same:
+            raise ConfigError(
+                f"prompts the tokenizer cuts to the same {self.tokenize.max_length} tokens: {_groups(same)}; "
+                "the model cannot tell them apart: shorten them so that they differ early",
+                key="prompts",
+            )
+        for prompt, kept in cut.items():
+            log.warning(
+                "prompt %r is cut to the tokenizer's %d tokens: the model does not see the words past them",
+                prompt,
+                kept,
+            )
+        return prompts, cut
 
     def _run(
         self,
@@ -218,15 +253,18 @@ class Predictor(InferenceModel):
         pass (pixel value ``i`` = category ``i``, 0 = none; see :meth:`predict_semantic`). Each image
         runs through the model once.
 
-        A file that cannot be read as an image (truncated, corrupt, not an image) is skipped and counted.
+        A file that cannot be read as an image (truncated, corrupt, not an image), or an image that an
+        exemplar box does not fit (nothing of it inside the image), is skipped, counted and named with the
+        reason. Prompts the tokenizer cuts are warned about and listed in ``index.json``'s
+        ``prompts_cut``.
         Finished images are never lost: each is appended to ``predictions.jsonl`` as it is done, and
         ``predictions.json`` and ``index.json`` are written on any exit (an error or Ctrl-C at image 900
         keeps the 899 before it, with ``complete: false``); ``predictions.jsonl`` is removed once they
         are. An ``out_dir`` that already holds results is refused unless ``overwrite`` (which removes
         them first, old overlays included)."""
-        prompts = _check_prompts(prompts, has_boxes=bool(boxes))
+        prompts, cut = self._checked_prompts(prompts, boxes, negative_boxes, semantic)
         folder = _OutputFolder(claim_output_folder(out_dir, OUTPUTS, overwrite), overlays, semantic)
-        done = PredictedFiles(folder.path)
+        done = PredictedFiles(folder.path, prompts_cut=cut)
         try:
             with folder.journal() as journal:
                 for path in progress_bar(list(images), desc="predict", unit="image", disable=not progress):
@@ -235,7 +273,12 @@ class Predictor(InferenceModel):
                         continue
                     entry = {"id": len(done.images) + 1, "file_name": str(path)}
                     entry.update(height=image.height, width=image.width)
-                    results = self._predict_file(image, entry, folder, prompts, boxes, negative_boxes)
+                    try:
+                        results = self._predict_file(image, entry, folder, prompts, boxes, negative_boxes)
+                    except BoxOutsideImage as err:  # the box fits other images of the folder
+                        done.skipped.append({"file_name": str(path), "reason": str(err)})
+                        log.warning("skipped %s: %s", path, err)
+                        continue
                     journal.write(json.dumps({**entry, "detections": results}) + "\n")
                     journal.flush()
                     done.images.append(entry)
@@ -332,6 +375,7 @@ class _OutputFolder:
                 "positive": [list(b) for b in boxes],
                 "negative": [list(b) for b in negative_boxes],
             },
+            "prompts_cut": done.prompts_cut,
             "skipped": done.skipped,
             "complete": done.complete,
         }
@@ -342,9 +386,11 @@ class _OutputFolder:
 @dataclass
 class PredictedFiles:
     """What :meth:`Predictor.predict_files` wrote to ``out_dir``: the COCO ``results``, the ``images``
-    entries of ``index.json``, the files ``skipped`` (``file_name``, ``reason``), whether it finished."""
+    entries of ``index.json``, the files ``skipped`` (``file_name``, ``reason``), whether it finished, the
+    prompts the tokenizer cut (prompt -> tokens kept)."""
 
     out_dir: Path
+    prompts_cut: dict[str, int] = field(default_factory=dict)
     results: list[dict] = field(default_factory=list)
     images: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
@@ -372,13 +418,18 @@ def _image_files(path: Path) -> list[Path]:
     raise UserError(f"{path}: no such image file or folder", path=path)
 
 
+class BoxOutsideImage(ConfigError):
+    """An exemplar box with nothing inside the image it is asked on (``predict_files`` skips that image)."""
+
+
 def exemplar_tensors(
     boxes: Sequence[Sequence[float]], negative_boxes: Sequence[Sequence[float]], width: int, height: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exemplar boxes in xyxy pixels of a ``width x height`` image -> ``(k, 4)`` cxcywh in [0, 1] of the
     evaluation canvas (a plain resize) and ``(k,)`` labels (1 for ``boxes``, 0 for ``negative_boxes``).
 
-    Boxes are clipped to the image; one with nothing left, or not 4 numbers, is a ``ConfigError``."""
+    Boxes are clipped to the image; one with nothing left is a :class:`BoxOutsideImage`, one that is not 4
+    finite numbers a ``ConfigError``."""
     rows = []
     for box in [*boxes, *negative_boxes]:
         values = [float(v) for v in box]
@@ -387,8 +438,10 @@ def exemplar_tensors(
         x0, x1 = (min(max(v, 0.0), width) for v in values[0::2])
         y0, y1 = (min(max(v, 0.0), height) for v in values[1::2])
         if x1 <= x0 or y1 <= y0:
-            raise ConfigError(
-                f"exemplar box {values} is empty inside the {width}x{height} image (need x0 < x1, y0 < y1)"
+            raise BoxOutsideImage(
+                f"exemplar box {values} has nothing inside the {width}x{height} image (clipped to it, it "
+                "needs x0 < x1 and y0 < y1)",
+                key="boxes",
             )
         rows.append([(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height])
     labels = [1] * len(boxes) + [0] * len(negative_boxes)
@@ -411,13 +464,17 @@ def _check_prompts(prompts: Sequence[str], has_boxes: bool = False) -> list[str]
         same.setdefault(prompt_key(prompt), []).append(prompt)
     repeated = [group for group in same.values() if len(group) > 1]
     if repeated:
-        shown = "; ".join(" and ".join(repr(p) for p in group) for group in repeated)
         raise ConfigError(
-            f"prompts repeat once case, punctuation and spacing are ignored: {shown}; they ask for the "
-            "same thing (each would count as the other's false positives): give each prompt once",
+            f"prompts repeat once case, punctuation and spacing are ignored: {_groups(repeated)}; they ask "
+            "for the same thing (each would count as the other's false positives): give each prompt once",
             key="prompts",
         )
     return prompts
+
+
+def _groups(groups: list[list[str]]) -> str:
+    """``'a' and 'b'; 'c' and 'd'``: prompts that are one prompt to the model, group by group."""
+    return "; ".join(" and ".join(repr(p) for p in group) for group in groups)
 
 
 def _unique_name(stem: str, used: set[str]) -> str:

@@ -19,10 +19,12 @@ def run_export_command(
     fmt: str | None = None,
     push: str | None = None,
     eval_report: Path | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Export ``source`` (``onnx``: a model spec such as ``RUN_DIR/model``; ``hub``: a run directory) to
     ``out`` as the :class:`ExportConfig` from the ``config`` file, ``key=value`` overrides, then ``fmt``,
-    ``push`` and ``eval_report`` (shortcuts for ``format``, ``hub.push``, ``hub.eval_report``) says. Exit
+    ``push`` and ``eval_report`` (shortcuts for ``format``, ``hub.push``, ``hub.eval_report``) says.
+    ``out`` must be new or empty; ``overwrite`` replaces an earlier export there (and nothing else). Exit
     status 0 done; bad input raises a :class:`~sam3tune.errors.UserError` (status 2), ``--push`` without
     a Hugging Face login ``NotLoggedInError`` (status 3, the folder is written)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -31,19 +33,20 @@ def run_export_command(
     if settings.format == "onnx":
         if settings.hub.push is not None or settings.hub.eval_report is not None:
             raise ConfigError("--push and --eval go with --format hub")
-        _export_onnx(source, out, settings)
+        _export_onnx(source, out, settings, overwrite)
     elif settings.format == "hub":
-        _export_hub(source, out, settings)
+        _export_hub(source, out, settings, overwrite)
     else:
         raise ConfigError("say what to export: --format onnx (a model) or --format hub (a run)")
     return 0
 
 
-def _export_onnx(source: str, out: Path, config: ExportConfig) -> None:
+def _export_onnx(source: str, out: Path, config: ExportConfig, overwrite: bool) -> None:
     from sam3tune.ship.onnx_export import export_onnx
 
     settings = config.onnx
-    manifest = export_onnx(source, out, opset=settings.opset, dynamo=settings.exporter == "dynamo")
+    dynamo = settings.exporter == "dynamo"
+    manifest = export_onnx(source, out, opset=settings.opset, dynamo=dynamo, overwrite=overwrite)
     print(
         f"ONNX export of {source} (opset {manifest.opset}, {manifest.exporter} exporter, input "
         f"{manifest.image_size} px) written to {out}/: image_encoder.onnx, text_encoder.onnx, decoder.onnx"
@@ -56,9 +59,11 @@ def _export_onnx(source: str, out: Path, config: ExportConfig) -> None:
     print(f"run it: sam3tune predict --model {out} --prompt PROMPT IMAGES...")
 
 
-def _export_hub(source: str, out: Path, config: ExportConfig) -> None:
+def _export_hub(source: str, out: Path, config: ExportConfig, overwrite: bool) -> None:
     hub = config.hub
-    folder = export_hub_folder(source, out, weights=hub.weights, eval_report=hub.eval_report)
+    folder = export_hub_folder(
+        source, out, weights=hub.weights, eval_report=hub.eval_report, overwrite=overwrite
+    )
     files = ", ".join(sorted(p.name for p in folder.iterdir()))
     print(f"Hugging Face model folder written to {folder}/: {files}")
     if hub.push is None:

@@ -26,7 +26,7 @@ from sam3tune.eval.report import REPORT_JSON as EVAL_REPORT
 from sam3tune.json_file import read_json
 from sam3tune.model.export import atomic_directory
 from sam3tune.model.prompt_token import DEFAULT_MODE, RECORD_KEY
-from sam3tune.output_files import writing
+from sam3tune.output_files import claim_whole_folder, writing
 from sam3tune.run_dir import RunDir
 from sam3tune.ship.model_card import ModelCardInputs, render_model_card
 from sam3tune.train.config import TrainConfig
@@ -51,8 +51,12 @@ def export_hub_folder(
     *,
     weights: Literal["auto", "merged", "adapters"] = "auto",
     eval_report: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write the repository folder of the run in ``run_dir`` to ``out`` (replaced atomically).
+
+    ``out`` is claimed first (:func:`~sam3tune.output_files.claim_whole_folder`): new or empty, or, with
+    ``overwrite``, an earlier export holding nothing else; never a run's folder or a folder of runs.
 
     ``eval_report``: an ``eval.json`` of ``sam3tune eval --model RUN_DIR/model baseline=<start model>``
     (default: ``RUN_DIR/eval/eval.json`` or ``RUN_DIR/../eval/eval.json`` when present) for the card's
@@ -72,6 +76,7 @@ def export_hub_folder(
             "(export: true)"
         )
     report = _find_eval_report(run, eval_report)
+    claim_whole_folder(out, _hub_outputs(run), overwrite, "OUT", "a hub export")
     inputs = ModelCardInputs(
         run_name=run.path.name,
         config=config,
@@ -102,6 +107,21 @@ def _prompt_token(model_config: Path) -> str:
     if not model_config.is_file():  # a LoRA run exported before its merged model: the base's default
         return DEFAULT_MODE
     return read_json(model_config, "model config").get(RECORD_KEY, DEFAULT_MODE)
+
+
+def _hub_outputs(run: RunDir) -> list[str]:
+    """The names an export of ``run`` may write (either kind of weights): what an earlier export left."""
+    names = {
+        "preprocessor_config.json",
+        "training_config.yaml",
+        run.loss_curve.name,
+        "eval.json",
+        "README.md",
+    }
+    for source in (run.model_dir, run.adapters_dir):
+        if source.is_dir():
+            names.update(p.name for p in source.iterdir() if p.is_file())
+    return sorted(names | {"config.json", "model.safetensors", *ADAPTER_FILES})
 
 
 def push_folder(

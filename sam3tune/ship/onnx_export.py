@@ -37,7 +37,9 @@ from sam3tune.json_file import JsonFileError, read_json
 from sam3tune.model import Sam3ForTraining, load_model
 from sam3tune.model.export import atomic_directory
 from sam3tune.model.hub import ModelSpecError
+from sam3tune.model.tokenizer import TOKENIZER_FILES
 from sam3tune.model.training_model import ImageFeatures
+from sam3tune.output_files import claim_whole_folder
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +136,24 @@ class _Decoder(nn.Module):
 
 
 def export_onnx(
-    spec: str | Path, out_dir: str | Path, *, opset: int = OPSET, dynamo: bool = True
+    spec: str | Path,
+    out_dir: str | Path,
+    *,
+    opset: int = OPSET,
+    dynamo: bool = True,
+    overwrite: bool = False,
 ) -> OnnxManifest:
     """Write the three graphs of model ``spec`` (a ``save_pretrained`` directory such as ``RUN_DIR/model``,
     a hub id or a named architecture), its tokenizer and ``export.json`` into ``out_dir`` (atomically).
+    ``out_dir`` is claimed before the model loads (:func:`~sam3tune.output_files.claim_whole_folder`): new
+    or empty, or, with ``overwrite``, an earlier ONNX export holding nothing else.
 
     ``dynamo``: torch's dynamo-based exporter (default; needs ``onnxscript``), else the TorchScript one.
     Weights stay float32. Graphs over 2 GB (full-size SAM 3) keep their weights in ``<graph>.onnx.data``.
     """
     require_package("onnxscript" if dynamo else "onnx", "ONNX export", "pip install 'sam3tune[onnx]'")
+    outputs = ["*.onnx", "*.onnx.data", MANIFEST, *TOKENIZER_FILES]
+    claim_whole_folder(out_dir, outputs, overwrite, "OUT", "an ONNX export")
     bundle = load_model(spec)
     model = Sam3ForTraining(bundle.model, bundle.tokenize, one_to_many=False).eval()
     size = bundle.image_size

@@ -35,6 +35,7 @@ from sam3tune.config import ConfigError, as_overrides, load_config, save_config,
 from sam3tune.data import DataConfig, DataError
 from sam3tune.devices import resolve_device
 from sam3tune.eval.report import REPORT_JSON
+from sam3tune.output_files import refuse_run_targets, writing
 from sam3tune.run_dir import RunDir
 from sam3tune.suite.aggregate import DatasetResult, markdown_table, summarise
 from sam3tune.suite.config import SuiteConfig, SuiteDataset
@@ -103,7 +104,9 @@ def run_suite(suite: SuiteConfig, say: Callable[[str], None] = print) -> SuiteOu
     """Run every step of ``suite`` that is not finished (module docstring), then aggregate. ``say``
     receives the progress lines. Raises ``ConfigError`` when ``OUT`` holds a suite of other settings."""
     out = Path(suite.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    refuse_run_targets(out, "output_dir", holding_runs=True)
+    with writing(out, "output_dir"):
+        out.mkdir(parents=True, exist_ok=True)
     failed: dict[tuple[str, str], str] = {}
     status: Literal["completed", "interrupted"] = "completed"
     with ExitStack() as held:

@@ -25,7 +25,7 @@ from sam3tune.data import (
 from sam3tune.eval.api import make_validator
 from sam3tune.model import ModelBundle, build_training_model, load_model
 from sam3tune.model.export import save_adapters, save_merged
-from sam3tune.output_files import writing
+from sam3tune.output_files import refuse_run_targets, writing
 from sam3tune.run_dir import RunDir
 from sam3tune.train.checkpoint import load_checkpoint, load_model_state
 from sam3tune.train.config import TrainConfig
@@ -124,6 +124,8 @@ def train(
     directory as it was, and a new run whose set-up fails leaves no run directory behind. See
     :meth:`Trainer.fit` for ``on_step_end`` and the errors."""
     context = init_distributed(config.loop.device)
+    if resume is None:  # never a run inside another run, or inside a run's checkpoints/ or model/
+        refuse_run_targets(config.output_dir, "output_dir", holding_runs=True)
     with ExitStack() as held:
         point, changes = None, {}
         if resume is not None:

@@ -51,7 +51,8 @@ def test_tiny_demo_writes_table_report_curve_overlays(tmp_path, capsys):
     assert Image.open(out / "overlays" / "side_by_side.png").size == (2 * 256, 2 * 256)
     tuned = load_model(out / "run" / "model")
     assert tuned.report.weights_loaded and tuned.image_size == 64
-    assert main(argv) == 2 and "not empty" in capsys.readouterr().err  # never overwrites a demo
+    # never overwrites a demo (its folder holds its training run)
+    assert main(argv) == 2 and f"{out} holds training runs (run)" in capsys.readouterr().err
 
 
 @pytest.mark.slow

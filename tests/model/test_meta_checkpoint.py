@@ -100,8 +100,10 @@ def test_import_command_refuses_bad_input_with_a_message(tmp_path, capsys):
     assert main(["import-checkpoint", str(tmp_path / "missing.pt"), str(tmp_path / "out")]) == 2
     assert "no checkpoint file" in capsys.readouterr().err
     (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")  # a folder holding what it did not write
     assert main(["import-checkpoint", str(tmp_path / "other.pt"), str(tmp_path / "taken")]) == 2
-    assert "exists" in capsys.readouterr().err
+    assert "holds notes.txt, which import-checkpoint did not write" in capsys.readouterr().err
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
     # a partial checkpoint: the missing Sam3Model weights are listed
     save_file({"transformer.decoder.norm.weight": torch.ones(256)}, tmp_path / "part.safetensors")
     assert main(["import-checkpoint", str(tmp_path / "part.safetensors"), str(tmp_path / "out")]) == 2

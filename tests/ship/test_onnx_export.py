@@ -239,3 +239,24 @@ def test_a_truncated_graph_names_the_file(tiny_onnx, tmp_path):
     graph.write_bytes(graph.read_bytes()[:1000])
     with pytest.raises(ValueError, match=f"{re.escape(str(graph))}: onnxruntime cannot load this graph"):
         OnnxSam3(copy)
+
+
+@pytest.mark.parametrize(
+    ("extra", "feature"),
+    [
+        (["--box", "1,1,10,10"], "box prompts (--box, --neg-box)"),
+        (["--prompt", "x", "--neg-box", "1,1,10,10"], "box prompts (--box, --neg-box)"),
+        (["--prompt", "x", "semantic=true"], "the semantic head (--semantic)"),
+    ],
+)
+def test_features_of_the_pytorch_model_are_refused_on_an_export_naming_its_source(
+    tiny_onnx, tiny_dir, tmp_path, capsys, extra, feature
+):
+    _image(tmp_path / "a.png")
+    out = tmp_path / "out"
+    argv = ["predict", "--model", str(tiny_onnx), *extra, str(tmp_path / "a.png"), "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{feature} need(s) the PyTorch model: {tiny_onnx} is an ONNX export" in err, err
+    assert f"exported from ({tiny_dir})" in err and "Traceback" not in err and "TypeError" not in err
+    assert not (out / "predictions.json").exists()
