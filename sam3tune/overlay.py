@@ -87,3 +87,32 @@ def _draw_exemplar(draw: ImageDraw.ImageDraw, box: list[float], positive: bool, 
     y = y1 + 2 * line
     draw.rectangle((x0, y, x0 + right - left + 2 * line, y + bottom - top + 2 * line), fill=background)
     draw.text((x0 + line - left, y + line - top), label, fill=text, font=font)
+
+
+def draw_tracks(
+    image: Image.Image,
+    tracks: Sequence[tuple[int, str, np.ndarray, Sequence[float]]],
+    mask_alpha: float = 0.5,
+) -> Image.Image:
+    """A copy of ``image`` (RGB) with tracked objects drawn: ``(track id, label, mask (H, W) bool, xyxy
+    box)`` each, in the colour of its track id (the same colour on every frame), its box outlined and
+    labelled ``<id> <label>``."""
+    canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
+    for track_id, _, mask, _ in tracks:
+        colour = np.asarray(prompt_colour(track_id), dtype=np.float32)
+        canvas[mask] = (1 - mask_alpha) * canvas[mask] + mask_alpha * colour
+    out = Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(out)
+    short_side = min(image.width, image.height)
+    font = ImageFont.load_default(size=max(10, short_side // 40))
+    line = max(1, short_side // 300)
+    for track_id, label, _, box in tracks:
+        colour = prompt_colour(track_id)
+        x0, y0, x1, y1 = (float(v) for v in box)
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=line)
+        text = f"{track_id} {label}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        y = max(0.0, y0 - (bottom - top) - 2 * line)
+        draw.rectangle((x0, y, x0 + right - left + 2 * line, y + bottom - top + 2 * line), fill=colour)
+        draw.text((x0 + line - left, y + line - top), text, fill=(255, 255, 255), font=font)
+    return out

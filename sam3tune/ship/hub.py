@@ -177,15 +177,22 @@ def _data_summary(config: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _write_preprocessor_config(folder: Path, model_config: Path) -> None:
-    """HF ``Sam3ImageProcessor`` settings for this model (what sam3tune's eval transform does: bilinear
-    resize of the whole image to S x S, scale to [0, 1], normalise with mean = std = 0.5; masks come out
-    at 4x the patch grid, 288 px for SAM 3)."""
+    """``preprocessor_config.json``: HF ``Sam3ImageProcessor`` settings for this model (see
+    :func:`image_processor_settings`)."""
     try:
         backbone = json.loads(model_config.read_text())["vision_config"]["backbone_config"]
         size, patch = int(backbone["image_size"]), int(backbone["patch_size"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise HubExportError(f"cannot read the input size from {model_config}: {err}") from err
-    processor = {
+    processor = image_processor_settings(size, patch)
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
+
+
+def image_processor_settings(size: int, patch: int) -> dict[str, Any]:
+    """HF ``Sam3ImageProcessor`` settings for a model of input side ``size`` and patch ``patch`` (what
+    sam3tune's eval transform does: bilinear resize of the whole image to S x S, scale to [0, 1], normalise
+    with mean = std = 0.5; masks come out at 4x the patch grid, 288 px for SAM 3)."""
+    return {
         "image_processor_type": "Sam3ImageProcessor",
         "processor_class": "Sam3Processor",
         "do_resize": True,
@@ -199,4 +206,3 @@ def _write_preprocessor_config(folder: Path, model_config: Path) -> None:
         "image_std": [0.5, 0.5, 0.5],
         "do_convert_rgb": True,
     }
-    (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
