@@ -41,7 +41,10 @@ from sam3tune.eval.model_eval import eval_loader, evaluate_model, predict_batche
 from sam3tune.eval.report import markdown_report, write_reports
 from sam3tune.eval.semantic_eval import eval_semantic_model
 from sam3tune.eval.verdict import Verdict, verdict_from_metrics
+from sam3tune.eval.video_eval import eval_video_model, eval_video_predictions
+from sam3tune.eval.ytvis import is_video_ground_truth
 from sam3tune.output_files import WriteError, claim_output_folder
+from sam3tune.video.model import VideoModelError
 
 if TYPE_CHECKING:
     from sam3tune.predict import Predictor
@@ -56,6 +59,8 @@ OUTPUTS = (
     "baseline_predictions.json",
     "predictions_exemplar.json",
     "baseline_predictions_exemplar.json",
+    "predictions_frames.json",
+    "baseline_predictions_frames.json",
 )
 
 
@@ -82,16 +87,34 @@ def run_eval_command(
             if predictions is None or gt is None or settings.model or settings.baseline:
                 raise ConfigError("--predictions needs --gt, and neither goes with a model or a baseline")
             claim_output_folder(out, OUTPUTS, overwrite)
-            _, markdown = eval_predictions_file(predictions, gt, out, settings)
+            if is_video_ground_truth(gt):
+                _, markdown = eval_video_predictions(predictions, gt, out, settings)
+            else:
+                _, markdown = eval_predictions_file(predictions, gt, out, settings)
         elif settings.model is None or settings.data.root is None:
             raise ConfigError("give --model and --data (model=..., data.root=...), or --predictions and --gt")
+        elif is_video_ground_truth(settings.data.root):
+            device = resolve_device(settings.device, key="device")
+            claim_output_folder(out, OUTPUTS, overwrite)
+            _, _, markdown = eval_video_model(
+                settings.model, settings.data.root, out, settings, settings.baseline, str(device)
+            )
         else:
             device = resolve_device(settings.device, key="device")
             claim_output_folder(out, OUTPUTS, overwrite)
             _, _, markdown = eval_model(
                 settings.model, settings.data, out, settings, baseline=settings.baseline, device=device
             )
-    except (ConfigError, DataError, ResultsError, GroundTruthError, FileNotFoundError, WriteError) as err:
+    except (
+        ConfigError,
+        DataError,
+        ResultsError,
+        GroundTruthError,
+        FileNotFoundError,
+        WriteError,
+        VideoModelError,
+        ImportError,
+    ) as err:
         print(f"sam3tune eval: {err}", file=sys.stderr)
         return 2
     print(markdown)
