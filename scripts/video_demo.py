@@ -55,7 +55,9 @@ def run(command: list[str]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tuned", type=Path, help="a sam3tune demo run's run/model (default: run the demo)")
     parser.add_argument("--videos", type=int, default=6)
@@ -78,7 +80,16 @@ def main() -> None:
 
     source = save_random_video_model(NAMED_ARCHITECTURES[ARCHITECTURE], out / "tracker-source", seed=0)
     for name, detector in (("zero-shot", base_model_dir()), ("tuned", tuned)):
-        run(["export", "--format", "video", str(detector), str(out / f"{name}-video"), f"video.tracker={source}"])
+        run(
+            [
+                "export",
+                "--format",
+                "video",
+                str(detector),
+                str(out / f"{name}-video"),
+                f"video.tracker={source}",
+            ]
+        )
 
     run(
         [
