@@ -8,7 +8,8 @@ Tracking only ever looks back a fixed distance, so :meth:`BoundedSession.prune` 
 * the frames' pixels (the current frame's features are cached by the model; no later step reads pixels);
 * per object, the non-conditioning outputs older than the look-back window (the tracker reads the last
   ``num_maskmem - 1`` frames' memories and ``max_object_pointers_in_encoder - 1`` frames' pointers), the
-  frames-tracked records and mask prompts older than that;
+  frames-tracked records and mask prompts older than that, and the masks of every past frame's outputs
+  (at full size 4.4 MB an object a frame; its memory features, 2 MB, and pointer are what is read again);
 * per object, the conditioning outputs beyond the ``keep_conditioning`` most recent: the tracker attends to
   the ``max_cond_frame_num`` closest ones (for forward tracking: the most recent), so keeping that many
   leaves the memory attention unchanged; transformers also takes an object pointer from *every* earlier
@@ -27,6 +28,9 @@ from __future__ import annotations
 
 import torch
 from transformers.models.sam3_video.modeling_sam3_video import Sam3VideoInferenceSession
+
+#: per-object outputs of a frame that only that frame's own step reads (its memory and pointer stay)
+FRAME_MASKS = ("pred_masks", "high_res_masks")
 
 
 class BoundedSession(Sam3VideoInferenceSession):
@@ -72,6 +76,11 @@ class BoundedSession(Sam3VideoInferenceSession):
             conditioning = outputs["cond_frame_outputs"]
             for t in sorted(conditioning)[: -self.keep_conditioning]:
                 del conditioning[t]
+            for kept in (recent, conditioning):
+                for t, output in kept.items():
+                    if t < frame_idx:  # a past frame's masks: only its memory and pointer are read again
+                        for name in FRAME_MASKS:
+                            output.pop(name, None)
         for per_frame in (
             *self.frames_tracked_per_obj.values(),
             *self.mask_inputs_per_obj.values(),
