@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 from faster_coco_eval.core import mask as coco_mask
 
-from sam3tune.data.json_file import JsonFileError
 from sam3tune.data.layout import image_path
 from sam3tune.eval.coco_results import ResultsError, save_coco_results
 from sam3tune.eval.config import EvalRunConfig
@@ -31,6 +30,7 @@ from sam3tune.eval.report import percent, percent_change
 from sam3tune.eval.rle import _binary_ready
 from sam3tune.eval.video_metrics import VideoMetrics, video_metrics
 from sam3tune.eval.ytvis import Track, VideoSet, load_video_ground_truth, load_video_results
+from sam3tune.json_file import JsonFileError
 from sam3tune.output_files import write_text_atomic
 
 SUMMARY_ROWS = (

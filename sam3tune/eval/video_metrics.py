@@ -25,6 +25,7 @@ import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 from faster_coco_eval.core import mask as coco_mask
 
+from sam3tune.errors import require_package
 from sam3tune.eval.rle import _binary_ready
 from sam3tune.eval.ytvis import Track, VideoSet
 
@@ -183,13 +184,8 @@ def video_ap(truth: VideoSet, predicted: Sequence[Track]) -> tuple[dict, dict[st
 
 # ------------------------------------------------------------------------------------------ HOTA
 def require_trackeval():
-    try:
-        from trackeval.metrics import HOTA
-    except ImportError as err:
-        raise ImportError(
-            "HOTA needs trackeval: pip install 'sam3tune[video-eval]' (or pip install trackeval)"
-        ) from err
-    return HOTA
+    """trackeval's HOTA class, or a :class:`~sam3tune.errors.MissingPackageError` saying how to add it."""
+    return require_package("trackeval.metrics", "HOTA", "pip install 'sam3tune[video-eval]'").HOTA
 
 
 def hota(truth: VideoSet, predicted: Sequence[Track], score_threshold: float = 0.5) -> tuple[dict, dict]:

@@ -54,7 +54,7 @@ def is_video_ground_truth(path: str | Path) -> bool:
 
 def load_video_ground_truth(path: str | Path) -> VideoSet:
     """Read and check a YouTube-VIS / OVIS ground-truth file."""
-    from sam3tune.data.json_file import read_json
+    from sam3tune.json_file import read_json
 
     path = Path(path)
     data = read_json(path, "video ground truth")
@@ -92,7 +92,7 @@ def load_video_ground_truth(path: str | Path) -> VideoSet:
 
 def load_video_results(results: str | Path | list, truth: VideoSet) -> list[Track]:
     """Read and check YouTube-VIS results (a file or the parsed list) against ``truth``."""
-    from sam3tune.data.json_file import read_json
+    from sam3tune.json_file import read_json
 
     where_file = str(results) if not isinstance(results, list) else "results"
     data = results if isinstance(results, list) else read_json(Path(results), "video results")

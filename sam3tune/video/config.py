@@ -91,6 +91,14 @@ class VideoConfig:
     detections: bool = False
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
 
+    def open(self, path):
+        """A :class:`~sam3tune.video.frames.FrameReader` of ``path`` with these frame settings."""
+        from sam3tune.video.frames import open_frames
+
+        return open_frames(
+            path, start=self.start, end=self.end, stride=self.stride, max_frames=self.max_frames, fps=self.fps
+        )
+
     def __post_init__(self) -> None:
         require_range(self, "start", low=0)
         require_range(self, "stride", "max_frames", "conditioning_frames", low=1)

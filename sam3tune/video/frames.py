@@ -23,6 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 from sam3tune.data.images import read_rgb
+from sam3tune.errors import UserError, require_package
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +32,17 @@ FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 _UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-class VideoInputError(ValueError):
+class VideoInputError(UserError, ValueError):
     """A video path that cannot be read as asked (names the path and what to do)."""
 
 
 def require_av():
-    """The ``av`` module, or :class:`VideoInputError` saying how to install it."""
-    try:
-        import av
-    except ImportError as err:
-        raise VideoInputError(
-            "reading and writing video files needs PyAV: pip install 'sam3tune[video]' (or pip install av); "
-            "a folder of frame images works without it"
-        ) from err
-    return av
+    """The ``av`` module (PyAV), or a :class:`~sam3tune.errors.MissingPackageError` saying how to add it."""
+    return require_package(
+        "av",
+        "reading and writing video files (a folder of frame images works without it)",
+        "pip install 'sam3tune[video]'",
+    )
 
 
 @dataclass

@@ -43,6 +43,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import Sam3Config, Sam3TrackerVideoConfig, Sam3VideoConfig, Sam3VideoModel
 
+from sam3tune.errors import UserError
 from sam3tune.model.architectures import ArchitectureSpec, sam3_config
 from sam3tune.model.hub import ModelSpecError, hub_folder, is_hub_id
 from sam3tune.model.roi_align import install_roi_align
@@ -62,7 +63,7 @@ MEMORY_CHANNELS = 64
 PromptToken = Literal["meta", "hf"]
 
 
-class VideoModelError(ValueError):
+class VideoModelError(UserError, ValueError):
     """A folder that cannot serve as (or give the tracker of) a SAM 3 video model; says what to do."""
 
 

@@ -39,7 +39,7 @@ from sam3tune.output_files import claim_output_folder, write_text_atomic, writin
 from sam3tune.overlay import draw_tracks
 from sam3tune.progress import progress_bar
 from sam3tune.video.config import VideoConfig
-from sam3tune.video.frames import FrameReader, open_frames
+from sam3tune.video.frames import FrameReader
 from sam3tune.video.model import VideoModelBundle, load_video_model
 from sam3tune.video.outputs import SPOOL, OverlayWriter, TrackSpool, join_lists, object_records
 from sam3tune.video.session import BoundedSession
@@ -232,18 +232,7 @@ class VideoPredictor:
             detections = PostprocessConfig(score_threshold=0.5)
         prompts = _check_prompts(prompts)
         settings = self.config
-        reader = (
-            video
-            if isinstance(video, FrameReader)
-            else open_frames(
-                video,
-                start=settings.start,
-                end=settings.end,
-                stride=settings.stride,
-                max_frames=settings.max_frames,
-                fps=settings.fps,
-            )
-        )
+        reader = video if isinstance(video, FrameReader) else settings.open(video)
         out_dir = claim_output_folder(out_dir, OUTPUTS, overwrite)
         done = PredictedVideo(out_dir)
         spool = TrackSpool(out_dir / SPOOL)

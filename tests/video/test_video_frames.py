@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sam3tune.errors import MissingPackageError
 from sam3tune.video.frames import VideoInputError, open_frames
 
 
@@ -83,5 +84,5 @@ def test_bad_input_is_named(tmp_path):
 def test_without_pyav_a_video_file_says_how_to_install(tmp_path, monkeypatch):
     (tmp_path / "clip.mp4").write_bytes(b"\x00")
     monkeypatch.setitem(sys.modules, "av", None)
-    with pytest.raises(VideoInputError, match=r"pip install 'sam3tune\[video\]'"):
+    with pytest.raises(MissingPackageError, match=r"pip install 'sam3tune\[video\]'"):
         open_frames(tmp_path / "clip.mp4")
