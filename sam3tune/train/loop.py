@@ -368,7 +368,10 @@ class Trainer:
         except Exception:
             self._save("last")  # a failed validation keeps the epoch's training (resumable)
             raise
-        checkpoint_due = epoch_end and _every(self.config.loop.checkpoint_every_epochs, progress.epoch)
+        loop = self.config.loop
+        checkpoint_due = (epoch_end and _every(loop.checkpoint_every_epochs, progress.epoch)) or _every(
+            loop.checkpoint_every_steps, progress.step
+        )
         if run_done or stopped or improved or checkpoint_due:
             self._save("last")
         if improved:
