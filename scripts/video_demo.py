@@ -62,6 +62,12 @@ def main() -> None:
     parser.add_argument("--tuned", type=Path, help="a sam3tune demo run's run/model (default: run the demo)")
     parser.add_argument("--videos", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--prompt-token",
+        choices=("meta", "hf"),
+        help="video.prompt_token for both models (default: what each detector records; the demo's were "
+        "trained without the token: hf)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out: Path = args.out
@@ -91,9 +97,11 @@ def main() -> None:
             ]
         )
 
+    token = [f"video.prompt_token={args.prompt_token}"] if args.prompt_token else []
     run(
         [
             "eval",
+            *token,
             "--model",
             str(out / "tuned-video"),
             "--data",
@@ -121,6 +129,7 @@ def main() -> None:
             str(out / "predict"),
             "--overwrite",
             "video.tracker.hotstart_delay=0",
+            *token,
         ]
     )
 

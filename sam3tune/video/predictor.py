@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from sam3tune.data.transforms import eval_geometry, transform_image
+from sam3tune.data.transforms import eval_geometry, normalize, transform_image
 from sam3tune.eval.config import PostprocessConfig
 from sam3tune.eval.postprocess import Detections, postprocess
 from sam3tune.output_files import claim_output_folder, write_text_atomic, writing
@@ -165,8 +165,9 @@ class VideoPredictor:
             session.prompt_attention_masks[prompt_id] = mask.to(self.device)
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
-        """A frame as the model's input ``(3, S, S)``, normalised as in evaluation."""
-        return transform_image(image.convert("RGB"), eval_geometry(self.bundle.image_size))
+        """A frame as the model's input ``(3, S, S)`` float32, resized and normalised (mean = std = 0.5) as
+        in evaluation."""
+        return normalize(transform_image(image.convert("RGB"), eval_geometry(self.bundle.image_size)))
 
     def track(
         self,
