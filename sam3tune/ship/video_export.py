@@ -13,10 +13,10 @@ unexpected keys:
   mode it was trained in (``sam3tune_prompt_token``), which ``predict --video`` follows.
 
 The tracker source is ``video.tracker``, by default the run's starting model (``model.name`` of its
-``config.yaml``), or the model itself when ``RUN_OR_MODEL`` is a model: ``facebook/sam3`` is a video model
-and holds the released tracker. A source without tracker weights (an image ``Sam3Model``, the small named
-architectures) is refused with what to do. Every key is checked against the video model's own state dict
-(built on the meta device, no weights allocated) before anything is written.
+config, read through ``RunDir``), or the model itself when ``RUN_OR_MODEL`` is a model: ``facebook/sam3`` is
+a video model and holds the released tracker. A source without tracker weights (an image ``Sam3Model``, the
+small named architectures) is refused with what to do. Every key is checked against the video model's own
+state dict (built on the meta device, no weights allocated) before anything is written.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from transformers import Sam3VideoModel
 
 from sam3tune.atomic import atomic_directory
 from sam3tune.model.loading import load_model
+from sam3tune.run_dir import RunDir
 from sam3tune.ship.hub import image_processor_settings
 from sam3tune.video.model import (
     MANIFEST_FILE,
@@ -101,18 +101,13 @@ def export_video_folder(source: str | Path, out: str | Path, tracker: str | None
 
 def _detector_of(path: Path, source: str) -> tuple[str, str]:
     """(detector model spec, default tracker source) of a run directory or a model."""
-    config_file = path / "config.yaml"
-    if path.is_dir() and config_file.is_file():
-        model_dir = path / "model"
-        if not (model_dir / "config.json").is_file():
+    run = RunDir(path)
+    if path.is_dir() and run.is_run():
+        if not (run.model_dir / "config.json").is_file():
             raise VideoModelError(
-                f"{model_dir} holds no model: the run exports its tuned weights there when it completes"
+                f"{run.model_dir} holds no model: the run exports its tuned weights there when it completes"
             )
-        settings = (yaml.safe_load(config_file.read_text()) or {}).get("model") or {}
-        start = settings.get("name")
-        if start is None:
-            raise VideoModelError(f"{config_file} names no model.name (the run's starting model)")
-        return str(model_dir), str(start)
+        return str(run.model_dir), run.config().model.name
     return source, source
 
 
