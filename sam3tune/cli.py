@@ -15,6 +15,7 @@ and the exit status of the error's kind (:mod:`sam3tune.errors`).
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib
 import os
 import sys
@@ -404,10 +405,32 @@ _COMMANDS: tuple = (
 _NOT_ARGUMENTS = ("handler", "command", "action", "show_help", "debug")
 
 
+def _write_any_text(err: UnicodeError) -> tuple[str | bytes, int]:
+    """Encoding error handler of the console: the bytes of a file name that is not valid UTF-8 (a lone
+    surrogate from Python's ``surrogateescape``) are written back as they were, any other character
+    the console cannot show as a backslash escape. No message is lost to a ``UnicodeEncodeError``."""
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    text = err.object[err.start : err.end]
+    if all("\udc80" <= char <= "\udcff" for char in text):
+        return bytes(ord(char) - 0xDC00 for char in text), err.end
+    return text.encode("ascii", "backslashreplace").decode("ascii"), err.end
+
+
+codecs.register_error("sam3tune.console", _write_any_text)
+
+
+def _console_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and stream.errors in ("strict", "backslashreplace"):
+            stream.reconfigure(errors="sam3tune.console")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command of ``argv`` (default: ``sys.argv[1:]``) and return its exit status; a
     :class:`~sam3tune.errors.UserError` becomes one message and its kind's status (see the module
     docstring), an ``OSError`` that escaped its caller the same with the file it names."""
+    _console_streams()
     args = vars(build_parser().parse_args(argv))
     handler = args.get("handler")
     if handler is None:  # `sam3tune` or `sam3tune data` alone

@@ -144,7 +144,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     """
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    known = {f.name for f in _settings(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
@@ -166,10 +166,31 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         raise err.under(where) from None
 
 
+#: ``metadata`` of a dataclass field that records where the values came from (which keys the user set),
+#: not a setting: it is neither read from YAML nor written to it, and equality ignores it
+PROVENANCE = {"provenance": True}
+
+
+def _settings(cls: Any) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("provenance")]
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The leaves of a nested mapping by dotted key (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; an empty
+    mapping is a leaf)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def to_dict(obj: Any) -> Any:
     """A dataclass (nested) as plain dicts/lists/scalars, ready for YAML or JSON."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in _settings(obj)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -180,7 +201,9 @@ def to_dict(obj: Any) -> Any:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` strings to a nested dict (values are parsed as YAML)."""
+    """Apply ``a.b.c=value`` strings to a nested dict (values are parsed as YAML; text YAML cannot hold,
+    such as the lone surrogates Python gives to bytes of a file name that are not UTF-8, is kept
+    exactly)."""
     data = dict(data)
     for item in overrides:
         if "=" not in item:
@@ -192,19 +215,65 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             child = node.get(part)
             node[part] = dict(child) if isinstance(child, dict) else {}
             node = node[part]
-        node[parts[-1]] = parse_yaml(raw) if raw.strip() else None
+        try:
+            node[parts[-1]] = _parse_value(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({err})") from None
     return data
 
 
+#: characters a YAML stream may not hold (YAML 1.1 "printable" set), surrogates included
+_UNREADABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _parse_value(raw: str) -> Any:
+    """``raw`` parsed as YAML, characters YAML cannot read standing in for themselves: each is replaced by
+    a private-use character absent from ``raw`` before parsing and put back in every string after."""
+    unreadable = sorted(set(_UNREADABLE.findall(raw)))
+    if not unreadable:
+        return parse_yaml(raw)
+    free = (chr(c) for c in range(0xF0000, 0xFFFFE) if chr(c) not in raw)
+    stand_in = {char: next(free) for char in unreadable}
+    back = {v: k for k, v in stand_in.items()}
+    parsed = parse_yaml(raw.translate(str.maketrans(stand_in)))
+    return _map_strings(parsed, lambda text: text.translate(str.maketrans(back)))
+
+
+def _map_strings(value: Any, fn) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, list):
+        return [_map_strings(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {_map_strings(k, fn): _map_strings(v, fn) for k, v in value.items()}
+    return value
+
+
+def yaml_literal(value: Any) -> str:
+    """``value`` (scalars, lists, mappings, paths) as YAML text that :func:`parse_yaml` reads back exactly,
+    for all of Unicode: JSON, with characters outside the Basic Multilingual Plane written as YAML's
+    ``\\UXXXXXXXX`` escape (JSON's surrogate pair would come back as two lone surrogates)."""
+
+    def astral(m: re.Match) -> str:
+        if m[1]:  # an escaped backslash, kept
+            return m[1]
+        return "\\U%08X" % (0x10000 + ((int(m[2], 16) - 0xD800) << 10) + int(m[3], 16) - 0xDC00)
+
+    return _SURROGATE_PAIR.sub(astral, json.dumps(to_dict(value)))
+
+
+_SURROGATE_PAIR = re.compile(r"(\\\\)|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+
+
 def as_overrides(values: dict[str, Any], prefix: str = "") -> list[str]:
-    """A (nested) mapping as ``dotted.key=value`` overrides, values quoted so that a path stays a string:
-    ``{"loop": {"epochs": 2}}`` -> ``["loop.epochs=2"]``."""
+    """A (nested) mapping as ``dotted.key=value`` overrides, values quoted so that a path stays a string
+    and any text comes back exactly: ``{"loop": {"epochs": 2}}`` -> ``["loop.epochs=2"]``."""
     overrides = []
     for key, value in values.items():
         if isinstance(value, dict):
             overrides += as_overrides(value, f"{prefix}{key}.")
         else:
-            overrides.append(f"{prefix}{key}={json.dumps(to_dict(value))}")
+            overrides.append(f"{prefix}{key}={yaml_literal(value)}")
     return overrides
 
 
@@ -223,7 +292,9 @@ _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Load ``cls`` from an optional YAML file, then apply ``overrides``."""
+    """Load ``cls`` from an optional YAML file, then apply ``overrides``. A ``cls`` with a
+    :data:`PROVENANCE` field gets there the dotted keys the file and the overrides set (presets, such as
+    the memory rungs, leave those keys as the user set them)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -236,13 +307,18 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must hold a mapping at top level, got {type(loaded).__name__}")
         data = loaded or {}
-    return from_dict(cls, apply_overrides(data, overrides))
+    merged = apply_overrides(data, overrides)
+    config = from_dict(cls, merged)
+    for field in dataclasses.fields(cls):
+        if field.metadata.get("provenance"):
+            setattr(config, field.name, frozenset(flatten(merged)))
+    return config
 
 
 def save_config(obj: Any, path: str | Path, comment: str | None = None) -> None:
     """Write a dataclass config as YAML (the resolved config of a run), under ``comment`` lines if given."""
     header = "".join(f"# {line}\n" for line in comment.splitlines()) if comment else ""
-    Path(path).write_text(header + yaml.safe_dump(to_dict(obj), sort_keys=False))
+    Path(path).write_text(header + yaml.safe_dump(to_dict(obj), sort_keys=False), encoding="utf-8")
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:

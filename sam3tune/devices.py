@@ -4,6 +4,8 @@ model is built (instead of a torch traceback at the first ``.to(device)``)."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from sam3tune.config import ConfigError
@@ -33,3 +35,11 @@ def resolve_device(preference: str, local_rank: int = 0, key: str = "loop.device
             f"{torch.cuda.device_count() if torch.cuda.is_available() else 'none'}); use {key}=auto or cpu"
         )
     return device
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory a run on ``device`` has: a GPU's total memory, else the machine's physical RAM
+    (the CPU, and the unified memory of ``mps``)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

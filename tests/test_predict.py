@@ -322,3 +322,28 @@ def test_predict_cli_needs_a_prompt_or_a_box_and_takes_boxes_as_keys(images, tmp
     index = json.loads((tmp_path / "keys" / "index.json").read_text())
     assert index["categories"] == [{"id": 1, "name": "visual"}]
     assert index["exemplars"] == {"positive": [[12, 8, 60, 40]], "negative": []}
+
+
+def test_thousands_of_prompts_are_asked_in_bounded_pieces(images):
+    """Prompts beyond ``max_queries`` go in several forward passes: the model never sees more, and the
+    detections and the semantic label map equal those of one pass (up to float32 rounding)."""
+    from sam3tune.model import Sam3ForTraining, load_model
+
+    bundle = load_model("tiny")
+    model = Sam3ForTraining(bundle.model, bundle.tokenize, one_to_many=False)
+    config = PostprocessConfig(score_threshold=0.0, max_detections=3)
+    whole = Predictor(model, bundle.tokenize, bundle.image_size, config, "cpu")
+    pieces = Predictor(model, bundle.tokenize, bundle.image_size, config, "cpu", max_queries=2)
+    sizes = []
+    forward = pieces.forward
+    pieces.forward = lambda batch: sizes.append(batch.num_queries) or forward(batch)
+    prompts = [f"thing {i}" for i in range(7)]
+    a, b = whole.predict(images / "a.png", prompts), pieces.predict(images / "a.png", prompts)
+    assert max(sizes) == 2 and len(sizes) == 4
+    for prompt in prompts:
+        # equal up to float32 rounding (a matmul over 2 rows sums in another order than over 7)
+        np.testing.assert_allclose(a[prompt].scores, b[prompt].scores, rtol=1e-5)
+        np.testing.assert_allclose(a[prompt].boxes, b[prompt].boxes, atol=1e-3)
+    semantic = [p.predict_semantic(images / "a.png", prompts, 0.0) for p in (whole, pieces)]
+    assert (semantic[0] == semantic[1]).mean() > 0.999
+    assert semantic[0].max() > 2  # the winning prompt lies beyond the first piece of 2: picked across pieces

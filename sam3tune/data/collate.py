@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 import torch
@@ -65,6 +65,32 @@ class Batch:
             "exemplar_boxes": self.exemplar_boxes,
             "exemplar_labels": self.exemplar_labels,
         }
+
+    def query_chunks(self, size: int) -> Iterator[Batch]:
+        """This batch as consecutive pieces of at most ``size`` queries, each holding only the images its
+        queries ask about (``image_index`` renumbered): one forward per piece bounds the memory of a batch
+        with thousands of prompts (an image is encoded again in each piece that asks about it)."""
+        if self.num_queries <= size:
+            yield self
+            return
+        for start in range(0, self.num_queries, size):
+            rows = slice(start, start + size)
+            used = torch.unique(self.image_index[rows])
+            renumber = torch.full((self.num_images,), -1, dtype=torch.int64)
+            renumber[used] = torch.arange(len(used))
+            yield Batch(
+                pixel_values=self.pixel_values[used],
+                image_index=renumber[self.image_index[rows]],
+                input_ids=self.input_ids[rows],
+                attention_mask=self.attention_mask[rows],
+                targets=self.targets[rows],
+                image_ids=self.image_ids[used],
+                orig_sizes=self.orig_sizes[used],
+                category_ids=self.category_ids[rows],
+                prompts=self.prompts[rows],
+                exemplar_boxes=None if self.exemplar_boxes is None else self.exemplar_boxes[rows],
+                exemplar_labels=None if self.exemplar_labels is None else self.exemplar_labels[rows],
+            )
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """A copy with every tensor (targets included) on ``device``."""

@@ -25,8 +25,9 @@ from torch.utils.data import Dataset
 from sam3tune.data.coco import CocoImage, CocoObject, load_split
 from sam3tune.data.config import DataConfig
 from sam3tune.data.exemplars import VISUAL_PROMPT, ExemplarDraw, draw_exemplars
+from sam3tune.data.hf_datasets import hf_source
 from sam3tune.data.images import read_rgb
-from sam3tune.data.layout import resolve_split
+from sam3tune.data.layout import SplitFiles, resolve_split
 from sam3tune.data.masks import SegmentationError, decode_segmentation
 from sam3tune.data.problems import DataError
 from sam3tune.data.queries import QueryPlan, choose_negatives, load_prompt_map, plan_queries
@@ -270,6 +271,7 @@ def load_plan(
             "dataset_missing", "data.root is not set: point it at a dataset folder or a COCO JSON file"
         )
     split_files = resolve_split(config.root, split, image_dir, config.hf_bbox_format)
+    _refuse_options_of_other_kinds(config, split_files, image_dir)
     coco = load_split(split_files, progress=progress, follow_symlinks=config.follow_symlinks)
     sample = None
     if train and config.shots is not None:
@@ -292,6 +294,23 @@ def load_plan(
     plan.shots = sample
     plan.problems.log(str(split_files.annotation_file))
     return plan
+
+
+def _refuse_options_of_other_kinds(config: DataConfig, split: SplitFiles, image_dir) -> None:
+    """Options of one dataset kind given for another are refused, not ignored (``option_not_applicable``)."""
+    key = "train_images" if image_dir is not None and image_dir == config.train_images else "val_images"
+    if split.yolo is not None and image_dir is not None:
+        raise DataError(
+            "option_not_applicable",
+            f"data.{key}={image_dir}: the image folder of a COCO JSON file; {config.root} is a YOLO dataset "
+            "whose images data.yaml (or images/) names. Remove the option",
+        )
+    if hf_source(config.root) is None and config.hf_bbox_format != DataConfig().hf_bbox_format:
+        raise DataError(
+            "option_not_applicable",
+            f"data.hf_bbox_format={config.hf_bbox_format}: the box format of Hugging Face datasets; "
+            f"{config.root} is not one (COCO boxes are x, y, width, height). Remove the option",
+        )
 
 
 def build_train_dataset(

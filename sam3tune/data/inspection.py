@@ -11,15 +11,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from sam3tune.data.coco import CocoSplit, load_split
 from sam3tune.data.config import DataConfig
 from sam3tune.data.dataset import count_exemplar_queries
 from sam3tune.data.layout import SplitFiles, find_splits, split_aliases
 from sam3tune.data.problems import DataError
 from sam3tune.data.queries import Negatives, load_prompt_map, negative_count, plan_queries
-from sam3tune.data.semantic import is_semantic_dataset, load_semantic_split, read_label_map, semantic_splits
+from sam3tune.data.semantic import (
+    is_semantic_dataset,
+    load_semantic_split,
+    refuse_instance_options,
+    semantic_splits,
+)
 from sam3tune.data.shots import sample_shots
 from sam3tune.errors import describe_os_error
 
@@ -56,8 +59,13 @@ def inspect_dataset(
         "splits": [],
     }
     if is_semantic_dataset(path):
+        try:
+            refuse_instance_options(dataclasses.replace(config, root=Path(path)))
+        except DataError as err:
+            report.update(ok=False, error={"kind": err.kind, "message": str(err)})
+            return report
         for name in semantic_splits(path):
-            entry = _inspect_semantic_split(Path(path), name, config.negatives)
+            entry = _inspect_semantic_split(Path(path), name, config.negatives, config.follow_symlinks)
             report["ok"] = report["ok"] and entry["ok"]
             report["splits"].append(entry)
         if not report["splits"]:
@@ -188,26 +196,37 @@ def _split_counts(split: CocoSplit) -> dict[str, Any]:
     }
 
 
-def _inspect_semantic_split(root: Path, split: str, negatives: Negatives) -> dict[str, Any]:
+def _inspect_semantic_split(
+    root: Path, split: str, negatives: Negatives, follow_symlinks: bool = False
+) -> dict[str, Any]:
     """The ``data inspect`` entry of one semantic split (the instance report's keys; ``annotations``
     and ``masks`` are null, a class's ``instances`` too; ``images`` counts the images showing it;
     queries as training asks them with ``negatives``)."""
     entry = _empty_entry(split, root / split / "labels", root / split / "images")
     try:
-        loaded = load_semantic_split(root, split)
+        loaded = load_semantic_split(root, split, follow_symlinks)
     except DataError as err:
         entry["error"] = {"kind": err.kind, "message": str(err)}
         return entry
     showing = dict.fromkeys(loaded.classes, 0)
     positive = negative = 0
     for image in loaded.images:
-        present = set(np.unique(read_label_map(image.label_path)).tolist()) & set(loaded.classes)
+        present = image.present
         for c in present:
             showing[c] += 1
         positive += len(present)
         negative += negative_count(len(loaded.classes) - len(present), negatives)
     listed = len(loaded.images) + sum(
-        loaded.problems[k] for k in ("label_map_missing", "image_unreadable", "image_size_mismatch")
+        loaded.problems[k]
+        for k in (
+            "label_map_missing",
+            "image_unreadable",
+            "image_size_mismatch",
+            "image_truncated",
+            "image_corrupt",
+            "image_outside_folder",
+            "label_map_all_ignored",
+        )
     )
     entry.update(
         ok=True,

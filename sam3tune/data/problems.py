@@ -43,6 +43,11 @@ CATALOGUE: dict[str, tuple[Severity, str]] = {
     "dataset_missing": ("error", "data.root is not set, or no file or folder is there"),
     "split_missing": ("error", "the dataset has no split of that name (data.train / data.val)"),
     "empty_split": ("error", "the split has no images or no annotations"),
+    "option_not_applicable": (
+        "error",
+        "a data option the dataset kind does not use (exemplars or a prompt map on label maps, image folders "
+        "of COCO JSON files on YOLO, ...): refused instead of ignored",
+    ),
     "hf_schema": (
         "error",
         "a Hugging Face dataset whose features do not fit the detection schema (image, objects.bbox, "
@@ -66,9 +71,19 @@ CATALOGUE: dict[str, tuple[Severity, str]] = {
     "label_line_malformed": ("skipped", "YOLO label line skipped: not a class id followed by numbers"),
     "label_without_image": ("skipped", "YOLO label file skipped: no image with its name"),
     "label_file_unreadable": ("skipped", "image skipped: its YOLO label file cannot be read"),
+    "label_file_missing": ("info", "image without a YOLO label file: no objects, a negative for every class"),
+    "text_byte_order_mark": ("fixed", "UTF-8 byte-order mark at the start of a text file removed"),
+    "yaml_path_ignored": (
+        "warning",
+        "data.yaml 'path' is not a folder inside the dataset root: splits read relative to the root",
+    ),
     "image_label_ambiguous": ("skipped", "image skipped: another image has the same YOLO label file"),
     "label_map_missing": ("skipped", "image skipped: its semantic label map is missing"),
     "label_value_unknown": ("info", "label map indices that are no class (and not ignored): no class there"),
+    "label_map_all_ignored": (
+        "skipped",
+        "image skipped: every pixel of its label map is the ignore index (it teaches 'every class absent')",
+    ),
     "annotation_malformed": ("skipped", "annotation skipped: missing/non-numeric bbox or ids"),
     "annotation_duplicate": (
         "skipped",

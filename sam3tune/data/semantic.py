@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 from torch.utils.data import Dataset
 
 from sam3tune.data.config import DataConfig
 from sam3tune.data.dataset import Sample
-from sam3tune.data.images import read_rgb
-from sam3tune.data.layout import ROBOFLOW_ANNOTATIONS, SEMANTIC_YAML
+from sam3tune.data.images import ImageFileError, probe_image, read_rgb
+from sam3tune.data.layout import ROBOFLOW_ANNOTATIONS, SEMANTIC_YAML, resolves_inside
 from sam3tune.data.problems import DataError, ProblemReport
 from sam3tune.data.queries import clean_prompt, negative_count
 from sam3tune.data.synth import SynthConfig, render_image
@@ -39,11 +39,13 @@ from sam3tune.data.transforms import MaskSampler, eval_geometry, sample_train_ge
 from sam3tune.data.yolo import DATA_YAML_NAMES, IMAGE_SUFFIXES, read_data_yaml, yaml_class_names
 
 _SPLIT_ALIASES = {"valid": ("valid", "val"), "val": ("val", "valid")}
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 @dataclass(frozen=True)
 class SemanticImage:
-    """A usable image and its label map (same size, after EXIF orientation of the image)."""
+    """A usable image and its label map (same size, each after its own EXIF orientation), with the
+    classes its label map shows."""
 
     image_id: int
     file_name: str
@@ -51,6 +53,7 @@ class SemanticImage:
     label_path: Path
     width: int
     height: int
+    present: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -85,12 +88,16 @@ def read_semantic_yaml(root: Path) -> tuple[dict[int, str], int | None]:
     return classes, ignore
 
 
-def load_semantic_split(root: str | Path, split: str) -> SemanticSplit:
+def load_semantic_split(root: str | Path, split: str, follow_symlinks: bool = False) -> SemanticSplit:
     """Read and check split ``split`` of the semantic dataset at ``root``.
 
-    Images without a label map, label maps without an image, unreadable files, size mismatches and
-    label maps that are not single-channel are counted and skipped; indices that are neither a class
-    nor the ignore index count as no class (reported once per image).
+    Images and label maps are taken as displayed (EXIF orientation applied to each, the rule of COCO
+    images and their annotations). Images without a label map, label maps without an image, unreadable
+    files, size mismatches (a label map that fits only the stored, unrotated image included), label maps
+    that are not single-channel or entirely the ignore index, and files resolving outside the split
+    folder (unless ``follow_symlinks``) are counted and skipped; indices that are neither a class nor
+    the ignore index count as no class (reported once per image). A split whose label maps show no class
+    at all is a :class:`DataError` (``no_usable_queries``): every query would be "absent".
     """
     root = Path(root)
     classes, ignore = read_semantic_yaml(root)
@@ -120,6 +127,14 @@ def load_semantic_split(root: str | Path, split: str) -> SemanticSplit:
         relative = path.relative_to(folder / "images")
         label = folder / "labels" / relative.with_suffix(".png")
         labelled.add(label)
+        outside = [f for f in (path, label) if f.exists() and not resolves_inside(f.resolve(), folder)]
+        if outside and not follow_symlinks:
+            problems.add(
+                "image_outside_folder",
+                f"{outside[0]} resolves to {outside[0].resolve()}, outside {folder} "
+                "(data.follow_symlinks: true to use it)",
+            )
+            continue
         checked = _check_pair(path, label, classes, ignore, problems)
         if checked is not None:
             images.append(SemanticImage(image_id, relative.as_posix(), path, label, *checked))
@@ -130,6 +145,13 @@ def load_semantic_split(root: str | Path, split: str) -> SemanticSplit:
             )
     if not images:
         raise DataError("no_usable_images", f"{folder}: no image with a usable label map ({problems.counts})")
+    if not any(image.present for image in images):
+        raise DataError(
+            "no_usable_queries",
+            f"{folder}: none of the {len(images)} usable label maps shows a pixel of a class "
+            f"{sorted(classes)} of {root / SEMANTIC_YAML}: every query would be 'absent'. Check the class "
+            "indices in names and ignore_index",
+        )
     prompts = {index: clean_prompt(name) for index, name in classes.items()}
     seen: dict[str, int] = {}
     for index, prompt in sorted(prompts.items()):
@@ -150,34 +172,57 @@ def read_label_map(path: Path) -> np.ndarray:
         with Image.open(path) as img:
             if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L", "1"):
                 raise ValueError(f"mode {img.mode}: a label map must be one channel of class indices")
-            return np.asarray(img, dtype=np.int64)
+            # as displayed, like the image (a transpose keeps the indices)
+            return np.asarray(ImageOps.exif_transpose(img), dtype=np.int64)
 
 
 def _check_pair(
     image: Path, label: Path, classes: dict[int, str], ignore: int | None, problems: ProblemReport
-) -> tuple[int, int] | None:
+) -> tuple[int, int, frozenset[int]] | None:
+    """(width, height) of the image as displayed and the classes its label map shows, or None (counted)."""
     if not label.is_file():
         problems.add("label_map_missing", f"{image}: no label map {label}")
         return None
     try:
-        with Image.open(image) as img:
-            size = img.size
+        info = probe_image(image)
         values = read_label_map(label)
-    except (OSError, SyntaxError, ValueError) as err:
-        problems.add("image_unreadable", f"{image} / {label}: {err}")
+    except ImageFileError as err:
+        problems.add(err.kind, f"{image}: {err}")
         return None
+    except (OSError, SyntaxError, ValueError) as err:
+        problems.add("image_unreadable", f"{label}: {err}")
+        return None
+    size, turned = (info.width, info.height), info.orientation in _TRANSPOSED
     if values.shape != (size[1], size[0]):
+        stored = (size[1], size[0]) if turned else size
+        why = (
+            f"; it fits the image as stored, but EXIF orientation {info.orientation} turns the image "
+            "(used as displayed, like COCO images): rotate the label map or drop the EXIF tag"
+            if turned and values.shape == (stored[1], stored[0])
+            else ""
+        )
         problems.add(
             "image_size_mismatch",
-            f"{label}: {values.shape[1]}x{values.shape[0]}, image {image.name} {size[0]}x{size[1]}",
+            f"{label}: {values.shape[1]}x{values.shape[0]}, image {image.name} {size[0]}x{size[1]} "
+            f"after EXIF orientation{why}",
         )
         return None
-    unknown = set(np.unique(values).tolist()) - set(classes) - {ignore}
+    if info.orientation in (2, 3, 4) or (info.orientation != 1 and size[0] == size[1]):
+        problems.add(
+            "image_orientation_ambiguous",
+            f"{image}: EXIF orientation {info.orientation} on a {size[0]}x{size[1]} image; the label map "
+            f"{label.name} is taken in the displayed frame, check that it fits the turned picture",
+        )
+    found = set(np.unique(values).tolist())
+    if ignore is not None and found == {ignore}:
+        problems.add("label_map_all_ignored", f"{label}: every pixel is the ignore index {ignore}")
+        return None
+    unknown = found - set(classes) - {ignore}
     if unknown and any(v != 0 for v in unknown):  # 0 is the usual background, not worth a report
         problems.add(
             "label_value_unknown", f"{label}: indices {sorted(unknown)[:8]} are no class (no class there)"
         )
-    return size
+    return size[0], size[1], frozenset(found & set(classes))
 
 
 class SemanticDataset(Dataset):
@@ -255,6 +300,49 @@ class SemanticDataset(Dataset):
         return sorted([*present, *picked])
 
 
+def refuse_instance_options(config: DataConfig) -> None:
+    """Refuse the :class:`DataConfig` options label maps do not use (instead of ignoring them), naming
+    the key, its value and why (``DataError`` ``option_not_applicable``)."""
+    default = DataConfig()
+    why = {
+        "exemplars.probability": (
+            config.exemplars.probability,
+            config.exemplars.enabled,
+            "exemplar queries are prompted with instance boxes; label maps have none",
+        ),
+        "prompts": (
+            config.prompts,
+            config.prompts is not None,
+            f"the class names of {SEMANTIC_YAML} are the prompts; write the wanted text there",
+        ),
+        "masks": (config.masks, not config.masks, "label maps are mask targets; there are no boxes to keep"),
+        "max_objects_per_query": (
+            config.max_objects_per_query,
+            config.max_objects_per_query != default.max_objects_per_query,
+            "label maps have no objects to cap (one mask per class)",
+        ),
+        "train_images": (config.train_images, config.train_images is not None, "image folders of COCO JSON"),
+        "val_images": (config.val_images, config.val_images is not None, "image folders of COCO JSON"),
+        "shots": (
+            config.shots,
+            config.shots is not None,
+            "K-shot samples are drawn from instance labels (COCO, YOLO, Hugging Face datasets)",
+        ),
+        "hf_bbox_format": (
+            config.hf_bbox_format,
+            config.hf_bbox_format != default.hf_bbox_format,
+            "boxes of Hugging Face datasets",
+        ),
+    }
+    for key, (value, set_, reason) in why.items():
+        if set_:
+            raise DataError(
+                "option_not_applicable",
+                f"data.{key}={value}: {reason}; {config.root} is a semantic label-map dataset "
+                f"({SEMANTIC_YAML}). Remove the option",
+            )
+
+
 def semantic_splits(root: str | Path) -> list[str]:
     """The split folders (train, valid or val, test) of a semantic dataset that hold ``images/``."""
     return [n for n in ("train", "valid", "val", "test") if (Path(root) / n / "images").is_dir()]
@@ -264,7 +352,8 @@ def build_semantic_dataset(
     config: DataConfig, split: str, train: bool, seed: int = 0, augment: bool = True
 ) -> SemanticDataset:
     """The semantic dataset of ``split`` of ``config.root`` (problems logged)."""
-    loaded = load_semantic_split(config.root, split)
+    refuse_instance_options(config)
+    loaded = load_semantic_split(config.root, split, config.follow_symlinks)
     loaded.problems.log(str(loaded.folder))
     return SemanticDataset(loaded, config, train=train, seed=seed, augment=augment)
 
@@ -294,5 +383,6 @@ def generate_semantic(config: SynthConfig, out: str | Path) -> dict[str, int]:
             label.save(out / split / "labels" / f"{index:06d}.png")
         written[split] = size
     classes = {i + 1: name for i, name in enumerate(names)}
-    (out / SEMANTIC_YAML).write_text(yaml.safe_dump({"names": classes, "ignore_index": 255}))
+    text = yaml.safe_dump({"names": classes, "ignore_index": 255})
+    (out / SEMANTIC_YAML).write_text(text, encoding="utf-8")
     return written

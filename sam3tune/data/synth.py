@@ -282,7 +282,7 @@ def generate(config: SynthConfig, out: str | Path, progress: bool = True) -> Syn
             "images": images,
             "annotations": annotations,
         }
-        (folder / ROBOFLOW_ANNOTATIONS).write_text(json.dumps(coco))
+        (folder / ROBOFLOW_ANNOTATIONS).write_text(json.dumps(coco), encoding="utf-8")
         summary.images[split] = len(images)
         summary.objects[split] = drawn
         summary.instances[split] = counts

@@ -144,9 +144,9 @@ def generate_videos(config: VideoSynthConfig, out: str | Path, progress: bool = 
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(names)]
     info = {"description": f"{scene.project}: synthetic videos made by sam3tune", "seed": config.seed}
     truth = {"info": info, "videos": videos, "categories": categories, "annotations": annotations}
-    (out / "annotations.json").write_text(json.dumps(truth))
+    (out / "annotations.json").write_text(json.dumps(truth), encoding="utf-8")
     coco = {"info": info, "images": images, "categories": categories, "annotations": frame_annotations}
-    (out / "frames.coco.json").write_text(json.dumps(coco))
+    (out / "frames.coco.json").write_text(json.dumps(coco), encoding="utf-8")
     return truth
 
 

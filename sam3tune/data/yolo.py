@@ -61,6 +61,8 @@ class YoloSplit:
     labels: Path
     classes: Path
     sources: tuple[Path, ...] = ()
+    notes: tuple[tuple[str, str], ...] = ()
+    """(problem kind, culprit) found while reading ``data.yaml``, counted by :func:`read_yolo_split`."""
 
 
 def is_yolo_dataset(path: Path) -> bool:
@@ -120,7 +122,7 @@ def class_names(path: Path) -> dict[int, str]:
             raise DataError("layout_invalid", f"{path}: nc is {nc!r} but names lists {len(result)} classes")
         return result
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines, _ = read_text_lines(path)
     except (OSError, UnicodeDecodeError) as err:
         raise DataError("layout_invalid", f"{path}: cannot read the class names: {err}") from err
     while lines and not lines[-1].strip():
@@ -141,12 +143,26 @@ def yaml_class_names(config: dict[str, Any], path: Path) -> dict[int, str]:
     result = {}
     for key, name in names.items():
         class_id = _class_id(str(key))
-        if class_id is None or class_id < 0 or not str(name).strip():
+        text = str(name) if isinstance(name, (str, int)) and not isinstance(name, bool) else None
+        if class_id is None or class_id < 0 or text is None or not text.strip():
+            shown = "null" if name is None else repr(name)
             raise DataError(
-                "layout_invalid", f"{path}: names entry {key!r}: {name!r} needs an id >= 0 and a name"
+                "layout_invalid",
+                f"{path}: names entry {key!r}: {shown} needs an id >= 0 and a name (text; YAML reads "
+                "null, ~, true/false or an empty value as no name: quote it)",
             )
-        result[class_id] = str(name).strip()
+        result[class_id] = text.strip()
     return result
+
+
+BYTE_ORDER_MARK = "\ufeff"
+
+
+def read_text_lines(path: Path) -> tuple[list[str], bool]:
+    """The lines of a UTF-8 text file and whether it began with a byte-order mark (removed: Windows
+    editors write one, and it would stick to the first class id, name or path)."""
+    text = path.read_text(encoding="utf-8")
+    return text.removeprefix(BYTE_ORDER_MARK).splitlines(), text.startswith(BYTE_ORDER_MARK)
 
 
 def read_yolo_split(split: YoloSplit, problems: ProblemReport) -> dict[str, Any]:
@@ -157,6 +173,10 @@ def read_yolo_split(split: YoloSplit, problems: ProblemReport) -> dict[str, Any]
     """
     root = split.root
     names = class_names(split.classes)
+    for kind, culprit in split.notes:
+        problems.add(kind, culprit)
+    if split.classes.suffix not in (".yaml", ".yml") and read_text_lines(split.classes)[1]:
+        problems.add("text_byte_order_mark", f"{split.classes} (class names)")
     images = _image_files(split, problems)
     label_of = {p: _label_path(root, p) for p in images}
     sharing: dict[Path, list[Path]] = {}
@@ -177,6 +197,8 @@ def read_yolo_split(split: YoloSplit, problems: ProblemReport) -> dict[str, Any]
         lines = _label_lines(label, image, problems)
         if lines is None:
             continue
+        if not label.exists():
+            problems.add("label_file_missing", f"{image}: no label file {label} (an image with no objects)")
         width, height = size
         coco_images.append(
             {
@@ -186,10 +208,19 @@ def read_yolo_split(split: YoloSplit, problems: ProblemReport) -> dict[str, Any]
                 "height": height,
             }
         )
+        seen: dict[tuple, int] = {}
         for line_no, line in enumerate(lines, start=1):
-            obj = _parse_line(line, f"{label} line {line_no}", width, height, names, problems)
-            if obj is not None:
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0, **obj})
+            where = f"{label} line {line_no}"
+            obj = _parse_line(line, where, width, height, names, problems)
+            if obj is None:
+                continue
+            same = (obj["category_id"], *_numbers(line.split()[1:]))
+            if same in seen:
+                repeated = f"{where} repeats line {seen[same]}: {line.strip()!r:.60}"
+                problems.add("annotation_duplicate", repeated)
+                continue
+            seen[same] = line_no
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0, **obj})
     for folder in (s for s in split.sources or (split.images,) if s.is_dir()):
         labels_dir = _label_path(root, folder / "x").parent
         for label in sorted(labels_dir.rglob("*.txt")) if labels_dir.is_dir() else []:
@@ -203,33 +234,49 @@ def read_yolo_split(split: YoloSplit, problems: ProblemReport) -> dict[str, Any]
 
 
 def _yaml_splits(root: Path, data_yaml: Path, config: dict[str, Any]) -> list[YoloSplit]:
-    base = root
-    if isinstance(config.get("path"), str) and config["path"].strip():
-        candidate = root / config["path"]
-        if candidate.is_dir() and _inside(root, candidate):
+    base, notes = root, ()
+    if config.get("path") not in (None, ""):
+        path = config["path"]
+        candidate = root / path if isinstance(path, str) else None
+        if candidate is not None and candidate.is_dir() and _inside(root, candidate):
             base = candidate
+        else:
+            why = "not a folder inside the dataset root" if isinstance(path, str) else "not a folder name"
+            notes = (
+                (
+                    "yaml_path_ignored",
+                    f"{data_yaml}: path: {path!r} is {why}; the splits are read relative to {root}",
+                ),
+            )
     splits: dict[str, YoloSplit] = {}
     for key, name in _YAML_SPLIT_KEYS:
         value = config.get(key)
         if value is None or value == "" or name in splits:
             continue
-        where = f"{data_yaml}: {key}: {value!r}"
         values = value if isinstance(value, list) else [value]
         if not values or not all(isinstance(v, str) and v.strip() for v in values):
             raise DataError(
-                "layout_invalid", f"{where}: expected an image folder, an image-list file or a list"
+                "layout_invalid",
+                f"{data_yaml}: {key}: {value!r}: expected an image folder, an image-list file or a list",
             )
-        sources = tuple(_split_source(root, base, v, where) for v in values)
+        entries = [f"{key}[{i}]" for i in range(len(values))] if len(values) > 1 else [key]
+        sources = tuple(
+            _split_source(root, base, v, f"{data_yaml}: {entry}: {v!r}")
+            for entry, v in zip(entries, values, strict=True)
+        )
+        where = f"{data_yaml}: {key}: {value!r}"
         folders = [s for s in sources if s.is_dir()]
         for folder in folders:
             _labels_folder(root, folder, where)
         if len(sources) == 1 and folders:
             splits[name] = YoloSplit(
-                name, root, folders[0], _labels_folder(root, folders[0], where), data_yaml
+                name, root, folders[0], _labels_folder(root, folders[0], where), data_yaml, notes=notes
             )
         else:
             labels = _labels_folder(root, folders[0], where) if folders else data_yaml
-            splits[name] = YoloSplit(name, root, Path(os.path.normpath(root)), labels, data_yaml, sources)
+            splits[name] = YoloSplit(
+                name, root, Path(os.path.normpath(root)), labels, data_yaml, sources, notes=notes
+            )
     return list(splits.values())
 
 
@@ -257,9 +304,11 @@ def _image_files(split: YoloSplit, problems: ProblemReport) -> list[Path]:
             found.update(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             continue
         try:
-            lines = source.read_text(encoding="utf-8").splitlines()
+            lines, marked = read_text_lines(source)
         except (OSError, UnicodeDecodeError) as err:
             raise DataError("layout_invalid", f"{source}: cannot read the image list: {err}") from err
+        if marked:
+            problems.add("text_byte_order_mark", f"{source} (image list) line 1")
         for line_no, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -353,10 +402,13 @@ def _label_lines(label: Path, image: Path, problems: ProblemReport) -> list[str]
     if not label.exists():
         return []
     try:
-        return label.read_text(encoding="utf-8").splitlines()
+        lines, marked = read_text_lines(label)
     except (OSError, UnicodeDecodeError) as err:
         problems.add("label_file_unreadable", f"{label} (image {image.name}): {err}")
         return None
+    if marked:
+        problems.add("text_byte_order_mark", f"{label} line 1")
+    return lines
 
 
 def _parse_line(

@@ -33,10 +33,10 @@ def export_base(model_dir: Path, target: Path, provenance: dict[str, Any]) -> Pa
     with atomic_directory(target) as staging:
         bundle.model.half().save_pretrained(staging)
         bundle.tokenize.save(staging)
-        (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+        (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
     return target
 
 
 def read_provenance(directory: Path = BASE_DIR) -> dict[str, Any]:
     """The ``pretraining.json`` of a base model directory."""
-    return json.loads((directory / PROVENANCE_FILE).read_text())
+    return json.loads((directory / PROVENANCE_FILE).read_text(encoding="utf-8"))

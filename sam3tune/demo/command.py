@@ -41,7 +41,7 @@ def run_demo_command(
 
 def _verdict(result: DemoResult) -> list[str]:
     """The report's zero-shot verdict line (the baseline is the run's starting model), if any."""
-    verdict = json.loads(result.report.with_suffix(".json").read_text()).get("verdict")
+    verdict = json.loads(result.report.with_suffix(".json").read_text(encoding="utf-8")).get("verdict")
     return [f"held-out {verdict['line']}", ""] if verdict else []
 
 

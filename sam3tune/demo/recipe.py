@@ -77,7 +77,8 @@ def finetune_config(base: Path, data: Path, out: Path, steps: int, extra: Sequen
 
 def _for_steps(config: TrainConfig, steps: int, data: Path) -> TrainConfig:
     """``config`` running exactly ``steps`` optimizer steps (enough epochs over the train split)."""
-    images = len(json.loads((data / config.data.train / ROBOFLOW_ANNOTATIONS).read_text())["images"])
+    annotations = data / config.data.train / ROBOFLOW_ANNOTATIONS
+    images = len(json.loads(annotations.read_text(encoding="utf-8"))["images"])
     per_epoch = max(1, images // config.loop.batch_size)
     loop = dataclasses.replace(config.loop, epochs=-(-steps // per_epoch), max_steps=steps)
     return dataclasses.replace(config, loop=loop)

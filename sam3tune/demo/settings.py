@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sam3tune.config import InvalidValue
+from sam3tune.config import ConfigError, InvalidValue, flatten
 
 
 @dataclass
@@ -27,3 +27,22 @@ class DemoSettings:
         for name in ("steps", "train_images", "heldout_images"):
             if getattr(self, name) < 1:
                 raise InvalidValue(name, getattr(self, name), "must be at least 1")
+        for key in flatten(self.finetune):
+            owner = next((v for k, v in _DEMO_SETS.items() if key == k or key.startswith(k + ".")), None)
+            if owner is not None:
+                raise ConfigError(
+                    f"finetune.{key}: the demo sets it from {owner}, so it would be overridden; set {owner} "
+                    "instead (or run `sam3tune train` with your own settings)",
+                    key=f"finetune.{key}",
+                )
+
+
+#: TrainConfig keys the demo sets itself (from the setting named)
+_DEMO_SETS = {
+    "loop.max_steps": "steps",
+    "loop.epochs": "steps",
+    "data.root": "train_images / heldout_images (the demo writes its own data)",
+    "output_dir": "out",
+    "run_name": "out",
+    "model.name": "base",
+}

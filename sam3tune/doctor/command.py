@@ -23,10 +23,13 @@ def run_doctor_command(
     from sam3tune.doctor.diagnosis import diagnose
     from sam3tune.doctor.text_report import format_report
     from sam3tune.train.config import TrainConfig
+    from sam3tune.train.memory_ladder import RUNGS, rung_config
 
     overrides = with_shortcuts(overrides, {"data.root": data, "model.name": model})
     config = load_config(TrainConfig, config, overrides)
     resolve_device(config.loop.device)  # a device this machine lacks: named here, not deep in torch
+    if config.loop.memory in RUNGS:
+        rung_config(config, config.loop.memory)  # a rung refusing the user's settings: named here
     if config.data.root is None:
         raise ConfigError("no dataset: pass --data PATH (or set data.root in the config)")
     report = diagnose(config, progress=True, say=_say, ladder=ladder)

@@ -137,7 +137,7 @@ def diagnose(
     device = resolve_device(config.loop.device, 0)
     say(f"loading model {config.model.name}")
     bundle, model = _build_model(config, report, device)
-    data_config = _data_for_model(config.data, bundle, report)
+    data_config = _data_for_model(config.data, bundle, report, config.is_set("data.resolution"))
     report.setup = _setup(config, data_config, bundle)
     dataset = None
     if data_config is not None:
@@ -228,7 +228,9 @@ def _build_model(
     return bundle, model
 
 
-def _data_for_model(data: DataConfig, bundle: ModelBundle | None, report: DoctorReport) -> DataConfig | None:
+def _data_for_model(
+    data: DataConfig, bundle: ModelBundle | None, report: DoctorReport, set_by_user: bool = False
+) -> DataConfig | None:
     """``data.resolution`` follows the model's input size when left at its default, as in the trainer
     (``sam3tune.train.recipe``); any other mismatch stops training."""
     if data.root is None:
@@ -237,7 +239,7 @@ def _data_for_model(data: DataConfig, bundle: ModelBundle | None, report: Doctor
     if bundle is None:
         return data
     try:
-        return data_for_model(data, bundle.image_size)
+        return data_for_model(data, bundle.image_size, set_by_user)
     except ValueError as err:
         report.flags.append(make_flag("data_unusable", str(err)))
         return None

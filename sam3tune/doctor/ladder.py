@@ -15,7 +15,7 @@ from sam3tune.doctor.step_probe import probe_training_step
 from sam3tune.loss import Sam3Criterion
 from sam3tune.model import build_training_model, load_model
 from sam3tune.train.config import TrainConfig
-from sam3tune.train.memory_ladder import LADDER, rung_config
+from sam3tune.train.memory_ladder import LADDER, RungConflict, rung_config
 from sam3tune.train.param_groups import build_optimizer, role_of
 
 
@@ -36,9 +36,9 @@ def ladder_memory(config: TrainConfig, batch: Batch, device: torch.device) -> li
     bf16 = config.loop.amp != "off"
     rows = []
     for rung in LADDER:
-        rung_run = rung_config(config, rung)
         model = None
         try:
+            rung_run = rung_config(config, rung)  # the user's own settings kept, as training keeps them
             bundle = load_model(
                 rung_run.model.name,
                 allow_missing_weights=rung_run.model.allow_missing_weights,
@@ -57,7 +57,7 @@ def ladder_memory(config: TrainConfig, batch: Batch, device: torch.device) -> li
                 max_grad_norm=rung_run.optim.grad_clip_norm,
             )
             rows.append(RungMemory(rung, trainable, probe.memory))
-        except ImportError as err:
+        except (ImportError, RungConflict) as err:
             rows.append(RungMemory(rung, None, None, str(err)))
         except torch.cuda.OutOfMemoryError:
             rows.append(RungMemory(rung, None, None, f"out of memory on {device}"))

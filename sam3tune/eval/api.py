@@ -61,7 +61,9 @@ def make_validator(
     for metric logs."""
     config = config or EvalConfig()
     if isinstance(dataset, SemanticDataset):
-        return make_semantic_validator(dataset, tokenize, device, config.batch_size)
+        return make_semantic_validator(
+            dataset, tokenize, device, config.batch_size, config.max_queries_per_forward
+        )
     gt = ground_truth_from_plan(dataset.plan)
     loader = eval_loader(dataset, tokenize, config)
 
@@ -112,7 +114,9 @@ def _exemplar_protocol(
     queries = ExemplarQueries(dataset, prompts, keep_text=protocol.keep_text)
     loader = sample_loader(queries, runner.tokenize, config)
     postprocess_config = dataclasses.replace(config.postprocess, with_masks="segm" in iou_types)
-    results, _ = predict_batches(runner.forward, loader, postprocess_config, device, progress)
+    results, _ = predict_batches(
+        runner.forward, loader, postprocess_config, device, progress, config.max_queries_per_forward
+    )
     metrics = exemplar_metrics(
         gt, results, prompts, iou_types, protocol.exclude_iou, protocol.seed, protocol.keep_text
     )
@@ -140,7 +144,9 @@ def evaluate_model(
     """
     config = config or EvalConfig()
     if is_semantic_dataset(data.root):  # label maps: mIoU per class instead of AP (SemanticMetrics)
-        return evaluate_semantic_model(model, data, out_dir, baseline, device, config.batch_size, progress)
+        pieces = config.max_queries_per_forward
+        batch = config.batch_size
+        return evaluate_semantic_model(model, data, out_dir, baseline, device, batch, progress, pieces)
     out_dir = Path(out_dir)
     device = device or resolve_device("auto")
     base_metrics = None

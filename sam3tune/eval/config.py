@@ -43,6 +43,10 @@ class ExemplarProtocolConfig:
     exclude_iou: float = 0.5  # "others" AP drops detections with box IoU >= this with the exemplar
 
 
+#: Default cap on the queries of one inference forward pass (eval, validation, predict).
+MAX_QUERIES_PER_FORWARD = 64
+
+
 @dataclass
 class EvalConfig:
     """What ``sam3tune eval`` computes."""
@@ -52,6 +56,9 @@ class EvalConfig:
     cgf1_score_threshold: float = 0.5  # detections count for cgF1 at score >= this (Meta's default)
     specificity_score_threshold: float = 0.5  # a negative prompt "fires" with a detection >= this
     batch_size: int = 1  # images per forward pass (each with all its category prompts)
+    # at most this many queries (image x prompt) per forward pass: more (thousands of categories) are
+    # split into several, each image encoded again per piece, so memory stays bounded on every device
+    max_queries_per_forward: int = MAX_QUERIES_PER_FORWARD
     num_workers: int = 2  # DataLoader workers
     exemplars: ExemplarProtocolConfig = field(default_factory=ExemplarProtocolConfig)
 
@@ -60,7 +67,7 @@ class EvalConfig:
 
     def validate(self) -> None:
         require_range(self, "cgf1_score_threshold", "specificity_score_threshold", low=0, high=1)
-        require_range(self, "batch_size", low=1)
+        require_range(self, "batch_size", "max_queries_per_forward", low=1)
         require_range(self, "num_workers", low=0)
         require(
             bool(self.iou_types) and set(self.iou_types) <= {"bbox", "segm"},

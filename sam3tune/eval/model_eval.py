@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from sam3tune.data import Batch, QueryDataset, Tokenize, collate
-from sam3tune.eval.config import EvalConfig, PostprocessConfig
+from sam3tune.eval.config import MAX_QUERIES_PER_FORWARD, EvalConfig, PostprocessConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
 from sam3tune.eval.postprocess import postprocess
 from sam3tune.progress import progress_bar
@@ -32,15 +32,18 @@ def predict_batches(
     config: PostprocessConfig | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    max_queries: int = MAX_QUERIES_PER_FORWARD,
 ) -> tuple[list[dict], set[tuple[int, int]]]:
     """COCO results (original image pixels) for every query of every batch, and the
-    ``(image_id, category_id)`` pairs that were queried.
+    ``(image_id, category_id)`` pairs that were queried; at most ``max_queries`` queries per forward pass
+    (:meth:`Batch.query_chunks`).
 
     Only the model inputs (``Batch.model_inputs``) are moved to ``device``; targets stay where they are.
     """
     results: list[dict] = []
     queried: set[tuple[int, int]] = set()
-    for batch in progress_bar(batches, desc="predict", unit="batch", disable=not progress):
+    pieces = (p for b in batches for p in b.query_chunks(max_queries))
+    for batch in progress_bar(pieces, desc="predict", unit="batch", disable=not progress):
         inputs = dataclasses.replace(
             batch,
             **{
@@ -82,7 +85,9 @@ def score_batches(
     postprocess_config = dataclasses.replace(
         config.postprocess, with_masks=config.postprocess.with_masks and "segm" in config.iou_types
     )
-    results, queried = predict_batches(forward, batches, postprocess_config, device, progress)
+    results, queried = predict_batches(
+        forward, batches, postprocess_config, device, progress, config.max_queries_per_forward
+    )
     if on_predicted is not None:
         on_predicted(results)
     expected = {(img["id"], cat["id"]) for img in gt["images"] for cat in gt["categories"]}

@@ -19,11 +19,12 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from sam3tune.data import Batch, DataConfig, collate
 from sam3tune.data.semantic import SemanticDataset, build_semantic_dataset
+from sam3tune.eval.config import MAX_QUERIES_PER_FORWARD
 from sam3tune.eval.inference import InferenceModel
 from sam3tune.eval.postprocess import label_map, semantic_scores
 from sam3tune.eval.report import REPORT_JSON, REPORT_MD
@@ -63,12 +64,14 @@ def evaluate_semantic(
     batches: Iterable[Batch],
     classes: dict[int, str],
     progress: bool = False,
+    max_queries: int = MAX_QUERIES_PER_FORWARD,
 ) -> SemanticMetrics:
-    """Run ``forward`` over ``batches`` of a :class:`SemanticDataset` (every class queried per image)."""
+    """Run ``forward`` over ``batches`` of a :class:`SemanticDataset` (every class queried per image), at
+    most ``max_queries`` queries per forward pass (only the semantic maps and presence are kept)."""
     intersection = dict.fromkeys(classes, 0)
     union = dict.fromkeys(classes, 0)
     for batch in progress_bar(batches, desc="semantic eval", disable=not progress, leave=False):
-        outputs = forward(batch)
+        outputs = semantic_outputs(forward, batch, max_queries)
         masks = torch.stack([t["semantic_mask"] for t in batch.targets])
         scores = semantic_scores(outputs, tuple(masks.shape[-2:])).cpu()
         for row in range(batch.num_images):
@@ -87,6 +90,14 @@ def evaluate_semantic(
     return SemanticMetrics(dict(classes), intersection, union)
 
 
+def semantic_outputs(forward: Callable[[Batch], dict], batch: Batch, max_queries: int) -> dict[str, Tensor]:
+    """``semantic_seg`` and ``presence_logits`` of every query of ``batch``, from forward passes of at most
+    ``max_queries`` queries (:meth:`Batch.query_chunks`)."""
+    pieces = [forward(piece) for piece in batch.query_chunks(max_queries)]
+    keys = ("semantic_seg", "presence_logits")
+    return {k: torch.cat([p[k] for p in pieces]) if len(pieces) > 1 else pieces[0][k] for k in keys}
+
+
 def semantic_loader(dataset: SemanticDataset, tokenize, batch_size: int = 8) -> DataLoader:
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=False, collate_fn=partial(collate, tokenize=tokenize)
@@ -94,9 +105,14 @@ def semantic_loader(dataset: SemanticDataset, tokenize, batch_size: int = 8) -> 
 
 
 def make_semantic_validator(
-    dataset: SemanticDataset, tokenize, device: torch.device | str = "cpu", batch_size: int = 8
+    dataset: SemanticDataset,
+    tokenize,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+    max_queries: int = MAX_QUERIES_PER_FORWARD,
 ) -> Callable[[nn.Module], dict[str, float]]:
-    """``validate(module) -> {"mIoU": ..., "IoU/<class>": ...}`` for the train loop."""
+    """``validate(module) -> {"mIoU": ..., "IoU/<class>": ...}`` for the train loop (at most
+    ``max_queries`` queries per forward pass)."""
     loader = semantic_loader(dataset, tokenize, batch_size)
 
     def validate(model: nn.Module) -> dict[str, float]:
@@ -108,7 +124,8 @@ def make_semantic_validator(
                 batch = batch.to(device)
                 return model(batch.pixel_values, batch.image_index, batch.input_ids, batch.attention_mask)
 
-            return evaluate_semantic(forward, loader, dataset.split.classes).summary()
+            classes = dataset.split.classes
+            return evaluate_semantic(forward, loader, classes, max_queries=max_queries).summary()
         finally:
             model.train(was_training)
 
@@ -123,15 +140,17 @@ def evaluate_semantic_model(
     device: str | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    max_queries: int = MAX_QUERIES_PER_FORWARD,
 ) -> tuple[SemanticMetrics, SemanticMetrics | None, str]:
     """mIoU of model spec ``model`` (and ``baseline``) on split ``data.val`` of a semantic dataset;
     writes ``eval.json`` and ``eval.md`` to ``out_dir``; returns both metrics and the Markdown."""
+
     def run(spec: str) -> SemanticMetrics:
         runner = InferenceModel.load(spec, device=device)
         config = dataclasses.replace(data, resolution=runner.image_size)
         dataset = build_semantic_dataset(config, data.val, train=False)
         loader = semantic_loader(dataset, runner.tokenize, batch_size)
-        return evaluate_semantic(runner.forward, loader, dataset.split.classes, progress)
+        return evaluate_semantic(runner.forward, loader, dataset.split.classes, progress, max_queries)
 
     base = run(baseline) if baseline is not None else None
     metrics = run(model)

@@ -96,7 +96,7 @@ def eval_video_model(
             continue
         predictor = VideoPredictor.load(spec, _settings(config), device=device)
         tracks, found = _track_all(predictor, truth, frames_root, prompts, config, progress)
-        (out_dir / f"{stem}.json").write_text(json.dumps([_result(t) for t in tracks]))
+        (out_dir / f"{stem}.json").write_text(json.dumps([_result(t) for t in tracks]), encoding="utf-8")
         metrics = video_metrics(truth, tracks, config.video.hota_score_threshold)
         frames = None
         if frame_truth is not None:

@@ -182,7 +182,8 @@ class ClipTokenizer:
             "pad_token": END,
             "unk_token": END,
         }
-        (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        text = json.dumps(config, indent=2) + "\n"
+        (directory / "tokenizer_config.json").write_text(text, encoding="utf-8")
 
     # ---------------------------------------------------------------------------------- tokenizing
     def _merge(self, piece: str) -> list[str]:

@@ -7,16 +7,17 @@ unexpected or wrongly shaped key is reported, and a model whose weights did not 
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
-from transformers import Sam3Model
+from transformers import Sam3Config, Sam3Model
 
 from sam3tune.config import load_config
-from sam3tune.errors import UserError
 from sam3tune.model.architectures import (
     NAMED_ARCHITECTURES,
     SAM3_RANDOM,
@@ -30,11 +31,12 @@ from sam3tune.model.components import component_of
 from sam3tune.model.finetune import unreachable_prefixes
 from sam3tune.model.hub import ModelSpecError, check_spec, hub_folder
 from sam3tune.model.tokenizer import HashingTokenizer, Tokenizer, load_tokenizer
+from sam3tune.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
 
-class WeightsNotLoadedError(UserError, RuntimeError):
+class WeightsNotLoadedError(ModelSpecError, RuntimeError):
     """The checkpoint did not provide weights the model needs."""
 
 
@@ -178,11 +180,11 @@ def _load_pretrained(source: str, *, allow_missing_weights: bool, dtype: torch.d
     path = Path(source)
     if not path.exists():
         path = hub_folder(source)
-    if not (path / "config.json").is_file():
-        raise ModelSpecError(
-            f"{path} is not a saved SAM 3 model (no config.json); expected a directory written by "
-            f"save_pretrained, a hub id such as facebook/sam3, or one of {architecture_names()}"
-        )
+    config = read_model_config(path)
+    stored = _stored_tensors(path)
+    early = _header_report(source, config, stored)  # from the files' headers: nothing allocated yet
+    if not early.weights_loaded and not allow_missing_weights:
+        raise WeightsNotLoadedError(_not_loaded_message(early))
     # float32 unless asked otherwise: a checkpoint stored in half precision (e.g. the demo base, fp16)
     # must not make training or CPU inference run in it (transformers would keep the stored dtype)
     try:
@@ -210,17 +212,169 @@ def _load_pretrained(source: str, *, allow_missing_weights: bool, dtype: torch.d
     )
     log.info("%s", report.summary())
     if not report.weights_loaded:
-        message = report.summary()
         if not allow_missing_weights:
-            raise WeightsNotLoadedError(
-                f"{message}\nRefusing to use a partly random model: the checkpoint lacks weights of the "
-                f"{report.missing_by_component() or 'model (wrong shapes)'}, absent or renamed (a key-prefix "
-                f"mismatch is the usual cause). Pass allow_missing_weights=True only if this is intended."
-            )
-        log.warning("%s\nContinuing with randomly initialised weights (allow_missing_weights=True)", message)
+            raise WeightsNotLoadedError(_not_loaded_message(report))
+        log.warning(
+            "%s\nContinuing with randomly initialised weights (allow_missing_weights=True)", report.summary()
+        )
     max_length = model.config.text_config.max_position_embeddings
     tokenizer = load_tokenizer(path, max_length=max_length)
     return ModelBundle(model, tokenizer, int(model.config.image_size), source, report)
+
+
+def _not_loaded_message(report: LoadReport) -> str:
+    return (
+        f"{report.summary()}\nRefusing to use a partly random model: the checkpoint lacks weights of the "
+        f"{report.missing_by_component() or 'model (wrong shapes)'}, absent or renamed (a key-prefix "
+        f"mismatch is the usual cause). Pass allow_missing_weights=True only if this is intended."
+    )
+
+
+#: largest config.json read (the released SAM 3's is ~10 KB)
+MAX_CONFIG_BYTES = 4 << 20
+_PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth", "model.ckpt")
+
+
+def read_model_config(path: Path) -> Sam3Config:
+    """The ``Sam3Config`` of the model folder ``path``, checked: ``config.json`` present, at most
+    :data:`MAX_CONFIG_BYTES`, JSON, of model type ``sam3``, accepted by ``Sam3Config``. Other folders a user
+    may pass (a training run, an ONNX export, LoRA adapters) are named for what they are."""
+    file = path / "config.json"
+    if not file.is_file():
+        raise ModelSpecError(f"{path} is not a saved SAM 3 model (no config.json); {_what_folder(path)}")
+    size = file.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ModelSpecError(f"{file}: {size:,} bytes, too big for a model configuration")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as err:
+        raise ModelSpecError(f"{file}: not readable JSON, truncated or corrupt ({err})") from err
+    if not isinstance(data, dict):
+        raise ModelSpecError(f"{file}: expected a JSON object, got {type(data).__name__}")
+    if data.get("model_type") == _VIDEO_MODEL_TYPE and isinstance(data.get("detector_config"), dict):
+        data = data["detector_config"]  # the hub's facebook/sam3: a video config whose detector is SAM 3
+    if data.get("model_type", Sam3Config.model_type) != Sam3Config.model_type:
+        raise ModelSpecError(
+            f"{file}: model_type {data.get('model_type')!r}, not a SAM 3 model ({Sam3Config.model_type!r}); "
+            "give the folder of a Sam3Model (save_pretrained, sam3tune import-checkpoint, RUN_DIR/model)"
+        )
+    try:
+        config = Sam3Config.from_dict(data)
+        layers = _layer_count(config.to_dict())
+    except (TypeError, ValueError, KeyError, AttributeError, StrictDataclassError) as err:
+        problem = f"{type(err).__name__}: {err}"
+        raise ModelSpecError(f"{file}: not a valid SAM 3 configuration ({problem})") from err
+    if layers > _MAX_LAYERS:
+        raise ModelSpecError(f"{file}: {layers:,} layers in all, beyond any SAM 3 (the released one has 62)")
+    return config
+
+
+_MAX_LAYERS = 10_000
+_VIDEO_MODEL_TYPE = "sam3_video"
+
+
+def _layer_count(config: dict) -> int:
+    """Every ``num_*layers*`` count of a nested config dict, summed (what building the model iterates)."""
+    total = 0
+    for key, value in config.items():
+        if isinstance(value, dict):
+            total += _layer_count(value)
+        elif isinstance(key, str) and key.startswith("num_") and "layers" in key:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{key}={value!r} must be a count")
+            total += value
+    return total
+
+
+def _what_folder(path: Path) -> str:
+    """What ``path`` (a folder without ``config.json``) is, and what to give instead."""
+    if (path / "export.json").is_file():
+        return (
+            "it is an ONNX export (export.json): onnxruntime runs it in `sam3tune predict` and `eval` (text "
+            "prompts); training, box prompts, the semantic head and exporting need the PyTorch model it was "
+            "exported from (export.json's source)"
+        )
+    run = RunDir(path)
+    if run.is_run() and (run.model_dir / "config.json").is_file():
+        return f"it is a training run: its model is {run.model_dir}"
+    if (path / "adapter_config.json").is_file():
+        return (
+            "it holds LoRA adapters (adapter_config.json): load the merged model beside them (RUN_DIR/model)"
+        )
+    return (
+        f"expected a directory written by save_pretrained, a hub id such as facebook/sam3, or one of "
+        f"{architecture_names()}"
+    )
+
+
+def _stored_tensors(path: Path) -> dict[str, tuple[list[int], str, Path]]:
+    """Name -> (shape, dtype, file) of every tensor in the folder's safetensors weights, read from the
+    headers only (their offsets are checked against the file size by safetensors)."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            files = sorted({path / name for name in weight_map.values()})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # ValueError: bad JSON
+            raise ModelSpecError(f"{index}: not a safetensors index ({err})") from err
+        outside = [f for f in files if f.parent != path]
+        if outside:
+            raise ModelSpecError(f"{index}: names weights outside {path}: {outside[0]}")
+    elif (path / "model.safetensors").is_file():
+        files = [path / "model.safetensors"]
+    else:
+        pickles = [name for name in _PICKLE_WEIGHTS if (path / name).exists()]
+        if pickles:
+            raise ModelSpecError(
+                f"{path} holds {', '.join(pickles)} and no model.safetensors: sam3tune loads safetensors "
+                "weights only (loading a pickle can run code). Where you trust the file, convert it: "
+                "Sam3Model.from_pretrained(DIR, use_safetensors=False).save_pretrained(NEW_DIR)"
+            )
+        raise ModelSpecError(f"{path} has a config.json but no weights (model.safetensors)")
+    stored: dict[str, tuple[list[int], str, Path]] = {}
+    for file in files:
+        if not file.is_file():
+            raise ModelSpecError(f"weights file {file} is missing (named by {index.name})")
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 (a safe_open handle is no dict)
+                    piece = handle.get_slice(key)
+                    stored[key] = (list(piece.get_shape()), piece.get_dtype(), file)
+        except (SafetensorError, OSError) as err:
+            raise ModelSpecError(
+                f"weights file {file} is truncated or corrupt ({err}); save or download the model again"
+            ) from err
+    return stored
+
+
+def _header_report(source: str, config: Sam3Config, stored: dict) -> LoadReport:
+    """The :class:`LoadReport` ``from_pretrained`` would give, from the config and the files' headers
+    (the model built on the meta device: no memory)."""
+    if _layer_count(config.to_dict()) > len(stored):
+        raise ModelSpecError(
+            f"{source}: config.json describes {_layer_count(config.to_dict()):,} layers but the weights hold "
+            f"{len(stored):,} tensors: config.json and the weights are of different models"
+        )
+    with torch.device("meta"):
+        model = Sam3Model(config)
+    prefix = f"{Sam3Model.base_model_prefix}."  # the hub's layout: detector_model.* beside tracker_*
+    if any(key.startswith(prefix) for key in stored):
+        stored = {key.removeprefix(prefix) if key.startswith(prefix) else key: v for key, v in stored.items()}
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    unused = tuple(unreachable_prefixes(model))
+    missing = sorted(set(expected) - set(stored))
+    return LoadReport(
+        source=source,
+        missing=missing,
+        unexpected=sorted(set(stored) - set(expected)),
+        mismatched=sorted(
+            f"{k}: stored {stored[k][0]}, config {expected[k]}"
+            for k in set(expected) & set(stored)
+            if stored[k][0] != expected[k]
+        ),
+        harmless_missing=[k for k in missing if k.startswith(unused)],
+        expected=_count_components(expected),
+    )
 
 
 def _count_components(keys) -> dict[str, int]:

@@ -134,7 +134,11 @@ def meta_state_dict(checkpoint: Mapping) -> dict[str, Tensor]:
         checkpoint = checkpoint["model"]
     tensors = {k: v for k, v in checkpoint.items() if isinstance(v, Tensor)}
     if not tensors:
-        raise MetaCheckpointError(f"no tensors in the checkpoint (top-level keys: {sorted(checkpoint)[:8]})")
+        shown = sorted(map(str, checkpoint))[:8]
+        raise MetaCheckpointError(f"no tensors in the checkpoint (top-level keys: {shown})")
+    odd = [k for k in tensors if not isinstance(k, str)]
+    if odd:
+        raise MetaCheckpointError(f"tensor names must be text, found {odd[:3]!r}: not a state dict")
     if any("detector." in k for k in tensors):  # sam3.pt: the image model is the video model's detector
         tensors = {k: v for k, v in tensors.items() if "detector." in k}
     out = {}
@@ -175,7 +179,8 @@ def _rename(key: str) -> str | None:
 
 
 def convert_state_dict(meta: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Meta ``Sam3Image`` keys -> ``Sam3Model`` keys. Returns (HF state dict, {dropped Meta key: why}).
+    """Meta ``Sam3Image`` keys -> ``Sam3Model`` keys. Returns (HF state dict, {dropped Meta key: why}); the
+    values are views of ``meta``'s tensors (nothing is copied).
 
     Raises :class:`MetaCheckpointError` naming every key no rule covers, or two keys mapping to one.
     """
@@ -192,17 +197,27 @@ def convert_state_dict(meta: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], d
         if name is None:
             unknown.append(key)
             continue
-        if name.endswith("position_embeddings") and value.shape[1] % 2 == 1:
-            value = value[:, 1:]  # the class-token row (the ViT runs without a class token)
+        if name.endswith("position_embeddings"):
+            if value.dim() != 3:
+                raise MetaCheckpointError(f"{key}: shape {list(value.shape)}, expected (1, positions, width)")
+            if value.shape[1] % 2 == 1:
+                value = value[:, 1:]  # the class-token row (the ViT runs without a class token)
         if name == "text_encoder.text_projection.weight":
+            if value.dim() != 2:
+                raise MetaCheckpointError(f"{key}: shape {list(value.shape)}, expected a matrix")
             value = value.t()
         parts = {name: value}
         if "{q,k,v}" in name:
+            if value.dim() == 0 or value.shape[0] % 3:
+                raise MetaCheckpointError(
+                    f"{key}: shape {list(value.shape)}, expected a fused q/k/v projection (first dimension "
+                    "a multiple of 3)"
+                )
             parts = dict(zip((name.replace("{q,k,v}", p) for p in "qkv"), value.chunk(3, dim=0), strict=True))
         for new, tensor in parts.items():
             if new in out:
                 raise MetaCheckpointError(f"{key} and {source[new]} both map to {new}")
-            out[new], source[new] = tensor.contiguous(), key
+            out[new], source[new] = tensor, key  # views: nothing is copied before the shapes are checked
     if unknown:
         shown = ", ".join(unknown[:10]) + (f", ... ({len(unknown) - 10} more)" if len(unknown) > 10 else "")
         raise MetaCheckpointError(
@@ -217,16 +232,39 @@ def load_meta_checkpoint(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise MetaCheckpointError(f"no checkpoint file {path}", path=path)
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return meta_state_dict(load_file(path))
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # a pickle with objects weights_only refuses, or not a torch file at all
-        raise MetaCheckpointError(f"{path}: not a loadable weights-only torch checkpoint ({err})") from err
+        try:  # the header's offsets are checked against the file size before anything is read
+            checkpoint = load_file(path)
+        except (SafetensorError, OSError) as err:
+            raise MetaCheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    else:
+        try:  # memory-mapped: each storage must fit its record in the file
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as err:  # a pickle with objects weights_only refuses, or not a torch file at all
+            problem = f"{path}: not a loadable weights-only torch checkpoint ({err})"
+            raise MetaCheckpointError(problem) from err
     if not isinstance(checkpoint, Mapping):
         raise MetaCheckpointError(f"{path}: expected a dict of tensors, got {type(checkpoint).__name__}")
-    return meta_state_dict(checkpoint)
+    tensors = meta_state_dict(checkpoint)
+    for key, tensor in tensors.items():
+        _check_stored(path, key, tensor)
+    return tensors
+
+
+def _check_stored(path: Path, key: str, tensor: Tensor) -> None:
+    """Refuse a tensor whose elements are not all in the file: a stride of 0 (an expanded view) or
+    overlapping strides make a few stored bytes claim gigabytes, allocated at the first copy."""
+    if tensor.is_sparse or tensor.layout != torch.strided or tensor.is_quantized:
+        raise MetaCheckpointError(f"{path}: {key} is not a dense tensor ({tensor.layout})")
+    claimed = tensor.numel() * tensor.element_size()
+    stored = tensor.untyped_storage().nbytes()
+    if claimed > stored:
+        raise MetaCheckpointError(
+            f"{path}: {key} claims {list(tensor.shape)} = {claimed:,} bytes but the file stores {stored:,} "
+            "bytes for it (an expanded or overlapping tensor); not a checkpoint Meta's code writes"
+        )
 
 
 def import_checkpoint(path: str | Path, out: str | Path, *, config=None) -> dict[str, str]:
@@ -260,6 +298,7 @@ def import_checkpoint(path: str | Path, out: str | Path, *, config=None) -> dict
             if keys
         ]
         raise MetaCheckpointError(f"{path} does not fill a Sam3Model: " + "; ".join(problems))
+    converted = {k: v.contiguous() for k, v in converted.items()}  # shapes equal the config's: bounded
     model.load_state_dict(converted, strict=True, assign=True)
     with writing(out, "OUT", also=(SafetensorError,)), atomic_directory(out) as staging:
         model.save_pretrained(staging)

@@ -96,7 +96,7 @@ class HashingTokenizer:
     def save(self, directory: str | Path) -> None:
         """Write ``sam3tune_tokenizer.json`` into ``directory``."""
         spec = {"type": "hashing-word", "vocab_size": self.vocab_size, "max_length": self.max_length}
-        (Path(directory) / self.FILE_NAME).write_text(json.dumps(spec, indent=2) + "\n")
+        (Path(directory) / self.FILE_NAME).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, directory: str | Path) -> HashingTokenizer:
@@ -105,13 +105,13 @@ class HashingTokenizer:
             spec = read_json(path, "tokenizer file")
         except JsonFileError as err:
             raise ModelSpecError(f"cannot read tokenizer {path}: {err}") from err
-        kind = spec.get("type") if isinstance(spec, dict) else spec
+        kind = spec.get("type") if isinstance(spec, dict) else type(spec).__name__
         if kind != "hashing-word":
             raise ModelSpecError(f"{path}: unknown tokenizer type {kind!r:.60} (expected 'hashing-word')")
-        try:
-            return cls(vocab_size=int(spec["vocab_size"]), max_length=int(spec["max_length"]))
-        except (KeyError, TypeError, ValueError) as err:
-            raise ModelSpecError(f"{path}: vocab_size and max_length must be integers ({err!r})") from err
+        sizes = [spec.get("vocab_size"), spec.get("max_length")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+            raise ModelSpecError(f"{path}: vocab_size and max_length must be positive integers, got {sizes}")
+        return cls(vocab_size=sizes[0], max_length=sizes[1])
 
 
 class PretrainedTokenizer:

@@ -48,7 +48,12 @@ def run_predict_command(
     files = collect_images(images)
     device = resolve_device(settings.device, key="device")
     claim_output_folder(out, OUTPUTS, overwrite)
-    predictor = Predictor.load(settings.model, config=settings.postprocess, device=device)
+    predictor = Predictor.load(
+        settings.model,
+        config=settings.postprocess,
+        device=device,
+        max_queries=settings.max_queries_per_forward,
+    )
     done = predictor.predict_files(
         files,
         settings.prompts,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sam3tune.config import require_device
-from sam3tune.eval.config import PostprocessConfig
+from sam3tune.config import require_device, require_range
+from sam3tune.eval.config import MAX_QUERIES_PER_FORWARD, PostprocessConfig
 from sam3tune.video.config import VideoConfig
 
 
@@ -28,7 +28,9 @@ class PredictConfig:
     overlays: bool = True
     semantic: bool = False  # also write semantic/<image>.png: the semantic head's label map
     device: str = "auto"
+    max_queries_per_forward: int = MAX_QUERIES_PER_FORWARD  # more prompts are asked in several passes
     video: VideoConfig = field(default_factory=VideoConfig)
 
     def __post_init__(self) -> None:
         require_device(self)
+        require_range(self, "max_queries_per_forward", low=1)

@@ -34,9 +34,9 @@ from sam3tune.data.queries import prompt_key
 from sam3tune.data.transforms import eval_geometry, transform_image
 from sam3tune.errors import UserError, on_path
 from sam3tune.eval.coco_results import save_coco_results
-from sam3tune.eval.config import PostprocessConfig
+from sam3tune.eval.config import MAX_QUERIES_PER_FORWARD, PostprocessConfig
 from sam3tune.eval.inference import InferenceModel
-from sam3tune.eval.postprocess import SEMANTIC_THRESHOLD, Detections, label_map, postprocess, semantic_scores
+from sam3tune.eval.postprocess import SEMANTIC_THRESHOLD, Detections, postprocess, semantic_scores
 from sam3tune.model import Tokenizer
 from sam3tune.output_files import claim_output_folder, write_text_atomic, writing
 from sam3tune.overlay import draw_overlay
@@ -57,6 +57,8 @@ class Predictor(InferenceModel):
     Args:
         model, tokenize, image_size, device: see :class:`~sam3tune.eval.inference.InferenceModel`.
         config: postprocessing (score threshold, NMS, ...); default: score >= 0.5.
+        max_queries: at most this many queries (image x prompt) per forward pass; more prompts are asked in
+            several passes, so that thousands of prompts need no more memory than ``max_queries``.
     """
 
     def __init__(
@@ -66,9 +68,13 @@ class Predictor(InferenceModel):
         image_size: int,
         config: PostprocessConfig | None = None,
         device: torch.device | str | None = None,
+        max_queries: int = MAX_QUERIES_PER_FORWARD,
     ):
         super().__init__(model, tokenize, image_size, device)
+        if max_queries < 1:
+            raise ConfigError(f"max_queries must be at least 1, got {max_queries}", key="max_queries")
         self.config = config or PostprocessConfig(score_threshold=0.5)
+        self.max_queries = max_queries
 
     @classmethod
     def load(
@@ -79,6 +85,7 @@ class Predictor(InferenceModel):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         allow_missing_weights: bool = False,
+        max_queries: int = MAX_QUERIES_PER_FORWARD,
     ) -> Predictor:
         """Load ``spec``: a ``save_pretrained`` directory, a hub id, a named architecture, or an ONNX
         export (``sam3tune export --format onnx``: its folder or one of its ``.onnx`` files), which runs
@@ -86,7 +93,7 @@ class Predictor(InferenceModel):
         model, tokenize, size, device = cls.load_parts(
             spec, device=device, dtype=dtype, allow_missing_weights=allow_missing_weights
         )
-        return cls(model, tokenize, size, config, device)
+        return cls(model, tokenize, size, config, device, max_queries)
 
     def predict(
         self,
@@ -110,8 +117,7 @@ class Predictor(InferenceModel):
     ) -> list[dict[str, Detections]]:
         """:meth:`predict` for several images in one forward pass (the same exemplar boxes on each)."""
         prompts = _check_prompts(prompts, has_boxes=bool(boxes))
-        batch = self._batch(images, prompts, boxes, negative_boxes)
-        return self._detections(self.forward(batch), batch, prompts)
+        return self._run(self._batch(images, prompts, boxes, negative_boxes), prompts)[0]
 
     def predict_semantic(
         self, image: Image.Image | str | Path, prompts: Sequence[str], threshold: float = SEMANTIC_THRESHOLD
@@ -122,17 +128,48 @@ class Predictor(InferenceModel):
         if not isinstance(image, Image.Image):
             image = read_rgb(Path(image))
         prompts = _check_prompts(prompts)
-        return _label_map(self.forward(self._batch([image], prompts)), image, len(prompts), threshold)
+        batch = self._batch([image], prompts)
+        return self._run(batch, prompts, detect=False, label_map_of=image, threshold=threshold)[1]
 
-    def _detections(
-        self, outputs: dict[str, torch.Tensor], batch: Batch, prompts: list[str]
-    ) -> list[dict[str, Detections]]:
-        """Per image of ``batch``: prompt -> its detections in the image's pixels."""
-        sizes = [tuple(batch.orig_sizes[row].tolist()) for row in batch.image_index.tolist()]
-        detections = postprocess(outputs, sizes, self.config)
+    def _run(
+        self,
+        batch: Batch,
+        prompts: list[str],
+        *,
+        detect: bool = True,
+        label_map_of: Image.Image | None = None,
+        threshold: float = SEMANTIC_THRESHOLD,
+    ) -> tuple[list[dict[str, Detections]], np.ndarray | None]:
+        """Forward passes of at most ``max_queries`` queries over ``batch`` (:meth:`Batch.query_chunks`):
+        per image, prompt -> its detections in the image's pixels (with ``detect``), and the semantic
+        label map of the one image ``label_map_of`` (see :meth:`predict_semantic`; a running argmax, so
+        that only one piece's maps are held at a time)."""
+        detections: list[Detections] = []
+        best = index = None
+        start = 0
+        for piece in batch.query_chunks(self.max_queries):
+            outputs = self.forward(piece)
+            if detect:
+                sizes = [tuple(piece.orig_sizes[row].tolist()) for row in piece.image_index.tolist()]
+                detections += postprocess(outputs, sizes, self.config)
+            if label_map_of is not None:
+                size = (label_map_of.height, label_map_of.width)
+                value, found = semantic_scores(outputs, size).cpu().max(dim=0)
+                found = found + start
+                if best is None:
+                    best, index = value, found
+                else:  # the earlier prompt keeps a tie, as one argmax over every prompt does
+                    better = value > best
+                    best, index = torch.where(better, value, best), torch.where(better, found, index)
+            start += piece.num_queries
         n = len(prompts)
-        per_image = [detections[i : i + n] for i in range(0, len(detections), n)]
-        return [dict(zip(prompts, found, strict=True)) for found in per_image]
+        per_image = [
+            dict(zip(prompts, detections[i : i + n], strict=True)) for i in range(0, len(detections), n)
+        ]
+        labels = None
+        if best is not None:
+            labels = torch.where(best > threshold, index + 1, torch.zeros_like(index)).numpy()
+        return per_image, labels
 
     def _batch(
         self,
@@ -220,14 +257,13 @@ class Predictor(InferenceModel):
         """One forward pass of ``image``: its overlay and label map written (paths added to ``entry``, its
         ``index.json`` entry), its COCO results returned (category ``i`` = ``i``-th prompt)."""
         batch = self._batch([image], prompts, boxes, negative_boxes)
-        outputs = self.forward(batch)
-        found = self._detections(outputs, batch, prompts)[0]
+        per_image, labels = self._run(batch, prompts, label_map_of=image if folder.semantic else None)
+        found = per_image[0]
         name = folder.name_for(Path(entry["file_name"]))
         if folder.overlays:
             exemplars = [(b, True) for b in boxes] + [(b, False) for b in negative_boxes]
             entry["overlay"] = folder.write_overlay(name, image, found, exemplars)
-        if folder.semantic:
-            labels = _label_map(outputs, image, len(prompts))
+        if labels is not None:
             entry["semantic"] = folder.write_label_map(name, labels, prompts)
         return [r for c, p in enumerate(prompts, 1) for r in found[p].to_coco_results(entry["id"], c)]
 
@@ -240,15 +276,6 @@ def _read_image(path: Path, skipped: list[dict]) -> Image.Image | None:
         skipped.append({"file_name": str(path), "reason": f"{type(err).__name__}: {err}"})
         log.warning("skipped %s: not a readable image (%s)", path, err)
         return None
-
-
-def _label_map(
-    outputs: dict[str, torch.Tensor], image: Image.Image, prompts: int, threshold: float = SEMANTIC_THRESHOLD
-) -> np.ndarray:
-    """The semantic head's label map of a one-image forward of ``prompts`` prompts (see
-    :meth:`Predictor.predict_semantic`)."""
-    scores = semantic_scores(outputs, (image.height, image.width)).cpu()
-    return label_map(scores, torch.arange(1, prompts + 1), threshold).clamp(min=0).numpy()
 
 
 class _OutputFolder:

@@ -91,7 +91,7 @@ def export_hub_folder(
             shutil.copy2(run.loss_curve, staging / run.loss_curve.name)
         if report is not None:
             shutil.copy2(report, staging / "eval.json")
-        (staging / "README.md").write_text(render_model_card(inputs))
+        (staging / "README.md").write_text(render_model_card(inputs), encoding="utf-8")
     return Path(out)
 
 
@@ -175,7 +175,7 @@ def _input_size(model_config: Path) -> tuple[int, int]:
 def _write_preprocessor_config(folder: Path, size: int, patch: int) -> None:
     """``preprocessor_config.json``: :func:`image_processor_settings` for this model."""
     processor = image_processor_settings(size, patch)
-    (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n", encoding="utf-8")
 
 
 def image_processor_settings(size: int, patch: int) -> dict[str, Any]:

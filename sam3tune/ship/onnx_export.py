@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import typing
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,6 +63,7 @@ class OnnxManifest:
 
     @classmethod
     def read(cls, directory: str | Path) -> OnnxManifest:
+        """``export.json`` of ``directory``, every field checked (a ``ValueError`` names the field)."""
         path = Path(directory) / MANIFEST
         try:
             data = read_json(path, "ONNX manifest")
@@ -69,13 +71,21 @@ class OnnxManifest:
             raise ModelSpecError(
                 f"{directory} is not a sam3tune ONNX export (cannot read {path}: {err})"
             ) from err
-        kind = data.get("format") if isinstance(data, dict) else data
+        kind = data.get("format") if isinstance(data, dict) else type(data).__name__
         if kind != "sam3tune-onnx":
             raise ModelSpecError(f"{path}: not a sam3tune ONNX manifest (format {kind!r:.60})")
         missing = [k for k in cls.__dataclass_fields__ if k not in data]
         if missing:
             raise ModelSpecError(f"{path}: the ONNX manifest lacks {', '.join(missing)}")
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        fields = {}
+        for name, kind in typing.get_type_hints(cls).items():
+            value = data.get(name)
+            positive = kind is not int or (isinstance(value, int) and value > 0)
+            if not isinstance(value, kind) or isinstance(value, bool) or not positive:
+                expected = "a positive integer" if kind is int else "text"
+                raise ModelSpecError(f"{path}: {name} is {value!r:.60}; expected {expected}")
+            fields[name] = value
+        return cls(**fields)
 
 
 class _ImageEncoder(nn.Module):
@@ -192,7 +202,7 @@ def export_onnx(
             _export_graph(module, args, staging / f"{name}.onnx", inputs, outputs, axes, opset, dynamo)
             log.info("exported %s in %.1f s", name, time.perf_counter() - started)
         bundle.tokenize.save(staging)
-        (staging / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+        (staging / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n", encoding="utf-8")
     return manifest
 
 

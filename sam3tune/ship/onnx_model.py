@@ -52,7 +52,33 @@ class OnnxSam3:
             path = directory / f"{name}.onnx"
             if not path.is_file():
                 raise ModelSpecError(f"{path} is missing from the export")
-            self.sessions[name] = onnxruntime.InferenceSession(str(path), options, providers=providers)
+            try:
+                self.sessions[name] = onnxruntime.InferenceSession(str(path), options, providers=providers)
+            except Exception as err:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+                raise ModelSpecError(f"{path}: onnxruntime cannot load this graph ({err})") from err
+        self._check_graphs()
+
+    def _check_graphs(self) -> None:
+        """Refuse an ``export.json`` that disagrees with the graphs beside it (input size, FPN levels,
+        queries), before any image is run: onnxruntime would fail on the first image with a shape error."""
+        manifest, where = self.manifest, self.directory / MANIFEST
+        problems = []
+        (pixels,) = self.sessions["image_encoder"].get_inputs()
+        side = pixels.shape[-1] if len(pixels.shape) == 4 else None
+        if isinstance(side, int) and side != manifest.image_size:
+            problems.append(f"image_size {manifest.image_size} but image_encoder.onnx takes {side} px images")
+        levels = len(self.sessions["image_encoder"].get_outputs()) - 1
+        decoder_levels = sum(i.name.startswith("level_") for i in self.sessions["decoder"].get_inputs())
+        if not levels == decoder_levels == manifest.num_levels:
+            problems.append(
+                f"num_levels {manifest.num_levels} but image_encoder.onnx gives {levels} and decoder.onnx "
+                f"takes {decoder_levels}"
+            )
+        logits = self.sessions["decoder"].get_outputs()[0].shape
+        if len(logits) == 2 and isinstance(logits[1], int) and logits[1] != manifest.num_queries:
+            problems.append(f"num_queries {manifest.num_queries} but decoder.onnx gives {logits[1]}")
+        if problems:
+            raise ModelSpecError(f"{where} disagrees with the graphs beside it: " + "; ".join(problems))
 
     @property
     def image_size(self) -> int:

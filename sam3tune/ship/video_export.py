@@ -87,7 +87,7 @@ def export_video_folder(source: str | Path, out: str | Path, tracker: str | None
             "tracker": str(tracker_spec),
             "transformers_class": "Sam3VideoModel",
         }
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     tracker_keys = sum(key.startswith(TRACKER_PREFIXES) for key in tensors)
     return VideoExport(
         folder=Path(out),
@@ -155,5 +155,5 @@ def _write_processor_files(folder: Path, config) -> None:
         "image_processor": image,
         "video_processor": video,
     }
-    (folder / "processor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
-    (folder / "preprocessor_config.json").write_text(json.dumps(image, indent=2) + "\n")
+    (folder / "processor_config.json").write_text(json.dumps(processor, indent=2) + "\n", encoding="utf-8")
+    (folder / "preprocessor_config.json").write_text(json.dumps(image, indent=2) + "\n", encoding="utf-8")

@@ -89,7 +89,7 @@ def save_checkpoint(
         tensors = {name: t.contiguous().cpu() for name, t in model_state.items()}
         save_file(tensors, str(staging / MODEL_FILE))
         torch.save(training_state, staging / STATE_FILE)
-        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
 def find_checkpoint(directory: Path) -> Path:
@@ -111,7 +111,7 @@ def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str,
     readers = {
         MODEL_FILE: lambda path: load_file(str(path)),
         STATE_FILE: lambda path: torch.load(path, map_location="cpu", weights_only=True),
-        META_FILE: lambda path: json.loads(path.read_text()),
+        META_FILE: lambda path: json.loads(path.read_text(encoding="utf-8")),
     }
     parts = []
     for name, read in readers.items():

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from sam3tune.config import require, require_device, require_range
+from sam3tune.config import PROVENANCE, flatten, require, require_device, require_range, to_dict
 from sam3tune.data.config import DataConfig
 from sam3tune.eval.config import EvalConfig
 from sam3tune.loss import CriterionConfig
@@ -147,9 +147,25 @@ class TrainConfig:
     output_dir: Path = Path("runs")  # a run goes to output_dir/run_name
     run_name: str | None = None  # default: the start time, YYYYmmdd-HHMMSS
     export: bool = True  # at the end, write the best (else last) weights as RUN_DIR/model (+ adapters)
+    #: the dotted keys the user set (config file, overrides; filled by ``load_config``), which presets
+    #: such as the memory rungs keep as set; None for a config built in code (then every value that
+    #: differs from the recipe default counts as set). Not a setting: never in ``config.yaml``.
+    set_keys: frozenset[str] | None = field(default=None, compare=False, repr=False, metadata=PROVENANCE)
 
     def __post_init__(self) -> None:
         self.validate()
+
+    def user_keys(self) -> frozenset[str]:
+        """The dotted keys the user set: ``set_keys``, or for a config built in code every key whose value
+        differs from the recipe default."""
+        if self.set_keys is not None:
+            return self.set_keys
+        given, default = flatten(to_dict(self)), flatten(to_dict(TrainConfig()))
+        return frozenset(k for k, v in given.items() if default.get(k) != v)
+
+    def is_set(self, key: str) -> bool:
+        """Whether the user set dotted ``key``, a mapping above it or an entry below it."""
+        return any(k == key or k.startswith(key + ".") or key.startswith(k + ".") for k in self.user_keys())
 
     def validate(self) -> None:
         name = self.run_name

@@ -2,9 +2,10 @@
 
 ``instance`` data (COCO, Roboflow, YOLO: boxes and masks per object) and ``semantic`` data (label maps:
 one mask per class and image, ``docs/semantic.md``) run through the same recipe
-(:func:`sam3tune.train.recipe.build_training_parts`); a kind supplies only its datasets, how many
-queries a step holds (for the memory rung) and its criterion; validation is
-:func:`sam3tune.eval.api.make_validator` of the validation dataset, whatever its kind.
+(:func:`sam3tune.train.recipe.build_training_parts`); a kind supplies only its datasets and its
+criterion (the memory rung and the query bound read either kind of dataset:
+:mod:`sam3tune.train.memory_ladder`); validation is :func:`sam3tune.eval.api.make_validator` of the
+validation dataset, whatever its kind.
 """
 
 from __future__ import annotations
@@ -17,22 +18,28 @@ from typing import Any
 
 from torch import nn
 
+from sam3tune.config import ConfigError
 from sam3tune.data import (
-    DataError,
     QueryDataset,
     build_eval_dataset,
     build_train_dataset,
     check_prompt_tokens,
 )
-from sam3tune.data.semantic import SemanticDataset, build_semantic_dataset, is_semantic_dataset
+from sam3tune.data.semantic import (
+    SemanticDataset,
+    build_semantic_dataset,
+    is_semantic_dataset,
+    refuse_instance_options,
+)
 from sam3tune.loss import Sam3Criterion
 from sam3tune.loss.semantic_loss import SemanticCriterion
 from sam3tune.train.config import TrainConfig, ValidationConfig
-from sam3tune.train.memory_ladder import queries_per_step
 
 log = logging.getLogger(__name__)
 
 Tokenize = Callable[[list[str]], Any]
+
+_INSTANCE_METRICS = ("bbox_", "segm_", "false_fire")  # val.best_metric names of instance validation
 
 
 def training_dataset(config: TrainConfig, tokenize: Tokenize | None, *, progress: bool) -> QueryDataset:
@@ -67,9 +74,6 @@ class InstanceData:
         check_prompt_tokens(dataset.plan, tokenize, str(dataset.plan.split.annotation_file))
         return dataset
 
-    def queries_per_step(self, dataset: QueryDataset, batch_size: int) -> int:
-        return queries_per_step(dataset, batch_size)
-
     def criterion(self, config: TrainConfig) -> nn.Module:
         return Sam3Criterion(config.loss)
 
@@ -85,17 +89,20 @@ class SemanticData:
     name = "semantic"
 
     def prepare(self, config: TrainConfig) -> TrainConfig:
-        """A ``val.best_metric`` left at the instance default becomes ``mIoU``; ``data.shots`` is refused
-        (K-shot samples are drawn from instance labels)."""
-        if config.data.shots is not None:
-            raise DataError(
-                "layout_invalid",
-                f"data.shots={config.data.shots}: K-shot samples are drawn from instance labels (COCO, YOLO, "
-                f"Hugging Face datasets); {config.data.root} is a semantic label-map dataset",
+        """Options label maps do not use are refused (``data.shots``, exemplars, ...:
+        :func:`~sam3tune.data.semantic.refuse_instance_options`), so is an instance ``val.best_metric``
+        the user set; one left at the instance default becomes ``mIoU``."""
+        refuse_instance_options(config.data)
+        metric = config.val.best_metric
+        if metric.startswith(_INSTANCE_METRICS) and config.is_set("val.best_metric"):
+            raise ConfigError(
+                f"val.best_metric={metric}: an instance metric; {config.data.root} is a semantic label-map "
+                "dataset, validated by mIoU: set val.best_metric=mIoU (or a loss with val.best_mode=min)",
+                key="val.best_metric",
             )
-        if config.val.best_metric != ValidationConfig().best_metric:
+        if metric != ValidationConfig().best_metric:
             return config
-        log.info("semantic data: val.best_metric = mIoU")
+        log.info("semantic data: val.best_metric = mIoU (the instance default bbox_AP does not apply)")
         return dataclasses.replace(config, val=dataclasses.replace(config.val, best_metric="mIoU"))
 
     def uses_exemplars(self, config: TrainConfig) -> bool:
@@ -109,9 +116,6 @@ class SemanticData:
 
     def val_dataset(self, config: TrainConfig, tokenize: Tokenize, progress: bool) -> SemanticDataset:
         return build_semantic_dataset(config.data, config.data.val, train=False)
-
-    def queries_per_step(self, dataset: SemanticDataset, batch_size: int) -> int:
-        return batch_size * len(dataset.split.classes)
 
     def criterion(self, config: TrainConfig) -> nn.Module:
         loss = config.loss

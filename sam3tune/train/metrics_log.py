@@ -47,7 +47,7 @@ class MetricsLog:
         if resume_step is not None:
             kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
             write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        self._file = open(self.path, "a")  # noqa: SIM115 (open for the run's lifetime; closed in close())
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (open for the run's lifetime; closed in close())
         purge = resume_step + 1 if resume_step is not None else None
         self._writer = SummaryWriter(str(run.tensorboard_dir), purge_step=purge)
 

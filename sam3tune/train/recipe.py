@@ -34,9 +34,9 @@ from sam3tune.train.distributed import DistributedContext, barrier, broadcast_ob
 from sam3tune.train.loop import RunResult, Trainer, TrainingParts, uses_bf16
 from sam3tune.train.memory_ladder import (
     RungChoice,
-    choose_rung,
     out_of_memory_action,
     out_of_memory_message,
+    plan_memory,
     rung_config,
 )
 from sam3tune.train.metrics_log import discard_metrics
@@ -45,6 +45,7 @@ from sam3tune.train.resume import find_resume_point, record_resume, resume_chang
 from sam3tune.train.run_lock import RunLockedError, run_lock
 
 log = logging.getLogger(__name__)
+
 
 def load_bundle(config: TrainConfig) -> ModelBundle:
     """The model, tokenizer and input size of ``config.model`` as training loads them."""
@@ -64,12 +65,12 @@ def build_training_parts(
     memory rung choice. Training goes on without validation when ``data.val`` names no split of the
     dataset (``DataError`` kind ``split_missing``); any other problem of the split stops it."""
     bundle = load_bundle(config)
-    config = dataclasses.replace(config, data=data_for_model(config.data, bundle.image_size))
+    data = data_for_model(config.data, bundle.image_size, config.is_set("data.resolution"))
+    config = dataclasses.replace(config, data=data)
     kind = dataset_kind(config.data.root)
     config = kind.prepare(config)
     train_dataset = kind.train_dataset(config, bundle.tokenize, progress=context.is_main)
-    queries = kind.queries_per_step(train_dataset, config.loop.batch_size)
-    choice = choose_rung(config, bundle.model.config, context.device, queries)
+    train_dataset, choice = plan_memory(config, train_dataset, bundle.model.config, context.device)
     config = choice.config
     if context.is_main:
         log.info("memory: %s", choice.reason)
@@ -213,12 +214,13 @@ def _remove_if_unused(run_dir: Path, lock_file: Path) -> None:
         run_dir.rmdir()
 
 
-def data_for_model(data: DataConfig, image_size: int) -> DataConfig:
-    """``data`` at the model's input size: ``data.resolution`` follows it when left at its default; any
-    other mismatch is a :class:`~sam3tune.config.ConfigError`."""
+def data_for_model(data: DataConfig, image_size: int, set_by_user: bool = False) -> DataConfig:
+    """``data`` at the model's input size: ``data.resolution`` follows it when the user did not set it
+    (``set_by_user``, or for a value off the default); a resolution the user set that differs is a
+    :class:`~sam3tune.config.ConfigError`."""
     if data.resolution == image_size:
         return data
-    if data.resolution != DataConfig().resolution:
+    if set_by_user or data.resolution != DataConfig().resolution:
         raise ConfigError(
             f"data.resolution={data.resolution} but the model takes {image_size} px images; "
             f"set data.resolution={image_size} (or leave it unset)"

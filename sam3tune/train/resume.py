@@ -121,7 +121,7 @@ def record_resume(run: RunDir, point: ResumePoint, changes: dict[str, list]) -> 
         "changes": changes,
     }
     path = run.resumes_file
-    with writing(path), open(path, "a") as handle:
+    with writing(path), open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
 
 

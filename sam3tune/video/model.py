@@ -31,7 +31,6 @@ Three things sam3tune changes when it runs a video model (none changes a weight)
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from torch import nn
 from transformers import Sam3Config, Sam3TrackerVideoConfig, Sam3VideoConfig, Sam3VideoModel
 
 from sam3tune.errors import UserError
+from sam3tune.json_file import JsonFileError, read_json
 from sam3tune.model.architectures import ArchitectureSpec, sam3_config
 from sam3tune.model.hub import ModelSpecError, hub_folder, is_hub_id
 from sam3tune.model.roi_align import install_roi_align
@@ -101,13 +101,13 @@ def read_tracker_source(spec: str | Path) -> TrackerSource:
         "tracker_neck.*)"
     )
     config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise VideoModelError(f"{spec}: no config.json in {folder}; {remedy}")
     try:
-        config = json.loads(config_file.read_text())
-    except FileNotFoundError as err:
-        raise VideoModelError(f"{spec}: no config.json in {folder}; {remedy}") from err
-    except (OSError, json.JSONDecodeError) as err:
+        config = read_json(config_file, "model config")
+    except (OSError, JsonFileError) as err:
         raise VideoModelError(f"{config_file}: unreadable ({err}); {remedy}") from err
-    kind = config.get("model_type")
+    kind = config.get("model_type") if isinstance(config, dict) else None
     if kind != VIDEO_MODEL_TYPE:
         raise VideoModelError(
             f"{spec} holds no tracker: its config.json is a {kind!r} model (a detector alone), not "
@@ -276,7 +276,8 @@ def load_video_model(
     how it was trained), else ``meta`` (``facebook/sam3``)."""
     folder = resolve_folder(spec)
     config_file = folder / "config.json"
-    kind = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
+    config = read_json(config_file, "model config") if config_file.is_file() else None
+    kind = config.get("model_type") if isinstance(config, dict) else None
     if kind != VIDEO_MODEL_TYPE:
         raise VideoModelError(
             f"{spec} is not a SAM 3 video model (config.json model_type {kind!r}, expected "

@@ -177,3 +177,103 @@ def test_data_inspect_reports_a_semantic_dataset(tmp_path, capsys):
     assert [p["kind"] for p in split["problems"]] == ["label_map_missing"]
     assert main(["data", "inspect", str(root)]) == 0
     assert "shown in" in capsys.readouterr().out
+
+
+# ---- what label maps silently assumed: orientation, degenerate maps, options of other kinds
+
+
+def _turned_image(path, displayed: np.ndarray, orientation: int) -> None:
+    """A JPEG that shows ``displayed`` (H, W, 3) once its EXIF ``orientation`` is applied."""
+    stored = {6: np.rot90(displayed, k=1), 8: np.rot90(displayed, k=-1), 3: np.rot90(displayed, k=2)}
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(stored[orientation])).save(path, exif=exif, quality=95)
+
+
+def test_an_exif_rotated_image_pairs_with_a_label_map_in_its_displayed_frame(tmp_path):
+    displayed = np.full((40, 20, 3), 200, np.uint8)  # 20 wide, 40 tall as displayed
+    displayed[:, :10] = (250, 0, 0)  # left half red: class 1
+    labels = np.zeros((40, 20), np.uint8)
+    labels[:, :10] = 1
+    root = _dataset(tmp_path, {"a": labels})
+    (root / "train" / "images" / "a.png").unlink()
+    _turned_image(root / "train" / "images" / "a.jpg", displayed, 6)
+    split = load_semantic_split(root, "train")
+    (image,) = split.images
+    assert (image.width, image.height) == (20, 40) and not split.problems.counts
+    sample = SemanticDataset(split, DataConfig(resolution=40, mask_resolution=40), train=False)[0]
+    road = sample.targets[0]["semantic_mask"].numpy()
+    pixels = sample.image.numpy().astype(int)  # (3, S, S) uint8, normalised later by the collate
+    red = pixels[0] > pixels[2] + 100
+    assert road[:, :20].mean() > 0.95 and road[:, 20:].mean() < 0.05  # the label map, displayed frame
+    assert (red == road).mean() > 0.95  # ... on the red half of the picture the model sees
+
+
+def test_a_label_map_in_the_stored_frame_of_a_rotated_image_is_refused_saying_so(tmp_path):
+    displayed = np.full((40, 20, 3), 120, np.uint8)
+    labels = np.ones((20, 40), np.uint8)  # the stored (unrotated) frame
+    root = _dataset(tmp_path, {"a": labels})
+    (root / "train" / "images" / "a.png").unlink()
+    _turned_image(root / "train" / "images" / "a.jpg", displayed, 6)
+    _dataset(tmp_path, {"b": np.ones((4, 4), np.uint8)})  # one usable image keeps the split usable
+    split = load_semantic_split(root, "train")
+    assert [i.file_name for i in split.images] == ["b.png"] and split.problems["image_size_mismatch"] == 1
+    (example,) = split.problems.examples["image_size_mismatch"]
+    assert str(root / "train" / "labels" / "a.png") in example
+    assert "EXIF orientation 6" in example and "fits the image as stored" in example
+
+
+def test_a_half_turned_image_is_used_with_a_warning(tmp_path):
+    labels = np.ones((20, 40), np.uint8)
+    root = _dataset(tmp_path, {"a": labels})
+    (root / "train" / "images" / "a.png").unlink()
+    _turned_image(root / "train" / "images" / "a.jpg", np.full((20, 40, 3), 90, np.uint8), 3)
+    split = load_semantic_split(root, "train")
+    assert len(split.images) == 1 and split.problems["image_orientation_ambiguous"] == 1
+
+
+def test_label_maps_entirely_ignored_are_skipped_and_a_split_without_any_class_is_refused(tmp_path):
+    root = _dataset(tmp_path, {"a": np.full((4, 4), 255), "b": np.array([[1, 0], [0, 0]])})
+    split = load_semantic_split(root, "train")
+    assert [i.file_name for i in split.images] == ["b.png"]
+    assert split.problems["label_map_all_ignored"] == 1
+    assert str(root / "train" / "labels" / "a.png") in split.problems.examples["label_map_all_ignored"][0]
+    only_background = _dataset(tmp_path / "bg", {"a": np.zeros((4, 4)), "b": np.full((4, 4), 7)})
+    with pytest.raises(DataError) as info:
+        load_semantic_split(only_background, "train")
+    assert info.value.kind == "no_usable_queries" and str(only_background / "train") in str(info.value)
+
+
+def test_an_image_resolving_outside_its_split_is_skipped_unless_allowed(tmp_path):
+    root = _dataset(tmp_path / "ds", {"a": np.ones((4, 4)), "b": np.ones((4, 4))})
+    write_image(tmp_path / "secret.png", 4, 4)
+    (root / "train" / "images" / "b.png").unlink()
+    (root / "train" / "images" / "b.png").symlink_to(tmp_path / "secret.png")
+    split = load_semantic_split(root, "train")
+    assert [i.file_name for i in split.images] == ["a.png"] and split.problems["image_outside_folder"] == 1
+    assert len(load_semantic_split(root, "train", follow_symlinks=True).images) == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.exemplars.probability=0.5", "data.exemplars.probability=0.5"),
+        ("data.masks=false", "data.masks=False"),
+        ("data.max_objects_per_query=5", "data.max_objects_per_query=5"),
+        ("data.prompts=map.yaml", "data.prompts=map.yaml"),
+        ("data.shots=2", "data.shots=2"),
+    ],
+)
+def test_options_of_instance_data_are_refused_on_label_maps(tmp_path, capsys, override, key):
+    from sam3tune.cli import main
+
+    root = _dataset(tmp_path / "ds", {"a": np.ones((4, 4))})
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    status = main(["train", "--data", str(root), "model.name=tiny", f"output_dir={runs}", override])
+    err = capsys.readouterr().err
+    assert status == 2 and key in err and "semantic label-map dataset" in err, err
+    assert not any(runs.iterdir())
+    assert main(["data", "inspect", str(root), override.removeprefix("data.")]) == 1
+    assert key in capsys.readouterr().out

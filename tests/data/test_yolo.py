@@ -366,3 +366,92 @@ def test_split_from_an_image_list_file(tmp_path):
     with pytest.raises(DataError) as info:
         _load(tmp_path)
     assert info.value.kind == "path_escapes_root" and "line 1" in str(info.value)
+
+
+# ---- what a YOLO folder silently assumed: every detail named by file and line, and counted
+
+
+@pytest.mark.parametrize(
+    ("names", "shown"),
+    [(["cat", None], "1: null"), ({0: "cat", 1: True}, "1: True"), (["cat", ["x"]], "1: ['x']")],
+)
+def test_a_class_name_that_is_no_text_is_refused_not_made_a_prompt(tmp_path, names, shown):
+    _yolo(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n"})
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump({"train": "images/train", "names": names}))
+    with pytest.raises(DataError) as info:
+        find_splits(tmp_path)
+    assert info.value.kind == "layout_invalid"
+    assert f"{tmp_path / 'data.yaml'}: names entry {shown}" in str(info.value)
+    assert "none" not in str(info.value).lower().split("needs")[0]
+
+
+def test_a_path_that_is_not_used_is_reported(tmp_path):
+    _yolo(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n"})
+    config = {"path": "/content/datasets/fruit", "train": "images/train", "names": ["cat"]}
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump(config))
+    split = _load(tmp_path)
+    assert split.problems["yaml_path_ignored"] == 1
+    (example,) = split.problems.examples["yaml_path_ignored"]
+    assert (
+        f"{tmp_path / 'data.yaml'}: path: '/content/datasets/fruit'" in example and str(tmp_path) in example
+    )
+    # a path that is a folder inside the root is honoured, without a report
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump({**config, "path": "."}))
+    assert _load(tmp_path).problems["yaml_path_ignored"] == 0
+
+
+def test_a_missing_entry_of_a_split_list_is_named_alone(tmp_path):
+    _yolo(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n"})
+    listing = ["images/train", "images/nowhere", "images/train"]
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump({"train": listing, "names": ["cat"]}))
+    with pytest.raises(DataError) as info:
+        find_splits(tmp_path)
+    message = str(info.value)
+    assert f"{tmp_path / 'data.yaml'}: train[1]: 'images/nowhere': no such image folder" in message
+    assert "images/train" not in message.split("no such")[0]
+
+
+def test_a_byte_order_mark_is_removed_and_counted_not_a_malformed_line(tmp_path):
+    _yolo(tmp_path, {"a": "\ufeff0 0.5 0.5 0.5 0.5\n"})
+    (tmp_path / "labels" / "train" / "a.txt").write_bytes("\ufeff0 0.5 0.5 0.5 0.5\n".encode())
+    (tmp_path / "data.yaml").unlink()
+    (tmp_path / "classes.txt").write_bytes("\ufeffcat\ndog\n".encode())
+    split = _load(tmp_path)
+    assert split.categories == {0: "cat", 1: "dog"}
+    assert [o.category_id for o in _objects(split)["a.png"]] == [0]
+    assert split.problems["label_line_malformed"] == 0 and split.problems["text_byte_order_mark"] == 2
+    assert (
+        f"{tmp_path / 'labels' / 'train' / 'a.txt'} line 1" in split.problems.examples["text_byte_order_mark"]
+    )
+
+
+def test_duplicate_lines_are_named_by_file_and_line(tmp_path):
+    _yolo(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n1 0.2 0.2 0.1 0.1\n0 0.50 0.5 0.5 0.500\n"})
+    split = _load(tmp_path)
+    assert len(_objects(split)["a.png"]) == 2
+    assert split.problems["annotation_duplicate"] == 1
+    (example,) = split.problems.examples["annotation_duplicate"]
+    assert example.startswith(f"{tmp_path / 'labels' / 'train' / 'a.txt'} line 3 repeats line 1")
+
+
+def test_images_without_a_label_file_are_counted(tmp_path):
+    _yolo(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n"}, images=["a.png", "b.png", "c.png"])
+    split = _load(tmp_path)
+    assert len(split.images) == 3 and split.problems["label_file_missing"] == 2
+    assert any(
+        str(tmp_path / "images" / "train" / "b.png") in e
+        for e in split.problems.examples["label_file_missing"]
+    )
+    report = inspect_dataset(tmp_path, progress=False)
+    kinds = {p["kind"]: p["count"] for p in report["splits"][0]["problems"]}
+    assert kinds["label_file_missing"] == 2
+
+
+def test_options_of_coco_files_are_refused_on_yolo(tmp_path):
+    _yolo(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n"})
+    config = DataConfig(root=tmp_path, val="train", val_images=tmp_path / "images")
+    with pytest.raises(DataError) as info:
+        build_eval_dataset(config, progress=False)
+    assert info.value.kind == "option_not_applicable" and "data.val_images=" in str(info.value)
+    with pytest.raises(DataError, match=r"data\.hf_bbox_format=xyxy"):
+        build_eval_dataset(DataConfig(root=tmp_path, val="train", hf_bbox_format="xyxy"), progress=False)

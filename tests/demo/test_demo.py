@@ -63,3 +63,21 @@ def test_full_demo_learns_the_new_shapes_on_held_out_images(tmp_path):
     assert before["bbox_AP50"] <= 0.1
     assert after["bbox_AP50"] >= 0.5
     assert after["false_fire_rate"] <= 0.2
+
+
+@pytest.mark.parametrize(
+    ("override", "owner"),
+    [
+        ("finetune.loop.max_steps=5", "steps"),
+        ("finetune.loop={epochs: 2}", "steps"),
+        ("finetune.model.name=x", "base"),
+    ],
+)
+def test_finetune_keys_the_demo_sets_itself_are_refused(tmp_path, capsys, override, owner):
+    """The demo sets the step count, data, output and base model of its run: a ``finetune.*`` value for
+    one of those would be silently replaced, so it is refused naming the key and the setting to use."""
+    assert main(["demo", "--out", str(tmp_path / "demo"), override]) == 2
+    err = capsys.readouterr().err
+    key = override.split("=")[0] if "{" not in override else "finetune.loop.epochs"
+    assert f"{key}: the demo sets it from {owner}" in err
+    assert not (tmp_path / "demo").exists()

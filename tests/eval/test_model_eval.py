@@ -88,3 +88,23 @@ def test_the_predictions_are_handed_over_before_scoring_fails(fruits, monkeypatc
             _oracle, loader, gt, EvalConfig(iou_types=["bbox"]), progress=False, on_predicted=kept.append
         )
     assert len(kept) == 1 and len(kept[0]) == 18 * 3 * NUM_QUERIES
+
+
+def test_many_queries_are_asked_in_bounded_pieces_with_the_same_results(fruits):
+    """4 images x every category per batch, at most 3 queries per forward pass: the model never sees more
+    than 3, each piece holds only its own images, and the results equal one pass per batch."""
+    gt, loader = fruits
+    seen = []
+
+    def forward(batch):
+        seen.append((batch.num_queries, batch.num_images))
+        assert batch.pixel_values.shape[0] == batch.num_images == len(batch.image_ids)
+        assert int(batch.image_index.max()) == batch.num_images - 1
+        return _oracle(batch)
+
+    whole, _ = score_batches(_oracle, loader, gt, EvalConfig(iou_types=["bbox"]), progress=False)
+    pieces, _ = score_batches(
+        forward, loader, gt, EvalConfig(iou_types=["bbox"], max_queries_per_forward=3), progress=False
+    )
+    assert max(q for q, _ in seen) == 3 and max(i for _, i in seen) <= 2
+    assert pieces.summary() == whole.summary() and whole.summary()["bbox_AP"] == pytest.approx(1.0)

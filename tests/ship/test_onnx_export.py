@@ -5,6 +5,7 @@ Exports take minutes of CPU with the dynamo exporter (the default): the default 
 and the demo model with the TorchScript exporter (seconds); `-m slow` adds the demo model with dynamo."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -195,3 +196,46 @@ def test_bad_exports_are_refused_with_a_message(tmp_path, capsys):
     (tmp_path / "not_export").mkdir()
     with pytest.raises(ModelSpecError, match="not a `sam3tune export --format onnx` folder"):
         OnnxSam3(tmp_path / "not_export")
+
+
+def _broken_copy(tiny_onnx, tmp_path, change=None):
+    import shutil
+
+    copy = shutil.copytree(tiny_onnx, tmp_path / "export")
+    if change is not None:
+        manifest = json.loads((copy / MANIFEST).read_text())
+        change(manifest)
+        (copy / MANIFEST).write_text(json.dumps(manifest))
+    return copy
+
+
+def test_a_manifest_that_disagrees_with_its_graphs_is_refused_naming_both(tiny_onnx, tmp_path, capsys):
+    size = OnnxManifest.read(tiny_onnx).image_size
+    copy = _broken_copy(tiny_onnx, tmp_path, lambda m: m.update(image_size=size // 2, num_levels=4))
+    with pytest.raises(ValueError, match=rf"export.json disagrees .*image_size {size // 2} but image_enc"):
+        OnnxSam3(copy)
+    _image(tmp_path / "a.png")
+    assert main(["predict", "--model", str(copy), "--prompt", "x", str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"{copy / MANIFEST} disagrees" in err and f"takes {size} px" in err and "num_levels 4" in err
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (lambda m: m.pop("opset"), "the ONNX manifest lacks opset"),
+        (lambda m: m.update(num_queries="200"), "num_queries is '200'; expected a positive integer"),
+        (lambda m: m.update(source=3), "source is 3; expected text"),
+    ],
+)
+def test_a_malformed_manifest_names_the_field(tiny_onnx, tmp_path, change, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        OnnxSam3(_broken_copy(tiny_onnx, tmp_path, change))
+
+
+def test_a_truncated_graph_names_the_file(tiny_onnx, tmp_path):
+    copy = _broken_copy(tiny_onnx, tmp_path)
+    graph = copy / "decoder.onnx"
+    graph.write_bytes(graph.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=f"{re.escape(str(graph))}: onnxruntime cannot load this graph"):
+        OnnxSam3(copy)

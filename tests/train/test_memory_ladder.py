@@ -1,6 +1,7 @@
 """The memory ladder: every rung trains the tiny model on the CPU, the automatic choice on simulated GPUs,
 and the step down after a simulated CUDA out-of-memory error."""
 
+import json
 import re
 
 import pytest
@@ -8,14 +9,14 @@ import torch
 from coco_fixture import write_dataset
 from transformers import Sam3Config, Sam3Model
 
-from sam3tune.config import load_config
+from sam3tune.config import ConfigError, load_config
 from sam3tune.model import component_of
 from sam3tune.run_dir import RunDir
-from sam3tune.train import memory_ladder, recipe
+from sam3tune.train import memory_ladder
 from sam3tune.train.checkpoint import load_checkpoint
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.loop import Trainer
-from sam3tune.train.memory_ladder import LADDER, choose_rung, estimate, fits, rung_config
+from sam3tune.train.memory_ladder import LADDER, apply_rung, choose_rung, estimate, fits, rung_config
 from sam3tune.train.metrics_log import read_metrics
 from sam3tune.train.recipe import train
 
@@ -66,15 +67,95 @@ def test_every_rung_trains_the_tiny_model_on_the_cpu(dataset, tmp_path, rung):
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
-def test_rung_overrides_replace_the_setup_of_the_config():
+def test_rung_overrides_replace_the_setup_the_user_did_not_set():
     config = load_config(TrainConfig, None, ["model.finetune.lora.rank_per_component={vision: 4}"])
-    decoder = rung_config(config, "lora-decoder")
+    decoder, kept = apply_rung(config, "lora-decoder")
     assert decoder.model.finetune.mode == "lora" and decoder.model.finetune.freeze == ["vision", "text"]
     assert decoder.model.finetune.lora.components == ["detr_encoder", "detr_decoder", "mask_decoder"]
-    assert decoder.model.finetune.lora.rank_per_component == {}  # vision is not adapted on this rung
     assert decoder.loop.memory == "lora-decoder" and decoder.model.frozen_dtype == "auto"
+    # ... and keep what the user set, saying so
+    assert decoder.model.finetune.lora.rank_per_component == {"vision": 4}
+    assert kept == ["model.finetune.lora.rank_per_component={'vision': 4} (yours; the rung sets {})"]
+    assert rung_config(TrainConfig(), "lora-decoder").model.finetune.lora.rank_per_component == {}
     with pytest.raises(ValueError, match="not a rung"):
         rung_config(config, "tiny")
+
+
+# ---- explicit beats preset: a key the user set is never changed by a rung (CPU and simulated GPUs)
+
+
+def test_a_forced_rung_keeps_the_users_freezing_and_says_so(dataset, tmp_path):
+    result = train(
+        _config(dataset, tmp_path, "run_name=r", "loop.memory=full", "model.finetune.freeze=[vision, text]")
+    )
+    text = (result.run_dir / "config.yaml").read_text()
+    comment = text.splitlines()[0]
+    assert comment.startswith("# loop.memory=full: forced")
+    assert (
+        "kept as you set them: model.finetune.freeze=['vision', 'text'] (yours; the rung sets [])" in comment
+    )
+    assert "model.activation_checkpointing: False -> True" in comment  # what the rung did change
+    saved = RunDir(result.run_dir).config()
+    assert saved.model.finetune.freeze == ["vision", "text"] and saved.model.activation_checkpointing
+    trained = load_checkpoint(result.run_dir / "checkpoints" / "last")[0]
+    assert {component_of(k) for k in trained}.isdisjoint({"vision", "text"})  # they really stayed frozen
+
+
+def test_a_rung_that_contradicts_a_defining_setting_is_refused_naming_both(dataset, tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"loop\.memory=lora trains with model\.finetune\.mode=lora but you set "
+    ):
+        train(_config(dataset, tmp_path, "run_name=r", "loop.memory=lora", "model.finetune.mode=full"))
+    assert not (tmp_path / "r").exists()
+
+
+def test_auto_on_a_simulated_gpu_keeps_the_users_freezing(dataset, tmp_path, monkeypatch):
+    _simulate_gpu(monkeypatch, 141)
+    result = train(_config(dataset, tmp_path, "run_name=r", "model.finetune.freeze=[vision, text]"))
+    comment = (result.run_dir / "config.yaml").read_text().splitlines()[0]
+    assert comment.startswith("# loop.memory=auto chose full")
+    assert "kept as you set them: model.finetune.freeze=['vision', 'text'] (yours; the rung sets [])" in (
+        comment
+    )
+    saved = RunDir(result.run_dir).config()
+    assert saved.loop.memory == "full" and saved.model.finetune.freeze == ["vision", "text"]
+    trained = load_checkpoint(result.run_dir / "checkpoints" / "last")[0]
+    assert {component_of(k) for k in trained}.isdisjoint({"vision", "text"})
+
+
+def test_auto_on_smaller_simulated_gpus_keeps_the_users_freezing():
+    """Full size: with the ViT and text encoder frozen as the user asked, full fine-tuning of the rest
+    fits 8 GiB (the recipe's full rung would not); on 4 GB the lora rung, which adapts the ViT, cannot
+    keep it frozen and is skipped, saying why."""
+    frozen = load_config(TrainConfig, None, ["model.finetune.freeze=[vision, text]"])
+    eight = choose_rung(frozen, FULL_SIZE, CUDA, 4, device_bytes=8 * GIB)
+    assert eight.rung == "full" and eight.config.model.finetune.freeze == ["vision", "text"]
+    assert choose_rung(TrainConfig(), FULL_SIZE, CUDA, 4, device_bytes=8 * GIB).rung == "lora"
+    four = choose_rung(frozen, FULL_SIZE, CUDA, 4, device_bytes=4 * 10**9)
+    assert four.rung in ("lora-decoder", "qlora-decoder") and four.config.model.finetune.freeze == [
+        "vision",
+        "text",
+    ]
+    assert "not tried, they change what you set: lora (component(s) ['vision'] are both frozen" in four.reason
+
+
+def test_auto_does_not_step_into_rungs_that_change_a_defining_setting():
+    explicit = load_config(TrainConfig, None, ["model.finetune.mode=full"])
+    with pytest.raises(MemoryError, match=r"not tried, they change what you set: lora \(loop\.memory=lora"):
+        choose_rung(explicit, FULL_SIZE, CUDA, 4, device_bytes=8 * GIB)
+    assert choose_rung(TrainConfig(), FULL_SIZE, CUDA, 4, device_bytes=8 * GIB).rung == "lora"  # not set
+    chosen = choose_rung(explicit, FULL_SIZE, CUDA, 4, device_bytes=141 * GIB)
+    assert chosen.rung == "full"
+    assert memory_ladder.next_rung("full", chosen.config) is None  # no step down after an OOM either
+    assert memory_ladder.next_rung("full", TrainConfig()) == "lora"
+
+
+def test_a_config_built_in_code_counts_values_off_the_default_as_set():
+    config = TrainConfig()
+    config.model.finetune.freeze = ["vision"]
+    assert config.set_keys is None and config.is_set("model.finetune.freeze")
+    assert not config.is_set("model.finetune.mode")
+    assert rung_config(config, "full").model.finetune.freeze == ["vision"]
 
 
 FULL_SIZE = Sam3Config()
@@ -167,7 +248,7 @@ def _simulate_gpu(monkeypatch, gib, oom_on=None, oom_at_step=0):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real_step(self, micro_batches)
 
-    monkeypatch.setattr(recipe, "choose_rung", choose)
+    monkeypatch.setattr(memory_ladder, "choose_rung", choose)
     monkeypatch.setattr(Trainer, "train_step", step)
 
 
@@ -200,3 +281,79 @@ def test_out_of_memory_after_a_checkpoint_is_an_error(dataset, tmp_path, monkeyp
     _simulate_gpu(monkeypatch, 141, oom_on="full", oom_at_step=2)
     with pytest.raises(torch.cuda.OutOfMemoryError, match=re.escape("rung full; try loop.memory=lora")):
         train(_config(dataset, tmp_path, "run_name=ckpt", "loop.checkpoint_every_steps=1"))
+
+
+# ---- bounded cost per input: the queries of a training step fit the device's memory, on every device
+
+
+def _many_categories(root, categories=300):
+    """3 images, 2 objects each, ``categories`` categories: with data.keep_unused_categories every absent
+    category is a negative query, ``categories`` queries per image."""
+    write_dataset(root, train=3, valid=0)
+    path = root / "train" / "_annotations.coco.json"
+    coco = json.loads(path.read_text())
+    coco["categories"] = [{"id": i, "name": f"thing {i}"} for i in range(1, categories + 1)]
+    path.write_text(json.dumps(coco))
+    return root
+
+
+def _small_machine(monkeypatch, gib):
+    monkeypatch.setattr(memory_ladder, "device_memory", lambda device: int(gib * GIB))
+
+
+def test_negatives_left_at_the_default_are_capped_to_what_the_cpu_holds(tmp_path, monkeypatch):
+    data = _many_categories(tmp_path / "data")
+    _small_machine(monkeypatch, 2)  # a 2 GiB machine: ~200 queries of the tiny model by the estimate
+    config = _config(data, tmp_path, "run_name=r", "loop.batch_size=1", "data.keep_unused_categories=true")
+    result = train(config)
+    assert result.status == "completed"
+    saved = RunDir(result.run_dir).config()
+    comment = (result.run_dir / "config.yaml").read_text().splitlines()[0]
+    budget = int(re.search(r"exceed the (\d+) that this CPU machine \(2\.0 GiB\)", comment)[1])
+    assert "300 queries per step (1 image(s) x up to 300" in comment
+    assert (
+        0 < saved.data.negatives < 300 - 2 and f"data.negatives capped to {saved.data.negatives}" in comment
+    )
+    assert saved.data.negatives + max(len(c) for c in _positives(data)) <= budget
+
+
+def _positives(root):
+    coco = json.loads((root / "train" / "_annotations.coco.json").read_text())
+    by_image = {}
+    for a in coco["annotations"]:
+        by_image.setdefault(a["image_id"], set()).add(a["category_id"])
+    return list(by_image.values())
+
+
+def test_negatives_the_user_set_are_refused_with_the_numbers_not_capped(tmp_path, monkeypatch):
+    data = _many_categories(tmp_path / "data")
+    _small_machine(monkeypatch, 2)
+    extra = ("run_name=r", "loop.batch_size=1", "data.keep_unused_categories=true", "data.negatives=all")
+    with pytest.raises(
+        memory_ladder.QueryBudgetError, match=r"300 queries per step .* set data\.negatives=K"
+    ):
+        train(_config(data, tmp_path, *extra))
+    assert not (tmp_path / "r").exists()
+    # positives alone over the budget (100 categories on each image): no cap helps, the message says so
+    crowded = _many_categories(tmp_path / "crowded", categories=100)
+    path = crowded / "train" / "_annotations.coco.json"
+    coco = json.loads(path.read_text())
+    coco["annotations"] = [
+        {**coco["annotations"][0], "id": i * 1000 + c, "image_id": i, "category_id": c}
+        for i in (1, 2, 3)
+        for c in range(1, 101)
+    ]
+    path.write_text(json.dumps(coco))
+    _small_machine(monkeypatch, 1.2)  # room for about 20 queries
+    with pytest.raises(memory_ladder.QueryBudgetError, match="100 positive categories, more than fit"):
+        train(_config(crowded, tmp_path, "run_name=r2", "loop.batch_size=1"))
+    assert not (tmp_path / "r2").exists()
+
+
+def test_the_budget_on_a_simulated_gpu_follows_its_memory():
+    """Full size at 1008 px on a 24 GiB GPU, full fine-tune: a few dozen queries per step; on 80 GiB more."""
+    config = rung_config(TrainConfig(), "full")
+    small = memory_ladder.query_budget(FULL_SIZE, config, 24 * GIB, bf16_autocast=True)
+    large = memory_ladder.query_budget(FULL_SIZE, config, 80 * GIB, bf16_autocast=True)
+    assert 4 <= small < large < 100
+    assert memory_ladder.query_budget(FULL_SIZE, config, 4 * GIB, bf16_autocast=True) == 0  # weights alone

@@ -93,3 +93,18 @@ def test_a_k_shot_sample_of_label_maps_is_refused(semantic_data, tmp_path, capsy
     assert status == 2
     assert "K-shot samples are drawn from instance labels" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # no half-made run left behind
+
+
+def test_an_instance_metric_the_user_set_is_refused_on_label_maps(semantic_data, tmp_path, capsys):
+    """The instance default ``val.best_metric=bbox_AP`` becomes mIoU on label maps, but only when the user
+    did not set it: set, it is refused naming it (no run folder left)."""
+    status = main(
+        [
+            "train", "--data", str(semantic_data), "model.name=tiny", f"output_dir={tmp_path}",
+            "val.best_metric=bbox_AP",
+        ]
+    )  # fmt: skip
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "val.best_metric=bbox_AP: an instance metric" in err and "semantic label-map dataset" in err
+    assert not any(tmp_path.iterdir())

@@ -191,3 +191,13 @@ def test_exemplar_training_trains_the_geometry_encoder(dataset, tmp_path):
     assert plain.status == "completed"
     untouched = load_file(str(tmp_path / "plain" / "model" / "model.safetensors"))
     assert all(torch.equal(untouched[k], start[k]) for k in geometry)
+
+
+def test_a_resolution_the_user_set_is_never_replaced_by_the_models(dataset, tmp_path):
+    """``data.resolution`` follows the model's input size only when the user left it unset: set to 1008
+    (the default's value) for a 64 px model it is refused naming both, and no run folder is left."""
+    with pytest.raises(ValueError, match=r"data\.resolution=1008 but the model takes 64 px images"):
+        train(_config(dataset, tmp_path, "run_name=r", "data.resolution=1008"))
+    assert not (tmp_path / "r").exists()
+    unset = TrainConfig(data=TrainConfig().data)
+    assert not unset.is_set("data.resolution")  # built in code at the default: follows the model
