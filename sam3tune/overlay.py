@@ -56,20 +56,11 @@ def draw_overlay(
         covered = detections.mask_array().any(axis=0)
         colour = np.asarray(prompt_colour(index), dtype=np.float32)
         canvas[covered] = (1 - mask_alpha) * canvas[covered] + mask_alpha * colour
-    out = Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(out)
-    short_side = min(image.width, image.height)
-    font = ImageFont.load_default(size=max(10, short_side // 40))
-    line = max(1, short_side // 300)
+    out, draw, line, font = _drawable(canvas)
     for index, (prompt, detections) in enumerate(predictions):
         colour = prompt_colour(index)
         for box, score in zip(detections.boxes.tolist(), detections.scores.tolist(), strict=True):
-            draw.rectangle(box, outline=colour, width=line)
-            label = f"{prompt} {score:.2f}"
-            left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
-            x, y = box[0], max(0.0, box[1] - (bottom - top) - 2 * line)
-            draw.rectangle((x, y, x + right - left + 2 * line, y + bottom - top + 2 * line), fill=colour)
-            draw.text((x + line - left, y + line - top), label, fill=(255, 255, 255), font=font)
+            _draw_labelled_box(draw, box, f"{prompt} {score:.2f}", colour, line, font)
     for box, positive in exemplars:
         _draw_exemplar(draw, [float(v) for v in box], positive, line, font)
     return out
@@ -101,18 +92,31 @@ def draw_tracks(
     for track_id, _, mask, _ in tracks:
         colour = np.asarray(prompt_colour(track_id), dtype=np.float32)
         canvas[mask] = (1 - mask_alpha) * canvas[mask] + mask_alpha * colour
-    out = Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(out)
-    short_side = min(image.width, image.height)
-    font = ImageFont.load_default(size=max(10, short_side // 40))
-    line = max(1, short_side // 300)
+    out, draw, line, font = _drawable(canvas)
     for track_id, label, _, box in tracks:
-        colour = prompt_colour(track_id)
         x0, y0, x1, y1 = (float(v) for v in box)
-        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=line)
-        text = f"{track_id} {label}"
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        y = max(0.0, y0 - (bottom - top) - 2 * line)
-        draw.rectangle((x0, y, x0 + right - left + 2 * line, y + bottom - top + 2 * line), fill=colour)
-        draw.text((x0 + line - left, y + line - top), text, fill=(255, 255, 255), font=font)
+        _draw_labelled_box(
+            draw, [x0, y0, x1 - 1, y1 - 1], f"{track_id} {label}", prompt_colour(track_id), line, font
+        )
     return out
+
+
+def _drawable(
+    canvas: np.ndarray,
+) -> tuple[Image.Image, ImageDraw.ImageDraw, int, ImageFont.FreeTypeFont | ImageFont.ImageFont]:
+    """``canvas`` (H, W, 3) float as an image to draw on, with a line width and a font scaled to its size."""
+    out = Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8))
+    short_side = min(out.width, out.height)
+    font = ImageFont.load_default(size=max(10, short_side // 40))
+    return out, ImageDraw.Draw(out), max(1, short_side // 300), font
+
+
+def _draw_labelled_box(
+    draw: ImageDraw.ImageDraw, box: list[float], label: str, colour: tuple[int, int, int], line: int, font
+) -> None:
+    """``box`` (x0, y0, x1, y1) outlined in ``colour``, ``label`` in white on a ``colour`` tab above it."""
+    draw.rectangle(box, outline=colour, width=line)
+    left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+    x, y = box[0], max(0.0, box[1] - (bottom - top) - 2 * line)
+    draw.rectangle((x, y, x + right - left + 2 * line, y + bottom - top + 2 * line), fill=colour)
+    draw.text((x + line - left, y + line - top), label, fill=(255, 255, 255), font=font)
