@@ -188,10 +188,19 @@ def _add_predict(sub) -> None:
             "OUT/index.json (images, categories, exemplars) and OUT/overlays/<image>.png (semantic=true: "
             "also OUT/semantic/<image>.png label maps). Keys: model, prompts, boxes, negative_boxes, device, "
             "overlays, semantic, postprocess.* (score_threshold, "
-            "nms_iou_threshold, max_detections, ...)."
+            "nms_iou_threshold, max_detections, ...). With --video PATH: every prompt's instances found "
+            "and tracked through the video (frames.jsonl, tracks.json in the YouTube-VIS results format, "
+            "overlay.mp4, index.json); keys video.* (start, end, stride, max_frames, score_threshold, "
+            "prompt_token, conditioning_frames, overlay, tracker.*; docs/video.md)."
         ),
     )
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="images or folders")
+    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE_OR_DIR", help="images or folders")
+    parser.add_argument(
+        "--video",
+        metavar="PATH",
+        help="track the prompts through a video: an mp4/mov/webm file, a folder of frames or a glob "
+        "(needs a video model: sam3tune export --format video); keys video.*",
+    )
     _shortcuts(parser, "model", data_key=None)
     parser.add_argument(
         "--prompt", dest="prompts", action="append", metavar="TEXT", help="text prompt, repeatable (prompts)"
@@ -328,16 +337,23 @@ def _add_export(sub) -> None:
             "model (e.g. RUN_DIR/model), checked against torch in onnxruntime; run them with sam3tune "
             "predict --model OUT. --format hub RUN_DIR OUT: a Hugging Face model repository folder (weights, "
             "tokenizer, processor config, README.md model card with the evaluation against zero-shot); "
-            "--push REPO_ID uploads it. Keys: format, onnx.opset, onnx.exporter (dynamo/torchscript), "
+            "--push REPO_ID uploads it. --format video RUN_OR_MODEL OUT: a transformers Sam3VideoModel "
+            "folder with the tuned detector beside a tracker (video.tracker, default the run's starting "
+            "model, e.g. facebook/sam3), for predict --video. Keys: format, video.tracker, onnx.opset, "
+            "onnx.exporter (dynamo/torchscript), "
             "onnx.check, hub.weights (auto/merged/adapters), hub.private, hub.push, hub.eval_report "
             "(ExportConfig, docs/ship.md)."
         ),
     )
-    parser.add_argument("source", metavar="MODEL_OR_RUN", help="onnx: a model spec; hub: a run directory")
+    parser.add_argument(
+        "source", metavar="MODEL_OR_RUN", help="onnx: a model spec; hub: a run directory; video: either"
+    )
     parser.add_argument(
         "out", type=Path, metavar="OUT", help="output folder: new or empty (--overwrite: an earlier export)"
     )
-    parser.add_argument("--format", dest="fmt", choices=("onnx", "hub"), help="onnx or hub (sets format)")
+    parser.add_argument(
+        "--format", dest="fmt", choices=("onnx", "hub", "video"), help="onnx, hub or video (sets format)"
+    )
     parser.add_argument("--push", metavar="REPO_ID", help="hub: upload to this model repository (hub.push)")
     parser.add_argument(
         "--eval", dest="eval_report", type=Path, metavar="EVAL_JSON", help="hub: eval.json (hub.eval_report)"

@@ -56,20 +56,11 @@ def draw_overlay(
         covered = detections.mask_array().any(axis=0)
         colour = np.asarray(prompt_colour(index), dtype=np.float32)
         canvas[covered] = (1 - mask_alpha) * canvas[covered] + mask_alpha * colour
-    out = Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(out)
-    short_side = min(image.width, image.height)
-    font = ImageFont.load_default(size=max(10, short_side // 40))
-    line = max(1, short_side // 300)
+    out, draw, line, font = _drawable(canvas)
     for index, (prompt, detections) in enumerate(predictions):
         colour = prompt_colour(index)
         for box, score in zip(detections.boxes.tolist(), detections.scores.tolist(), strict=True):
-            draw.rectangle(box, outline=colour, width=line)
-            label = f"{prompt} {score:.2f}"
-            left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
-            x, y = box[0], max(0.0, box[1] - (bottom - top) - 2 * line)
-            draw.rectangle((x, y, x + right - left + 2 * line, y + bottom - top + 2 * line), fill=colour)
-            draw.text((x + line - left, y + line - top), label, fill=(255, 255, 255), font=font)
+            _draw_labelled_box(draw, box, f"{prompt} {score:.2f}", colour, line, font)
     for box, positive in exemplars:
         _draw_exemplar(draw, [float(v) for v in box], positive, line, font)
     return out
@@ -87,3 +78,45 @@ def _draw_exemplar(draw: ImageDraw.ImageDraw, box: list[float], positive: bool, 
     y = y1 + 2 * line
     draw.rectangle((x0, y, x0 + right - left + 2 * line, y + bottom - top + 2 * line), fill=background)
     draw.text((x0 + line - left, y + line - top), label, fill=text, font=font)
+
+
+def draw_tracks(
+    image: Image.Image,
+    tracks: Sequence[tuple[int, str, np.ndarray, Sequence[float]]],
+    mask_alpha: float = 0.5,
+) -> Image.Image:
+    """A copy of ``image`` (RGB) with tracked objects drawn: ``(track id, label, mask (H, W) bool, xyxy
+    box)`` each, in the colour of its track id (the same colour on every frame), its box outlined and
+    labelled ``<id> <label>``."""
+    canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
+    for track_id, _, mask, _ in tracks:
+        colour = np.asarray(prompt_colour(track_id), dtype=np.float32)
+        canvas[mask] = (1 - mask_alpha) * canvas[mask] + mask_alpha * colour
+    out, draw, line, font = _drawable(canvas)
+    for track_id, label, _, box in tracks:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        _draw_labelled_box(
+            draw, [x0, y0, x1 - 1, y1 - 1], f"{track_id} {label}", prompt_colour(track_id), line, font
+        )
+    return out
+
+
+def _drawable(
+    canvas: np.ndarray,
+) -> tuple[Image.Image, ImageDraw.ImageDraw, int, ImageFont.FreeTypeFont | ImageFont.ImageFont]:
+    """``canvas`` (H, W, 3) float as an image to draw on, with a line width and a font scaled to its size."""
+    out = Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8))
+    short_side = min(out.width, out.height)
+    font = ImageFont.load_default(size=max(10, short_side // 40))
+    return out, ImageDraw.Draw(out), max(1, short_side // 300), font
+
+
+def _draw_labelled_box(
+    draw: ImageDraw.ImageDraw, box: list[float], label: str, colour: tuple[int, int, int], line: int, font
+) -> None:
+    """``box`` (x0, y0, x1, y1) outlined in ``colour``, ``label`` in white on a ``colour`` tab above it."""
+    draw.rectangle(box, outline=colour, width=line)
+    left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+    x, y = box[0], max(0.0, box[1] - (bottom - top) - 2 * line)
+    draw.rectangle((x, y, x + right - left + 2 * line, y + bottom - top + 2 * line), fill=colour)
+    draw.text((x + line - left, y + line - top), label, fill=(255, 255, 255), font=font)

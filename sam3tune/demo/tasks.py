@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from sam3tune.data.synth import ANY, SynthConfig
+from sam3tune.data.synth_video import VideoSynthConfig
 from sam3tune.model.architectures import NAMED_ARCHITECTURES
 from sam3tune.model.tokenizer import HashingTokenizer
 
@@ -97,4 +98,17 @@ def finetune_task(
         placeholder_category=False,
         project="demo-new-shapes",
         **_SCENE,
+    )
+
+
+def video_task(videos: int = 4, seed: int = 2) -> VideoSynthConfig:
+    """The fine-tuning concepts ("star", "heart", "moon", any colour, seen shapes as distractors) in
+    ``videos`` clips of 30-60 frames: 2-4 objects moving across the 64 px frame, passing in front of each
+    other, half of them appearing or vanishing mid-clip."""
+    return VideoSynthConfig(
+        scene=finetune_task(1, 1, seed=seed),
+        videos=videos,
+        frames=(30, 60),
+        objects_per_video=(2, 4),
+        seed=seed,
     )

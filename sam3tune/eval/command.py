@@ -1,4 +1,5 @@
-"""``sam3tune eval``: evaluate a model (and a baseline) on a dataset split, or a COCO results file."""
+"""``sam3tune eval``: evaluate a model (and a baseline) on a dataset split, or a COCO results file; on
+video ground truth (YouTube-VIS / OVIS), video models or a tracks file (``sam3tune.eval.video_eval``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from sam3tune.devices import resolve_device
 from sam3tune.eval.api import evaluate_model, evaluate_results_file
 from sam3tune.eval.config import EvalRunConfig
 from sam3tune.eval.report import REPORT_JSON, REPORT_MD
+from sam3tune.eval.video_eval import eval_video_model, eval_video_predictions
+from sam3tune.eval.ytvis import is_video_ground_truth
 from sam3tune.output_files import claim_output_folder
 
 #: What ``sam3tune eval`` writes in its ``--out`` folder (``--overwrite`` replaces exactly these).
@@ -20,6 +23,8 @@ OUTPUTS = (
     "baseline_predictions.json",
     "predictions_exemplar.json",
     "baseline_predictions_exemplar.json",
+    "predictions_frames.json",
+    "baseline_predictions_frames.json",
 )
 
 
@@ -45,9 +50,18 @@ def run_eval_command(
         if predictions is None or gt is None or settings.model or settings.baseline:
             raise ConfigError("--predictions needs --gt, and neither goes with a model or a baseline")
         claim_output_folder(out, OUTPUTS, overwrite)
-        _, markdown = evaluate_results_file(predictions, gt, out, settings)
+        if is_video_ground_truth(gt):
+            _, markdown = eval_video_predictions(predictions, gt, out, settings)
+        else:
+            _, markdown = evaluate_results_file(predictions, gt, out, settings)
     elif settings.model is None or settings.data.root is None:
         raise ConfigError("give --model and --data (model=..., data.root=...), or --predictions and --gt")
+    elif is_video_ground_truth(settings.data.root):
+        device = resolve_device(settings.device, key="device")
+        claim_output_folder(out, OUTPUTS, overwrite)
+        _, _, markdown = eval_video_model(
+            settings.model, settings.data.root, out, settings, settings.baseline, str(device)
+        )
     else:
         device = resolve_device(settings.device, key="device")
         claim_output_folder(out, OUTPUTS, overwrite)

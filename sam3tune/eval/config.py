@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sam3tune.config import require, require_device, require_range
 from sam3tune.data.config import DataConfig
+from sam3tune.video.config import VideoConfig
 
 
 @dataclass
@@ -76,6 +78,22 @@ class EvalConfig:
 
 
 @dataclass
+class VideoEvalConfig(VideoConfig):
+    """``sam3tune eval`` on video ground truth: the ``predict --video`` keys that run each model, plus
+    ``frames`` (the folder the videos' ``file_names`` are relative to; default ``JPEGImages/`` beside the
+    annotation file, else its folder) and ``hota_score_threshold`` (tracks scoring below it are left out
+    of HOTA, which takes hard decisions). ``detections=true`` also scores the detector per frame."""
+
+    frames: Path | None = None
+    hota_score_threshold: float = 0.5
+    overlay: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_range(self, "hota_score_threshold", low=0.0, high=1.0)
+
+
+@dataclass
 class EvalRunConfig(EvalConfig):
     """What ``sam3tune eval`` evaluates, and how (the :class:`EvalConfig` keys at top level).
 
@@ -88,6 +106,7 @@ class EvalRunConfig(EvalConfig):
     baseline: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     device: str = "auto"
+    video: VideoEvalConfig = field(default_factory=VideoEvalConfig)
 
     def validate(self) -> None:
         super().validate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,13 +23,15 @@ def run_predict_command(
     overwrite: bool = False,
     boxes: Sequence[Sequence[float]] | None = None,
     negative_boxes: Sequence[Sequence[float]] | None = None,
+    video: str | None = None,
 ) -> int:
     """Ask the prompts of the :class:`PredictConfig` from the ``config`` file, ``key=value`` overrides,
     then ``model`` / ``prompts`` / ``boxes`` / ``negative_boxes`` (which set those keys) on ``images``
     (files and folders). Writes ``out/predictions.json``, ``out/index.json`` and ``out/overlays/``; an
     ``out`` holding earlier results is refused before the model loads, unless ``overwrite``. Files that
     are not readable images, or that an exemplar box does not fit, are skipped, counted and named. Exit
-    status 0; bad input raises a :class:`~sam3tune.errors.UserError` (status 2)."""
+    status 0; bad input raises a :class:`~sam3tune.errors.UserError` (status 2). With ``video``, the
+    prompts are tracked through that video instead (:func:`run_video`)."""
     shortcuts = {"model": model, "prompts": prompts, "boxes": boxes, "negative_boxes": negative_boxes}
     settings = load_config(PredictConfig, config, with_shortcuts(overrides, shortcuts))
     if settings.model is None or not (settings.prompts or settings.boxes):
@@ -36,6 +39,12 @@ def run_predict_command(
             "give a model (--model M), prompts (--prompt TEXT, repeatable) or exemplar boxes "
             "(--box X0,Y0,X1,Y1) and images"
         )
+    if video is not None:
+        if images:
+            raise ConfigError(f"--video takes one video; images given too: {', '.join(map(str, images))}")
+        return run_video(video, settings, out, overwrite)
+    if not images:
+        raise ConfigError("give images or folders to predict on (or --video PATH)")
     files = collect_images(images)
     device = resolve_device(settings.device, key="device")
     claim_output_folder(out, OUTPUTS, overwrite)
@@ -60,4 +69,29 @@ def run_predict_command(
         print(f"{len(done.skipped)} file(s) skipped (listed with the reason in {out}/index.json):")
         for entry in done.skipped[:5]:
             print(f"  {entry['file_name']}: {entry['reason']}")
+    return 0
+
+
+def run_video(video: str, settings: PredictConfig, out: Path, overwrite: bool) -> int:
+    """``predict --video``: track ``settings.prompts`` through ``video`` with the video model
+    ``settings.model`` into ``out`` (docs/video.md)."""
+    from sam3tune.video.predictor import OUTPUTS as VIDEO_OUTPUTS
+    from sam3tune.video.predictor import VideoPredictor
+
+    if settings.boxes or settings.negative_boxes or settings.semantic:
+        raise ConfigError("--video tracks text prompts; --box, --neg-box and semantic=true are for images")
+    config = settings.video
+    reader = config.open(video)  # bad input is refused before the model loads
+    claim_output_folder(out, VIDEO_OUTPUTS, overwrite)
+    device = resolve_device(settings.device, key="device")
+    predictor = VideoPredictor.load(settings.model, config, device=str(device))
+    found = settings.postprocess if config.detections else None
+    done = predictor.predict_video(reader, settings.prompts, out, overwrite=True, detections=found)
+    rate = done.frames / done.seconds if done.seconds > 0 else float("nan")
+    print(
+        f"{done.tracks} tracks, {done.detections} masks on {done.frames} frames ({rate:.1f} frames/s) "
+        f"written to {out}/tracks.json, frames.jsonl" + (", overlay.mp4" if config.overlay else "")
+    )
+    if not done.complete:
+        print(f"stopped early: {reader.error}", file=sys.stderr)
     return 0

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from sam3tune.config import require_device, require_range
 from sam3tune.eval.config import MAX_QUERIES_PER_FORWARD, PostprocessConfig
+from sam3tune.video.config import VideoConfig
 
 
 @dataclass
@@ -16,7 +17,8 @@ class PredictConfig:
     a prompt as one query ``"visual"`` (``docs/eval.md``); ``postprocess``: which
     detections are kept (score >= 0.5 by default); ``overlays``: also draw one PNG per image;
     ``semantic``: also write the semantic head's label map of each image (docs/semantic.md);
-    ``device``: a torch device, ``auto`` = CUDA when available."""
+    ``device``: a torch device, ``auto`` = CUDA when available; ``video``: the ``predict --video`` settings
+    (docs/video.md)."""
 
     model: str | None = None
     prompts: list[str] = field(default_factory=list)
@@ -27,6 +29,7 @@ class PredictConfig:
     semantic: bool = False  # also write semantic/<image>.png: the semantic head's label map
     device: str = "auto"
     max_queries_per_forward: int = MAX_QUERIES_PER_FORWARD  # more prompts are asked in several passes
+    video: VideoConfig = field(default_factory=VideoConfig)
 
     def __post_init__(self) -> None:
         require_device(self)

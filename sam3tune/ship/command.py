@@ -30,14 +30,21 @@ def run_export_command(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     shortcuts = {"format": fmt, "hub.push": push, "hub.eval_report": eval_report}
     settings = load_config(ExportConfig, config, with_shortcuts(overrides, shortcuts))
+    if settings.format != "video" and settings.video.tracker is not None:
+        raise ConfigError("video.tracker goes with --format video")
     if settings.format == "onnx":
         if settings.hub.push is not None or settings.hub.eval_report is not None:
             raise ConfigError("--push and --eval go with --format hub")
         _export_onnx(source, out, settings, overwrite)
     elif settings.format == "hub":
         _export_hub(source, out, settings, overwrite)
+    elif settings.format == "video":
+        _export_video(source, out, settings, overwrite)
     else:
-        raise ConfigError("say what to export: --format onnx (a model) or --format hub (a run)")
+        raise ConfigError(
+            "say what to export: --format onnx (a model), --format hub (a run) or --format video (a run or "
+            "model, with a tracker)"
+        )
     return 0
 
 
@@ -57,6 +64,17 @@ def _export_onnx(source: str, out: Path, config: ExportConfig, overwrite: bool) 
         difference = compare_with_torch(source, out)
         print(f"onnxruntime vs torch on a sample (3 images, 5 prompts): max |difference| {difference:.2e}")
     print(f"run it: sam3tune predict --model {out} --prompt PROMPT IMAGES...")
+
+
+def _export_video(source: str, out: Path, config: ExportConfig, overwrite: bool) -> None:
+    from sam3tune.ship.video_export import export_video_folder
+
+    done = export_video_folder(source, out, tracker=config.video.tracker, overwrite=overwrite)
+    print(
+        f"SAM 3 video model written to {out}/: detector from {done.detector} ({done.detector_keys} tensors), "
+        f"tracker from {done.tracker} ({done.tracker_keys} tensors), prompt token: {done.prompt_token}"
+    )
+    print(f"run it: sam3tune predict --video VIDEO --model {out} --prompt PROMPT --out DIR")
 
 
 def _export_hub(source: str, out: Path, config: ExportConfig, overwrite: bool) -> None:

@@ -33,9 +33,20 @@ class HubExportConfig:
 
 
 @dataclass
+class VideoExportConfig:
+    """``--format video``: the tuned detector in a SAM 3 video model (``sam3tune.ship.video_export``)."""
+
+    # the tracker source: a folder or hub id of a SAM 3 video model (facebook/sam3); default: the run's
+    # starting model (model.name of its config.yaml), or the model itself
+    tracker: str | None = None
+
+
+@dataclass
 class ExportConfig:
     """``sam3tune export``: ``format`` says what is written from the source."""
 
-    format: Literal["onnx", "hub"] | None = None  # onnx: graphs of a model; hub: a run's repository folder
+    # onnx: graphs of a model; hub: a run's repository folder; video: a Sam3VideoModel folder (tuned detector)
+    format: Literal["onnx", "hub", "video"] | None = None
     onnx: OnnxExportConfig = field(default_factory=OnnxExportConfig)
     hub: HubExportConfig = field(default_factory=HubExportConfig)
+    video: VideoExportConfig = field(default_factory=VideoExportConfig)

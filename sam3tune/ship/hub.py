@@ -202,10 +202,16 @@ def _input_size(model_config: Path) -> tuple[int, int]:
 
 
 def _write_preprocessor_config(folder: Path, size: int, patch: int) -> None:
-    """HF ``Sam3ImageProcessor`` settings for this model (what sam3tune's eval transform does: bilinear
-    resize of the whole image to S x S, scale to [0, 1], normalise with mean = std = 0.5; masks come out
-    at 4x the patch grid, 288 px for SAM 3)."""
-    processor = {
+    """``preprocessor_config.json``: :func:`image_processor_settings` for this model."""
+    processor = image_processor_settings(size, patch)
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n", encoding="utf-8")
+
+
+def image_processor_settings(size: int, patch: int) -> dict[str, Any]:
+    """HF ``Sam3ImageProcessor`` settings for a model of input side ``size`` and patch ``patch`` (what
+    sam3tune's eval transform does: bilinear resize of the whole image to S x S, scale to [0, 1], normalise
+    with mean = std = 0.5; masks come out at 4x the patch grid, 288 px for SAM 3)."""
+    return {
         "image_processor_type": "Sam3ImageProcessor",
         "processor_class": "Sam3Processor",
         "do_resize": True,
@@ -219,4 +225,3 @@ def _write_preprocessor_config(folder: Path, size: int, patch: int) -> None:
         "image_std": [0.5, 0.5, 0.5],
         "do_convert_rgb": True,
     }
-    (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n", encoding="utf-8")
