@@ -65,8 +65,8 @@ def main() -> None:
     parser.add_argument(
         "--prompt-token",
         choices=("meta", "hf"),
-        help="video.prompt_token for both models (default: what each detector records; the demo's were "
-        "trained without the token: hf)",
+        help="video.prompt_token for both models (default: what each detector records, hf for the demo's; "
+        "give hf for a demo run made before models recorded their mode)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -46,6 +45,13 @@ from sam3tune.errors import UserError
 from sam3tune.json_file import JsonFileError, read_json
 from sam3tune.model.architectures import ArchitectureSpec, sam3_config
 from sam3tune.model.hub import ModelSpecError, hub_folder, is_hub_id
+from sam3tune.model.prompt_token import (
+    DEFAULT_MODE,
+    RECORD_KEY,
+    PromptToken,
+    check_mode,
+    recorded_prompt_token,
+)
 from sam3tune.model.roi_align import install_roi_align
 from sam3tune.model.tokenizer import Tokenizer, load_tokenizer
 
@@ -56,11 +62,8 @@ DETECTOR_PREFIX = "detector_model."
 TRACKER_PREFIXES = ("tracker_model.", "tracker_neck.")
 #: written beside an exported video model: where its detector and tracker came from
 MANIFEST_FILE = "sam3tune_video.json"
-#: the key of a detector config that records its prompt-token mode (``sam3tune.model.prompt_token``)
-PROMPT_TOKEN_KEY = "sam3tune_prompt_token"
 #: channels of the tracker's memory features (fixed in transformers' memory attention)
 MEMORY_CHANNELS = 64
-PromptToken = Literal["meta", "hf"]
 
 
 class VideoModelError(UserError, ValueError):
@@ -309,11 +312,15 @@ def load_video_model(
 
 
 def detector_prompt_token(config: Sam3Config) -> PromptToken:
-    """The prompt-token mode a detector config records (how the detector was trained), else ``meta``."""
-    mode = getattr(config, PROMPT_TOKEN_KEY, None) or "meta"
-    if mode not in ("meta", "hf"):
-        raise VideoModelError(f"{PROMPT_TOKEN_KEY} of the detector's config must be meta or hf, got {mode!r}")
-    return mode
+    """The prompt-token mode a detector config records (how the detector was trained,
+    ``sam3tune.model.prompt_token``), else the default (``meta``: as ``facebook/sam3`` was trained)."""
+    mode = recorded_prompt_token(config)
+    if mode is None:
+        return DEFAULT_MODE
+    try:
+        return check_mode(mode, f"{RECORD_KEY} of the detector's config")
+    except ValueError as err:
+        raise VideoModelError(str(err)) from err
 
 
 def prepare_video_model(model: Sam3VideoModel, prompt_token: PromptToken) -> None:

@@ -16,6 +16,7 @@ from sam3tune.eval.rle import decode_masks
 from sam3tune.overlay import prompt_colour
 from sam3tune.video.config import TrackerSettings, VideoConfig
 from sam3tune.video.frames import open_frames
+from sam3tune.video.model import VideoModelError
 from sam3tune.video.predictor import VideoPredictor
 from sam3tune.video.session import BoundedSession
 
@@ -243,12 +244,19 @@ def test_hotstart_settings_checked(video_model_dir):
 def test_prompt_token_follows_the_detector_record(video_model_dir, tmp_path):
     import shutil
 
-    assert VideoPredictor.load(video_model_dir).bundle.prompt_token == "meta"  # no record: as facebook/sam3
-    recorded = shutil.copytree(video_model_dir, tmp_path / "hf-trained")
-    config = json.loads((recorded / "config.json").read_text())
-    config["detector_config"]["sam3tune_prompt_token"] = "hf"
-    (recorded / "config.json").write_text(json.dumps(config))
-    bundle = VideoPredictor.load(recorded).bundle
+    # the demo base records hf (pretrained without the token); the export keeps the record
+    config = json.loads((video_model_dir / "config.json").read_text())
+    assert config["detector_config"]["sam3tune_prompt_token"] == "hf"
+    bundle = VideoPredictor.load(video_model_dir).bundle
     assert bundle.prompt_token == "hf" and bundle.model.detector_model._sam3tune_prompt_hook is None
-    meta = VideoPredictor.load(recorded, VideoConfig(prompt_token="meta")).bundle
+    meta = VideoPredictor.load(video_model_dir, VideoConfig(prompt_token="meta")).bundle
     assert meta.prompt_token == "meta" and meta.model.detector_model._sam3tune_prompt_hook is not None
+    unrecorded = shutil.copytree(video_model_dir, tmp_path / "unrecorded")
+    del config["detector_config"]["sam3tune_prompt_token"]
+    (unrecorded / "config.json").write_text(json.dumps(config))
+    bundle = VideoPredictor.load(unrecorded).bundle  # no record: as facebook/sam3 was trained
+    assert bundle.prompt_token == "meta" and bundle.model.detector_model._sam3tune_prompt_hook is not None
+    config["detector_config"]["sam3tune_prompt_token"] = "both"
+    (unrecorded / "config.json").write_text(json.dumps(config))
+    with pytest.raises(VideoModelError, match="sam3tune_prompt_token of the detector's config must be"):
+        VideoPredictor.load(unrecorded)
