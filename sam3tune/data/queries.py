@@ -216,13 +216,13 @@ def _query_categories(
             )
         result[cat_id] = QueryCategory(cat_id, name, prompt)
     _refuse_shared_prompts(
-        [[c for c in result.values() if _prompt_key(c.prompt) == key] for key in _shared_keys(result)],
+        [[c for c in result.values() if prompt_key(c.prompt) == key] for key in _shared_keys(result)],
         f"{split.annotation_file}: after cleaning",
     )
     return result
 
 
-def _prompt_key(prompt: str) -> str:
+def prompt_key(prompt: str) -> str:
     """What a prompt says, ignoring case, punctuation and spacing (``"Car."`` and ``"car"`` agree)."""
     return re.sub(r"[\W_]+", " ", prompt).strip().casefold() or prompt
 
@@ -230,7 +230,7 @@ def _prompt_key(prompt: str) -> str:
 def _shared_keys(categories: dict[int, QueryCategory]) -> list[str]:
     keys: dict[str, int] = defaultdict(int)
     for category in categories.values():
-        keys[_prompt_key(category.prompt)] += 1
+        keys[prompt_key(category.prompt)] += 1
     return [key for key, n in keys.items() if n > 1]
 
 

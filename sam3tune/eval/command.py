@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from sam3tune.config import ConfigError, load_config, with_shortcuts
-from sam3tune.data import DataConfig, DataError, QueryDataset, build_eval_dataset
+from sam3tune.data import DataConfig, DataError, QueryDataset, QueryPlan, build_eval_dataset
 from sam3tune.data.semantic import is_semantic_dataset
 from sam3tune.devices import resolve_device
 from sam3tune.eval.coco_results import (
@@ -23,7 +23,8 @@ from sam3tune.eval.coco_results import (
     load_coco_results,
     save_coco_results,
 )
-from sam3tune.eval.config import EvalConfig, EvalRunConfig
+from sam3tune.eval.config import EvalConfig, EvalRunConfig, RetentionConfig
+from sam3tune.eval.confusion import confusion_table
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
 from sam3tune.eval.exemplar_protocol import (
     ExemplarMetrics,
@@ -39,6 +40,7 @@ from sam3tune.eval.ground_truth import (
 )
 from sam3tune.eval.model_eval import eval_loader, evaluate_model, predict_batches, sample_loader
 from sam3tune.eval.report import markdown_report, write_reports
+from sam3tune.eval.retention import RetentionProbe, reference_objects, split_images
 from sam3tune.eval.semantic_eval import eval_semantic_model
 from sam3tune.eval.verdict import Verdict, verdict_from_metrics
 from sam3tune.output_files import WriteError, claim_output_folder
@@ -56,6 +58,8 @@ OUTPUTS = (
     "baseline_predictions.json",
     "predictions_exemplar.json",
     "baseline_predictions_exemplar.json",
+    "predictions_retention.json",
+    "baseline_predictions_retention.json",
 )
 
 
@@ -89,7 +93,13 @@ def run_eval_command(
             device = resolve_device(settings.device, key="device")
             claim_output_folder(out, OUTPUTS, overwrite)
             _, _, markdown = eval_model(
-                settings.model, settings.data, out, settings, baseline=settings.baseline, device=device
+                settings.model,
+                settings.data,
+                out,
+                settings,
+                baseline=settings.baseline,
+                device=device,
+                retention=settings.retention,
             )
     except (ConfigError, DataError, ResultsError, GroundTruthError, FileNotFoundError, WriteError) as err:
         print(f"sam3tune eval: {err}", file=sys.stderr)
@@ -154,6 +164,7 @@ def eval_model(
     baseline: str | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
+    retention: RetentionConfig | None = None,
 ) -> tuple[EvalMetrics, EvalMetrics | None, str]:
     """Evaluate model spec ``model`` (and ``baseline``) on split ``data.val`` of ``data.root``.
 
@@ -163,15 +174,27 @@ def eval_model(
     and the COCO results (``predictions.json``,
     ``baseline_predictions.json``) to ``out_dir``; returns both metrics and the Markdown report.
     With ``config.exemplars.enabled`` the exemplar protocol runs too (``*_exemplar.json`` results,
-    ``metrics.exemplar``).
+    ``metrics.exemplar``). With ``retention`` enabled (it needs ``baseline``: the starting model), both
+    are also asked the retention prompts and scored against the baseline's answers
+    (``metrics.retention``, ``*_retention.json`` results; :mod:`sam3tune.eval.retention`), and the
+    confusion tables count the baseline's retention detections as objects too.
     """
     from sam3tune.predict import Predictor  # the model package is heavy; load it only here
 
     config = config or EvalConfig()
+    retention = retention if retention is not None and retention.enabled else None
     if is_semantic_dataset(data.root):  # label maps: mIoU per class instead of AP (SemanticMetrics)
+        if retention is not None:
+            raise ConfigError("retention.* applies to instance datasets; this one is semantic (label maps)")
         return eval_semantic_model(model, data, out_dir, baseline, device, config.batch_size, progress)
+    if retention is not None and baseline is None:
+        raise ConfigError(
+            "retention.* needs baseline= (the model the run started from): its answers to the retention "
+            "prompts are the reference"
+        )
     out_dir = Path(out_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    probe: RetentionProbe | None = None
 
     def run(spec: str, stem: str) -> tuple[EvalMetrics, dict]:
         predictor = Predictor.load(spec, config=config.postprocess, device=device)
@@ -180,7 +203,7 @@ def eval_model(
         )
         loader = eval_loader(dataset, predictor.tokenize, config)
         gt = ground_truth_from_plan(dataset.plan)
-        metrics, _ = evaluate_model(
+        metrics, results = evaluate_model(
             predictor.forward,
             loader,
             gt,
@@ -194,6 +217,8 @@ def eval_model(
                 predictor, dataset, gt, list(metrics.coco), config, device, progress
             )
             save_coco_results(exemplar_results, out_dir / f"{stem}_exemplar.json")
+        if retention is not None:
+            _retention(metrics, predictor, dataset.plan, gt, results, stem)
         context = {
             "data": f"{data.root} (split {data.val}: {dataset.plan.split.annotation_file})",
             "input size": predictor.image_size,
@@ -203,6 +228,36 @@ def eval_model(
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         return metrics, context
+
+    def _retention(
+        metrics: EvalMetrics, predictor: Predictor, plan: QueryPlan, gt: dict, results: list[dict], stem: str
+    ) -> None:
+        """Retention metrics (the first model asked, the baseline, makes the reference) and the confusion
+        table with the reference detections as objects."""
+        nonlocal probe
+        model_args = {"tokenize": predictor.tokenize, "resolution": predictor.image_size}
+        run_args = {"eval_config": config, "device": device, "progress": progress}
+        reference_results = None
+        if probe is None:
+            probe, reference_results = RetentionProbe.build(
+                retention,
+                split_images(plan),
+                predictor.forward,
+                tuned_prompts=[c.prompt for c in plan.categories.values()],
+                default_split=data.val,
+                **model_args,
+                **run_args,
+            )
+        metrics.retention, retention_results = probe.measure(
+            predictor.forward, results=reference_results, **model_args, **run_args
+        )
+        save_coco_results(retention_results, out_dir / f"{stem}_retention.json")
+        metrics.confusion = confusion_table(
+            gt,
+            results,
+            config.specificity_score_threshold,
+            extra_objects=reference_objects(probe.reference, {img["id"] for img in gt["images"]}),
+        )
 
     base_metrics = None
     if baseline is not None:

@@ -9,7 +9,8 @@ This keeps the loop independent of how the model was loaded, so the train loop c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -21,6 +22,7 @@ from sam3tune.eval.config import EvalConfig, PostprocessConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
 from sam3tune.eval.ground_truth import ground_truth_from_plan
 from sam3tune.eval.postprocess import postprocess
+from sam3tune.eval.retention import RetentionProbe
 from sam3tune.progress import progress_bar
 
 Forward = Callable[[Batch], dict[str, torch.Tensor]]
@@ -113,16 +115,28 @@ def evaluate_module(
 
     For validation in the train loop: ``evaluate_module(model, loader, gt)[0].summary()``.
     """
+    with eval_mode(model):
+        return evaluate_model(module_forward(model), batches, gt, config, device, progress)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode inside the block, its own mode again after."""
     was_training = model.training
     model.eval()
     try:
-
-        def forward(batch: Batch) -> dict[str, torch.Tensor]:
-            return model(**batch.model_inputs())
-
-        return evaluate_model(forward, batches, gt, config, device, progress)
+        yield
     finally:
         model.train(was_training)
+
+
+def module_forward(model: nn.Module) -> Forward:
+    """``forward(batch)`` of a module called with the batch's model inputs (e.g. ``Sam3ForTraining``)."""
+
+    def forward(batch: Batch) -> dict[str, torch.Tensor]:
+        return model(**batch.model_inputs())
+
+    return forward
 
 
 def make_validator(
@@ -131,12 +145,14 @@ def make_validator(
     config: EvalConfig | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    retention: RetentionProbe | None = None,
 ) -> Callable[[nn.Module], dict[str, float]]:
     """``validate(model) -> {"bbox_AP": ..., "segm_cgF1": ..., ...}`` over an evaluation dataset.
 
     ``dataset`` is an evaluation :class:`~sam3tune.data.QueryDataset` (``build_eval_dataset``);
     its ground truth and loader (eval transforms, all negatives) are built once. The returned numbers are
-    :meth:`EvalMetrics.summary` without undefined (None) entries, ready for metric logs.
+    :meth:`EvalMetrics.summary` without undefined (None) entries, ready for metric logs. With
+    ``retention`` (its reference made by the starting model) they include ``retention_bbox_AP`` etc.
     """
     config = config or EvalConfig()
     gt = ground_truth_from_plan(dataset.plan)
@@ -144,6 +160,11 @@ def make_validator(
 
     def validate(model: nn.Module) -> dict[str, float]:
         metrics, _ = evaluate_module(model, loader, gt, config, device, progress)
+        if retention is not None:
+            with eval_mode(model):
+                metrics.retention, _ = retention.measure(
+                    module_forward(model), tokenize, dataset.config.resolution, config, device, progress
+                )
         return {key: value for key, value in metrics.summary().items() if value is not None}
 
     return validate

@@ -10,7 +10,7 @@ from typing import Literal
 
 from sam3tune.config import require, require_device, require_range
 from sam3tune.data.config import DataConfig
-from sam3tune.eval.config import EvalConfig
+from sam3tune.eval.config import EvalConfig, RetentionConfig
 from sam3tune.loss import CriterionConfig
 from sam3tune.model.config import ModelConfig
 
@@ -144,6 +144,8 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     val: ValidationConfig = field(default_factory=ValidationConfig)
+    # prompts the run does not tune: validation measures them against the starting model
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     output_dir: Path = Path("runs")  # a run goes to output_dir/run_name
     run_name: str | None = None  # default: the start time, YYYYmmdd-HHMMSS
     export: bool = True  # at the end, write the best (else last) weights as RUN_DIR/model (+ adapters)

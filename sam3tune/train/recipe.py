@@ -27,7 +27,8 @@ from sam3tune.data import (
     collate,
 )
 from sam3tune.data.semantic import is_semantic_dataset
-from sam3tune.eval.model_eval import make_validator
+from sam3tune.eval.model_eval import eval_mode, make_validator, module_forward
+from sam3tune.eval.retention import RetentionProbe, split_images
 from sam3tune.loss import Sam3Criterion
 from sam3tune.model import ModelBundle, build_training_model, load_model
 from sam3tune.model.export import save_adapters, save_merged
@@ -103,9 +104,17 @@ def build_training_parts(
         check_prompt_tokens(val_dataset.plan, bundle.tokenize, str(val_dataset.plan.split.annotation_file))
     evaluate = None
     if val_dataset is not None and config.val.map and context.is_main:
+        retention = _retention_probe(config, model, bundle, train_dataset, val_dataset, context)
         evaluate = make_validator(
-            val_dataset, bundle.tokenize, config.val.eval, device=context.device, progress=True
+            val_dataset,
+            bundle.tokenize,
+            config.val.eval,
+            device=context.device,
+            progress=True,
+            retention=retention,
         )
+    elif config.retention.enabled and context.is_main:
+        log.warning("retention.* is measured during validation, which is off (val.every_epochs, val.map)")
     collate_fn = partial(collate, tokenize=bundle.tokenize)
     parts = TrainingParts(
         model=model,
@@ -120,6 +129,42 @@ def build_training_parts(
         val_criterion=Sam3Criterion(dataclasses.replace(config.loss, normalization="local")),
     )
     return parts, config, choice
+
+
+def _retention_probe(
+    config: TrainConfig,
+    model: torch.nn.Module,
+    bundle: ModelBundle,
+    train_dataset: QueryDataset,
+    val_dataset: QueryDataset,
+    context: DistributedContext,
+) -> RetentionProbe | None:
+    """The retention measurement of validation (``config.retention``): its reference is the starting
+    model's answers on the validation images, made here, before any training (so a resumed run has the
+    same reference). None when retention is off."""
+    if not config.retention.enabled:
+        return None
+    model.to(context.device)
+    with eval_mode(model):
+        probe, _ = RetentionProbe.build(
+            config.retention,
+            split_images(val_dataset.plan),
+            module_forward(model),
+            bundle.tokenize,
+            bundle.image_size,
+            tuned_prompts=[c.prompt for c in train_dataset.plan.categories.values()],
+            default_split=config.data.val,
+            eval_config=config.val.eval,
+            device=context.device,
+            progress=True,
+        )
+    log.info(
+        "retention: %d reference detection(s) of %s by the starting model on %d image(s)",
+        len(probe.reference["annotations"]),
+        ", ".join(probe.prompts),
+        len(probe.images),
+    )
+    return probe
 
 
 def train(
