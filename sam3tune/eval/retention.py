@@ -179,6 +179,41 @@ class PromptQueries(Dataset):
         )
 
 
+def resolve_prompts(config: RetentionConfig, default_split: str, progress: bool = False) -> list[str]:
+    """The retention prompts: ``retention.prompts``, else the category prompts of ``retention.data``."""
+    prompts = read_retention_prompts(config.prompts) if config.prompts else []
+    labelled = _labelled_config(config, default_split)
+    if not prompts and labelled is not None:
+        plan = build_eval_dataset(labelled, progress=progress).plan
+        prompts = [c.prompt for c in plan.categories.values()]
+    if not prompts:
+        raise ConfigError("retention needs retention.prompts (or retention.data with labels for them)")
+    return prompts
+
+
+def predict_prompts(
+    forward: Forward,
+    images: Sequence[PromptImage],
+    prompts: Sequence[str],
+    tokenize: Tokenize,
+    resolution: int,
+    eval_config: EvalConfig | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> list[dict]:
+    """COCO results (category ``i + 1`` = ``prompts[i]``, every score kept, masks when ``eval_config``
+    evaluates ``segm``) of ``forward(batch)`` for every prompt on every image."""
+    from sam3tune.eval.model_eval import predict_batches, sample_loader
+
+    eval_config = eval_config or EvalConfig()
+    postprocess = dataclasses.replace(
+        eval_config.postprocess, with_masks="segm" in eval_config.iou_types, score_threshold=0.0
+    )
+    loader = sample_loader(PromptQueries(images, prompts, resolution), tokenize, eval_config)
+    results, _ = predict_batches(forward, loader, postprocess, device, progress)
+    return results
+
+
 def reference_ground_truth(
     images: Sequence[PromptImage], prompts: Sequence[str], results: Sequence[dict], score_threshold: float
 ) -> dict:
@@ -255,12 +290,7 @@ class RetentionProbe:
         (refused as retention prompts); ``default_split``: the split of ``retention.data`` when
         ``retention.split`` is not set (the evaluation split)."""
         labelled = _labelled_config(config, default_split)
-        prompts = read_retention_prompts(config.prompts) if config.prompts else []
-        if not prompts and labelled is not None:
-            plan = build_eval_dataset(labelled, progress=progress).plan
-            prompts = [c.prompt for c in plan.categories.values()]
-        if not prompts:
-            raise ConfigError("retention needs retention.prompts (or retention.data with labels for them)")
+        prompts = resolve_prompts(config, default_split, progress)
         check_untuned(prompts, tuned_prompts, "the tuned data")
         images = list(eval_images)
         extra = []
@@ -282,15 +312,9 @@ class RetentionProbe:
         progress: bool = False,
     ) -> list[dict]:
         """COCO results of ``forward`` for every retention prompt on every image (all scores kept)."""
-        from sam3tune.eval.model_eval import predict_batches, sample_loader
-
-        eval_config = eval_config or EvalConfig()
-        postprocess = dataclasses.replace(
-            eval_config.postprocess, with_masks="segm" in eval_config.iou_types, score_threshold=0.0
+        return predict_prompts(
+            forward, self.images, self.prompts, tokenize, resolution, eval_config, device, progress
         )
-        loader = sample_loader(PromptQueries(self.images, self.prompts, resolution), tokenize, eval_config)
-        results, _ = predict_batches(forward, loader, postprocess, device, progress)
-        return results
 
     def measure(
         self,

@@ -127,18 +127,19 @@ class RungEstimate:
     gradients: int
     optimizer: int
     activations: int  # peak over forward, loss and backward, gradients made during backward included
+    teacher: int = 0  # distillation with full fine-tuning: the frozen copy of the starting model
 
     @property
     def total(self) -> int:
-        """Weights + optimizer state + the activation peak (which holds the gradients made during
-        backward; at least the gradients themselves)."""
-        return self.weights + self.optimizer + max(self.activations, self.gradients)
+        """Weights (and a distillation teacher's) + optimizer state + the activation peak (which holds the
+        gradients made during backward; at least the gradients themselves)."""
+        return self.weights + self.teacher + self.optimizer + max(self.activations, self.gradients)
 
 
 def count_memory(sam3_config: Sam3Config, config: TrainConfig, bf16_autocast: bool) -> RungEstimate:
-    """Weights, gradients and optimizer state of the model ``config.model`` builds from ``sam3_config``
-    (counted on the meta device: no memory, no weights); ``activations`` 0. ``bf16_autocast`` resolves
-    ``frozen_dtype: auto``."""
+    """Weights, gradients and optimizer state of the model ``config.model`` builds from ``sam3_config``, and
+    a distillation teacher's copy (counted on the meta device: no memory, no weights); ``activations`` 0.
+    ``bf16_autocast`` resolves ``frozen_dtype: auto``."""
     with torch.device("meta"), quiet_peft():
         model = apply_finetuning(
             Sam3Model(sam3_config), config.model.finetune, exemplars=config.data.exemplars.enabled
@@ -146,8 +147,9 @@ def count_memory(sam3_config: Sam3Config, config: TrainConfig, bf16_autocast: bo
     frozen = config.model.frozen_dtype
     frozen_bytes = 2 if frozen == "bfloat16" or (frozen == "auto" and bf16_autocast) else 4
     quantized = _quantizable_weights(model, config) if config.model.quantization == "nf4" else set()
-    trainable = weights = 0
+    trainable = weights = total = 0
     for param in model.parameters():
+        total += param.numel()
         if param.requires_grad:
             trainable += param.numel()
             weights += 4 * param.numel()
@@ -162,7 +164,16 @@ def count_memory(sam3_config: Sam3Config, config: TrainConfig, bf16_autocast: bo
         gradients=4 * trainable,
         optimizer=_OPTIMIZER_BYTES[config.optim.optimizer] * trainable,
         activations=0,
+        teacher=teacher_bytes(config, total, frozen_bytes),
     )
+
+
+def teacher_bytes(config: TrainConfig, parameters: int, frozen_bytes: int) -> int:
+    """The distillation teacher's weights (``retention.distill``): 0 under LoRA (the same network with its
+    adapters off), a frozen copy of all ``parameters`` at ``frozen_bytes`` each with full fine-tuning."""
+    if config.retention.distill.weight <= 0 or config.model.finetune.mode == "lora":
+        return 0
+    return parameters * frozen_bytes
 
 
 def _quantizable_weights(model: nn.Module, config: TrainConfig) -> set[int]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from sam3tune.config import load_config, save_config
+from sam3tune.config import ConfigError, load_config, save_config
 from sam3tune.data import (
     DataConfig,
     DataError,
@@ -32,6 +32,7 @@ from sam3tune.eval.retention import RetentionProbe, split_images
 from sam3tune.loss import Sam3Criterion
 from sam3tune.model import ModelBundle, build_training_model, load_model
 from sam3tune.model.export import save_adapters, save_merged
+from sam3tune.model.training_model import frozen_dtype
 from sam3tune.output_files import writing
 from sam3tune.train.checkpoint import load_checkpoint, load_model_state
 from sam3tune.train.config import TrainConfig
@@ -47,6 +48,13 @@ from sam3tune.train.memory_ladder import (
 )
 from sam3tune.train.param_groups import role_of
 from sam3tune.train.resume import find_resume_point, record_resume, resume_changes
+from sam3tune.train.retention import (
+    DETECTIONS_FILE,
+    extra_queries_per_image,
+    retention_setup,
+    save_detections,
+    saved_detections,
+)
 from sam3tune.train.run_lock import RunLockedError, run_lock
 from sam3tune.train.semantic_recipe import semantic_training_parts
 
@@ -71,9 +79,11 @@ def load_bundle(config: TrainConfig) -> ModelBundle:
 
 
 def build_training_parts(
-    config: TrainConfig, context: DistributedContext
+    config: TrainConfig, context: DistributedContext, resume_dir: Path | None = None
 ) -> tuple[TrainingParts, TrainConfig, RungChoice]:
-    """Model (``config.model``), criterion (``config.loss``) and datasets (``config.data``) for the loop.
+    """Model (``config.model``), criterion (``config.loss``) and datasets (``config.data``) for the loop,
+    with the forgetting remedies of ``config.retention`` (:mod:`sam3tune.train.retention`; a resumed run,
+    ``resume_dir``, reads back the starting model's answers they were made from).
 
     Returns the parts, the config actually used (``data.resolution`` follows the model's input size
     when left at its default; ``loop.memory`` resolved, see :mod:`sam3tune.train.memory_ladder`) and the
@@ -81,9 +91,12 @@ def build_training_parts(
     bundle = load_bundle(config)
     config = dataclasses.replace(config, data=data_for_model(config.data, bundle.image_size))
     if is_semantic_dataset(config.data.root):
+        if config.retention.enabled or config.retention.remedies:
+            raise ConfigError("retention.* applies to instance datasets; this one is semantic (label maps)")
         return semantic_training_parts(config, context, bundle)
     train_dataset = training_dataset(config, bundle.tokenize, progress=context.is_main)
     queries = queries_per_step(train_dataset, config.loop.batch_size)
+    queries += config.loop.batch_size * extra_queries_per_image(config, train_dataset.plan)
     choice = choose_rung(config, bundle.model.config, context.device, queries)
     config = choice.config
     if context.is_main:
@@ -91,6 +104,16 @@ def build_training_parts(
     bf16 = uses_bf16(config.loop.amp, context.device)
     model = build_training_model(
         bundle, config.model, exemplars=config.data.exemplars.enabled, bf16_autocast=bf16
+    )
+    train_dataset, distiller = retention_setup(
+        config,
+        model,
+        bundle.tokenize,
+        bundle.image_size,
+        train_dataset,
+        frozen_dtype(config.model, bf16),
+        context,
+        saved=saved_detections(resume_dir),
     )
     val_dataset = None
     if config.val.every_epochs > 0:
@@ -114,7 +137,7 @@ def build_training_parts(
             retention=retention,
         )
     elif config.retention.enabled and context.is_main:
-        log.warning("retention.* is measured during validation, which is off (val.every_epochs, val.map)")
+        log.info("retention.* is measured during validation, which is off (val.every_epochs, val.map)")
     collate_fn = partial(collate, tokenize=bundle.tokenize)
     parts = TrainingParts(
         model=model,
@@ -127,6 +150,7 @@ def build_training_parts(
         val_collate_fn=collate_fn,
         evaluate=evaluate,
         val_criterion=Sam3Criterion(dataclasses.replace(config.loss, normalization="local")),
+        distiller=distiller,
     )
     return parts, config, choice
 
@@ -190,12 +214,15 @@ def train(
             _lock_on_main(held, run_dir, context)
             changes = resume_changes(saved, config, allow_inexact=allow_inexact_resume)
             point = find_resume_point(run_dir)
-        parts, config, choice = build_training_parts(config, context)
+        parts, config, choice = build_training_parts(
+            config, context, resume_dir=run_dir if resume is not None else None
+        )
         if resume is None:
             run_dir = _new_run_dir(config, context)
             lock_file = _lock_on_main(held, run_dir, context)
             if lock_file is not None:
                 held.callback(_remove_if_unused, run_dir, lock_file)
+            _save_retention(parts, run_dir, context)
         while True:
             trainer = Trainer(config, parts, run_dir, context, resume=point if point is not None else False)
             if context.is_main:
@@ -212,7 +239,7 @@ def train(
                 lower = _lower_rung_after(err, trainer, choice, run_dir, context, resumed=point is not None)
             del trainer, parts
             torch.cuda.empty_cache()
-            parts, config, choice = build_training_parts(rung_config(config, lower), context)
+            parts, config, choice = build_training_parts(rung_config(config, lower), context, run_dir)
             choice = dataclasses.replace(
                 choice, reason=f"loop.memory=auto stepped down to {lower} after an out-of-memory error"
             )
@@ -247,6 +274,14 @@ def _lower_rung_after(
     trainer.optimizer.state.clear()
     gc.collect()
     return lower
+
+
+def _save_retention(parts: TrainingParts, run_dir: Path, context: DistributedContext) -> None:
+    """Keep the starting model's answers that the forgetting remedies were made from with a new run."""
+    queries = getattr(parts.train_dataset, "retention", None)
+    if queries is not None and context.is_main:
+        with writing(run_dir / DETECTIONS_FILE):
+            save_detections(queries, run_dir)
 
 
 def _lock_on_main(held: ExitStack, run_dir: Path, context: DistributedContext) -> Path | None:
