@@ -21,6 +21,7 @@ SPLIT_KEYS = {
     "categories",
     "queries",
     "problems",
+    "shots",
 }
 
 
@@ -45,7 +46,7 @@ def test_inspect_fruits_nuts_json(capsys):
         ("fig", 41, 16),
         ("hazelnut", 53, 17),
     ]
-    assert split["problems"] == []
+    assert split["problems"] == [] and split["shots"] is None
 
 
 def test_inspect_reports_problems_and_errors_per_split(tmp_path, capsys):
