@@ -199,7 +199,7 @@ class RetentionTrainConfig(RetentionConfig):
             "needs retention.prompts (or retention.data): the prompts whose answers are kept",
         )
         require(
-            self.replay.negative_threshold <= self.score_threshold,
+            not self.replay.enabled or self.replay.negative_threshold <= self.score_threshold,
             "replay.negative_threshold",
             self.replay.negative_threshold,
             f"must be <= retention.score_threshold ({self.score_threshold})",

@@ -113,3 +113,17 @@ def test_a_run_keeps_the_starting_answers_and_a_resume_reads_them_back(dataset, 
     assert result.status == "completed"
     records = read_metrics(tmp_path / "r" / "metrics.jsonl")
     assert all("distill" in r for r in records if r["kind"] == "train")
+
+
+def test_remedy_settings_are_checked_with_their_keys():
+    from sam3tune.config import InvalidValue
+
+    with pytest.raises(InvalidValue, match=r"retention\.distill\.weight=1\.0: needs retention\.prompts"):
+        load_config(TrainConfig, None, ["retention.distill.weight=1"])
+    with pytest.raises(InvalidValue, match=r"retention\.replay\.negative_threshold=0\.6: must be <="):
+        load_config(TrainConfig, None, ["retention.prompts=[cat]", "retention.replay.enabled=true",
+                                        "retention.replay.negative_threshold=0.6"])  # fmt: skip
+    # a low reference threshold alone is fine while replay is off
+    assert (
+        load_config(TrainConfig, None, ["retention.score_threshold=0.01"]).retention.score_threshold == 0.01
+    )
