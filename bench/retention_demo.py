@@ -21,6 +21,7 @@ Variants (``--variants``, in order; each ``name`` or ``name:value``):
 - ``replay+distill:W``: both.
 
     python bench/retention_demo.py --out DIR [--steps 600] [--threads N] [--variants today distill:1 ...]
+    python bench/retention_demo.py --out DIR --jobs 2 ...   # variants in 2 processes at a time
 
 Writes ``DIR/retention_demo.json`` and ``.md`` (the table), and per variant ``DIR/<variant>/run`` and
 ``DIR/<variant>/eval``; a variant whose ``eval/eval.json`` exists is read back, not trained again
@@ -34,6 +35,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -142,6 +144,34 @@ def confusions(counts: dict[str, dict[str, int]], shown: int = 5) -> str:
     return "; ".join(f"{p} -> {c}: {n}" for p, c, n in pairs[:shown]) or "none"
 
 
+def _train_in_processes(args: argparse.Namespace) -> None:
+    """Train the variants not yet evaluated in up to ``args.jobs`` processes at a time (``confusable``
+    variants after ``today``, whose confusion table they read)."""
+    pending = [
+        v
+        for v in args.variants
+        if args.fresh or not (args.out / v.replace(":", "-") / "eval" / "eval.json").is_file()
+    ]
+    waves = [
+        [v for v in pending if not v.startswith("confusable")],
+        [v for v in pending if v.startswith("confusable")],
+    ]
+    common = [
+        f"--out={args.out}", f"--steps={args.steps}", f"--train-images={args.train_images}",
+        f"--heldout-images={args.heldout_images}", f"--seed={args.seed}",
+        *(["--fresh"] if args.fresh else []), *([f"--threads={args.threads}"] if args.threads else []),
+    ]  # fmt: skip
+    for wave in waves:
+        running: list[subprocess.Popen] = []
+        for variant in wave:
+            while len(running) >= args.jobs:
+                running.pop(0).wait()
+            command = [sys.executable, __file__, *common, "--variants", variant, "--", *args.overrides]
+            running.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+        for process in running:
+            process.wait()
+
+
 def main() -> int:
     defaults = DemoSettings()
     parser = argparse.ArgumentParser(
@@ -155,6 +185,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--variants", nargs="+", default=["today", "distill:1", "replay", "confusable:2"])
     parser.add_argument("--fresh", action="store_true", help="train every variant again")
+    parser.add_argument("--jobs", type=int, default=1, help="variants trained at once, one process each")
     parser.add_argument("overrides", nargs="*", help="TrainConfig key=value for every variant")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -165,6 +196,9 @@ def main() -> int:
     if not (data / "test").is_dir():
         generate(finetune_task(args.train_images, args.heldout_images, seed=args.seed), data, progress=False)
         generate(retention_task(args.heldout_images, seed=args.seed), args.out / "data-base-concepts", False)
+    if args.jobs > 1:
+        _train_in_processes(args)
+        args.fresh = False  # trained just now: read back
     runs = []
     for variant in args.variants:
         runs.append(run_variant(variant, args, data, base))
