@@ -49,8 +49,9 @@ from sam3tune.demo.recipe import finetune_config
 from sam3tune.demo.runner import demo_retention
 from sam3tune.demo.settings import DemoSettings
 from sam3tune.demo.tasks import finetune_task, retention_task
-from sam3tune.eval.command import eval_model
+from sam3tune.eval.api import evaluate_model
 from sam3tune.eval.config import EvalConfig
+from sam3tune.run_dir import RunDir
 from sam3tune.train.recipe import train
 
 ROWS = (
@@ -99,8 +100,8 @@ def run_variant(variant: str, args: argparse.Namespace, data: Path, base: Path) 
         config = finetune_config(base, data, folder, args.steps, extra)
         result = train(config)
         seconds = time.perf_counter() - started
-        eval_model(
-            str(result.run_dir / "model"),
+        evaluate_model(
+            str(RunDir(result.run_dir).model_dir),
             DataConfig(root=data, val="test"),
             folder / "eval",
             EvalConfig(batch_size=8, num_workers=0),

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import re
 from collections import defaultdict
@@ -33,6 +32,7 @@ from sam3tune.config import parse_yaml
 from sam3tune.data.coco import CocoImage, CocoObject, CocoSplit
 from sam3tune.data.problems import DataError, ProblemReport
 from sam3tune.data.shots import ShotSample
+from sam3tune.json_file import loads_strict
 
 Negatives = Literal["all", "none"] | int
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def load_prompt_map(path: str | Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
         data = (
-            json.loads(text) if path.suffix.lower() == ".json" else parse_yaml(text)
+            loads_strict(text, path, "prompt map") if path.suffix.lower() == ".json" else parse_yaml(text)
         )  # `on`, `no` stay text
     except (OSError, ValueError, yaml.YAMLError) as err:
         raise DataError("invalid_json", f"{path}: cannot read the prompt map: {err}") from err

@@ -3,7 +3,7 @@
 The model enters as ``forward(batch) -> outputs``: any callable returning the final-layer outputs
 dict of ``docs/architecture.md`` for the batch's queries (in eval mode, no gradients needed).
 This keeps the loop independent of how the model was loaded, so the train loop can call
-:func:`evaluate_model` for validation with its own model.
+:func:`score_module` for validation with its own model.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from sam3tune.data import Batch, QueryDataset, Tokenize, collate
 from sam3tune.eval.config import EvalConfig, PostprocessConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
-from sam3tune.eval.ground_truth import ground_truth_from_plan
 from sam3tune.eval.postprocess import postprocess
-from sam3tune.eval.retention import RetentionProbe
 from sam3tune.progress import progress_bar
 
 Forward = Callable[[Batch], dict[str, torch.Tensor]]
@@ -63,7 +61,7 @@ def predict_batches(
     return results, queried
 
 
-def evaluate_model(
+def score_batches(
     forward: Forward,
     batches: Iterable[Batch],
     gt: dict,
@@ -102,7 +100,7 @@ def evaluate_model(
     return metrics, results
 
 
-def evaluate_module(
+def score_module(
     model: nn.Module,
     batches: Iterable[Batch],
     gt: dict,
@@ -110,13 +108,13 @@ def evaluate_module(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> tuple[EvalMetrics, list[dict]]:
-    """:func:`evaluate_model` for a module called as ``model(pixel_values, image_index, input_ids,
+    """:func:`score_batches` for a module called as ``model(pixel_values, image_index, input_ids,
     attention_mask)`` (e.g. ``Sam3ForTraining``); it runs in eval mode and gets its mode back after.
 
-    For validation in the train loop: ``evaluate_module(model, loader, gt)[0].summary()``.
+    For validation in the train loop: ``score_module(model, loader, gt)[0].summary()``.
     """
     with eval_mode(model):
-        return evaluate_model(module_forward(model), batches, gt, config, device, progress)
+        return score_batches(module_forward(model), batches, gt, config, device, progress)
 
 
 @contextmanager
@@ -137,37 +135,6 @@ def module_forward(model: nn.Module) -> Forward:
         return model(**batch.model_inputs())
 
     return forward
-
-
-def make_validator(
-    dataset: QueryDataset,
-    tokenize: Tokenize,
-    config: EvalConfig | None = None,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
-    retention: RetentionProbe | None = None,
-) -> Callable[[nn.Module], dict[str, float]]:
-    """``validate(model) -> {"bbox_AP": ..., "segm_cgF1": ..., ...}`` over an evaluation dataset.
-
-    ``dataset`` is an evaluation :class:`~sam3tune.data.QueryDataset` (``build_eval_dataset``);
-    its ground truth and loader (eval transforms, all negatives) are built once. The returned numbers are
-    :meth:`EvalMetrics.summary` without undefined (None) entries, ready for metric logs. With
-    ``retention`` (its reference made by the starting model) they include ``retention_bbox_AP`` etc.
-    """
-    config = config or EvalConfig()
-    gt = ground_truth_from_plan(dataset.plan)
-    loader = eval_loader(dataset, tokenize, config)
-
-    def validate(model: nn.Module) -> dict[str, float]:
-        metrics, _ = evaluate_module(model, loader, gt, config, device, progress)
-        if retention is not None:
-            with eval_mode(model):
-                metrics.retention, _ = retention.measure(
-                    module_forward(model), tokenize, dataset.config.resolution, config, device, progress
-                )
-        return {key: value for key, value in metrics.summary().items() if value is not None}
-
-    return validate
 
 
 def eval_loader(dataset: QueryDataset, tokenize: Tokenize, config: EvalConfig) -> DataLoader:

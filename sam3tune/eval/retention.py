@@ -328,7 +328,7 @@ class RetentionProbe:
     ) -> tuple[RetentionMetrics, list[dict]]:
         """The retention metrics of ``forward`` and its COCO results on the retention prompts (``results``:
         already computed ones, e.g. the reference model's own)."""
-        from sam3tune.eval.model_eval import eval_loader, evaluate_model
+        from sam3tune.eval.model_eval import eval_loader, score_batches
 
         eval_config = eval_config or EvalConfig()
         if results is None:
@@ -338,7 +338,7 @@ class RetentionProbe:
             dataset = build_eval_dataset(
                 dataclasses.replace(self.labelled, resolution=resolution, masks=False), progress=progress
             )
-            true, _ = evaluate_model(
+            true, _ = score_batches(
                 forward,
                 eval_loader(dataset, tokenize, eval_config),
                 ground_truth_from_plan(dataset.plan),

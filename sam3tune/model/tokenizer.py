@@ -28,6 +28,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from sam3tune.model.hub import ModelSpecError
+
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
@@ -101,9 +103,11 @@ class HashingTokenizer:
         try:
             spec = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"cannot read tokenizer {path}: {err}") from err
+            raise ModelSpecError(f"cannot read tokenizer {path}: {err}") from err
         if spec.get("type") != "hashing-word":
-            raise ValueError(f"{path}: unknown tokenizer type {spec.get('type')!r} (expected 'hashing-word')")
+            raise ModelSpecError(
+                f"{path}: unknown tokenizer type {spec.get('type')!r} (expected 'hashing-word')"
+            )
         return cls(vocab_size=int(spec["vocab_size"]), max_length=int(spec["max_length"]))
 
 
@@ -143,7 +147,7 @@ def load_tokenizer(source: str | Path, max_length: int) -> Tokenizer:
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=local)
     except (OSError, ValueError) as err:
-        raise ValueError(
+        raise ModelSpecError(
             f"no tokenizer found for {source}: expected {HashingTokenizer.FILE_NAME} or Hugging Face "
             f"tokenizer files (tokenizer.json / vocab.json + merges.txt) there ({err})"
         ) from err

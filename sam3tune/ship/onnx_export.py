@@ -29,8 +29,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from sam3tune.errors import require_package
 from sam3tune.model import Sam3ForTraining, load_model
 from sam3tune.model.export import atomic_directory
+from sam3tune.model.hub import ModelSpecError
 from sam3tune.model.training_model import ImageFeatures
 
 log = logging.getLogger(__name__)
@@ -63,11 +65,11 @@ class OnnxManifest:
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
-            raise FileNotFoundError(
+            raise ModelSpecError(
                 f"{directory} is not a sam3tune ONNX export (cannot read {path}: {err})"
             ) from err
         if data.get("format") != "sam3tune-onnx":
-            raise ValueError(f"{path}: not a sam3tune ONNX manifest (format {data.get('format')!r})")
+            raise ModelSpecError(f"{path}: not a sam3tune ONNX manifest (format {data.get('format')!r})")
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
@@ -119,6 +121,7 @@ def export_onnx(
     ``dynamo``: torch's dynamo-based exporter (default; needs ``onnxscript``), else the TorchScript one.
     Weights stay float32. Graphs over 2 GB (full-size SAM 3) keep their weights in ``<graph>.onnx.data``.
     """
+    require_package("onnxscript" if dynamo else "onnx", "ONNX export", "pip install 'sam3tune[onnx]'")
     bundle = load_model(spec)
     model = Sam3ForTraining(bundle.model, bundle.tokenize, one_to_many=False).eval()
     size = bundle.image_size

@@ -6,36 +6,34 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
-from sam3tune.config import ConfigError, load_config, save_config
+from sam3tune.config import ConfigError, save_config
 from sam3tune.data import (
     DataConfig,
     DataError,
     QueryDataset,
-    build_eval_dataset,
-    build_train_dataset,
-    check_prompt_tokens,
     collate,
 )
-from sam3tune.data.semantic import is_semantic_dataset
-from sam3tune.eval.model_eval import eval_mode, make_validator, module_forward
+from sam3tune.eval.api import make_validator
+from sam3tune.eval.model_eval import eval_mode, module_forward
 from sam3tune.eval.retention import RetentionProbe, split_images
-from sam3tune.loss import Sam3Criterion
 from sam3tune.model import ModelBundle, build_training_model, load_model
 from sam3tune.model.export import save_adapters, save_merged
 from sam3tune.model.training_model import frozen_dtype
 from sam3tune.output_files import writing
+from sam3tune.run_dir import RunDir
 from sam3tune.train.checkpoint import load_checkpoint, load_model_state
 from sam3tune.train.config import TrainConfig
+from sam3tune.train.dataset_kinds import dataset_kind
 from sam3tune.train.distributed import DistributedContext, barrier, broadcast_object, init_distributed
 from sam3tune.train.loop import RunResult, Trainer, TrainingParts, uses_bf16
 from sam3tune.train.memory_ladder import (
@@ -43,32 +41,20 @@ from sam3tune.train.memory_ladder import (
     choose_rung,
     out_of_memory_action,
     out_of_memory_message,
-    queries_per_step,
     rung_config,
 )
+from sam3tune.train.metrics_log import discard_metrics
 from sam3tune.train.param_groups import role_of
 from sam3tune.train.resume import find_resume_point, record_resume, resume_changes
 from sam3tune.train.retention import (
-    DETECTIONS_FILE,
     extra_queries_per_image,
     retention_setup,
     save_detections,
     saved_detections,
 )
 from sam3tune.train.run_lock import RunLockedError, run_lock
-from sam3tune.train.semantic_recipe import semantic_training_parts
 
 log = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.yaml"
-
-
-def load_run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-    """The resolved config of an existing run (``RUN_DIR/config.yaml``), with ``overrides`` applied."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a sam3tune run directory (no {CONFIG_FILE})")
-    return load_config(TrainConfig, path, overrides)
 
 
 def load_bundle(config: TrainConfig) -> ModelBundle:
@@ -82,28 +68,28 @@ def build_training_parts(
     config: TrainConfig, context: DistributedContext, resume_dir: Path | None = None
 ) -> tuple[TrainingParts, TrainConfig, RungChoice]:
     """Model (``config.model``), criterion (``config.loss``) and datasets (``config.data``) for the loop,
+    the same steps for every kind of dataset (:mod:`sam3tune.train.dataset_kinds` supplies what differs),
     with the forgetting remedies of ``config.retention`` (:mod:`sam3tune.train.retention`; a resumed run,
     ``resume_dir``, reads back the starting model's answers they were made from).
 
     Returns the parts, the config actually used (``data.resolution`` follows the model's input size
     when left at its default; ``loop.memory`` resolved, see :mod:`sam3tune.train.memory_ladder`) and the
-    memory rung choice."""
+    memory rung choice. Training goes on without validation when ``data.val`` names no split of the
+    dataset (``DataError`` kind ``split_missing``); any other problem of the split stops it."""
     bundle = load_bundle(config)
     config = dataclasses.replace(config, data=data_for_model(config.data, bundle.image_size))
-    if is_semantic_dataset(config.data.root):
-        if config.retention.enabled or config.retention.remedies:
-            raise ConfigError("retention.* applies to instance datasets; this one is semantic (label maps)")
-        return semantic_training_parts(config, context, bundle)
-    train_dataset = training_dataset(config, bundle.tokenize, progress=context.is_main)
-    queries = queries_per_step(train_dataset, config.loop.batch_size)
-    queries += config.loop.batch_size * extra_queries_per_image(config, train_dataset.plan)
+    kind = dataset_kind(config.data.root)
+    config = kind.prepare(config)
+    train_dataset = kind.train_dataset(config, bundle.tokenize, progress=context.is_main)
+    queries = kind.queries_per_step(train_dataset, config.loop.batch_size)
+    queries += config.loop.batch_size * extra_queries_per_image(config, train_dataset)
     choice = choose_rung(config, bundle.model.config, context.device, queries)
     config = choice.config
     if context.is_main:
         log.info("memory: %s", choice.reason)
     bf16 = uses_bf16(config.loop.amp, context.device)
     model = build_training_model(
-        bundle, config.model, exemplars=config.data.exemplars.enabled, bf16_autocast=bf16
+        bundle, config.model, exemplars=kind.uses_exemplars(config), bf16_autocast=bf16
     )
     train_dataset, distiller = retention_setup(
         config,
@@ -118,13 +104,11 @@ def build_training_parts(
     val_dataset = None
     if config.val.every_epochs > 0:
         try:
-            val_dataset = build_eval_dataset(config.data, progress=context.is_main)
+            val_dataset = kind.val_dataset(config, bundle.tokenize, progress=context.is_main)
         except DataError as err:
-            if err.kind != "empty_split" or "no split" not in str(err):
+            if err.kind != "split_missing":
                 raise
             log.warning("%s: training without validation (set data.val to a split to validate)", err)
-    if val_dataset is not None:
-        check_prompt_tokens(val_dataset.plan, bundle.tokenize, str(val_dataset.plan.split.annotation_file))
     evaluate = None
     if val_dataset is not None and config.val.map and context.is_main:
         retention = _retention_probe(config, model, bundle, train_dataset, val_dataset, context)
@@ -141,7 +125,7 @@ def build_training_parts(
     collate_fn = partial(collate, tokenize=bundle.tokenize)
     parts = TrainingParts(
         model=model,
-        criterion=Sam3Criterion(config.loss),
+        criterion=kind.criterion(config),
         train_dataset=train_dataset,
         collate_fn=collate_fn,
         role_of=role_of,
@@ -149,7 +133,7 @@ def build_training_parts(
         val_dataset=val_dataset,
         val_collate_fn=collate_fn,
         evaluate=evaluate,
-        val_criterion=Sam3Criterion(dataclasses.replace(config.loss, normalization="local")),
+        val_criterion=kind.val_criterion(config),
         distiller=distiller,
     )
     return parts, config, choice
@@ -210,10 +194,10 @@ def train(
         point, changes = None, {}
         if resume is not None:
             run_dir = Path(resume)
-            saved = load_run_config(run_dir)
+            saved = RunDir(run_dir).config()
             _lock_on_main(held, run_dir, context)
             changes = resume_changes(saved, config, allow_inexact=allow_inexact_resume)
-            point = find_resume_point(run_dir)
+            point = find_resume_point(RunDir(run_dir))
         parts, config, choice = build_training_parts(
             config, context, resume_dir=run_dir if resume is not None else None
         )
@@ -226,10 +210,11 @@ def train(
         while True:
             trainer = Trainer(config, parts, run_dir, context, resume=point if point is not None else False)
             if context.is_main:
-                with writing(run_dir / CONFIG_FILE):
-                    save_config(config, run_dir / CONFIG_FILE, comment=choice.reason)
+                run = RunDir(run_dir)
+                with writing(run.config_file, "output_dir"):
+                    save_config(config, run.config_file, comment=choice.reason)
                 if point is not None:
-                    record_resume(run_dir, point, changes)
+                    record_resume(run, point, changes)
                 log.info("run directory: %s", run_dir)
             barrier(context)
             try:
@@ -261,7 +246,7 @@ def _lower_rung_after(
     released), or ``err`` re-raised naming the rung and the next one to try (see
     ``memory_ladder.out_of_memory_action``)."""
     steps = trainer.progress.step
-    checkpointed = (run_dir / "checkpoints").exists()
+    checkpointed = RunDir(run_dir).checkpoints_dir.exists()
     lower = out_of_memory_action(choice, steps, checkpointed, resumed, context.world_size)
     message = out_of_memory_message(choice, steps)
     if lower is None:
@@ -269,8 +254,7 @@ def _lower_rung_after(
     log.warning("%s: restarting the run from its first step on rung %s", message, lower)
     if trainer.log is not None:
         trainer.log.close()
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "tb", ignore_errors=True)
+    discard_metrics(RunDir(run_dir))
     trainer.optimizer.state.clear()
     gc.collect()
     return lower
@@ -280,8 +264,9 @@ def _save_retention(parts: TrainingParts, run_dir: Path, context: DistributedCon
     """Keep the starting model's answers that the forgetting remedies were made from with a new run."""
     queries = getattr(parts.train_dataset, "retention", None)
     if queries is not None and context.is_main:
-        with writing(run_dir / DETECTIONS_FILE):
-            save_detections(queries, run_dir)
+        path = RunDir(run_dir).retention_detections_file
+        with writing(path, "output_dir"):
+            save_detections(queries, path)
 
 
 def _lock_on_main(held: ExitStack, run_dir: Path, context: DistributedContext) -> Path | None:
@@ -307,26 +292,13 @@ def _remove_if_unused(run_dir: Path, lock_file: Path) -> None:
         run_dir.rmdir()
 
 
-def training_dataset(
-    config: TrainConfig, tokenize: Callable[[list[str]], Any] | None, *, progress: bool
-) -> QueryDataset:
-    """The training dataset of ``config.data`` as the trainer reads it (``loop.seed``, ``loop.augment``);
-    with ``tokenize``, prompts the tokenizer cuts to equal ids are refused (``DataError``)."""
-    dataset = build_train_dataset(
-        config.data, seed=config.loop.seed, progress=progress, augment=config.loop.augment
-    )
-    if tokenize is not None:
-        check_prompt_tokens(dataset.plan, tokenize, str(dataset.plan.split.annotation_file))
-    return dataset
-
-
 def data_for_model(data: DataConfig, image_size: int) -> DataConfig:
     """``data`` at the model's input size: ``data.resolution`` follows it when left at its default; any
-    other mismatch is a ``ValueError``."""
+    other mismatch is a :class:`~sam3tune.config.ConfigError`."""
     if data.resolution == image_size:
         return data
     if data.resolution != DataConfig().resolution:
-        raise ValueError(
+        raise ConfigError(
             f"data.resolution={data.resolution} but the model takes {image_size} px images; "
             f"set data.resolution={image_size} (or leave it unset)"
         )
@@ -338,22 +310,32 @@ def _new_run_dir(config: TrainConfig, context: DistributedContext) -> Path:
     """``output_dir/run_name`` (default: the start time); an existing directory is never reused."""
     run_dir = None
     if context.is_main:
-        if config.run_name is not None:
-            run_dir = Path(config.output_dir) / config.run_name
-            if run_dir.exists():
-                raise FileExistsError(
-                    f"run directory {run_dir} exists: choose another run_name, or continue it with "
-                    f"--resume {run_dir}"
-                )
-        else:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            run_dir = Path(config.output_dir) / stamp
-            suffix = 1
-            while run_dir.exists():
-                suffix += 1
-                run_dir = Path(config.output_dir) / f"{stamp}-{suffix}"
-        run_dir.mkdir(parents=True)
+        keys = "output_dir, run_name" if config.run_name is not None else "output_dir"
+        with writing(Path(config.output_dir) / (config.run_name or ""), keys):
+            run_dir = _free_run_dir(config)
+            run_dir.mkdir(parents=True)
     return Path(broadcast_object(str(run_dir) if run_dir else None, context))
+
+
+def _free_run_dir(config: TrainConfig) -> Path:
+    """``output_dir/run_name``, refused when it exists; without a ``run_name``, ``output_dir/<start
+    time>`` with a suffix that makes it new."""
+    if config.run_name is not None:
+        run_dir = Path(config.output_dir) / config.run_name
+        if run_dir.exists():
+            raise ConfigError(
+                f"run directory {run_dir} exists: choose another run_name, or continue it with "
+                f"--resume {run_dir}",
+                key="run_name",
+            )
+        return run_dir
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(config.output_dir) / stamp
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = Path(config.output_dir) / f"{stamp}-{suffix}"
+    return run_dir
 
 
 def _export(trainer: Trainer, result: RunResult, config: TrainConfig) -> None:
@@ -362,9 +344,10 @@ def _export(trainer: Trainer, result: RunResult, config: TrainConfig) -> None:
     source = result.best_checkpoint or result.checkpoint
     model_state, _, _ = load_checkpoint(source)
     load_model_state(trainer.module, model_state, source)
-    with writing(result.run_dir / "model"):
-        save_merged(trainer.module, result.run_dir / "model")
+    run = RunDir(result.run_dir)
+    with writing(run.model_dir, "output_dir", also=(SafetensorError,)):
+        save_merged(trainer.module, run.model_dir)
     if config.model.finetune.mode == "lora":
-        with writing(result.run_dir / "adapters"):
-            save_adapters(trainer.module, result.run_dir / "adapters")
-    log.info("exported the weights of %s to %s", source, result.run_dir / "model")
+        with writing(run.adapters_dir, "output_dir", also=(SafetensorError,)):
+            save_adapters(trainer.module, run.adapters_dir)
+    log.info("exported the weights of %s to %s", source, run.model_dir)

@@ -2,8 +2,8 @@
 
 Before the first step the starting model is asked the retention prompts (and, for
 ``confusable.from_start``, the tuned ones) on every training image, resized as in evaluation. From its
-answers (kept in ``RUN_DIR/retention/starting_model_detections.json``, which a resumed run reads back,
-so its queries are the same):
+answers (kept in the run, ``RunDir.retention_detections_file``, which a resumed run reads back, so its
+queries are the same):
 
 - **replay** (``retention.replay.enabled``): its confident detections become pseudo-labelled queries of
   the official criterion, its empty answers negative ones (:mod:`sam3tune.data.retention_queries`);
@@ -40,17 +40,17 @@ from sam3tune.eval.confusion import confusion_table
 from sam3tune.eval.ground_truth import ground_truth_from_plan
 from sam3tune.eval.model_eval import eval_mode, module_forward
 from sam3tune.eval.retention import PromptImage, check_untuned, predict_prompts, resolve_prompts
+from sam3tune.json_file import read_json
 from sam3tune.loss.distillation import distillation_terms
 from sam3tune.loss.predictions import select_queries
 from sam3tune.model.teacher import Teacher
 from sam3tune.output_files import write_text_atomic
+from sam3tune.run_dir import RunDir
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.distributed import DistributedContext, broadcast_object
 
 log = logging.getLogger(__name__)
 
-DETECTIONS_FILE = Path("retention") / "starting_model_detections.json"
-"""The starting model's answers on the training images, relative to the run directory."""
 _FINAL_KEYS = ("pred_logits", "pred_boxes", "presence_logits", "pred_masks")
 
 
@@ -84,31 +84,31 @@ def _distilled_rows(batch: Batch) -> Tensor | None:
     return batch.distilled.nonzero().squeeze(1)
 
 
-def extra_queries_per_image(config: TrainConfig, plan: QueryPlan) -> int:
-    """At most how many queries the remedies add to one image: every retention prompt (replay, distillation)
-    and the repeats of its negatives (confusable negatives; counted for every category, an upper bound)."""
+def extra_queries_per_image(config: TrainConfig, dataset: QueryDataset) -> int:
+    """At most how many queries the remedies add to one image of ``dataset``: every retention prompt
+    (replay, distillation) and the repeats of its negatives (confusable negatives; counted for every
+    category, an upper bound)."""
     retention = config.retention
     if not retention.remedies:
         return 0
+    plan = dataset.plan
     prompts = len(resolve_prompts(retention, config.data.val)) if retention.enabled else 0
     asked = prompts if retention.distill.weight > 0 or retention.replay.enabled else 0
     return asked + retention.confusable.repeats * (len(plan.categories) + asked)
 
 
-def save_detections(queries: RetentionQueries, run_dir: Path) -> Path:
-    """Write the starting model's answers the remedies were made from to ``RUN_DIR/retention/`` (a resumed
-    run reads them back with :func:`saved_detections`)."""
-    path = Path(run_dir) / DETECTIONS_FILE
+def save_detections(queries: RetentionQueries, path: Path) -> None:
+    """Write the starting model's answers the remedies were made from to ``path`` (a run's
+    ``RunDir.retention_detections_file``; a resumed run reads them back with :func:`saved_detections`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(queries.detections))
-    return path
 
 
 def saved_detections(run_dir: Path | None) -> list[dict] | None:
-    """The starting model's answers saved in ``run_dir`` (None for a new run or when absent)."""
-    if run_dir is None or not (Path(run_dir) / DETECTIONS_FILE).is_file():
+    """The starting model's answers saved in the run ``run_dir`` (None for a new run or when absent)."""
+    if run_dir is None or not RunDir(run_dir).retention_detections_file.is_file():
         return None
-    return json.loads((Path(run_dir) / DETECTIONS_FILE).read_text())
+    return read_json(RunDir(run_dir).retention_detections_file, "the starting model's answers")
 
 
 def retention_setup(

@@ -1,6 +1,8 @@
 """The model card's retention rows and confusion line, from a hand-made evaluation report."""
 
+from sam3tune.config import load_config
 from sam3tune.ship.model_card import ModelCardInputs, render_model_card
+from sam3tune.train.config import TrainConfig
 
 
 def _run(summary, confusion):
@@ -22,7 +24,8 @@ def test_card_shows_what_the_untuned_prompts_kept_and_the_confusions():
             {"moon": {"heart": 4, "circle": 1}, "star": {"heart": 2}},
         ),
     }
-    inputs = ModelCardInputs("run", {"model": {"name": "demo"}}, [], None, report, "merged", False)
+    config = load_config(TrainConfig, None, ["model.name=demo", "data.root=shapes"])
+    inputs = ModelCardInputs("run", config, [], None, report, "merged", False)
     card = render_model_card(inputs)
     assert "| retention box AP (untuned prompts vs the starting model) | 100.0 | 45.0 | -55.0 |" in card
     assert "| box AP50 of the untuned prompts (labelled) | 60.0 | 30.0 | -30.0 |" in card

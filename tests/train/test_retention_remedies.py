@@ -13,13 +13,13 @@ from coco_fixture import write_dataset
 from sam3tune.config import load_config
 from sam3tune.loss import Sam3Criterion
 from sam3tune.loss.predictions import select_queries
+from sam3tune.run_dir import RunDir
 from sam3tune.train import retention as retention_module
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.distributed import DistributedContext
 from sam3tune.train.loop import forward_and_loss
 from sam3tune.train.metrics_log import read_metrics
-from sam3tune.train.recipe import build_training_parts, load_run_config, train
-from sam3tune.train.retention import DETECTIONS_FILE
+from sam3tune.train.recipe import build_training_parts, train
 
 CPU = DistributedContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 ARGS = [
@@ -102,14 +102,14 @@ def test_a_run_keeps_the_starting_answers_and_a_resume_reads_them_back(dataset, 
                  f"output_dir={tmp_path}", "run_name=r", "loop.epochs=2")  # fmt: skip
     interrupted = train(run, on_step_end=lambda r: r["step"] == 2 and os.kill(os.getpid(), signal.SIGINT))
     assert interrupted.status == "interrupted" and interrupted.steps == 2
-    saved = json.loads((tmp_path / "r" / DETECTIONS_FILE).read_text())
+    saved = json.loads(RunDir(tmp_path / "r").retention_detections_file.read_text())
     assert saved and {"image_id", "category_id", "bbox", "score"} <= set(saved[0])
 
     def refuse(*args, **kwargs):
         raise AssertionError("a resumed run must read the starting model's answers back, not recompute them")
 
     monkeypatch.setattr(retention_module, "_starting_answers", refuse)
-    result = train(load_run_config(tmp_path / "r"), resume=tmp_path / "r")
+    result = train(RunDir(tmp_path / "r").config(), resume=tmp_path / "r")
     assert result.status == "completed"
     records = read_metrics(tmp_path / "r" / "metrics.jsonl")
     assert all("distill" in r for r in records if r["kind"] == "train")
