@@ -30,7 +30,7 @@ from sam3tune.data.layout import resolve_split
 from sam3tune.data.masks import SegmentationError, decode_segmentation
 from sam3tune.data.problems import DataError
 from sam3tune.data.queries import QueryPlan, choose_negatives, load_prompt_map, plan_queries
-from sam3tune.data.retention_queries import RetentionQueries
+from sam3tune.data.retention_queries import RetentionQueries, RetentionQuery
 from sam3tune.data.shots import sample_shots
 from sam3tune.data.transforms import (
     Geometry,
@@ -201,14 +201,29 @@ class QueryDataset(Dataset):
                 prompt = prompt if self.config.exemplars.keep_text else VISUAL_PROMPT
             _add_query(sample, cat_id, prompt, target, exemplars)
         if self.retention is not None:
-            self._add_retention_queries(sample, query.positives, hard, image, geometry, sampler, no_exemplar)
+            self._add_retention_queries(
+                sample, index, query.positives, hard, image, geometry, sampler, no_exemplar
+            )
         if not draws:
             sample.exemplar_boxes, sample.exemplar_labels = [], []
         return sample
 
+    def _retention_asked(self, image_id: int, index: int) -> tuple[RetentionQuery, ...]:
+        """The retention queries of image ``image_id`` (sample ``index``) in this epoch: all, or
+        ``retention.sampled`` of them drawn from the sample's own stream (a pure function of the seed, the
+        epoch and the index, like every other choice)."""
+        asked = self.retention.per_image.get(image_id, ())
+        k = self.retention.sampled
+        if not k or len(asked) <= k:
+            return asked
+        seeds = np.random.SeedSequence([self.seed, self.epoch, index]).spawn(4)[3]  # after sample_rngs' 3
+        picked = np.random.default_rng(seeds).choice(len(asked), size=k, replace=False)
+        return tuple(asked[i] for i in sorted(picked))
+
     def _add_retention_queries(
         self,
         sample: Sample,
+        index: int,
         positives: dict[int, tuple[CocoObject, ...]],
         hard: frozenset[int],
         image: CocoImage,
@@ -226,7 +241,7 @@ class QueryDataset(Dataset):
         for cat_id in [c for c in sample.category_ids if c in hard and c not in positives]:
             for _ in range(retention.repeats):
                 _add_query(sample, cat_id, self.plan.categories[cat_id].prompt, empty, no_exemplar, plain)
-        for asked in retention.per_image.get(image.image_id, ()):
+        for asked in self._retention_asked(image.image_id, index):
             target, _ = self._target(asked.objects, image, geometry, sampler, sample.dropped)
             supervised = asked.supervised
             if asked.objects and len(target["boxes"]) == 0:  # the transform removed every pseudo-label

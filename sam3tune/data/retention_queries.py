@@ -42,15 +42,18 @@ class RetentionQueries:
 
     ``categories``: the retention prompts, with ids after the split's; ``per_image``: image id -> its
     retention queries; ``hard_negatives``: image id -> the category ids (the split's or retention ones)
-    whose negative query on that image is repeated ``repeats`` more times; ``objects`` counts the replay
-    targets, ``uncertain`` the (image, prompt) pairs left unasked by replay; ``detections``: the starting
-    model's answers (COCO results) it was made from, kept with the run so that a resume rebuilds it exactly.
+    whose negative query on that image is repeated ``repeats`` more times; ``sampled``: when > 0, each
+    image asks only that many of its retention queries per epoch (drawn anew each epoch); ``objects``
+    counts the replay targets, ``uncertain`` the (image, prompt) pairs left unasked by replay;
+    ``detections``: the starting model's answers (COCO results) it was made from, kept with the run so
+    that a resume rebuilds it exactly.
     """
 
     categories: dict[int, QueryCategory] = field(default_factory=dict)
     per_image: dict[int, tuple[RetentionQuery, ...]] = field(default_factory=dict)
     hard_negatives: dict[int, frozenset[int]] = field(default_factory=dict)
     repeats: int = 0
+    sampled: int = 0
     objects: int = 0
     uncertain: int = 0
     detections: list[dict] = field(default_factory=list)
@@ -58,6 +61,8 @@ class RetentionQueries:
     def queries_per_image(self) -> int:
         """The most queries one image gets from here (retention queries and repeated hard negatives)."""
         retention = max((len(q) for q in self.per_image.values()), default=0)
+        if self.sampled:
+            retention = min(retention, self.sampled)
         hard = max((len(h) for h in self.hard_negatives.values()), default=0)
         return retention + self.repeats * hard
 

@@ -189,9 +189,13 @@ class RetentionTrainConfig(RetentionConfig):
     distill: DistillConfig = field(default_factory=DistillConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     confusable: ConfusableConfig = field(default_factory=ConfusableConfig)
+    # replay / distillation ask every retention prompt on every training image; > 0: only this many per
+    # image (drawn anew each epoch), for many retention prompts
+    prompts_per_image: int = 0
 
     def validate(self) -> None:
         super().validate()
+        require_range(self, "prompts_per_image", low=0)
         require(
             self.enabled or not (self.distill.weight > 0 or self.replay.enabled),
             "distill.weight" if self.distill.weight > 0 else "replay.enabled",

@@ -94,6 +94,8 @@ def extra_queries_per_image(config: TrainConfig, dataset: QueryDataset) -> int:
     plan = dataset.plan
     prompts = len(resolve_prompts(retention, config.data.val)) if retention.enabled else 0
     asked = prompts if retention.distill.weight > 0 or retention.replay.enabled else 0
+    if retention.prompts_per_image:
+        asked = min(asked, retention.prompts_per_image)
     return asked + retention.confusable.repeats * (len(plan.categories) + asked)
 
 
@@ -152,6 +154,7 @@ def retention_setup(
         negative_threshold=retention.replay.negative_threshold,
     )
     queries.detections = list(detections)
+    queries.sampled = retention.prompts_per_image
     if retention.confusable.repeats:
         _add_confusable_negatives(queries, config, dataset, categories, detections)
     log.info(

@@ -155,3 +155,18 @@ def test_pairs_must_name_prompts_of_the_run():
         parse_pairs(["moon heart"], ["moon", "heart"])
     with pytest.raises(ValueError, match=r"\['star'\] is no category"):
         parse_pairs(["star -> heart"], ["moon", "heart"])
+
+
+def test_a_few_retention_queries_per_image_drawn_anew_each_epoch(dataset):
+    _, queries = build(dataset, replay=False, distill=True)  # 2 distilled queries per image
+    queries.sampled = 1
+    remedied = QueryDataset(dataset.plan, dataset.config, train=True, augment=False, retention=queries)
+    drawn = []
+    for epoch in range(8):
+        remedied.set_epoch(epoch)
+        sample = remedied[0]
+        assert sample.prompts[:2] == ["red box", "blue dot"] and len(sample.prompts) == 3
+        assert sample.prompts == remedied[0].prompts  # a pure function of (seed, epoch, index)
+        drawn.append(sample.prompts[2])
+    assert set(drawn) == {"circle", "square"}  # both are drawn over the epochs
+    assert queries.queries_per_image() == 1
