@@ -35,6 +35,7 @@ from pathlib import Path
 import regex
 from torch import Tensor
 
+from sam3tune.json_file import JsonFileError, read_json
 from sam3tune.model.hub import ModelSpecError
 from sam3tune.model.tokenizer import check_texts, pad_rows
 
@@ -126,14 +127,14 @@ class ClipTokenizer:
         vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
         try:
             if vocab_file.is_file() and merges_file.is_file():
-                vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+                vocab = read_json(vocab_file, "CLIP vocabulary")
                 lines = merges_file.read_text(encoding="utf-8").splitlines()
                 merges = [tuple(line.split()) for line in lines if line and not line.startswith("#version")]
             else:
-                model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+                model = read_json(folder / "tokenizer.json", "tokenizer file")["model"]
                 vocab = model["vocab"]
                 merges = [tuple(m.split(" ") if isinstance(m, str) else m) for m in model["merges"]]
-        except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
+        except (OSError, KeyError, TypeError, JsonFileError) as err:
             raise ModelSpecError(f"cannot read CLIP tokenizer files in {folder}: {err}") from err
         return cls(vocab, merges, max_length)
 

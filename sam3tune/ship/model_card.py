@@ -3,6 +3,7 @@ against zero-shot (per category), the loss curve, how to use it; the licence is 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,12 @@ def _data_name(config: TrainConfig) -> str:
     return Path(config.data.root).name if config.data.root is not None else "-"
 
 
+def _without_folders(text: str) -> str:
+    """``text`` with every absolute path reduced to its last part (a published card does not show the
+    folders of the machine it was written on)."""
+    return re.sub(r"/[^\s:()]+", lambda match: Path(match.group()).name, text)
+
+
 def _front_matter(base: str, weights: str) -> list[str]:
     lines = ["---", "license: unknown  # fill in before publishing (e.g. the base model's licence)"]
     if weights == "adapters":
@@ -129,7 +136,8 @@ def _eval_section(inputs: ModelCardInputs) -> list[str]:
     context = report.get("context") or {}
     lines = ["## Evaluation", ""]
     if context.get("data"):
-        lines.append(f"On {context['data']}, every image asked every category (absent ones included).")
+        data = _without_folders(context["data"])
+        lines.append(f"On {data}, every image asked every category (absent ones included).")
         lines.append("")
     header = ["metric (percent)"] + (["zero-shot", "tuned", "change"] if zero_shot else ["tuned"])
     rows = []

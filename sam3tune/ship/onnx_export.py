@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from sam3tune.errors import require_package
+from sam3tune.json_file import JsonFileError, read_json
 from sam3tune.model import Sam3ForTraining, load_model
 from sam3tune.model.export import atomic_directory
 from sam3tune.model.hub import ModelSpecError
@@ -63,13 +64,17 @@ class OnnxManifest:
     def read(cls, directory: str | Path) -> OnnxManifest:
         path = Path(directory) / MANIFEST
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+            data = read_json(path, "ONNX manifest")
+        except JsonFileError as err:
             raise ModelSpecError(
                 f"{directory} is not a sam3tune ONNX export (cannot read {path}: {err})"
             ) from err
-        if data.get("format") != "sam3tune-onnx":
-            raise ModelSpecError(f"{path}: not a sam3tune ONNX manifest (format {data.get('format')!r})")
+        kind = data.get("format") if isinstance(data, dict) else data
+        if kind != "sam3tune-onnx":
+            raise ModelSpecError(f"{path}: not a sam3tune ONNX manifest (format {kind!r:.60})")
+        missing = [k for k in cls.__dataclass_fields__ if k not in data]
+        if missing:
+            raise ModelSpecError(f"{path}: the ONNX manifest lacks {', '.join(missing)}")
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 

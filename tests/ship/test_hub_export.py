@@ -62,6 +62,9 @@ def test_eval_of_a_run_against_its_starting_model_carries_the_verdict(full_run):
     assert verdict["better"] == (tuned > zero)
     markdown = (full_run / "eval" / "eval.md").read_text()
     assert f"**{verdict['line']}**" in markdown and verdict["line"].startswith("zero-shot verdict: ")
+    # a run's model next to the model it started from: columns "tuned" / "zero-shot", not their paths
+    assert (report["model"]["label"], report["baseline"]["label"]) == ("tuned", "zero-shot")
+    assert str(full_run) not in next(line for line in markdown.splitlines() if line.startswith("| metric"))
 
 
 def test_eval_against_another_baseline_gives_no_verdict(full_run, dataset, tmp_path):
@@ -77,7 +80,7 @@ def test_eval_against_another_baseline_gives_no_verdict(full_run, dataset, tmp_p
     assert "verdict" not in json.loads((tmp_path / "eval.json").read_text())
 
 
-def test_hub_folder_of_a_full_run(full_run, tmp_path):
+def test_hub_folder_of_a_full_run(full_run, dataset, tmp_path):
     out = export_hub_folder(full_run, tmp_path / "repo")
     names = {p.name for p in out.iterdir()}
     expected = {
@@ -117,6 +120,8 @@ def test_hub_folder_of_a_full_run(full_run, tmp_path):
     assert "| train | 4 |" in card and "| valid | 3 |" in card
     assert "| fine-tuning | full |" in card and "![loss curve](loss_curve.png)" in card
     assert 'Sam3Model.from_pretrained("REPO_ID")' in card
+    for path in (full_run.parent, dataset):  # names, not the absolute paths of this machine
+        assert str(path) not in card
 
 
 def test_hub_folder_of_a_lora_run_holds_the_adapters(dataset, tmp_path):
