@@ -8,6 +8,8 @@
   ``model/``  the best weights as a plain transformers model (``eval`` / ``predict --model``)
   ``adapters/``  the LoRA adapters of a LoRA run
   ``.lock``  held by the process training there (``train.run_lock``); ``resumes.jsonl`` one line per resume
+  ``retention/starting_model_detections.json``  the starting model's answers the forgetting remedies
+  were made from (``train.retention``; read back on resume)
 
 Every module that reads or writes a run folder (train, resume, eval, export, the model card) goes
 through :class:`RunDir`; no other module spells these names.
@@ -76,6 +78,10 @@ class RunDir:
     @property
     def resumes_file(self) -> Path:
         return self.path / "resumes.jsonl"
+
+    @property
+    def retention_detections_file(self) -> Path:
+        return self.path / "retention" / "starting_model_detections.json"
 
     def is_run(self) -> bool:
         """Whether the folder holds a run (its ``config.yaml``); False for a path that cannot be looked at."""

@@ -31,7 +31,9 @@ class Batch:
     - ``exemplar_boxes`` ``(B, K, 4)`` float32 cxcywh in [0, 1] (the targets' canvas) and
       ``exemplar_labels`` ``(B, K)`` int64 (1 positive, 0 negative, -1 padding): each query's exemplar
       boxes first, padding after; K = the most exemplars of any query. Both None when no query of the
-      batch has an exemplar (a text-only batch).
+      batch has an exemplar (a text-only batch);
+    - ``supervised`` / ``distilled`` ``(B,)`` bool: which queries the criterion sees and which get the
+      distillation loss (the forgetting remedies); None when every query is supervised and none distilled.
     """
 
     pixel_values: torch.Tensor
@@ -46,6 +48,8 @@ class Batch:
     dropped: dict[str, int] = field(default_factory=dict)
     exemplar_boxes: torch.Tensor | None = None
     exemplar_labels: torch.Tensor | None = None
+    supervised: torch.Tensor | None = None
+    distilled: torch.Tensor | None = None
 
     @property
     def num_images(self) -> int:
@@ -129,6 +133,7 @@ def collate(samples: Sequence[Sample], tokenize: Tokenize) -> Batch:
     for s in samples:
         dropped.update(s.dropped)
     exemplar_boxes, exemplar_labels = _pad_exemplars(samples)
+    supervised, distilled = _query_flags(samples)
     return Batch(
         pixel_values=normalize(torch.stack([s.image for s in samples])),
         image_index=torch.tensor([i for i, s in enumerate(samples) for _ in s.prompts], dtype=torch.int64),
@@ -142,7 +147,25 @@ def collate(samples: Sequence[Sample], tokenize: Tokenize) -> Batch:
         dropped=dict(dropped),
         exemplar_boxes=exemplar_boxes,
         exemplar_labels=exemplar_labels,
+        supervised=supervised,
+        distilled=distilled,
     )
+
+
+def _query_flags(samples: Sequence[Sample]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Per-query (supervised, distilled) flags as ``(B,)`` bool tensors, or (None, None) when no sample
+    keeps flags (every query supervised, none distilled)."""
+    if not any(s.supervised for s in samples):
+        return None, None
+    supervised, distilled = [], []
+    for s in samples:
+        if s.supervised and len(s.supervised) != len(s.prompts):
+            raise ValueError(
+                f"image {s.image_id}: {len(s.supervised)} query flags for {len(s.prompts)} queries"
+            )
+        supervised += s.supervised or [True] * len(s.prompts)
+        distilled += s.distilled or [False] * len(s.prompts)
+    return torch.tensor(supervised, dtype=torch.bool), torch.tensor(distilled, dtype=torch.bool)
 
 
 def _pad_exemplars(samples: Sequence[Sample]) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -31,6 +31,7 @@ from sam3tune.data.layout import SplitFiles, resolve_split
 from sam3tune.data.masks import SegmentationError, decode_segmentation
 from sam3tune.data.problems import DataError
 from sam3tune.data.queries import QueryPlan, choose_negatives, load_prompt_map, plan_queries
+from sam3tune.data.retention_queries import RetentionQueries, RetentionQuery
 from sam3tune.data.shots import sample_shots
 from sam3tune.data.transforms import (
     Geometry,
@@ -81,6 +82,10 @@ class Sample:
     ``exemplar_boxes`` / ``exemplar_labels``: per query, ``(k, 4)`` float32 cxcywh in [0, 1] (same
     canvas as the targets) and ``(k,)`` int64 (1 positive, 0 negative); ``k = 0`` for a text query.
     Empty lists mean no query of the sample has exemplars.
+
+    ``supervised`` / ``distilled``: per query, whether the criterion sees it and whether it gets the
+    distillation loss (the forgetting remedies, :mod:`sam3tune.data.retention_queries`); empty lists mean
+    every query is supervised and none distilled.
     """
 
     image: torch.Tensor
@@ -92,19 +97,29 @@ class Sample:
     dropped: dict[str, int] = field(default_factory=dict)
     exemplar_boxes: list[torch.Tensor] = field(default_factory=list)
     exemplar_labels: list[torch.Tensor] = field(default_factory=list)
+    supervised: list[bool] = field(default_factory=list)
+    distilled: list[bool] = field(default_factory=list)
 
 
 class QueryDataset(Dataset):
     """Map-style dataset over the images of a :class:`QueryPlan` (see module docstring).
 
     ``train``: negatives as ``config.negatives`` (else all) and, with ``augment`` (default: ``train``),
-    the random training geometry (else the evaluation resize).
+    the random training geometry (else the evaluation resize). ``retention``: the queries the forgetting
+    remedies add to each image (training only; :mod:`sam3tune.data.retention_queries`).
     """
 
     def __init__(
-        self, plan: QueryPlan, config: DataConfig, train: bool, seed: int = 0, augment: bool | None = None
+        self,
+        plan: QueryPlan,
+        config: DataConfig,
+        train: bool,
+        seed: int = 0,
+        augment: bool | None = None,
+        retention: RetentionQueries | None = None,
     ):
         self.plan = plan
+        self.retention = retention if train else None
         self.config = config
         self.train = train
         self.augment = train if augment is None else augment and train
@@ -141,7 +156,12 @@ class QueryDataset(Dataset):
         image = query.image
         geometry = self.geometry(index)
         negatives = self.config.negatives if self.train else "all"
-        category_ids = sorted([*query.positives, *choose_negatives(query, negatives, self.rngs(index)[1])])
+        hard = (
+            self.retention.hard_negatives.get(image.image_id, frozenset()) if self.retention else frozenset()
+        )
+        chosen = set(choose_negatives(query, negatives, self.rngs(index)[1]))
+        chosen |= hard & set(query.negative_candidates)  # confusable negatives are always asked
+        category_ids = sorted([*query.positives, *chosen])
         try:
             pixels = transform_image(read_rgb(image.path, at_least=geometry.side), geometry)
         except (OSError, SyntaxError, ValueError) as err:
@@ -156,7 +176,16 @@ class QueryDataset(Dataset):
         draws = self.exemplar_draws(index)
         if draws:
             dropped.update(empty_exemplar_queries=0, empty_negative_exemplars=0)
-        kept_ids, prompts, targets, exemplar_boxes, exemplar_labels = [], [], [], [], []
+        sample = Sample(
+            image=pixels,
+            image_id=image.image_id,
+            orig_size=(image.height, image.width),
+            category_ids=[],
+            prompts=[],
+            targets=[],
+            dropped=dropped,
+        )
+        no_exemplar = torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)
         for cat_id in category_ids:
             objects = query.positives.get(cat_id, ())
             target, kept = self._target(objects, image, geometry, sampler, dropped)
@@ -164,30 +193,69 @@ class QueryDataset(Dataset):
                 dropped["empty_queries"] += 1
                 continue
             prompt = self.plan.categories[cat_id].prompt
-            boxes, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)
+            exemplars = no_exemplar
             if cat_id in draws:
                 exemplars = self._exemplars(draws[cat_id], kept, target, image, geometry, dropped)
                 if exemplars is None:
                     dropped["empty_exemplar_queries"] += 1
                     continue
-                boxes, labels = exemplars
                 prompt = prompt if self.config.exemplars.keep_text else VISUAL_PROMPT
-            kept_ids.append(cat_id)
-            prompts.append(prompt)
-            targets.append(target)
-            exemplar_boxes.append(boxes)
-            exemplar_labels.append(labels)
-        return Sample(
-            image=pixels,
-            image_id=image.image_id,
-            orig_size=(image.height, image.width),
-            category_ids=kept_ids,
-            prompts=prompts,
-            targets=targets,
-            dropped=dropped,
-            exemplar_boxes=exemplar_boxes if draws else [],
-            exemplar_labels=exemplar_labels if draws else [],
-        )
+            _add_query(sample, cat_id, prompt, target, exemplars)
+        if self.retention is not None:
+            self._add_retention_queries(
+                sample, index, query.positives, hard, image, geometry, sampler, no_exemplar
+            )
+        if not draws:
+            sample.exemplar_boxes, sample.exemplar_labels = [], []
+        return sample
+
+    def _retention_asked(self, image_id: int, index: int) -> tuple[RetentionQuery, ...]:
+        """The retention queries of image ``image_id`` (sample ``index``) in this epoch: all, or
+        ``retention.sampled`` of them drawn from the sample's own stream (a pure function of the seed, the
+        epoch and the index, like every other choice)."""
+        asked = self.retention.per_image.get(image_id, ())
+        k = self.retention.sampled
+        if not k or len(asked) <= k:
+            return asked
+        seeds = np.random.SeedSequence([self.seed, self.epoch, index]).spawn(4)[3]  # after sample_rngs' 3
+        picked = np.random.default_rng(seeds).choice(len(asked), size=k, replace=False)
+        return tuple(asked[i] for i in sorted(picked))
+
+    def _add_retention_queries(
+        self,
+        sample: Sample,
+        index: int,
+        positives: dict[int, tuple[CocoObject, ...]],
+        hard: frozenset[int],
+        image: CocoImage,
+        geometry: Geometry,
+        sampler: MaskSampler | None,
+        no_exemplar: tuple[torch.Tensor, torch.Tensor],
+    ) -> None:
+        """Append the remedies' queries to ``sample``: the repeats of its confusable negatives, then its
+        retention queries (replay and / or distillation), flagging which are supervised and distilled."""
+        retention = self.retention
+        sample.supervised = [True] * len(sample.prompts)
+        sample.distilled = [False] * len(sample.prompts)
+        empty = self._target((), image, geometry, sampler, sample.dropped)[0]
+        plain = (True, False)
+        for cat_id in [c for c in sample.category_ids if c in hard and c not in positives]:
+            for _ in range(retention.repeats):
+                _add_query(sample, cat_id, self.plan.categories[cat_id].prompt, empty, no_exemplar, plain)
+        for asked in self._retention_asked(image.image_id, index):
+            target, _ = self._target(asked.objects, image, geometry, sampler, sample.dropped)
+            supervised = asked.supervised
+            if asked.objects and len(target["boxes"]) == 0:  # the transform removed every pseudo-label
+                sample.dropped["empty_queries"] += 1
+                if not asked.distilled:
+                    continue
+                supervised = False
+            prompt = retention.categories[asked.category_id].prompt
+            flags = (supervised, asked.distilled)
+            _add_query(sample, asked.category_id, prompt, target, no_exemplar, flags)
+            if supervised and not asked.objects and asked.category_id in hard:
+                for _ in range(retention.repeats):
+                    _add_query(sample, asked.category_id, prompt, empty, no_exemplar, plain)
 
     def _exemplars(
         self,
@@ -252,6 +320,25 @@ class QueryDataset(Dataset):
         target["masks"] = torch.from_numpy(masks)
         target["is_valid_mask"] = torch.from_numpy(valid)
         return target, keep.numpy()
+
+
+def _add_query(
+    sample: Sample,
+    category_id: int,
+    prompt: str,
+    target: dict[str, torch.Tensor],
+    exemplars: tuple[torch.Tensor, torch.Tensor],
+    flags: tuple[bool, bool] | None = None,
+) -> None:
+    """Append one query to ``sample``; ``flags`` (supervised, distilled) when the sample keeps them."""
+    sample.category_ids.append(category_id)
+    sample.prompts.append(prompt)
+    sample.targets.append(target)
+    sample.exemplar_boxes.append(exemplars[0])
+    sample.exemplar_labels.append(exemplars[1])
+    if flags is not None:
+        sample.supervised.append(flags[0])
+        sample.distilled.append(flags[1])
 
 
 def load_plan(

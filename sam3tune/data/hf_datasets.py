@@ -217,7 +217,7 @@ def _load_hub(datasets, source: HfSource) -> dict[str, Dataset]:
             raise DataError(
                 "hf_unavailable",
                 f"{cause} and {name} is not in the datasets cache. On a connected machine save it "
-                f"(`python -c \"import datasets; {save}\"`) and copy the folder here, {local}. ({text})",
+                f'(`python -c "import datasets; {save}"`) and copy the folder here, {local}. ({text})',
             ) from err
         if type(err).__name__ in ("DatasetNotFoundError", "RepositoryNotFoundError", "FileNotFoundError"):
             raise DataError(

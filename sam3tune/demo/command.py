@@ -51,7 +51,8 @@ def summary(result: DemoResult, seconds: float, settings: DemoSettings) -> str:
     lines = [
         "",
         f"{settings.heldout_images} held-out images x 3 prompts, after {settings.steps} fine-tuning steps on "
-        f"{settings.train_images} images (percent):",
+        f"{settings.train_images} images (percent; base concepts: the base's circle, square, triangle, "
+        "diamond, hexagon on the same images, retention AP against the base's own answers):",
         "",
         result.table,
         "",
@@ -61,6 +62,7 @@ def summary(result: DemoResult, seconds: float, settings: DemoSettings) -> str:
         f"loss curve:                         {result.loss_curve}",
         f"overlays, zero-shot above tuned:    {result.overlays['side by side']}",
         f"overlays, one PNG per image:        {result.overlays['zero-shot']}  {result.overlays['tuned']}",
+        f"base concepts (circle, ...) before / after: {result.overlays['base concepts']}",
         f"tuned model:                        {result.tuned_model}",
         f"try it:  sam3tune predict --model {result.tuned_model} --prompt star --prompt heart --prompt moon "
         f"{result.report.parent.parent / 'data' / 'test'}",

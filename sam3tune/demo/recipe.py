@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sam3tune.config import load_config
 from sam3tune.data.layout import ROBOFLOW_ANNOTATIONS
+from sam3tune.demo.tasks import SEEN_SHAPES
 from sam3tune.train.config import TrainConfig
 
 _SMALL_MODEL = [
@@ -52,7 +53,9 @@ PRETRAINING: tuple[str, ...] = (
 )
 
 #: Fine-tuning the base on the new shapes (``sam3tune demo``): 16 images per step, each with all 3
-#: prompts; no validation during training (the held-out split is only evaluated before and after).
+#: prompts; no validation during training (the held-out split is only evaluated before and after). The
+#: base's own concepts are the retention prompts: the remedies (``retention.distill`` / ``.replay`` /
+#: ``.confusable``, off here) keep them when switched on.
 FINETUNE: tuple[str, ...] = (
     *_SMALL_MODEL,
     "loop.batch_size=16",
@@ -60,6 +63,7 @@ FINETUNE: tuple[str, ...] = (
     "schedule.warmup_steps=20",
     "val.every_epochs=0",
     "loop.checkpoint_every_epochs=0",
+    f"retention.prompts=[{', '.join(SEEN_SHAPES)}]",
 )
 
 

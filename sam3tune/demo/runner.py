@@ -6,14 +6,19 @@ tuned on held-out images, with the real pipeline end to end.
 2. ``sam3tune.train.train`` fine-tunes the base (``recipe.FINETUNE``), writing the run directory with its
    loss curve and the tuned model.
 3. ``sam3tune.eval.api.evaluate_model`` evaluates the tuned model next to the base (zero-shot) on the
-   held-out split: box / mask AP, cgF1, false-fire rate; ``eval.md`` and ``eval.json``.
-4. ``sam3tune.predict.Predictor`` draws both models' detections on a few held-out images.
+   held-out split: box / mask AP, cgF1, false-fire rate; and what tuning cost the base's own five concepts
+   (retention AP against the base's answers, true AP on the same images labelled for them,
+   ``tasks.retention_task``); ``eval.md`` and ``eval.json``.
+4. ``sam3tune.predict.Predictor`` draws both models' detections on a few held-out images, for the new
+   prompts and for the base's concepts.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +27,14 @@ from PIL import Image
 
 from sam3tune.config import as_overrides
 from sam3tune.data import DataConfig
+from sam3tune.data.layout import ROBOFLOW_ANNOTATIONS
 from sam3tune.data.synth import generate
 from sam3tune.demo.base import base_model_dir
 from sam3tune.demo.recipe import finetune_config
 from sam3tune.demo.settings import DemoSettings
-from sam3tune.demo.tasks import NEW_SHAPES, finetune_task
+from sam3tune.demo.tasks import NEW_SHAPES, SEEN_SHAPES, finetune_task, retention_task
 from sam3tune.eval.api import evaluate_model
-from sam3tune.eval.config import EvalConfig, PostprocessConfig
+from sam3tune.eval.config import EvalConfig, PostprocessConfig, RetentionConfig
 from sam3tune.eval.evaluate import EvalMetrics
 from sam3tune.output_files import WriteError, refuse_run_targets, writing
 from sam3tune.predict import Predictor
@@ -46,7 +52,12 @@ TABLE_ROWS = (
     ("bbox_cgF1", "box cgF1"),
     ("bbox_IL_MCC", "image-level MCC"),
     ("false_fire_rate", "false-fire rate"),
+    ("retention_bbox_AP", "base concepts: retention box AP"),
+    ("retention_true_bbox_AP50", "base concepts: box AP50"),
+    ("retention_false_fire_rate", "base concepts: false-fire rate"),
 )
+#: The split of ``data-base-concepts``: the held-out images, labelled for the base's concepts.
+RETENTION_SPLIT = "test"
 OVERLAY_SCALE = 4  # overlays are drawn on held-out images enlarged 4x (nearest), so labels are legible
 
 
@@ -60,7 +71,8 @@ class DemoResult:
     report: Path  # eval.md (eval.json beside it)
     loss_curve: Path | None
     tuned_model: Path
-    overlays: dict[str, Path]  # "zero-shot" / "tuned": folders of overlay PNGs; "side by side": one PNG
+    overlays: dict[str, Path]  # "zero-shot" / "tuned": folders of overlay PNGs; "side by side": one PNG;
+    # "base concepts": the base's five concepts, zero-shot row above tuned
     seconds: dict[str, float]  # per phase
 
 
@@ -81,6 +93,9 @@ def run_demo(settings: DemoSettings, progress: bool = True) -> DemoResult:
     generate(
         finetune_task(settings.train_images, settings.heldout_images, seed=settings.seed), data, progress
     )
+    generate(
+        retention_task(settings.heldout_images, seed=settings.seed), out / "data-base-concepts", progress
+    )
     seconds["data"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -100,12 +115,17 @@ def run_demo(settings: DemoSettings, progress: bool = True) -> DemoResult:
         baseline=str(base),
         device="cpu",
         progress=progress,
+        retention=demo_retention(out),
     )
     seconds["evaluation"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     held_out = sorted((data / "test").glob("*.jpg"))[: settings.overlays]
-    overlays = _draw_overlays({"zero-shot": base, "tuned": tuned}, held_out, out / "overlays")
+    models = {"zero-shot": base, "tuned": tuned}
+    overlays = _draw_overlays(models, held_out, out / "overlays", NEW_SHAPES)
+    with_seen = _images_with_objects(out / "data-base-concepts" / RETENTION_SPLIT)[: settings.overlays]
+    seen = _draw_overlays(models, with_seen, out / "overlays" / "base-concepts", SEEN_SHAPES)
+    overlays["base concepts"] = seen["side by side"]
     seconds["overlays"] = time.perf_counter() - clock
     return DemoResult(
         zero_shot=zero_shot_metrics,
@@ -117,6 +137,19 @@ def run_demo(settings: DemoSettings, progress: bool = True) -> DemoResult:
         overlays=overlays,
         seconds=seconds,
     )
+
+
+def demo_retention(out: Path) -> RetentionConfig:
+    """The base's five concepts as retention prompts, labelled on the held-out images (written by
+    :func:`run_demo` to ``out/data-base-concepts``)."""
+    return RetentionConfig(prompts=list(SEEN_SHAPES), data=out / "data-base-concepts", split=RETENTION_SPLIT)
+
+
+def _images_with_objects(split: Path) -> list[Path]:
+    """The images of a Roboflow split folder that hold at least one annotated object, by file name."""
+    coco = json.loads((split / ROBOFLOW_ANNOTATIONS).read_text())
+    annotated = {a["image_id"] for a in coco["annotations"]}
+    return sorted(split / i["file_name"] for i in coco["images"] if i["id"] in annotated)
 
 
 def format_table(zero_shot: EvalMetrics, tuned: EvalMetrics) -> str:
@@ -143,10 +176,12 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def _draw_overlays(models: dict[str, Path], images: list[Path], out: Path) -> dict[str, Path]:
-    """Each model's detections (score >= 0.5) on ``images`` enlarged ``OVERLAY_SCALE`` times, in
-    ``out/<model>/overlays/``, and all of them in one picture (a row per model), ``out/side_by_side.png``.
-    Returns the folders and the picture (key ``"side by side"``)."""
+def _draw_overlays(
+    models: dict[str, Path], images: list[Path], out: Path, prompts: Sequence[str]
+) -> dict[str, Path]:
+    """Each model's detections (score >= 0.5) of ``prompts`` on ``images`` enlarged ``OVERLAY_SCALE`` times,
+    in ``out/<model>/overlays/``, and all of them in one picture (a row per model),
+    ``out/side_by_side.png``. Returns the folders and the picture (key ``"side by side"``)."""
     enlarged = out / "images"
     enlarged.mkdir(parents=True, exist_ok=True)
     inputs = []
@@ -160,7 +195,7 @@ def _draw_overlays(models: dict[str, Path], images: list[Path], out: Path) -> di
     rows = []
     for name, model in models.items():
         predictor = Predictor.load(str(model), config=PostprocessConfig(score_threshold=0.5), device="cpu")
-        predictor.predict_files(inputs, list(NEW_SHAPES), out / name, progress=False)
+        predictor.predict_files(inputs, list(prompts), out / name, progress=False)
         found[name] = out / name / "overlays"
         tiles = [np.asarray(Image.open(found[name] / p.name)) for p in inputs]
         rows.append(np.concatenate(tiles, axis=1))

@@ -9,9 +9,13 @@ textured backgrounds.
   a word it does not know means "nothing here".
 * **Fine-tuning** (``sam3tune demo``): 3 *new* shapes whose words the base has never seen ("star",
   "heart", "moon"), any colour, with seen shapes as distractors (30% of the objects).
+* **Retention** (what the fine-tuning costs the base's own concepts): the fine-tuning task's held-out
+  images, the very same pixels, labelled for the 5 seen shapes instead (the distractors).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -111,4 +115,17 @@ def video_task(videos: int = 4, seed: int = 2) -> VideoSynthConfig:
         frames=(30, 60),
         objects_per_video=(2, 4),
         seed=seed,
+    )
+
+
+def retention_task(heldout_images: int, seed: int = 1) -> SynthConfig:
+    """The held-out split (``test``) of :func:`finetune_task` with the same images, labelled for the seen
+    shapes ("circle", ...: any colour) instead of the new ones: true AP of the base's concepts before and
+    after fine-tuning. (The images are a function of the seed, the split's position and the drawn kinds,
+    not of the categories; an empty ``train`` split keeps ``test`` in second position.)"""
+    task = finetune_task(0, heldout_images, seed)
+    return dataclasses.replace(
+        task,
+        categories=tuple((ANY, shape) for shape in SEEN_SHAPES),
+        project="demo-seen-shapes",
     )

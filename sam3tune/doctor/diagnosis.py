@@ -39,6 +39,7 @@ from sam3tune.doctor.memory import MemoryEstimate
 from sam3tune.doctor.recipe_checks import (
     lora_flags,
     loss_config_flags,
+    negatives_flags,
     no_gradient_flags,
     parameter_flags,
 )
@@ -266,6 +267,7 @@ def _load_data(
     )
     report.data = data_report(data.train, dataset.plan, inspection["splits"][0], data.resolution, patch)
     report.flags += data_flags(report.data)
+    report.flags += negatives_flags(dataset.plan.num_negative, data, config.retention)
     return dataset
 
 

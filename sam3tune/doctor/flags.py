@@ -124,6 +124,13 @@ CATALOGUE: dict[str, FlagKind] = {
         "weight decay, gradient clipping, betas or eps differ from the recipe",
         "remove the optim.* overrides listed unless they are intended",
     ),
+    "no_negatives": FlagKind(
+        "warning",
+        "no query is a negative (a prompt absent from its image) and no retention prompt is named: nothing "
+        'teaches "not here", so the tuned prompts learn to fire on anything and other concepts drift',
+        "keep data.negatives=all (the recipe), add images without the objects or more categories, and name "
+        'the concepts to keep in retention.prompts (docs/train.md, "Fine-tune without forgetting")',
+    ),
     "many_tiny_objects": FlagKind(
         "info",
         "many objects are smaller than one ViT patch at the smallest training scale",

@@ -9,7 +9,9 @@ from typing import Any
 from torch import nn
 
 from sam3tune.config import to_dict
+from sam3tune.data import DataConfig
 from sam3tune.doctor.flags import Flag, make_flag
+from sam3tune.eval.config import RetentionConfig
 from sam3tune.loss import CriterionConfig
 from sam3tune.model import FinetuneConfig, parameter_table
 from sam3tune.model.finetune import lora_target_matches, lora_targets
@@ -43,6 +45,19 @@ def loss_config_flags(config: CriterionConfig) -> list[Flag]:
             details=changed,
         )
     ]
+
+
+def negatives_flags(negative_queries: int, data: DataConfig, retention: RetentionConfig) -> list[Flag]:
+    """``no_negatives``: the training split asks no negative query per epoch (``data.negatives``, one
+    category, every image holding every category) and ``retention`` names no untuned prompt."""
+    if negative_queries > 0 or retention.enabled:
+        return []
+    why = (
+        f"data.negatives={data.negatives}"
+        if data.negatives in ("none", 0)
+        else "no image lacks a category (one category, or every image holds every one)"
+    )
+    return [make_flag("no_negatives", f"0 negative queries per epoch ({why}) and retention.prompts is empty")]
 
 
 def lora_flags(base_model: nn.Module, finetune: FinetuneConfig) -> list[Flag]:

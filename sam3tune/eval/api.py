@@ -14,17 +14,20 @@ import dataclasses
 import gc
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from sam3tune.data import DataConfig, QueryDataset, Tokenize, build_eval_dataset
+from sam3tune.config import ConfigError
+from sam3tune.data import DataConfig, QueryDataset, QueryPlan, Tokenize, build_eval_dataset
 from sam3tune.data.semantic import SemanticDataset, is_semantic_dataset
 from sam3tune.devices import resolve_device
 from sam3tune.eval.coco_results import check_results_against, load_coco_results, save_coco_results
-from sam3tune.eval.config import EvalConfig
+from sam3tune.eval.config import EvalConfig, RetentionConfig
+from sam3tune.eval.confusion import confusion_table
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
 from sam3tune.eval.exemplar_protocol import (
     ExemplarMetrics,
@@ -34,8 +37,17 @@ from sam3tune.eval.exemplar_protocol import (
 )
 from sam3tune.eval.ground_truth import ground_truth_from_plan, load_ground_truth, without_unasked_categories
 from sam3tune.eval.inference import InferenceModel
-from sam3tune.eval.model_eval import eval_loader, predict_batches, sample_loader, score_batches, score_module
+from sam3tune.eval.model_eval import (
+    eval_loader,
+    eval_mode,
+    module_forward,
+    predict_batches,
+    sample_loader,
+    score_batches,
+    score_module,
+)
 from sam3tune.eval.report import markdown_report, write_reports
+from sam3tune.eval.retention import RetentionProbe, reference_objects, split_images
 from sam3tune.eval.semantic_eval import evaluate_semantic_model, make_semantic_validator
 from sam3tune.eval.verdict import Verdict, verdict_from_metrics
 from sam3tune.model.hub import model_label
@@ -53,12 +65,14 @@ def make_validator(
     config: EvalConfig | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    retention: RetentionProbe | None = None,
 ) -> Callable[[nn.Module], dict[str, float]]:
     """``validate(model) -> {"bbox_AP": ..., "segm_cgF1": ..., ...}`` over an evaluation dataset: an
     evaluation :class:`~sam3tune.data.QueryDataset` (``build_eval_dataset``; its ground truth and loader,
     eval transforms and all negatives, are built once), or a semantic dataset (``{"mIoU": ...,
     "IoU/<class>": ...}``). The numbers are the metrics' summary without undefined (None) entries, ready
-    for metric logs."""
+    for metric logs. With ``retention`` (its reference made by the starting model) they include
+    ``retention_bbox_AP`` etc. (:mod:`sam3tune.eval.retention`)."""
     config = config or EvalConfig()
     if isinstance(dataset, SemanticDataset):
         return make_semantic_validator(
@@ -69,6 +83,11 @@ def make_validator(
 
     def validate(model: nn.Module) -> dict[str, float]:
         metrics, _ = score_module(model, loader, gt, config, device, progress)
+        if retention is not None:
+            with eval_mode(model):
+                metrics.retention, _ = retention.measure(
+                    module_forward(model), tokenize, dataset.config.resolution, config, device, progress
+                )
         return {key: value for key, value in metrics.summary().items() if value is not None}
 
     return validate
@@ -131,6 +150,7 @@ def evaluate_model(
     baseline: str | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
+    retention: RetentionConfig | None = None,
 ) -> tuple[EvalMetrics, EvalMetrics | None, str]:
     """Evaluate model spec ``model`` (and ``baseline``) on split ``data.val`` of ``data.root``.
 
@@ -140,22 +160,33 @@ def evaluate_model(
     and the COCO results (``predictions.json``,
     ``baseline_predictions.json``) to ``out_dir``; returns both metrics and the Markdown report.
     With ``config.exemplars.enabled`` the exemplar protocol runs too (``*_exemplar.json`` results,
-    ``metrics.exemplar``).
+    ``metrics.exemplar``). With ``retention`` enabled (it needs ``baseline``: the starting model), both
+    are also asked the retention prompts and scored against the baseline's answers
+    (``metrics.retention``, ``*_retention.json`` results; :mod:`sam3tune.eval.retention`), and the
+    confusion tables count the baseline's retention detections as objects too.
     """
     config = config or EvalConfig()
+    retention = retention if retention is not None and retention.enabled else None
     if is_semantic_dataset(data.root):  # label maps: mIoU per class instead of AP (SemanticMetrics)
+        if retention is not None:
+            raise ConfigError("retention.* applies to instance datasets; this one is semantic (label maps)")
         pieces = config.max_queries_per_forward
         batch = config.batch_size
         return evaluate_semantic_model(model, data, out_dir, baseline, device, batch, progress, pieces)
+    if retention is not None and baseline is None:
+        raise ConfigError(
+            "retention.* needs baseline= (the model the run started from): its answers to the retention "
+            "prompts are the reference"
+        )
     out_dir = Path(out_dir)
     device = device or resolve_device("auto")
+    scoring = _Scoring(data, out_dir, config, device, progress, retention)
     base_metrics = None
     if baseline is not None:
         log.info("evaluating baseline %s", baseline)
-        stem = "baseline_predictions"
-        base_metrics, _ = _score_model(baseline, stem, data, out_dir, config, device, progress)
+        base_metrics, _ = scoring.score(baseline, "baseline_predictions")
     log.info("evaluating %s", model)
-    metrics, context = _score_model(model, "predictions", data, out_dir, config, device, progress)
+    metrics, context = scoring.score(model, "predictions")
     context = {"model": model, **({"baseline": baseline} if baseline else {}), **context}
     verdict, label, base_label = None, model_label(model), model_label(baseline or "baseline")
     run = _run_against_its_start(model, baseline)
@@ -166,49 +197,92 @@ def evaluate_model(
     return metrics, base_metrics, markdown_report(metrics, label, base_metrics, base_label, context, verdict)
 
 
-def _score_model(
-    spec: str,
-    stem: str,
-    data: DataConfig,
-    out_dir: Path,
-    config: EvalConfig,
-    device: str | torch.device,
-    progress: bool,
-) -> tuple[EvalMetrics, dict]:
-    """The metrics of model ``spec`` on split ``data.val`` (its COCO results saved as ``<stem>.json``,
-    before scoring, and ``<stem>_exemplar.json``), and the report's context; the model is released
-    after."""
-    runner = InferenceModel.load(spec, device=device)
-    if config.exemplars.enabled:
-        runner.require_pytorch("the exemplar protocol (exemplars.enabled: box prompts)")
-    dataset = build_eval_dataset(
-        dataclasses.replace(data, resolution=runner.image_size, masks=False), progress=progress
-    )
-    loader = eval_loader(dataset, runner.tokenize, config)
-    gt = ground_truth_from_plan(dataset.plan)
-    metrics, _ = score_batches(
-        runner.forward,
-        loader,
-        gt,
-        config,
-        device,
-        progress,
-        on_predicted=lambda results: save_coco_results(results, out_dir / f"{stem}.json"),
-    )
-    if config.exemplars.enabled:
-        metrics.exemplar, exemplar_results = _exemplar_protocol(
-            runner, dataset, gt, list(metrics.coco), config, device, progress
+@dataclass
+class _Scoring:
+    """How :func:`evaluate_model` scores each model: on split ``data.val``, results saved in ``out_dir``;
+    with ``retention``, the first model scored (the baseline) makes the retention reference."""
+
+    data: DataConfig
+    out_dir: Path
+    config: EvalConfig
+    device: str | torch.device
+    progress: bool
+    retention: RetentionConfig | None = None
+    probe: RetentionProbe | None = None
+
+    def score(self, spec: str, stem: str) -> tuple[EvalMetrics, dict]:
+        """The metrics of model ``spec`` (its COCO results saved as ``<stem>.json``, before scoring, and
+        ``<stem>_exemplar.json`` / ``<stem>_retention.json``), and the report's context; the model is
+        released after."""
+        data, config, device, progress = self.data, self.config, self.device, self.progress
+        runner = InferenceModel.load(spec, device=device)
+        if config.exemplars.enabled:
+            runner.require_pytorch("the exemplar protocol (exemplars.enabled: box prompts)")
+        dataset = build_eval_dataset(
+            dataclasses.replace(data, resolution=runner.image_size, masks=False), progress=progress
         )
-        save_coco_results(exemplar_results, out_dir / f"{stem}_exemplar.json")
-    context = {
-        "data": f"{data.root} (split {data.val}: {dataset.plan.split.annotation_file})",
-        "input size": runner.image_size,
-    }
-    del runner, loader, dataset
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return metrics, context
+        loader = eval_loader(dataset, runner.tokenize, config)
+        gt = ground_truth_from_plan(dataset.plan)
+        metrics, results = score_batches(
+            runner.forward,
+            loader,
+            gt,
+            config,
+            device,
+            progress,
+            on_predicted=lambda results: save_coco_results(results, self.out_dir / f"{stem}.json"),
+        )
+        if config.exemplars.enabled:
+            metrics.exemplar, exemplar_results = _exemplar_protocol(
+                runner, dataset, gt, list(metrics.coco), config, device, progress
+            )
+            save_coco_results(exemplar_results, self.out_dir / f"{stem}_exemplar.json")
+        if self.retention is not None:
+            self._retention(metrics, runner, dataset.plan, gt, results, stem)
+        context = {
+            "data": f"{data.root} (split {data.val}: {dataset.plan.split.annotation_file})",
+            "input size": runner.image_size,
+        }
+        del runner, loader, dataset
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return metrics, context
+
+    def _retention(
+        self,
+        metrics: EvalMetrics,
+        runner: InferenceModel,
+        plan: QueryPlan,
+        gt: dict,
+        results: list[dict],
+        stem: str,
+    ) -> None:
+        """Retention metrics (the first model scored makes the reference) and the confusion table with
+        the reference detections as objects."""
+        model_args = {"tokenize": runner.tokenize, "resolution": runner.image_size}
+        run_args = {"eval_config": self.config, "device": self.device, "progress": self.progress}
+        reference_results = None
+        if self.probe is None:
+            self.probe, reference_results = RetentionProbe.build(
+                self.retention,
+                split_images(plan),
+                runner.forward,
+                tuned_prompts=[c.prompt for c in plan.categories.values()],
+                default_split=self.data.val,
+                **model_args,
+                **run_args,
+            )
+        metrics.retention, retention_results = self.probe.measure(
+            runner.forward, results=reference_results, **model_args, **run_args
+        )
+        save_coco_results(retention_results, self.out_dir / f"{stem}_retention.json")
+        metrics.confusion = confusion_table(
+            gt,
+            results,
+            self.config.specificity_score_threshold,
+            extra_objects=reference_objects(self.probe.reference, {img["id"] for img in gt["images"]}),
+        )
 
 
 def _run_against_its_start(model: str, baseline: str | None) -> TrainConfig | None:

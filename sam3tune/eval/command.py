@@ -25,6 +25,8 @@ OUTPUTS = (
     "baseline_predictions_exemplar.json",
     "predictions_frames.json",
     "baseline_predictions_frames.json",
+    "predictions_retention.json",
+    "baseline_predictions_retention.json",
 )
 
 
@@ -66,7 +68,13 @@ def run_eval_command(
         device = resolve_device(settings.device, key="device")
         claim_output_folder(out, OUTPUTS, overwrite)
         _, _, markdown = evaluate_model(
-            settings.model, settings.data, out, settings, baseline=settings.baseline, device=device
+            settings.model,
+            settings.data,
+            out,
+            settings,
+            baseline=settings.baseline,
+            device=device,
+            retention=settings.retention,
         )
     print(markdown)
     print(f"reports written to {out / REPORT_JSON} and {out / REPORT_MD}")

@@ -48,6 +48,36 @@ MAX_QUERIES_PER_FORWARD = 64
 
 
 @dataclass
+class RetentionConfig:
+    """Retention of the concepts a run does not tune (:mod:`sam3tune.eval.retention`); off while
+    ``prompts`` is empty and ``data`` unset."""
+
+    prompts: list[str] | Path = field(default_factory=list)
+    """Prompts the run does not tune (e.g. what the starting model already knows): a list, or a file with
+    one prompt per line (or a YAML list)."""
+    images: Path | None = None
+    """An extra folder of unlabelled images to ask them on, besides the evaluation images."""
+    data: Path | None = None
+    """Labelled data for them (a dataset root, any format ``data.root`` takes): true AP before and after
+    (its category prompts are the retention prompts when ``prompts`` is empty)."""
+    split: str | None = None
+    """The split of ``data``; None: the evaluation split (``data.val``)."""
+    score_threshold: float = 0.5
+    """The starting model's detections at or above this score are the reference."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "score_threshold", low=0, high=1, low_open=True)
+        require(self.split is None or bool(self.split.strip()), "split", self.split, "must name a split")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.prompts) or self.data is not None
+
+
+@dataclass
 class EvalConfig:
     """What ``sam3tune eval`` computes."""
 
@@ -99,7 +129,8 @@ class EvalRunConfig(EvalConfig):
 
     ``model`` / ``baseline``: model specs (a ``save_pretrained`` folder, a hub id or tiny/small); ``data``:
     the dataset, its split ``data.val`` and prompt map ``data.prompts`` (the resolution follows the
-    model); ``device``: a torch device, ``auto`` = CUDA when available.
+    model); ``device``: a torch device, ``auto`` = CUDA when available; ``retention``: the untuned prompts
+    whose answers are compared with the baseline's (the starting model).
     """
 
     model: str | None = None
@@ -107,6 +138,7 @@ class EvalRunConfig(EvalConfig):
     data: DataConfig = field(default_factory=DataConfig)
     device: str = "auto"
     video: VideoEvalConfig = field(default_factory=VideoEvalConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def validate(self) -> None:
         super().validate()

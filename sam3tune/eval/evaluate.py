@@ -15,7 +15,9 @@ from typing import Any
 from sam3tune.eval.cgf1 import CgF1Metrics, cgf1_metrics
 from sam3tune.eval.coco_metrics import CocoMetrics, coco_metrics
 from sam3tune.eval.config import EvalConfig
+from sam3tune.eval.confusion import ConfusionTable, confusion_table
 from sam3tune.eval.exemplar_protocol import ExemplarMetrics
+from sam3tune.eval.retention import RetentionMetrics
 from sam3tune.eval.specificity import SpecificityMetrics, specificity_metrics
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,9 @@ class EvalMetrics:
     """Everything ``sam3tune eval`` measures for one model.
 
     ``coco`` and ``cgf1`` are keyed by IoU type (``"bbox"``, ``"segm"``); ``notes`` lists what
-    could not be evaluated and why; ``exemplar`` holds the exemplar protocol's AP when it ran.
+    could not be evaluated and why; ``exemplar`` holds the exemplar protocol's AP when it ran;
+    ``confusion``: which other category's objects each prompt's detections land on;
+    ``retention``: the answers to untuned prompts against the starting model's (when measured).
     """
 
     coco: dict[str, CocoMetrics]
@@ -40,6 +44,8 @@ class EvalMetrics:
     detections: int
     notes: list[str] = field(default_factory=list)
     exemplar: ExemplarMetrics | None = None
+    confusion: ConfusionTable | None = None
+    retention: RetentionMetrics | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (values in [0, 1], None where undefined)."""
@@ -66,11 +72,13 @@ class EvalMetrics:
             ):
                 for iou_type, m in figures.items():
                     out.update({f"{name}_{iou_type}_{k}": getattr(m, k) for k in ("AP", "AP50")})
+        if self.retention is not None:
+            out.update(self.retention.summary())
         return out
 
 
 def evaluate_predictions(gt: dict, results: Sequence[dict], config: EvalConfig | None = None) -> EvalMetrics:
-    """COCO AP, cgF1 and prompt specificity of COCO ``results`` for every (image, category) query.
+    """COCO AP, cgF1, prompt specificity and confusion of COCO ``results`` for every (image, category) query.
 
     Args:
         gt: COCO ground truth dict (see :mod:`sam3tune.eval.ground_truth`).
@@ -105,4 +113,5 @@ def evaluate_predictions(gt: dict, results: Sequence[dict], config: EvalConfig |
         queries=len(gt["images"]) * len(gt["categories"]),
         detections=len(results),
         notes=notes,
+        confusion=confusion_table(gt, results, config.specificity_score_threshold),
     )

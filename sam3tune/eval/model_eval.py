@@ -9,7 +9,8 @@ This keeps the loop independent of how the model was loaded, so the train loop c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -117,16 +118,28 @@ def score_module(
 
     For validation in the train loop: ``score_module(model, loader, gt)[0].summary()``.
     """
+    with eval_mode(model):
+        return score_batches(module_forward(model), batches, gt, config, device, progress)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode inside the block, its own mode again after."""
     was_training = model.training
     model.eval()
     try:
-
-        def forward(batch: Batch) -> dict[str, torch.Tensor]:
-            return model(**batch.model_inputs())
-
-        return score_batches(forward, batches, gt, config, device, progress)
+        yield
     finally:
         model.train(was_training)
+
+
+def module_forward(model: nn.Module) -> Forward:
+    """``forward(batch)`` of a module called with the batch's model inputs (e.g. ``Sam3ForTraining``)."""
+
+    def forward(batch: Batch) -> dict[str, torch.Tensor]:
+        return model(**batch.model_inputs())
+
+    return forward
 
 
 def eval_loader(dataset: QueryDataset, tokenize: Tokenize, config: EvalConfig) -> DataLoader:

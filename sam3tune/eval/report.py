@@ -100,6 +100,10 @@ def markdown_report(
 
     if metrics.exemplar is not None:
         lines += ["", *_exemplar_section(runs)]
+    if metrics.retention is not None:
+        lines += ["", *_retention_section(runs)]
+    if metrics.confusion is not None:
+        lines += ["", *_confusion_section(runs)]
 
     lines += ["", "## Prompt specificity (negative prompts)", ""]
     header = ["category", "negative images", *(f"fired ({name})" for name, _ in runs)]
@@ -137,6 +141,78 @@ def _exemplar_section(runs: list[tuple[str, EvalMetrics]]) -> list[str]:
         row += [percent(_ap50(m, iou_type, category, kind)) for iou_type, kind in columns for _, m in runs]
         rows.append(row)
     return lines + markdown_table(header, rows)
+
+
+def _retention_section(runs: list[tuple[str, EvalMetrics]]) -> list[str]:
+    """Per retention prompt: reference objects, retention AP50 (box, mask) and, with labels, true box AP50
+    and false-fire rate, for each model."""
+    measured = [(name, m.retention) for name, m in runs if m.retention is not None]
+    retention = measured[-1][1]
+    extra = f" ({retention.extra_images} from retention.images)" if retention.extra_images else ""
+    lines = [
+        "## Retention (prompts not tuned)",
+        "",
+        f"- reference: the baseline's detections with score >= {retention.score_threshold} for "
+        f"{len(retention.prompts)} prompt(s) on {retention.images} images{extra}; retention AP 100 = "
+        "answers them exactly as the baseline does, 0 = none of its answers left",
+        *(f"- note: {note}" for note in retention.notes),
+        "",
+    ]
+    columns: list[tuple[str, str, str]] = [
+        (f"retention {_IOU_NAMES[t]} AP50", "coco", t) for t in retention.coco
+    ]
+    if retention.true is not None:
+        columns += [(f"true {_IOU_NAMES[t]} AP50", "true", t) for t in retention.true]
+    header = ["prompt", "reference objects"]
+    for title, _, _ in columns:
+        header += [f"{title} ({name})" for name, _ in measured]
+    if retention.true_specificity is not None:
+        header += [f"false-fire rate ({name})" for name, _ in measured]
+    rows = []
+    for prompt in retention.prompts:
+        row = [prompt, str(retention.reference_objects.get(prompt, 0))]
+        for _, part, iou_type in columns:
+            for _, m in measured:
+                figures = getattr(m, part) or {}
+                coco = figures.get(iou_type)
+                row.append(percent(coco.per_category.get(prompt, {}).get("AP50") if coco else None))
+        if retention.true_specificity is not None:
+            for _, m in measured:
+                per = m.true_specificity.per_category if m.true_specificity else {}
+                row.append(percent(per.get(prompt, {}).get("false_fire_rate")))
+        rows.append(row)
+    return lines + markdown_table(header, rows)
+
+
+def _confusion_section(runs: list[tuple[str, EvalMetrics]], limit: int = 20) -> list[str]:
+    """The most frequent (prompt -> other category) landings of each model's detections."""
+    tables = [(name, m.confusion) for name, m in runs if m.confusion is not None]
+    table = tables[-1][1]
+    counts: dict[tuple[str, str], list[int]] = {}
+    for k, (_, t) in enumerate(tables):
+        for prompt, other, n in t.pairs():
+            counts.setdefault((prompt, other), [0] * len(tables))[k] = n
+    order = sorted(counts, key=lambda pair: ([-n for n in reversed(counts[pair])], pair))
+    extra = sorted({c for _, t in tables for c in t.extra_categories})
+    lines = [
+        "## Prompt confusion",
+        "",
+        f"- a detection (score >= {table.score_threshold}) that overlaps no object of its own prompt "
+        f"lands on the other category's object it overlaps most (box IoU >= {table.iou_threshold})"
+        + (f"; reference objects (the baseline's detections): {', '.join(extra)}" if extra else ""),
+        "",
+    ]
+    if not order:
+        return [*lines, "No detection landed on another category's object."]
+    header = ["prompt -> lands on", *(f"detections ({name})" for name, _ in tables)]
+    rows = []
+    for prompt, other in order[:limit]:
+        mark = " (reference)" if other in extra else ""
+        rows.append([f"{prompt} -> {other}{mark}", *(str(n) for n in counts[prompt, other])])
+    lines += markdown_table(header, rows)
+    if len(order) > limit:
+        lines += ["", f"{len(order) - limit} more pair(s) in eval.json (metrics.confusion)."]
+    return lines
 
 
 def _ap50(metrics: EvalMetrics, iou_type: str, category: str, kind: str) -> float | None:
@@ -183,10 +259,14 @@ def _category_ap(metrics: EvalMetrics, iou_type: str, category: str, key: str) -
 
 
 def _metric_name(key: str) -> str:
-    for iou_type, name in _IOU_NAMES.items():
-        if key.startswith(iou_type + "_"):
-            return f"{name} {key[len(iou_type) + 1 :]}"
-    return key.replace("_", " ")
+    """``bbox_AP50`` -> ``box AP50``, ``retention_true_segm_AP`` -> ``retention true mask AP``,
+    ``false_fire_rate`` -> ``false fire rate``."""
+    words = key.split("_")
+    for i, word in enumerate(words):
+        if word in _IOU_NAMES:
+            words[i] = _IOU_NAMES[word]
+            return " ".join(words[: i + 1]) + " " + "_".join(words[i + 1 :])
+    return " ".join(words)
 
 
 def percent(value: float | None) -> str:

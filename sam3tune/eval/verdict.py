@@ -1,5 +1,9 @@
 """Did fine-tuning beat zero-shot? One metric of the tuned model against the starting model, as a verdict.
 
+The verdict is two-sided when the untuned (retention) prompts were measured
+(:mod:`sam3tune.eval.retention`): better on the tuned prompts by how much, *and* what share of the
+starting model's answers to the untuned prompts the tuned model kept (:class:`Retained`).
+
 Two sources give the same verdict:
 
 * a training run's validation records (``metrics.jsonl``): with validation on, the loop evaluates the
@@ -20,6 +24,48 @@ from sam3tune.eval.evaluate import EvalMetrics
 
 Mode = Literal["min", "max"]
 
+RETENTION_METRIC = "retention_bbox_AP"
+"""Box AP of the answers to the untuned prompts against the starting model's (100 for that model)."""
+TRUE_RETENTION_METRIC = "retention_true_bbox_AP50"
+"""Box AP50 of the untuned prompts against their labels (``retention.data``)."""
+
+
+@dataclass(frozen=True)
+class Retained:
+    """The other side of the verdict: ``tuned`` / ``zero_shot`` values of :data:`RETENTION_METRIC` (the
+    starting model's is 1 by construction, measured all the same) and, with labelled retention data, of
+    :data:`TRUE_RETENTION_METRIC`."""
+
+    zero_shot: float
+    tuned: float
+    true_zero_shot: float | None = None
+    true_tuned: float | None = None
+
+    @property
+    def kept(self) -> float | None:
+        """Share of the starting model's retention AP that the tuned model keeps."""
+        return self.tuned / self.zero_shot if self.zero_shot > 0 else None
+
+    @property
+    def true_kept(self) -> float | None:
+        """Share of the starting model's labelled AP50 on the untuned prompts that the tuned model keeps."""
+        if self.true_zero_shot is None or self.true_tuned is None or self.true_zero_shot <= 0:
+            return None
+        return self.true_tuned / self.true_zero_shot
+
+    def text(self) -> str:
+        """``untuned prompts: keeps 62% of the starting model's answers (retention box AP 0.6200 vs
+        1.0000); labelled box AP50 0.4000 vs zero-shot 0.5500 (73% kept)``."""
+        kept = f"keeps {self.kept:.0%} of" if self.kept is not None else "compared with"
+        text = (
+            f"untuned prompts: {kept} the starting model's answers (retention box AP {self.tuned:.4f} vs "
+            f"{self.zero_shot:.4f})"
+        )
+        if self.true_zero_shot is not None and self.true_tuned is not None:
+            share = f" ({self.true_kept:.0%} kept)" if self.true_kept is not None else ""
+            text += f"; labelled box AP50 {self.true_tuned:.4f} vs zero-shot {self.true_zero_shot:.4f}{share}"
+        return text
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -27,7 +73,8 @@ class Verdict:
 
     ``change`` is ``tuned - zero_shot`` (signed; for a ``min`` metric such as a loss a negative change
     is an improvement); ``better`` says whether it moved in the metric's direction (a tie is not better).
-    ``step`` and ``checkpoint``: where a training run reached the best value (None for an evaluation).
+    ``step`` and ``checkpoint``: where a training run reached the best value (None for an evaluation);
+    ``retained``: the untuned prompts' side, when they were measured.
     """
 
     metric: str
@@ -36,6 +83,7 @@ class Verdict:
     tuned: float
     step: int | None = None
     checkpoint: Path | None = None
+    retained: Retained | None = None
 
     @property
     def change(self) -> float:
@@ -55,6 +103,8 @@ class Verdict:
             f"zero-shot verdict: {'better' if self.better else 'NOT better'}: {what} {self.tuned:.4f}{at} "
             f"vs zero-shot {self.zero_shot:.4f} ({self.change:+.4f}{ratio})"
         )
+        if self.retained is not None:
+            text += f"; {self.retained.text()}"
         if self.checkpoint is not None:
             text += f"; best weights: {self.checkpoint}"
         if not self.better:
@@ -78,7 +128,9 @@ def verdict_from_records(
         return None
     best = (min if mode == "min" else max)(value for _, value in trained)
     step = next(step for step, value in trained if value == best)
-    return Verdict(metric, mode, zero_shot[-1], best, step, checkpoint)
+    val = {r["step"]: r for r in records if r.get("kind") == "val"}
+    retained = _retained(val[0], val[step])
+    return Verdict(metric, mode, zero_shot[-1], best, step, checkpoint, retained)
 
 
 def verdict_from_metrics(
@@ -89,7 +141,20 @@ def verdict_from_metrics(
     after, before = tuned.summary().get(metric), zero_shot.summary().get(metric)
     if not (_finite(after) and _finite(before)):
         return None
-    return Verdict(metric, mode, float(before), float(after))
+    return Verdict(
+        metric, mode, float(before), float(after), retained=_retained(zero_shot.summary(), tuned.summary())
+    )
+
+
+def _retained(zero_shot: dict[str, Any], tuned: dict[str, Any]) -> Retained | None:
+    """The retention side from two summaries (or validation records), None when not measured."""
+    before, after = zero_shot.get(RETENTION_METRIC), tuned.get(RETENTION_METRIC)
+    if not (_finite(before) and _finite(after)):
+        return None
+    true_before, true_after = zero_shot.get(TRUE_RETENTION_METRIC), tuned.get(TRUE_RETENTION_METRIC)
+    if not (_finite(true_before) and _finite(true_after)):
+        true_before = true_after = None
+    return Retained(float(before), float(after), true_before, true_after)
 
 
 def _finite(value: Any) -> bool:

@@ -144,3 +144,18 @@ def _raise_non_finite(layers: list[Mapping], names: list[str]) -> None:
             if isinstance(value, Tensor) and not bool(torch.isfinite(value).all()):
                 raise ValueError(f"{name}['{key}'] contains NaN or inf")
     raise AssertionError("unreachable: a non-finite value was detected but not located")
+
+
+def select_queries(outputs: Mapping[str, object], rows: Tensor) -> dict[str, object]:
+    """The outputs of the queries ``rows`` ``(K,)`` int64 (every tensor indexed on its first, query
+    dimension, in every decoder layer): what the criterion sees of a batch some of whose queries it does
+    not supervise."""
+    selected: dict[str, object] = {}
+    for key, value in outputs.items():
+        if key == "aux_outputs":
+            selected[key] = [select_queries(layer, rows) for layer in value]
+        elif isinstance(value, Tensor):
+            selected[key] = value.index_select(0, rows.to(value.device))
+        else:
+            selected[key] = value
+    return selected

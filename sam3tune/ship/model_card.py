@@ -24,7 +24,12 @@ EVAL_ROWS = (
     ("segm_cgF1", "mask cgF1"),
     ("bbox_IL_MCC", "image-level MCC"),
     ("false_fire_rate", "false-fire rate (absent prompts)"),
+    ("retention_bbox_AP", "retention box AP (untuned prompts vs the starting model)"),
+    ("retention_segm_AP", "retention mask AP (untuned prompts vs the starting model)"),
+    ("retention_true_bbox_AP50", "box AP50 of the untuned prompts (labelled)"),
+    ("retention_false_fire_rate", "false-fire rate of the untuned prompts (labelled)"),
 )
+CONFUSION_PAIRS = 5  # the most frequent (prompt -> other category) landings shown on the card
 
 
 @dataclass
@@ -164,7 +169,35 @@ def _eval_section(inputs: ModelCardInputs) -> list[str]:
             ]
         rows.append(row)
     lines += markdown_table(header, rows)
+    lines += _retention_lines(tuned, zero_shot)
     lines += ["", "Every number: `eval.json`.", ""]
+    return lines
+
+
+def _retention_lines(tuned: dict[str, Any], zero_shot: dict[str, Any] | None) -> list[str]:
+    """The untuned prompts the report measured, and the tuned prompts' most frequent confusions."""
+    lines = []
+    retention = tuned["metrics"].get("retention")
+    if retention:
+        lines += [
+            "",
+            f"Untuned prompts ({', '.join(retention['prompts'])}): retention AP scores the tuned model's "
+            f"answers against the starting model's detections (score >= {retention['score_threshold']}) on "
+            f"{retention['images']} images; 100 = unchanged.",
+        ]
+    confusion = tuned["metrics"].get("confusion") or {}
+    counts = confusion.get("counts") or {}
+    pairs = sorted(((p, c, n) for p, row in counts.items() for c, n in row.items()), key=lambda x: -x[2])
+    if pairs:
+        before = ((zero_shot or {}).get("metrics", {}).get("confusion") or {}).get("counts") or {}
+        shown = [
+            f"{p} -> {c}: {n}" + (f" (zero-shot {before.get(p, {}).get(c, 0)})" if zero_shot else "")
+            for p, c, n in pairs[:CONFUSION_PAIRS]
+        ]
+        lines += [
+            "",
+            f"Prompt confusion (tuned detections landing on another category's object): {'; '.join(shown)}.",
+        ]
     return lines
 
 

@@ -37,9 +37,7 @@ class OnnxSam3:
         onnxruntime = require_package("onnxruntime", "running an ONNX export", "pip install 'sam3tune[onnx]'")
         directory = onnx_export_dir(spec)
         if directory is None:
-            raise ModelSpecError(
-                f"{spec}: no {MANIFEST} there, not a `sam3tune export --format onnx` folder"
-            )
+            raise ModelSpecError(f"{spec}: no {MANIFEST} there, not a `sam3tune export --format onnx` folder")
         self.directory = directory
         self.manifest = OnnxManifest.read(directory)
         options = onnxruntime.SessionOptions()

@@ -10,7 +10,7 @@ from typing import Literal
 
 from sam3tune.config import PROVENANCE, flatten, require, require_device, require_range, to_dict
 from sam3tune.data.config import DataConfig
-from sam3tune.eval.config import EvalConfig
+from sam3tune.eval.config import EvalConfig, RetentionConfig
 from sam3tune.loss import CriterionConfig
 from sam3tune.model.config import ModelConfig
 
@@ -134,6 +134,88 @@ class ValidationConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Distillation from the starting model on the retention prompts (:mod:`sam3tune.loss.distillation`)."""
+
+    weight: float = 0.0  # factor of the distillation terms added to the criterion's total; 0 = off
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "weight", low=0)
+
+
+@dataclass
+class ReplayConfig:
+    """Pseudo-label replay: the starting model's confident detections of the retention prompts on the
+    training images become queries of the official criterion (:mod:`sam3tune.data.retention_queries`)."""
+
+    enabled: bool = False
+    # positives: detections >= retention.score_threshold; negatives: best score below this; between: not asked
+    negative_threshold: float = 0.25
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "negative_threshold", low=0, high=1)
+
+
+@dataclass
+class ConfusableConfig:
+    """Confusable negatives: a negative query whose image holds an object its prompt is confused with is
+    asked ``repeats`` more times (and always, when ``data.negatives`` samples k)."""
+
+    repeats: int = 0  # 0 = off
+    pairs: list[str] = field(default_factory=list)  # "moon -> heart": moon is confused with heart
+    from_eval: Path | None = None  # an eval.json: its model's confusion table gives pairs
+    from_start: bool = False  # the starting model's confusion table on the training images gives pairs
+    min_count: int = 2  # a pair from a confusion table needs at least this many detections
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "repeats", low=0)
+        require_range(self, "min_count", low=1)
+
+
+@dataclass
+class RetentionTrainConfig(RetentionConfig):
+    """``retention``: the untuned prompts (measured during validation, see :class:`RetentionConfig`) and
+    the remedies that keep them (docs/train.md, "Fine-tune without forgetting"); all off by default."""
+
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    confusable: ConfusableConfig = field(default_factory=ConfusableConfig)
+    # replay / distillation ask every retention prompt on every training image; > 0: only this many per
+    # image (drawn anew each epoch), for many retention prompts
+    prompts_per_image: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        require_range(self, "prompts_per_image", low=0)
+        require(
+            self.enabled or not (self.distill.weight > 0 or self.replay.enabled),
+            "distill.weight" if self.distill.weight > 0 else "replay.enabled",
+            self.distill.weight if self.distill.weight > 0 else self.replay.enabled,
+            "needs retention.prompts (or retention.data): the prompts whose answers are kept",
+        )
+        require(
+            not self.replay.enabled or self.replay.negative_threshold <= self.score_threshold,
+            "replay.negative_threshold",
+            self.replay.negative_threshold,
+            f"must be <= retention.score_threshold ({self.score_threshold})",
+        )
+
+    @property
+    def remedies(self) -> bool:
+        """Whether any remedy changes training."""
+        return self.distill.weight > 0 or self.replay.enabled or self.confusable.repeats > 0
+
+
+@dataclass
 class TrainConfig:
     """Everything a training run needs; the resolved copy is written to ``RUN_DIR/config.yaml``."""
 
@@ -144,6 +226,8 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     val: ValidationConfig = field(default_factory=ValidationConfig)
+    # prompts the run does not tune: validation measures them against the starting model; remedies keep them
+    retention: RetentionTrainConfig = field(default_factory=RetentionTrainConfig)
     output_dir: Path = Path("runs")  # a run goes to output_dir/run_name
     run_name: str | None = None  # default: the start time, YYYYmmdd-HHMMSS
     export: bool = True  # at the end, write the best (else last) weights as RUN_DIR/model (+ adapters)

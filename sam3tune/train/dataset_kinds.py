@@ -89,9 +89,15 @@ class SemanticData:
     name = "semantic"
 
     def prepare(self, config: TrainConfig) -> TrainConfig:
-        """Options label maps do not use are refused (``data.shots``, exemplars, ...:
+        """Options label maps do not use are refused (``data.shots``, exemplars, ``retention.*``, ...:
         :func:`~sam3tune.data.semantic.refuse_instance_options`), so is an instance ``val.best_metric``
         the user set; one left at the instance default becomes ``mIoU``."""
+        if config.retention.enabled or config.retention.remedies:
+            raise ConfigError(
+                "retention.* applies to instance datasets (boxes and masks per object); "
+                f"{config.data.root} is a semantic label-map dataset",
+                key="retention",
+            )
         refuse_instance_options(config.data)
         metric = config.val.best_metric
         if metric.startswith(_INSTANCE_METRICS) and config.is_set("val.best_metric"):

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from sam3tune.config import ConfigError
 from sam3tune.errors import EXIT_NOT_FINISHED, UserError
+from sam3tune.loss.predictions import select_queries
 from sam3tune.output_files import writing
 from sam3tune.progress import progress_bar
 from sam3tune.run_dir import RunDir
@@ -63,6 +64,9 @@ from sam3tune.train.resume import ResumePoint, find_resume_point
 from sam3tune.train.rng_state import capture_rng_state, preserved_rng_state, restore_rng_state
 from sam3tune.train.sampler import EpochBatchSampler
 from sam3tune.train.schedule import InverseSqrtSchedule
+
+if TYPE_CHECKING:
+    from sam3tune.train.retention import Distiller
 
 log = logging.getLogger(__name__)
 
@@ -112,21 +116,36 @@ def uses_bf16(amp: str, device: torch.device) -> bool:
 
 
 def forward_and_loss(
-    model: nn.Module, batch: Any, criterion: Criterion, bf16: bool
+    model: nn.Module, batch: Any, criterion: Criterion, bf16: bool, distiller: Distiller | None = None
 ) -> dict[str, torch.Tensor]:
     """The criterion's dict for ``batch`` (on the model's device), the forward under bf16 autocast when
     ``bf16``. The outputs go to the criterion as the model made them: it computes the loss in float32
     (it upcasts what it uses). Non-finite outputs (a diverging model) are zeroed so that the criterion
     still runs (its collectives stay in step across processes) and the total is set to NaN, which makes
-    the step a skipped one."""
+    the step a skipped one.
+
+    A batch with retention queries (``batch.supervised`` / ``batch.distilled``, the forgetting remedies):
+    the criterion sees the supervised queries only, unchanged; with ``distiller`` the teacher answers the
+    distilled ones first, and the distillation terms (``distill_*``) join the dict, ``distill`` added to the
+    total."""
     device = batch.pixel_values.device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        teacher = distiller.teacher_outputs(batch) if distiller is not None else None
         outputs = model(**batch.model_inputs())
     floats = [t for t in tree_flatten(outputs)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()]
     finite = bool(torch.stack([torch.isfinite(t).all() for t in floats]).all())  # one host sync
     if not finite:
         outputs = tree_map_only(torch.Tensor, _zero_nonfinite, outputs)
-    losses = criterion(outputs, batch.targets)
+    supervised, targets = outputs, batch.targets
+    rows = getattr(batch, "supervised", None)
+    if rows is not None and not bool(rows.all()):
+        index = rows.nonzero().squeeze(1)
+        supervised = select_queries(outputs, index)
+        targets = [batch.targets[i] for i in index.tolist()]
+    losses = criterion(supervised, targets)
+    if teacher is not None:
+        terms = distiller.terms(outputs, batch, teacher)
+        losses = {**losses, **terms, "loss": losses["loss"] + terms["distill"]}
     if not finite:
         losses = {**losses, "loss": losses["loss"] * float("nan")}
     return losses
@@ -144,6 +163,8 @@ class TrainingParts:
     the layer-wise decay; ``evaluate(model)`` -> metrics (e.g. COCO mAP) computed on the main process;
     ``val_criterion``: the criterion for the validation loss (default ``criterion``). Validation shards
     may differ in length across processes, so it must not all-reduce (use ``local`` normalisation).
+    ``distiller``: distillation from the starting model on the batches' distilled queries
+    (:mod:`sam3tune.train.retention`), or None.
     """
 
     model: nn.Module
@@ -156,6 +177,7 @@ class TrainingParts:
     val_collate_fn: Callable[[list[Any]], Any] | None = None
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None
     val_criterion: Criterion | None = None
+    distiller: Distiller | None = None
 
 
 @dataclass
@@ -393,7 +415,9 @@ class Trainer:
             last = index == count - 1
             sync = nullcontext() if last or not self.context.is_distributed else self.model.no_sync()
             with sync:
-                losses = forward_and_loss(self.model, self._on_device(batch), self.parts.criterion, self.bf16)
+                losses = forward_and_loss(
+                    self.model, self._on_device(batch), self.parts.criterion, self.bf16, self.parts.distiller
+                )
                 (losses["loss"] / count).backward()
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0.0) + torch.as_tensor(value).detach().float() / count

@@ -188,18 +188,19 @@ class RungEstimate:
     gradients: int
     optimizer: int
     activations: int  # peak over forward, loss and backward, gradients made during backward included
+    teacher: int = 0  # distillation with full fine-tuning: the frozen copy of the starting model
 
     @property
     def total(self) -> int:
-        """Weights + optimizer state + the activation peak (which holds the gradients made during
-        backward; at least the gradients themselves)."""
-        return self.weights + self.optimizer + max(self.activations, self.gradients)
+        """Weights (and a distillation teacher's) + optimizer state + the activation peak (which holds the
+        gradients made during backward; at least the gradients themselves)."""
+        return self.weights + self.teacher + self.optimizer + max(self.activations, self.gradients)
 
 
 def count_memory(sam3_config: Sam3Config, config: TrainConfig, bf16_autocast: bool) -> RungEstimate:
-    """Weights, gradients and optimizer state of the model ``config.model`` builds from ``sam3_config``
-    (counted on the meta device: no memory, no weights); ``activations`` 0. ``bf16_autocast`` resolves
-    ``frozen_dtype: auto``."""
+    """Weights, gradients and optimizer state of the model ``config.model`` builds from ``sam3_config``, and
+    a distillation teacher's copy (counted on the meta device: no memory, no weights); ``activations`` 0.
+    ``bf16_autocast`` resolves ``frozen_dtype: auto``."""
     with torch.device("meta"), quiet_peft():
         sam3 = Sam3Model(copy.deepcopy(sam3_config))
         if config.model.prompt_token != "auto":  # which geometry-encoder weights train depends on it
@@ -208,8 +209,9 @@ def count_memory(sam3_config: Sam3Config, config: TrainConfig, bf16_autocast: bo
     frozen = config.model.frozen_dtype
     frozen_bytes = 2 if frozen == "bfloat16" or (frozen == "auto" and bf16_autocast) else 4
     quantized = _quantizable_weights(model, config) if config.model.quantization == "nf4" else set()
-    trainable = weights = 0
+    trainable = weights = total = 0
     for param in model.parameters():
+        total += param.numel()
         if param.requires_grad:
             trainable += param.numel()
             weights += 4 * param.numel()
@@ -224,7 +226,16 @@ def count_memory(sam3_config: Sam3Config, config: TrainConfig, bf16_autocast: bo
         gradients=4 * trainable,
         optimizer=_OPTIMIZER_BYTES[config.optim.optimizer] * trainable,
         activations=0,
+        teacher=teacher_bytes(config, total, frozen_bytes),
     )
+
+
+def teacher_bytes(config: TrainConfig, parameters: int, frozen_bytes: int) -> int:
+    """The distillation teacher's weights (``retention.distill``): 0 under LoRA (the same network with its
+    adapters off), a frozen copy of all ``parameters`` at ``frozen_bytes`` each with full fine-tuning."""
+    if config.retention.distill.weight <= 0 or config.model.finetune.mode == "lora":
+        return 0
+    return parameters * frozen_bytes
 
 
 def _quantizable_weights(model: nn.Module, config: TrainConfig) -> set[int]:
@@ -290,20 +301,23 @@ def bound_queries(
     device_bytes: int,
     device_name: str,
     bf16_autocast: bool,
+    extra_per_image: int = 0,
 ) -> tuple[QueryDataset | SemanticDataset, TrainConfig, str]:
     """Keep a training step's queries within what the device holds, on every device (the GPU's memory,
     else the machine's RAM): every absent category is a negative query by default, so 5,000 categories
     make 5,000 queries per image. Returns the dataset, the config and a note (empty when nothing
     changed). Over the budget, ``data.negatives`` left at its default is capped to the K negatives per
     image that fit (sampled per image and epoch; the note says so with the numbers); a ``data.negatives``
-    the user set, or positives alone over the budget, raise :class:`QueryBudgetError` with the numbers."""
+    the user set, or positives alone over the budget, raise :class:`QueryBudgetError` with the numbers.
+    ``extra_per_image``: queries the forgetting remedies add to every image (never capped: counted with
+    the positives)."""
     batch = config.loop.batch_size
     budget = query_budget(sam3_config, config, device_bytes, bf16_autocast)
-    needed = queries_per_step(dataset, batch)
+    needed = queries_per_step(dataset, batch) + batch * extra_per_image
     if needed <= budget:
         return dataset, config, ""
     images = _queries_per_image(dataset)
-    positives = max(p for p, _ in images)
+    positives = max(p for p, _ in images) + extra_per_image
     numbers = (
         f"{needed} queries per step ({batch} image(s) x up to {needed // batch}: every absent category is a "
         f"negative query, data.negatives={config.data.negatives}) exceed the {budget} that this "
@@ -469,12 +483,15 @@ def plan_memory(
     sam3_config: Sam3Config,
     device: torch.device,
     device_bytes: int | None = None,
+    extra_per_image: int = 0,
 ) -> tuple[QueryDataset | SemanticDataset, RungChoice]:
     """The memory rung (:func:`choose_rung`) and the query bound (:func:`bound_queries`) of a training run
-    on ``device`` (its memory: ``device_bytes``, read from the device when None). Returns the training
-    dataset to use and the choice, whose ``config`` and ``reason`` (logged, written to ``config.yaml``)
-    hold both."""
-    choice = choose_rung(config, sam3_config, device, queries_per_step(dataset, config.loop.batch_size))
+    on ``device`` (its memory: ``device_bytes``, read from the device when None), with ``extra_per_image``
+    queries per image besides the dataset's (the forgetting remedies'). Returns the training dataset to
+    use and the choice, whose ``config`` and ``reason`` (logged, written to ``config.yaml``) hold both."""
+    batch = config.loop.batch_size
+    queries = queries_per_step(dataset, batch) + batch * extra_per_image
+    choice = choose_rung(config, sam3_config, device, queries)
     dataset, bounded, note = bound_queries(
         dataset,
         choice.config,
@@ -482,6 +499,7 @@ def plan_memory(
         device_bytes or device_memory(device),
         "GPU" if device.type == "cuda" else f"{device.type.upper()} machine",
         uses_bf16(choice.config.loop.amp, device),
+        extra_per_image,
     )
     if note:
         log.warning("%s", note)

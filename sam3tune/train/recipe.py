@@ -20,11 +20,15 @@ from sam3tune.config import ConfigError, save_config
 from sam3tune.data import (
     DataConfig,
     DataError,
+    QueryDataset,
     collate,
 )
 from sam3tune.eval.api import make_validator
+from sam3tune.eval.model_eval import eval_mode, module_forward
+from sam3tune.eval.retention import RetentionProbe, split_images
 from sam3tune.model import ModelBundle, build_training_model, load_model
 from sam3tune.model.export import save_adapters, save_merged
+from sam3tune.model.training_model import frozen_dtype
 from sam3tune.output_files import refuse_run_targets, writing
 from sam3tune.run_dir import RunDir
 from sam3tune.train.checkpoint import load_checkpoint, load_model_state
@@ -42,6 +46,12 @@ from sam3tune.train.memory_ladder import (
 from sam3tune.train.metrics_log import discard_metrics
 from sam3tune.train.param_groups import role_of
 from sam3tune.train.resume import find_resume_point, record_resume, resume_changes
+from sam3tune.train.retention import (
+    extra_queries_per_image,
+    retention_setup,
+    save_detections,
+    saved_detections,
+)
 from sam3tune.train.run_lock import RunLockedError, run_lock
 
 log = logging.getLogger(__name__)
@@ -55,10 +65,12 @@ def load_bundle(config: TrainConfig) -> ModelBundle:
 
 
 def build_training_parts(
-    config: TrainConfig, context: DistributedContext
+    config: TrainConfig, context: DistributedContext, resume_dir: Path | None = None
 ) -> tuple[TrainingParts, TrainConfig, RungChoice]:
     """Model (``config.model``), criterion (``config.loss``) and datasets (``config.data``) for the loop,
-    the same steps for every kind of dataset (:mod:`sam3tune.train.dataset_kinds` supplies what differs).
+    the same steps for every kind of dataset (:mod:`sam3tune.train.dataset_kinds` supplies what differs),
+    with the forgetting remedies of ``config.retention`` (:mod:`sam3tune.train.retention`; a resumed run,
+    ``resume_dir``, reads back the starting model's answers they were made from).
 
     Returns the parts, the config actually used (``data.resolution`` follows the model's input size
     when left at its default; ``loop.memory`` resolved, see :mod:`sam3tune.train.memory_ladder`) and the
@@ -70,15 +82,26 @@ def build_training_parts(
     kind = dataset_kind(config.data.root)
     config = kind.prepare(config)
     train_dataset = kind.train_dataset(config, bundle.tokenize, progress=context.is_main)
-    train_dataset, choice = plan_memory(config, train_dataset, bundle.model.config, context.device)
+    extra = extra_queries_per_image(config, train_dataset)  # 0 without remedies (never on label maps)
+    train_dataset, choice = plan_memory(
+        config, train_dataset, bundle.model.config, context.device, extra_per_image=extra
+    )
     config = choice.config
     if context.is_main:
         log.info("memory: %s", choice.reason)
+    bf16 = uses_bf16(config.loop.amp, context.device)
     model = build_training_model(
-        bundle,
-        config.model,
-        exemplars=kind.uses_exemplars(config),
-        bf16_autocast=uses_bf16(config.loop.amp, context.device),
+        bundle, config.model, exemplars=kind.uses_exemplars(config), bf16_autocast=bf16
+    )
+    train_dataset, distiller = retention_setup(
+        config,
+        model,
+        bundle.tokenize,
+        bundle.image_size,
+        train_dataset,
+        frozen_dtype(config.model, bf16),
+        context,
+        saved=saved_detections(resume_dir),
     )
     val_dataset = None
     if config.val.every_epochs > 0:
@@ -90,9 +113,17 @@ def build_training_parts(
             log.warning("%s: training without validation (set data.val to a split to validate)", err)
     evaluate = None
     if val_dataset is not None and config.val.map and context.is_main:
+        retention = _retention_probe(config, model, bundle, train_dataset, val_dataset, context)
         evaluate = make_validator(
-            val_dataset, bundle.tokenize, config.val.eval, device=context.device, progress=True
+            val_dataset,
+            bundle.tokenize,
+            config.val.eval,
+            device=context.device,
+            progress=True,
+            retention=retention,
         )
+    elif config.retention.enabled and context.is_main:
+        log.info("retention.* is measured during validation, which is off (val.every_epochs, val.map)")
     collate_fn = partial(collate, tokenize=bundle.tokenize)
     parts = TrainingParts(
         model=model,
@@ -105,8 +136,45 @@ def build_training_parts(
         val_collate_fn=collate_fn,
         evaluate=evaluate,
         val_criterion=kind.val_criterion(config),
+        distiller=distiller,
     )
     return parts, config, choice
+
+
+def _retention_probe(
+    config: TrainConfig,
+    model: torch.nn.Module,
+    bundle: ModelBundle,
+    train_dataset: QueryDataset,
+    val_dataset: QueryDataset,
+    context: DistributedContext,
+) -> RetentionProbe | None:
+    """The retention measurement of validation (``config.retention``): its reference is the starting
+    model's answers on the validation images, made here, before any training (so a resumed run has the
+    same reference). None when retention is off."""
+    if not config.retention.enabled:
+        return None
+    model.to(context.device)
+    with eval_mode(model):
+        probe, _ = RetentionProbe.build(
+            config.retention,
+            split_images(val_dataset.plan),
+            module_forward(model),
+            bundle.tokenize,
+            bundle.image_size,
+            tuned_prompts=[c.prompt for c in train_dataset.plan.categories.values()],
+            default_split=config.data.val,
+            eval_config=config.val.eval,
+            device=context.device,
+            progress=True,
+        )
+    log.info(
+        "retention: %d reference detection(s) of %s by the starting model on %d image(s)",
+        len(probe.reference["annotations"]),
+        ", ".join(probe.prompts),
+        len(probe.images),
+    )
+    return probe
 
 
 def train(
@@ -134,12 +202,15 @@ def train(
             _lock_on_main(held, run_dir, context)
             changes = resume_changes(saved, config, allow_inexact=allow_inexact_resume)
             point = find_resume_point(RunDir(run_dir))
-        parts, config, choice = build_training_parts(config, context)
+        parts, config, choice = build_training_parts(
+            config, context, resume_dir=run_dir if resume is not None else None
+        )
         if resume is None:
             run_dir = _new_run_dir(config, context)
             lock_file = _lock_on_main(held, run_dir, context)
             if lock_file is not None:
                 held.callback(_remove_if_unused, run_dir, lock_file)
+            _save_retention(parts, run_dir, context)
         while True:
             trainer = Trainer(config, parts, run_dir, context, resume=point if point is not None else False)
             if context.is_main:
@@ -157,7 +228,7 @@ def train(
                 lower = _lower_rung_after(err, trainer, choice, run_dir, context, resumed=point is not None)
             del trainer, parts
             torch.cuda.empty_cache()
-            parts, config, choice = build_training_parts(rung_config(config, lower), context)
+            parts, config, choice = build_training_parts(rung_config(config, lower), context, run_dir)
             choice = dataclasses.replace(
                 choice, reason=f"loop.memory=auto stepped down to {lower} after an out-of-memory error"
             )
@@ -191,6 +262,15 @@ def _lower_rung_after(
     trainer.optimizer.state.clear()
     gc.collect()
     return lower
+
+
+def _save_retention(parts: TrainingParts, run_dir: Path, context: DistributedContext) -> None:
+    """Keep the starting model's answers that the forgetting remedies were made from with a new run."""
+    queries = getattr(parts.train_dataset, "retention", None)
+    if queries is not None and context.is_main:
+        path = RunDir(run_dir).retention_detections_file
+        with writing(path, "output_dir"):
+            save_detections(queries, path)
 
 
 def _lock_on_main(held: ExitStack, run_dir: Path, context: DistributedContext) -> Path | None:

@@ -36,6 +36,15 @@ def test_tiny_demo_writes_table_report_curve_overlays(tmp_path, capsys):
             f"{100 * after[key]:.1f}",
         )  # the table is the report
     assert report["model"]["metrics"]["images"] == 6 and report["model"]["metrics"]["categories"] == 3
+    # the base's own concepts on the same images: retention against the base's answers, and their labels
+    retention = report["model"]["metrics"]["retention"]
+    assert retention["prompts"] == ["circle", "square", "triangle", "diamond", "hexagon"]
+    assert retention["true"] is not None and report["baseline"]["summary"]["retention_bbox_AP"] == 1.0
+    for label, key in (("retention box AP", "retention_bbox_AP"), ("box AP50", "retention_true_bbox_AP50")):
+        row = re.search(rf"^base concepts: {label}\s+(\S+)\s+(\S+)", printed, re.M)
+        assert row.groups() == tuple(
+            f"{100 * r['summary'][key]:.1f}" for r in (report["baseline"], report["model"])
+        )
     assert f"held-out {report['verdict']['line']}" in printed  # the base is the run's starting model
     for path in (
         out / "eval" / "eval.md",
@@ -49,6 +58,8 @@ def test_tiny_demo_writes_table_report_curve_overlays(tmp_path, capsys):
         overlays = sorted((out / "overlays" / name / "overlays").glob("*.png"))
         assert [Image.open(p).size for p in overlays] == [(256, 256)] * 2  # 64 px images drawn 4x
     assert Image.open(out / "overlays" / "side_by_side.png").size == (2 * 256, 2 * 256)
+    base_concepts = out / "overlays" / "base-concepts" / "side_by_side.png"
+    assert str(base_concepts) in printed and Image.open(base_concepts).size[1] == 2 * 256
     tuned = load_model(out / "run" / "model")
     assert tuned.report.weights_loaded and tuned.image_size == 64
     # never overwrites a demo (its folder holds its training run)

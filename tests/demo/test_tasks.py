@@ -43,3 +43,27 @@ def test_finetune_task_asks_for_new_shapes_among_seen_distractors():
     assert {shape for _, shape in task.object_kinds()} == set(NEW_SHAPES)
     assert {shape for _, shape in task.distractors} == set(SEEN_SHAPES) and task.distractor_fraction == 0.3
     assert [name for name, _ in task.splits] == ["train", "test"]
+
+
+def test_retention_task_labels_the_same_held_out_images_for_the_seen_shapes(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from sam3tune.data.synth import generate
+    from sam3tune.demo.tasks import retention_task
+
+    generate(finetune_task(4, 6), tmp_path / "new", progress=False)
+    generate(retention_task(6), tmp_path / "seen", progress=False)
+    for index in range(6):
+        name = f"{index:06d}.jpg"
+        a, b = (np.asarray(Image.open(tmp_path / d / "test" / name)) for d in ("new", "seen"))
+        assert (a == b).all()
+    new, seen = (
+        json.loads((tmp_path / d / "test" / "_annotations.coco.json").read_text()) for d in ("new", "seen")
+    )
+    assert [c["name"] for c in seen["categories"]] == list(SEEN_SHAPES)
+    # every drawn object is labelled once: new shapes in one file, the seen distractors in the other
+    boxes = lambda coco: sorted((a["image_id"], *a["bbox"]) for a in coco["annotations"])  # noqa: E731
+    assert not set(boxes(new)) & set(boxes(seen)) and len(seen["annotations"]) > 0

@@ -51,3 +51,17 @@ def test_resolution_the_model_cannot_take(shapes):
     report = diagnose(run_config(shapes, "data.resolution=128"))
     assert report.codes("error") == {"data_unusable"}
     assert "data.resolution=128 but the model takes 64 px" in report.flags[0].message
+
+
+def test_no_negatives_and_no_retention_prompts(shapes):
+    report = diagnose(run_config(shapes, "data.negatives=none"))
+    assert "no_negatives" in report.codes("warning")
+    flag = next(f for f in report.flags if f.code == "no_negatives")
+    assert flag.message == "0 negative queries per epoch (data.negatives=none) and retention.prompts is empty"
+    assert "retention.prompts" in flag.fix and "data.negatives=all" in flag.fix
+    # naming the concepts to keep answers it; so do negatives (the recipe's data.negatives=all)
+    assert (
+        "no_negatives"
+        not in diagnose(run_config(shapes, "data.negatives=none", "retention.prompts=[cat]")).codes()
+    )
+    assert "no_negatives" not in diagnose(run_config(shapes)).codes()

@@ -57,3 +57,27 @@ def test_verdict_from_two_evaluations():
     assert verdict == Verdict("bbox_AP", "max", 0.0, 0.7)
     assert "(+0.7000)" in verdict.line()  # no ratio against zero
     assert verdict_from_metrics(_Metrics(bbox_AP=None), _Metrics(bbox_AP=0.1)) is None
+
+
+def test_two_sided_verdict_with_retention():
+    records = [
+        _val(0, bbox_AP=0.10, retention_bbox_AP=1.0, retention_true_bbox_AP50=0.50),
+        _val(4, bbox_AP=0.30, retention_bbox_AP=0.62, retention_true_bbox_AP50=0.40),
+        _val(8, bbox_AP=0.20, retention_bbox_AP=0.90, retention_true_bbox_AP50=0.45),
+    ]
+    verdict = verdict_from_records(records, "bbox_AP", "max", Path("run/checkpoints/best"))
+    assert verdict.step == 4  # the retention side is read at the best step, not at its own best
+    assert verdict.retained.kept == pytest.approx(0.62) and verdict.retained.true_kept == pytest.approx(0.8)
+    line = verdict.line()
+    assert (
+        "(+0.2000, x3); untuned prompts: keeps 62% of the starting model's answers (retention box AP "
+        "0.6200 vs 1.0000); labelled box AP50 0.4000 vs zero-shot 0.5000 (80% kept); best weights: "
+        "run/checkpoints/best" in line
+    )
+    tuned = _Metrics(bbox_AP=0.7, retention_bbox_AP=0.5, retention_true_bbox_AP50=None)
+    from_eval = verdict_from_metrics(tuned, _Metrics(bbox_AP=0.1, retention_bbox_AP=1.0), "bbox_AP")
+    assert from_eval.retained.kept == 0.5 and from_eval.retained.true_kept is None
+    assert from_eval.line().endswith(
+        "untuned prompts: keeps 50% of the starting model's answers (retention box AP 0.5000 vs 1.0000)"
+    )
+    assert verdict_from_metrics(_Metrics(bbox_AP=0.7), _Metrics(bbox_AP=0.1)).retained is None

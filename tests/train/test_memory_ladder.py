@@ -14,7 +14,7 @@ from sam3tune.model import component_of
 from sam3tune.run_dir import RunDir
 from sam3tune.train import memory_ladder
 from sam3tune.train.checkpoint import load_checkpoint
-from sam3tune.train.config import TrainConfig
+from sam3tune.train.config import DistillConfig, RetentionTrainConfig, TrainConfig
 from sam3tune.train.loop import Trainer
 from sam3tune.train.memory_ladder import LADDER, apply_rung, choose_rung, estimate, fits, rung_config
 from sam3tune.train.metrics_log import read_metrics
@@ -358,3 +358,19 @@ def test_the_budget_on_a_simulated_gpu_follows_its_memory():
     large = memory_ladder.query_budget(FULL_SIZE, config, 80 * GIB, bf16_autocast=True)
     assert 4 <= small < large < 100
     assert memory_ladder.query_budget(FULL_SIZE, config, 4 * GIB, bf16_autocast=True) == 0  # weights alone
+
+
+def test_a_distillation_teacher_costs_a_frozen_copy_only_with_full_fine_tuning(full_size_estimates):
+    distill = TrainConfig(
+        retention=RetentionTrainConfig(prompts=["person"], distill=DistillConfig(weight=1.0))
+    )
+    with_teacher = {r: estimate(FULL_SIZE, rung_config(distill, r), queries_per_step=4) for r in LADDER}
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in Sam3Model(FULL_SIZE).parameters())
+    # full fine-tuning: every parameter once more, frozen in bf16 (the estimate's bf16 autocast, as on CUDA)
+    full = with_teacher["full"]
+    assert full.teacher == 2 * parameters
+    assert full.total == full_size_estimates["full"].total + 2 * parameters
+    # LoRA rungs: the teacher is the same network with its adapters off, no copy
+    for rung in ("lora", "lora-decoder", "qlora-decoder"):
+        assert with_teacher[rung].teacher == 0 and with_teacher[rung].total == full_size_estimates[rung].total
