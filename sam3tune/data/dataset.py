@@ -13,12 +13,14 @@ iterator is created: do not use ``persistent_workers=True`` with ``set_epoch``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from sam3tune.data.coco import CocoImage, CocoObject, load_split
@@ -27,8 +29,10 @@ from sam3tune.data.exemplars import VISUAL_PROMPT, ExemplarDraw, draw_exemplars
 from sam3tune.data.images import read_rgb
 from sam3tune.data.layout import resolve_split
 from sam3tune.data.masks import SegmentationError, decode_segmentation
-from sam3tune.data.problems import DataError
+from sam3tune.data.problems import CATALOGUE, DataError
 from sam3tune.data.queries import QueryPlan, choose_negatives, load_prompt_map, plan_queries
+from sam3tune.data.regions import read_window
+from sam3tune.data.tiling import tile_plan
 from sam3tune.data.transforms import (
     Geometry,
     MaskSampler,
@@ -38,6 +42,16 @@ from sam3tune.data.transforms import (
     transform_boxes,
     transform_image,
 )
+
+log = logging.getLogger(__name__)
+
+
+def read_pixels(image: CocoImage, at_least: int | None = None) -> Image.Image:
+    """The RGB pixels of a usable image, or of a tile's window of its file (see
+    :func:`~sam3tune.data.images.read_rgb` for ``at_least``)."""
+    if image.window is not None:
+        return read_window(image.path, image.window, at_least)
+    return read_rgb(image.path, at_least=at_least)
 
 
 def sample_rngs(
@@ -138,7 +152,7 @@ class QueryDataset(Dataset):
         negatives = self.config.negatives if self.train else "all"
         category_ids = sorted([*query.positives, *choose_negatives(query, negatives, self.rngs(index)[1])])
         try:
-            pixels = transform_image(read_rgb(image.path, at_least=geometry.side), geometry)
+            pixels = transform_image(read_pixels(image, at_least=geometry.side), geometry)
         except (OSError, SyntaxError, ValueError) as err:
             raise DataError(
                 "image_unreadable", f"{image.path}: {image.describe()} cannot be read: {err}"
@@ -281,8 +295,22 @@ def build_train_dataset(
     config: DataConfig, seed: int = 0, progress: bool = True, augment: bool = True
 ) -> QueryDataset:
     """The training dataset of ``config`` (split ``config.train``, ``config.negatives``): train
-    transforms, or with ``augment=False`` the evaluation resize."""
+    transforms, or with ``augment=False`` the evaluation resize. With ``data.tiling`` on (and
+    ``tiling.train``), images larger than a tile become tiles (:func:`~sam3tune.data.tiling.tile_plan`,
+    empty tiles chosen with ``seed``)."""
     plan = load_plan(config, config.train, config.train_images, train=True, progress=progress)
+    if config.tiling.enabled and config.tiling.train:
+        plan = tile_plan(plan, config.tiling, seed=seed)
+        log.info("%s: %s", plan.split.annotation_file, plan.tiling.line())
+        for kind in ("tile_object_lost",):
+            if plan.problems[kind]:
+                log.warning(
+                    "%s: %d x %s (e.g. %s)",
+                    plan.split.annotation_file,
+                    plan.problems[kind],
+                    CATALOGUE[kind][1],
+                    "; ".join(plan.problems.examples[kind]),
+                )
     return QueryDataset(plan, config, train=True, seed=seed, augment=augment)
 
 
