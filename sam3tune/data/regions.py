@@ -135,6 +135,15 @@ class PillowRegions(ImageRegions):
                     width, height = height, width
         self.size = (width, height)
 
+    @classmethod
+    def of(cls, image: Image.Image) -> PillowRegions:
+        """A reader over an image already decoded (EXIF orientation as it is)."""
+        reader = cls.__new__(cls)
+        reader.path = Path("<image>")
+        reader._decoded, reader._factor = to_rgb(image), 1
+        reader.size = image.size
+        return reader
+
     def _decode(self, factor: int) -> Image.Image:
         """The whole image reduced by at most ``factor`` (decoded again only when the one held is
         coarser)."""

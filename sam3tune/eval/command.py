@@ -37,7 +37,15 @@ from sam3tune.eval.ground_truth import (
     load_ground_truth,
     without_unasked_categories,
 )
-from sam3tune.eval.model_eval import eval_loader, evaluate_model, predict_batches, sample_loader
+from sam3tune.eval.model_eval import (
+    eval_loader,
+    eval_postprocess,
+    evaluate_model,
+    predict_batches,
+    predict_sliced_plan,
+    sample_loader,
+    score_predictions,
+)
 from sam3tune.eval.report import markdown_report, write_reports
 from sam3tune.eval.semantic_eval import eval_semantic_model
 from sam3tune.eval.verdict import Verdict, verdict_from_metrics
@@ -180,15 +188,21 @@ def eval_model(
         )
         loader = eval_loader(dataset, predictor.tokenize, config)
         gt = ground_truth_from_plan(dataset.plan)
-        metrics, _ = evaluate_model(
-            predictor.forward,
-            loader,
-            gt,
-            config,
-            device,
-            progress,
-            on_predicted=lambda results: save_coco_results(results, out_dir / f"{stem}.json"),
-        )
+        if config.postprocess.tiling.enabled:  # sliced prediction of every whole image, scored as usual
+            predictor.config = eval_postprocess(config)
+            results, queried = predict_sliced_plan(predictor.predict, dataset.plan, progress)
+            save_coco_results(results, out_dir / f"{stem}.json")
+            metrics = score_predictions(results, queried, gt, config)
+        else:
+            metrics, _ = evaluate_model(
+                predictor.forward,
+                loader,
+                gt,
+                config,
+                device,
+                progress,
+                on_predicted=lambda results: save_coco_results(results, out_dir / f"{stem}.json"),
+            )
         if config.exemplars.enabled:
             metrics.exemplar, exemplar_results = _exemplar_protocol(
                 predictor, dataset, gt, list(metrics.coco), config, device, progress

@@ -28,13 +28,16 @@ from torch import nn
 
 from sam3tune.data import Batch, Sample, collate
 from sam3tune.data.exemplars import VISUAL_PROMPT
-from sam3tune.data.images import read_rgb
+from sam3tune.data.images import ImageFileError, probe_image, read_rgb
+from sam3tune.data.regions import PillowRegions, open_regions
+from sam3tune.data.tiling import tile_windows
 from sam3tune.data.transforms import eval_geometry, transform_image
 from sam3tune.eval.coco_results import save_coco_results
 from sam3tune.eval.config import PostprocessConfig
 from sam3tune.eval.postprocess import Detections, postprocess
 from sam3tune.eval.semantic_eval import THRESHOLD as SEMANTIC_THRESHOLD
 from sam3tune.eval.semantic_eval import label_map, semantic_scores
+from sam3tune.eval.sliced import merge_detections, region_detections
 from sam3tune.model import Sam3ForTraining, Tokenizer, load_model
 from sam3tune.model.tokenizer import load_tokenizer
 from sam3tune.output_files import claim_output_folder, write_text_atomic, writing
@@ -44,6 +47,8 @@ from sam3tune.progress import progress_bar
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: What ``predict_files`` writes in its output folder (``--overwrite`` replaces exactly these).
 OUTPUTS = ("predictions.json", "predictions.jsonl", "index.json", "overlays", "semantic")
+OVERLAY_MAX_PIXELS = 64_000_000
+"""Images above this size get no overlay PNG (``overlay: null`` in ``index.json``; sliced prediction)."""
 # what PIL raises for a truncated, corrupt, oversized or non-image file
 UNREADABLE_IMAGE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 log = logging.getLogger(__name__)
@@ -121,9 +126,53 @@ class Predictor:
     ) -> dict[str, Detections]:
         """Detections of every prompt on one image, keyed by prompt (``"visual"`` for a box-only query),
         in the image's pixels. ``boxes`` / ``negative_boxes``: exemplar boxes, xyxy pixels of ``image``."""
+        if self.config.tiling.enabled:
+            if boxes or negative_boxes:
+                raise ValueError("box prompts (--box) do not go with sliced prediction (postprocess.tiling)")
+            return self.predict_sliced(image, prompts)
         if not isinstance(image, Image.Image):
             image = read_rgb(Path(image))
         return self.predict_images([image], prompts, boxes, negative_boxes)[0]
+
+    def predict_sliced(
+        self, image: Image.Image | str | Path, prompts: Sequence[str], progress: bool = False
+    ) -> dict[str, Detections]:
+        """:meth:`predict` tile by tile (``config.tiling``, :mod:`sam3tune.eval.sliced`): each tile (read
+        by window from the file, see :mod:`sam3tune.data.regions`) is resized to the model input and
+        encoded once for all prompts, ``tiling.tiles_per_forward`` tiles per forward; with
+        ``tiling.full_image`` the whole image resized once too; the detections are mapped back to the
+        image and merged across tile borders. Memory: the tiles of one forward, never the image as
+        floats."""
+        prompts = _check_prompts(prompts)
+        tiling = self.config.tiling
+        if tiling.size is None:
+            raise ValueError("predict_sliced needs postprocess.tiling.size (the tile side in pixels)")
+        reader = PillowRegions.of(image) if isinstance(image, Image.Image) else open_regions(image)
+        with reader:
+            width, height = reader.size
+            windows = tile_windows(width, height, tiling.size, tiling.overlap)
+            parts: dict[str, list[Detections]] = {p: [] for p in prompts}
+            chunks = range(0, len(windows), tiling.tiles_per_forward)
+            for start in progress_bar(chunks, desc="tiles", unit="batch", disable=not progress, leave=False):
+                chunk = windows[start : start + tiling.tiles_per_forward]
+                tiles = [reader.read(window, at_least=self.image_size) for window in chunk]
+                outputs = self.forward(self._batch(tiles, prompts))
+                for t, window in enumerate(chunk):
+                    for k, prompt in enumerate(prompts):
+                        row = t * len(prompts) + k
+                        parts[prompt].append(
+                            region_detections(outputs, row, window, (height, width), self.config)
+                        )
+            if tiling.full_image and len(windows) > 1:
+                outputs = self.forward(self._batch([reader.overview(self.image_size)], prompts))
+                whole = (0, 0, width, height)
+                for k, prompt in enumerate(prompts):
+                    parts[prompt].append(
+                        region_detections(
+                            outputs, k, whole, (height, width), self.config, mask_inside_box=True
+                        )
+                    )
+        return {prompt: merge_detections(parts[prompt], self.config) for prompt in prompts}
 
     def predict_images(
         self,
@@ -206,6 +255,8 @@ class Predictor:
         are. An ``out_dir`` that already holds results is refused unless ``overwrite`` (which removes
         them first, old overlays included)."""
         prompts = _check_prompts(prompts, has_boxes=bool(boxes))
+        if self.config.tiling.enabled and (boxes or negative_boxes):
+            raise ValueError("box prompts (--box) do not go with sliced prediction (postprocess.tiling)")
         exemplars = [(b, True) for b in boxes] + [(b, False) for b in negative_boxes]
         out_dir = claim_output_folder(out_dir, OUTPUTS, overwrite)
         if overlays:
@@ -220,7 +271,7 @@ class Predictor:
                 for path in progress_bar(list(images), desc="predict", unit="image", disable=not progress):
                     path = Path(path)
                     try:
-                        image = read_rgb(path)
+                        image, size = self._read_for_prediction(path)
                     except UNREADABLE_IMAGE as err:
                         done.skipped.append(
                             {"file_name": str(path), "reason": f"{type(err).__name__}: {err}"}
@@ -228,21 +279,26 @@ class Predictor:
                         log.warning("skipped %s: not a readable image (%s)", path, err)
                         continue
                     image_id = len(done.images) + 1
-                    found = self.predict(image, prompts, boxes, negative_boxes)
-                    entry = {
-                        "id": image_id,
-                        "file_name": str(path),
-                        "height": image.height,
-                        "width": image.width,
-                    }
+                    found = self.predict(path if image is None else image, prompts, boxes, negative_boxes)
+                    entry = {"id": image_id, "file_name": str(path), "height": size[1], "width": size[0]}
                     name = _unique_name(path.stem, used_names)
-                    if overlays:
+                    if (overlays or semantic) and image is None and size[0] * size[1] <= OVERLAY_MAX_PIXELS:
+                        image = read_rgb(path)
+                    if overlays and image is None:
+                        entry["overlay"] = None
+                        log.warning(
+                            "%s: no overlay (%dx%d px is above %d megapixels)",
+                            path,
+                            *size,
+                            OVERLAY_MAX_PIXELS // 1_000_000,
+                        )
+                    elif overlays:
                         with writing(out_dir / "overlays" / f"{name}.png"):
                             draw_overlay(image, list(found.items()), exemplars=exemplars).save(
                                 out_dir / "overlays" / f"{name}.png"
                             )
                         entry["overlay"] = f"overlays/{name}.png"
-                    if semantic:
+                    if semantic and image is not None:
                         labels = self.predict_semantic(image, prompts)
                         mode, dtype = ("L", np.uint8) if len(prompts) < 256 else ("I;16", np.uint16)
                         with writing(out_dir / "semantic" / f"{name}.png"):
@@ -273,6 +329,18 @@ class Predictor:
             write_text_atomic(out_dir / "index.json", json.dumps(index, indent=2))
             lines.unlink(missing_ok=True)  # everything it held is in predictions.json now
         return done
+
+    def _read_for_prediction(self, path: Path) -> tuple[Image.Image | None, tuple[int, int]]:
+        """The decoded image and its ``(width, height)``; with sliced prediction the image is only
+        checked (:func:`~sam3tune.data.images.probe_image`) and None: the tiles are read by window."""
+        if not self.config.tiling.enabled:
+            image = read_rgb(path)
+            return image, image.size
+        try:
+            info = probe_image(path)
+        except ImageFileError as err:
+            raise OSError(str(err)) from err
+        return None, (info.width, info.height)
 
 
 @dataclass

@@ -1,0 +1,214 @@
+"""Sliced prediction's geometry (``postprocess.tiling``): tile detections back on the whole image, and
+the merge of the duplicates that tile borders and overlaps make.
+
+A large image is predicted tile by tile (:meth:`sam3tune.predict.Predictor.predict`); each tile's
+detections are mapped back by its offset (:func:`region_detections`), optionally joined by the detections
+of one pass over the whole image resized (large objects that no tile holds whole), and then merged per
+prompt (:func:`merge_detections`): greedy non-maximum *merging*, as SAHI's default postprocess does.
+Highest score first, every remaining detection whose box overlaps the group's box by at least
+``merge_threshold`` (``merge_metric`` ``ios``: intersection over the smaller box, so the part of an
+object a tile border cut off merges into the whole; or ``iou``) joins the group, whose box grows to the
+union of its members' boxes, until nothing more overlaps it (so the four corners of an object cut by
+two borders end in one detection, though two of them may overlap little); the mask is the union of
+the masks, the score the highest. Then the usual postprocessing: optional NMS and at most
+``max_detections``. Distinct objects of one prompt whose boxes overlap that much are merged too (SAHI's
+merge has the same limit): for crowded scenes prefer ``merge_metric: iou``.
+
+Masks are computed only where they can be: inside the tile for a tile's detection, inside its box for a
+detection of the whole-image pass (so no mask is ever upsampled to the whole of a 20,000 px image), in
+bands of columns written straight into the whole image's RLE.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from faster_coco_eval.core import mask as coco_mask
+
+from sam3tune.eval.config import PostprocessConfig
+from sam3tune.eval.nms import box_iou_xyxy, nms
+from sam3tune.eval.postprocess import Detections, detection_scores
+from sam3tune.eval.rle import RLE
+
+_PIXELS_PER_BAND = 4 * 1024 * 1024  # mask pixels sampled at once (~16 MiB of float32)
+
+Region = tuple[int, int, int, int]
+"""``(left, top, right, bottom)`` pixels of the whole image (right, bottom exclusive)."""
+
+
+def box_ios_xyxy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise intersection over the smaller box of ``(N, 4)`` and ``(M, 4)`` xyxy boxes -> ``(N, M)``."""
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
+    smaller = torch.minimum(area_a[:, None], area_b[None, :])
+    return torch.where(smaller > 0, inter / smaller.clamp(min=1e-12), torch.zeros_like(inter))
+
+
+def region_mask_rle(
+    logits: torch.Tensor,
+    region: Region,
+    crop: Region,
+    image_size: tuple[int, int],
+    threshold: float,
+) -> RLE:
+    """A mask of the whole ``image_size`` image as compressed RLE, from mask ``logits`` ``(h, w)`` that
+    cover ``region`` of the image, evaluated only inside ``crop`` (zero elsewhere).
+
+    Each pixel takes the bilinear sample (``align_corners=False``, edges clamped: what upsampling the
+    logits to the region's size gives) and is set when ``sigmoid > threshold``. Sampled in bands of
+    columns, written straight into the image's column-major runs."""
+    height, width = image_size
+    left, top, right, bottom = region
+    x0, y0, x1, y1 = (max(crop[0], left), max(crop[1], top), min(crop[2], right), min(crop[3], bottom))
+    logit_threshold = math.log(threshold / (1.0 - threshold))
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    if x1 > x0 and y1 > y0:
+        source = logits.float()[None, None]
+        rows = torch.arange(y0, y1, dtype=torch.float32, device=logits.device)
+        grid_y = (2 * (rows - top) + 1) / (bottom - top) - 1
+        band = max(1, _PIXELS_PER_BAND // (y1 - y0))
+        for c0 in range(x0, x1, band):
+            c1 = min(x1, c0 + band)
+            cols = torch.arange(c0, c1, dtype=torch.float32, device=logits.device)
+            grid_x = (2 * (cols - left) + 1) / (right - left) - 1
+            grid = torch.stack(torch.meshgrid(grid_x, grid_y, indexing="ij"), dim=-1)  # (cols, rows, 2)
+            sampled = F.grid_sample(
+                source, grid[None], mode="bilinear", padding_mode="border", align_corners=False
+            )
+            on = (sampled[0, 0] > logit_threshold).cpu().numpy()  # (cols, rows): column-major already
+            padded = np.zeros((on.shape[0], on.shape[1] + 2), dtype=np.int8)
+            padded[:, 1:-1] = on
+            change = np.diff(padded, axis=1)
+            col_s, row_s = np.nonzero(change == 1)
+            col_e, row_e = np.nonzero(change == -1)
+            starts.append((c0 + col_s).astype(np.int64) * height + y0 + row_s)
+            ends.append((c0 + col_e).astype(np.int64) * height + y0 + row_e)
+    return runs_rle(
+        np.concatenate(starts) if starts else np.zeros(0, np.int64),
+        np.concatenate(ends) if ends else np.zeros(0, np.int64),
+        height,
+        width,
+    )
+
+
+def runs_rle(starts: np.ndarray, ends: np.ndarray, height: int, width: int) -> RLE:
+    """Compressed RLE of a ``height x width`` mask set on the column-major index ranges
+    ``[starts[i], ends[i])`` (sorted, not overlapping)."""
+    if len(starts):
+        joined = np.flatnonzero(starts[1:] != ends[:-1]) + 1  # merge runs that touch across columns
+        starts = starts[np.concatenate([[0], joined])]
+        ends = ends[np.concatenate([joined - 1, [len(ends) - 1]])]
+    edges = np.stack([starts, ends], axis=1).reshape(-1)
+    counts = np.diff(np.concatenate([[0], edges, [height * width]])).tolist()
+    rle = coco_mask.frPyObjects({"size": [height, width], "counts": [int(c) for c in counts]}, height, width)
+    counts = rle["counts"]
+    return {"size": [height, width], "counts": counts.decode() if isinstance(counts, bytes) else counts}
+
+
+def region_detections(
+    outputs: dict[str, torch.Tensor],
+    row: int,
+    region: Region,
+    image_size: tuple[int, int],
+    config: PostprocessConfig,
+    mask_inside_box: bool = False,
+) -> Detections:
+    """The detections of query ``row`` of ``outputs`` whose canvas showed ``region`` of the whole image
+    (a tile, or the whole image for the full-image pass), in the whole image's pixels: score threshold,
+    at most ``max_detections``; boxes clipped to the region; masks (``config.with_masks``) inside the
+    region, or inside each box with ``mask_inside_box``."""
+    left, top, right, bottom = region
+    scores = detection_scores(outputs)[row]
+    cx, cy, w, h = outputs["pred_boxes"][row].float().unbind(-1)
+    rw, rh = right - left, bottom - top
+    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+    boxes = boxes * boxes.new_tensor([rw, rh, rw, rh]) + boxes.new_tensor([left, top, left, top])
+    low, high = boxes.new_tensor([left, top, left, top]), boxes.new_tensor([right, bottom, right, bottom])
+    boxes = torch.minimum(torch.maximum(boxes, low), high)
+    keep = torch.nonzero(scores >= config.score_threshold).squeeze(1)
+    keep = keep[torch.argsort(scores[keep], descending=True, stable=True)][: config.max_detections]
+    masks = None
+    if config.with_masks:
+        masks = []
+        for index in keep.tolist():
+            crop = region
+            if mask_inside_box:
+                x0, y0, x1, y1 = boxes[index].tolist()
+                crop = (math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1))
+            logits = outputs["pred_masks"][row, index]
+            masks.append(region_mask_rle(logits, region, crop, image_size, config.mask_threshold))
+    return Detections(
+        image_size=(int(image_size[0]), int(image_size[1])),
+        scores=scores[keep].cpu().numpy(),
+        boxes=boxes[keep].cpu().numpy(),
+        masks=masks,
+    )
+
+
+def merge_detections(parts: Sequence[Detections], config: PostprocessConfig) -> Detections:
+    """One prompt's detections from every tile (and the full-image pass) of one image, merged (module
+    docstring), then optional NMS and at most ``max_detections``, highest score first."""
+    image_size = parts[0].image_size
+    with_masks = all(p.masks is not None for p in parts)
+    scores = np.concatenate([p.scores for p in parts]).astype(np.float32)
+    boxes = np.concatenate([p.boxes.reshape(-1, 4) for p in parts]).astype(np.float32)
+    masks = [m for p in parts for m in p.masks] if with_masks else None
+    tiling = config.tiling
+    order = np.argsort(-scores, kind="stable")[: tiling.merge_pool]
+    boxes_t = torch.from_numpy(boxes[order])
+    overlap = box_ios_xyxy if tiling.merge_metric == "ios" else box_iou_xyxy
+    merged = np.zeros(len(order), dtype=bool)
+    out_scores, out_boxes, out_masks = [], [], []
+    for i in range(len(order)):
+        if merged[i]:
+            continue
+        merged[i] = True
+        group = [i]
+        union = boxes_t[i : i + 1].clone()
+        while True:  # grow the group against the union of its boxes until nothing more overlaps it
+            rest = np.flatnonzero(~merged)
+            if not len(rest):
+                break
+            near = rest[overlap(union, boxes_t[rest])[0].numpy() >= tiling.merge_threshold]
+            if not len(near):
+                break
+            group += near.tolist()
+            merged[near] = True
+            members_t = boxes_t[group]
+            union = torch.cat([members_t[:, :2].min(dim=0).values, members_t[:, 2:].max(dim=0).values])[None]
+        members = order[group]
+        out_scores.append(scores[members[0]])
+        out_boxes.append(union[0].tolist())
+        if masks is not None:
+            if len(members) == 1:
+                out_masks.append(masks[members[0]])
+            else:
+                union = coco_mask.merge([_binary(masks[m]) for m in members], intersect=False)
+                out_masks.append({"size": list(image_size), "counts": union["counts"].decode()})
+    result_scores = np.asarray(out_scores, dtype=np.float32).reshape(-1)
+    result_boxes = np.asarray(out_boxes, dtype=np.float32).reshape(-1, 4)
+    keep = np.arange(len(result_scores))
+    if config.nms_iou_threshold is not None and len(keep) > 1:
+        keep = nms(
+            torch.from_numpy(result_boxes), torch.from_numpy(result_scores), config.nms_iou_threshold
+        ).numpy()
+    keep = keep[: config.max_detections]
+    return Detections(
+        image_size=image_size,
+        scores=result_scores[keep],
+        boxes=result_boxes[keep],
+        masks=[out_masks[k] for k in keep.tolist()] if masks is not None else None,
+    )
+
+
+def _binary(rle: RLE) -> dict:
+    counts = rle["counts"]
+    return {"size": list(rle["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
