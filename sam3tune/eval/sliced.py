@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from faster_coco_eval.core import mask as coco_mask
 
 from sam3tune.eval.config import PostprocessConfig
-from sam3tune.eval.nms import box_iou_xyxy, nms
+from sam3tune.eval.nms import box_ios_xyxy, box_iou_xyxy, nms
 from sam3tune.eval.postprocess import Detections, detection_scores
 from sam3tune.eval.rle import RLE
 
@@ -38,17 +38,6 @@ _PIXELS_PER_BAND = 4 * 1024 * 1024  # mask pixels sampled at once (~16 MiB of fl
 
 Region = tuple[int, int, int, int]
 """``(left, top, right, bottom)`` pixels of the whole image (right, bottom exclusive)."""
-
-
-def box_ios_xyxy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise intersection over the smaller box of ``(N, 4)`` and ``(M, 4)`` xyxy boxes -> ``(N, M)``."""
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
-    smaller = torch.minimum(area_a[:, None], area_b[None, :])
-    return torch.where(smaller > 0, inter / smaller.clamp(min=1e-12), torch.zeros_like(inter))
 
 
 def region_mask_rle(

@@ -1,0 +1,215 @@
+"""Large images and small objects: whole-image resize vs sliced prediction with the same model, and
+training on tiles vs on resized images (``data.tiling``, ``postprocess.tiling``; docs/eval.md).
+
+A synthetic task from the project's generator at the demo's scale: the demo base model (64 px input) is
+fine-tuned to find "star", "heart", "moon" (any colour; seen shapes as distractors) on 512 px images with
+8-16 objects of 12-24 px each: resized whole to 64 px they are 1.5-3 px. Two models start from the same
+base with the same steps: one trained on 96 px tiles (``data.tiling.size=96``), one on the images resized
+whole. Each is evaluated on held-out images (box AP50, COCO) with one resize of the whole image and with
+sliced prediction (96 px tiles, overlap 0.25, merged), on small objects and on a held-out set of *large*
+objects (128-256 px, 1-3 per image) to check that slicing loses nothing there. Optionally
+(``--sahi-site``: a site-packages folder holding ``sahi``) the same tiles are merged with SAHI's
+``greedy_nmm`` (IOS 0.5) instead of ours, for a side-by-side quality check of the merge.
+
+    nice python bench/tiling.py --out /tmp/tiling-bench   # ~15 CPU minutes (1 thread)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sam3tune.data import DataConfig
+from sam3tune.data.synth import SynthConfig, generate
+from sam3tune.demo.base import base_model_dir
+from sam3tune.demo.recipe import finetune_config
+from sam3tune.demo.tasks import COLOURS, DISTRACTOR_FRACTION, NEW_SHAPES, SEEN_SHAPES
+from sam3tune.eval.command import eval_model
+from sam3tune.eval.config import EvalConfig, PostprocessConfig, SlicingConfig
+from sam3tune.eval.postprocess import Detections
+from sam3tune.train.recipe import train
+
+CATEGORIES = tuple(("any", shape) for shape in NEW_SHAPES)
+OBJECTS = tuple((colour, shape) for shape in NEW_SHAPES for colour in COLOURS)
+DISTRACTORS = tuple((colour, shape) for shape in SEEN_SHAPES for colour in COLOURS)
+
+
+def task(
+    size: int, objects: tuple[int, int], object_px: tuple[float, float], splits, seed: int
+) -> SynthConfig:
+    return SynthConfig(
+        image_size=(size, size),
+        categories=CATEGORIES,
+        objects=OBJECTS,
+        distractors=DISTRACTORS,
+        distractor_fraction=DISTRACTOR_FRACTION,
+        objects_per_image=objects,
+        categories_per_image=(3, 3),
+        object_size=(object_px[0] / size, object_px[1] / size),
+        rotate=False,
+        aspect_ratio=(0.8, 1.25),
+        texture_strength=0.4,
+        empty_fraction=0.0,
+        splits=splits,
+        seed=seed,
+        placeholder_category=False,
+        project="tiling-bench",
+    )
+
+
+def sahi_merge(site: str):
+    """``merge_detections`` with SAHI's greedy_nmm (IOS) choosing the groups, merged as SAHI's
+    GreedyNMMPostprocess does (a member joins when it still matches the merged box; union box, max score)."""
+    sys.path.append(site)
+    from sahi.postprocess.combine import greedy_nmm
+
+    from sam3tune.eval.nms import box_ios_xyxy
+
+    def merge(parts: list[Detections], config: PostprocessConfig) -> Detections:
+        scores = np.concatenate([p.scores for p in parts]).astype(np.float32)
+        boxes = np.concatenate([p.boxes.reshape(-1, 4) for p in parts]).astype(np.float32)
+        order = np.argsort(-scores, kind="stable")[: config.tiling.merge_pool]
+        scores, boxes = scores[order], boxes[order]
+        table = np.concatenate([boxes, scores[:, None], np.zeros((len(scores), 1), np.float32)], axis=1)
+        groups = greedy_nmm(table, match_metric="IOS", match_threshold=config.tiling.merge_threshold)
+        out_boxes, out_scores = [], []
+        for keep, members in groups.items():
+            box = boxes[keep].copy()
+            for m in members:
+                ios = box_ios_xyxy(torch.from_numpy(box[None]), torch.from_numpy(boxes[m][None]))[0, 0]
+                if float(ios) >= config.tiling.merge_threshold:
+                    box = np.concatenate(
+                        [np.minimum(box[:2], boxes[m][:2]), np.maximum(box[2:], boxes[m][2:])]
+                    )
+            out_boxes.append(box)
+            out_scores.append(scores[keep])
+        rank = np.argsort(-np.asarray(out_scores), kind="stable")[: config.max_detections]
+        return Detections(
+            parts[0].image_size,
+            np.asarray(out_scores, np.float32)[rank],
+            np.asarray(out_boxes, np.float32).reshape(-1, 4)[rank],
+        )
+
+    return merge
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--train-images", type=int, default=32)
+    parser.add_argument("--heldout-images", type=int, default=10)
+    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--tile", type=int, default=96)
+    parser.add_argument("--overlap", type=float, default=0.25)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sahi-site", help="site-packages folder with sahi (adds the SAHI-merge row)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    out: Path = args.out
+    size = args.image_size
+    data, large = out / "data", out / "large"
+    generate(
+        task(size, (8, 16), (12, 24), (("train", args.train_images), ("test", args.heldout_images)), 1),
+        data,
+        False,
+    )
+    generate(task(size, (1, 3), (size / 4, size / 2), (("test", args.heldout_images),), 2), large, False)
+
+    base = base_model_dir()
+    tiling = [f"data.tiling.size={args.tile}", f"data.tiling.overlap={args.overlap}"]
+    models, seconds = {}, {}
+    for name, extra in (("tiles", tiling), ("resized", [])):
+        clock = time.perf_counter()
+        common = [f"loop.batch_size={args.batch}", "data.masks=false"]  # box supervision: AP50 is on boxes
+        result = train(finetune_config(base, data, out / name, args.steps, [*common, *extra]))
+        seconds[f"train {name}"] = time.perf_counter() - clock
+        models[name] = result.run_dir / "model"
+
+    sliced = SlicingConfig(size=args.tile, overlap=args.overlap, tiles_per_forward=16)
+    modes = {
+        "resize": PostprocessConfig(score_threshold=0.05, with_masks=False),
+        "sliced": PostprocessConfig(score_threshold=0.05, with_masks=False, tiling=sliced),
+    }
+    rows = []
+    for model_name, model in models.items():
+        for mode, post in modes.items():
+            row = {"model": f"trained on {model_name}", "mode": mode}
+            for label, root in (("small", data), ("large", large)):
+                clock = time.perf_counter()
+                config = EvalConfig(batch_size=8, num_workers=0, iou_types=["bbox"], postprocess=post)
+                metrics, _, _ = eval_model(
+                    str(model),
+                    DataConfig(root=root, val="test"),
+                    out / "eval" / model_name / mode / label,
+                    config,
+                    device="cpu",
+                    progress=False,
+                )
+                row[label] = metrics.summary()["bbox_AP50"]
+                row[f"{label} s/image"] = (time.perf_counter() - clock) / args.heldout_images
+            rows.append(row)
+    if args.sahi_site:
+        import sam3tune.predict.predictor as predictor_module
+
+        ours = predictor_module.merge_detections
+        predictor_module.merge_detections = sahi_merge(args.sahi_site)
+        try:
+            row = {"model": "trained on tiles", "mode": "sliced, SAHI greedy_nmm merge"}
+            for label, root in (("small", data), ("large", large)):
+                config = EvalConfig(
+                    batch_size=8, num_workers=0, iou_types=["bbox"], postprocess=modes["sliced"]
+                )
+                metrics, _, _ = eval_model(
+                    str(models["tiles"]),
+                    DataConfig(root=root, val="test"),
+                    out / "eval" / "sahi" / label,
+                    config,
+                    device="cpu",
+                    progress=False,
+                )
+                row[label] = metrics.summary()["bbox_AP50"]
+            rows.append(row)
+        finally:
+            predictor_module.merge_detections = ours
+
+    lines = [
+        f"held-out box AP50 (percent), {args.heldout_images} images of {size} px per set; small: 8-16 "
+        f"objects of 12-24 px; large: 1-3 objects of {size // 4}-{size // 2} px; tiles {args.tile} px, "
+        f"overlap {args.overlap}; model input 64 px; {args.steps} fine-tuning steps of {args.batch} "
+        f"(tiles or images) from the demo base, box supervision",
+        "",
+        "| model | prediction | small objects | large objects | s / image (small) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        timing = f"{row['small s/image']:.2f}" if "small s/image" in row else "-"
+        small = f"{100 * row['small']:.1f}"
+        large_ap = f"{100 * row['large']:.1f}" if "large" in row else "-"
+        lines.append(f"| {row['model']} | {row['mode']} | {small} | {large_ap} | {timing} |")
+    by = {(r["model"], r["mode"]): r for r in rows}
+    for name in models:
+        resize, cut = by[(f"trained on {name}", "resize")], by[(f"trained on {name}", "sliced")]
+        ratio = cut["small"] / resize["small"] if resize["small"] > 0 else float("inf")
+        lines.append(
+            f"\ntrained on {name}: sliced / resize small-object AP50 = {ratio:.1f}x; "
+            f"large objects {100 * resize['large']:.1f} -> {100 * cut['large']:.1f}"
+        )
+    lines.append("\ntraining seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+    report = "\n".join(lines)
+    (out / "tiling.md").write_text(report + "\n")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
