@@ -9,10 +9,12 @@ Highest score first, every remaining detection whose box overlaps the group's bo
 ``merge_threshold`` (``merge_metric`` ``ios``: intersection over the smaller box, so the part of an
 object a tile border cut off merges into the whole; or ``iou``) joins the group, whose box grows to the
 union of its members' boxes, until nothing more overlaps it (so the four corners of an object cut by
-two borders end in one detection, though two of them may overlap little); the mask is the union of
-the masks, the score the highest. Then the usual postprocessing: optional NMS and at most
-``max_detections``. Distinct objects of one prompt whose boxes overlap that much are merged too (SAHI's
-merge has the same limit): for crowded scenes prefer ``merge_metric: iou``.
+two borders end in one detection, though two of them may overlap little). The group's box is that of
+its best tile member that no tile border cut (a whole view), else the union of the members' boxes (the
+parts of a cut object); the mask is the union of the masks, the score the highest. Then the usual
+postprocessing: optional NMS and at most ``max_detections``. Distinct objects of one prompt whose
+boxes overlap that much are merged too (SAHI's merge has the same limit): for crowded scenes prefer
+``merge_metric: iou``.
 
 Masks are computed only where they can be: inside the tile for a tile's detection, inside its box for a
 detection of the whole-image pass (so no mask is ever upsampled to the whole of a 20,000 px image), in
@@ -142,13 +144,40 @@ def region_detections(
     )
 
 
-def merge_detections(parts: Sequence[Detections], config: PostprocessConfig) -> Detections:
+def cut_by_border(boxes: np.ndarray, region: Region, image_size: tuple[int, int], tolerance: float = 1.0):
+    """``(N,)`` bool: boxes (xyxy pixels of the image) that reach a border of ``region`` lying inside the
+    image (within ``tolerance`` px), i.e. whose object the region may have cut off."""
+    height, width = image_size
+    left, top, right, bottom = region
+    boxes = boxes.reshape(-1, 4)
+    return (
+        ((left > 0) & (boxes[:, 0] <= left + tolerance))
+        | ((top > 0) & (boxes[:, 1] <= top + tolerance))
+        | ((right < width) & (boxes[:, 2] >= right - tolerance))
+        | ((bottom < height) & (boxes[:, 3] >= bottom - tolerance))
+    )
+
+
+def merge_detections(
+    parts: Sequence[Detections], config: PostprocessConfig, regions: Sequence[Region | None] | None = None
+) -> Detections:
     """One prompt's detections from every tile (and the full-image pass) of one image, merged (module
-    docstring), then optional NMS and at most ``max_detections``, highest score first."""
+    docstring), then optional NMS and at most ``max_detections``, highest score first. With the
+    ``regions`` the parts came from (None: the whole-image pass), a group's box is that of its best tile
+    member that no tile border cut (a whole view of the object at tile resolution), and the union of its
+    members' boxes when there is none."""
     image_size = parts[0].image_size
     with_masks = all(p.masks is not None for p in parts)
     scores = np.concatenate([p.scores for p in parts]).astype(np.float32)
     boxes = np.concatenate([p.boxes.reshape(-1, 4) for p in parts]).astype(np.float32)
+    cut = np.ones(len(scores), dtype=bool)  # the whole-image pass (region None) is coarse: never preferred
+    if regions is not None:
+        cut = np.concatenate(
+            [
+                np.ones(len(p), dtype=bool) if r is None else cut_by_border(p.boxes, r, image_size)
+                for p, r in zip(parts, regions, strict=True)
+            ]
+        )
     masks = [m for p in parts for m in p.masks] if with_masks else None
     tiling = config.tiling
     order = np.argsort(-scores, kind="stable")[: tiling.merge_pool]
@@ -174,8 +203,9 @@ def merge_detections(parts: Sequence[Detections], config: PostprocessConfig) -> 
             members_t = boxes_t[group]
             union = torch.cat([members_t[:, :2].min(dim=0).values, members_t[:, 2:].max(dim=0).values])[None]
         members = order[group]
+        whole = [m for m in members if not cut[m]]
         out_scores.append(scores[members[0]])
-        out_boxes.append(union[0].tolist())
+        out_boxes.append(boxes[whole[0]].tolist() if whole else union[0].tolist())
         if masks is not None:
             if len(members) == 1:
                 out_masks.append(masks[members[0]])

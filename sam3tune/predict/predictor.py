@@ -172,7 +172,8 @@ class Predictor:
                             outputs, k, whole, (height, width), self.config, mask_inside_box=True
                         )
                     )
-        return {prompt: merge_detections(parts[prompt], self.config) for prompt in prompts}
+        regions = [*windows, *([None] if tiling.full_image and len(windows) > 1 else [])]
+        return {prompt: merge_detections(parts[prompt], self.config, regions) for prompt in prompts}
 
     def predict_images(
         self,
