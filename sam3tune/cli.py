@@ -241,14 +241,21 @@ def _add_data(sub) -> None:
 
     convert = actions.add_parser(
         "convert",
-        help="write a dataset (YOLO folders, COCO) as a Roboflow-style COCO export",
-        description="Read PATH as training would (a YOLO dataset root, a Roboflow export, a split folder "
-        "or a COCO JSON file) and write OUT/<split>/_annotations.coco.json with the images beside it.",
+        help="write a dataset (YOLO folders, Hugging Face datasets, COCO) as a Roboflow-style COCO export",
+        description="Read PATH as training would (a YOLO dataset root, a Hugging Face dataset: hf:ORG/NAME, "
+        "a save_to_disk or parquet folder, a Roboflow export, a split folder or a COCO JSON file) and write "
+        "OUT/<split>/_annotations.coco.json with the images beside it.",
     )
     convert.add_argument("path", type=Path, help="dataset root, split folder or COCO JSON file")
     convert.add_argument("--to", choices=["coco"], required=True, help="output format")
     convert.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
     convert.add_argument("--images", type=Path, help="image folder of a COCO JSON file")
+    convert.add_argument(
+        "--bbox-format",
+        choices=["xywh", "xyxy"],
+        default="xywh",
+        help="box format of a Hugging Face dataset's objects.bbox (pixels; default xywh)",
+    )
     convert.set_defaults(handler="sam3tune.data.command:run_convert_command")
 
     synth = _command(
@@ -321,6 +328,26 @@ def _add_export(sub) -> None:
     _overrides(parser, "ExportConfig")
 
 
+def _add_suite(sub) -> None:
+    parser = _command(
+        sub,
+        "suite",
+        "sam3tune.suite.command:run_suite_command",
+        "SuiteConfig",
+        help="does fine-tuning help? zero-shot vs K-shot fine-tuned over datasets and seeds, one table",
+        description=(
+            "For each dataset of the suite file: evaluate the base model (zero-shot), then for each seed "
+            "fine-tune on that seed's K-shot sample and evaluate the tuned model, as ordinary run folders in "
+            "OUT/<dataset>/; then print the mean and spread over seeds per dataset and over the suite, "
+            "beside published figures (reference: odinw13, rf100vl). Running it again continues a stopped "
+            "suite. Keys: datasets, datasets_under, seeds, shots, presampled, shots_rule, base_config, "
+            "base_overrides, eval.*, metric, reference, output_dir, device (SuiteConfig, docs/suite.md)."
+        ),
+    )
+    parser.add_argument("--out", type=Path, help="output folder (sets output_dir)")
+    _overrides(parser, "SuiteConfig")
+
+
 # One entry per sub-command, in the order `sam3tune --help` lists them.
 def _add_import_checkpoint(sub) -> None:
     parser = sub.add_parser(
@@ -342,6 +369,7 @@ _COMMANDS: tuple = (
     _add_train,
     _add_doctor,
     _add_eval,
+    _add_suite,
     _add_predict,
     _add_import_checkpoint,
     _add_export,

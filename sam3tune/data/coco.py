@@ -92,6 +92,9 @@ class CocoSplit:
     problems: ProblemReport = field(default_factory=ProblemReport)
     images_listed: int = 0
     annotations_listed: int = 0
+    unlabelled: dict[int, frozenset[int]] = field(default_factory=dict)
+    """Image id -> categories whose objects a K-shot sample removed from that image
+    (:mod:`sam3tune.data.shots`): shown but not labelled there, so neither targets nor negatives."""
 
 
 def load_split(files: SplitFiles, progress: bool = True, follow_symlinks: bool = False) -> CocoSplit:

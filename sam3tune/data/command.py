@@ -76,10 +76,12 @@ def run_synth_command(
     return 0
 
 
-def run_convert_command(path: Path, out: Path, to: str = "coco", images: Path | None = None) -> int:
+def run_convert_command(
+    path: Path, out: Path, to: str = "coco", images: Path | None = None, bbox_format: str = "xywh"
+) -> int:
     """Write every split of the dataset at ``path`` (``images``: the image folder of a COCO JSON file)
     as ``out/<split>/_annotations.coco.json`` with its images beside it (hard links where possible, else
-    copies): the Roboflow COCO layout.
+    copies): the Roboflow COCO layout. ``bbox_format``: how a Hugging Face dataset's boxes are written.
 
     The JSON holds what sam3tune reads from the source after validation: usable images, valid objects
     (boxes clipped to the image, areas of the rasterised masks, or of the box for box-only objects),
@@ -92,7 +94,7 @@ def run_convert_command(path: Path, out: Path, to: str = "coco", images: Path | 
         print(f"sam3tune data convert: {out} exists and is not empty; choose a new folder", file=sys.stderr)
         return 2
     try:
-        splits = [load_split(files) for files in find_splits(path, images)]
+        splits = [load_split(files) for files in find_splits(path, images, bbox_format)]
     except DataError as err:
         print(f"sam3tune data convert: {err}", file=sys.stderr)
         return 2

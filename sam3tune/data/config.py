@@ -81,8 +81,9 @@ class DataConfig:
 
     root: Path | None = None
     """Dataset root: a Roboflow export (``train/``, ``valid/`` or ``val/``, ``test/`` each with
-    ``_annotations.coco.json``), a single split folder, a COCO JSON file, or a YOLO dataset root
-    (``data.yaml``, or ``images/`` + ``labels/``)."""
+    ``_annotations.coco.json``), a single split folder, a COCO JSON file, a YOLO dataset root
+    (``data.yaml``, or ``images/`` + ``labels/``), or a Hugging Face dataset (``hf:ORG/NAME``, a
+    ``save_to_disk`` folder, a folder of parquet files)."""
     train: str = "train"
     """Training split: a folder name under ``root`` or a COCO JSON path (relative to ``root``)."""
     val: str = "valid"
@@ -113,13 +114,24 @@ class DataConfig:
     """Large images as tiles in training (off by default; ``docs/data.md``, "Large images")."""
     follow_symlinks: bool = False
     """Use image files that resolve (through symlinks) outside their image folder; off: skipped, counted."""
+    hf_bbox_format: Literal["xywh", "xyxy"] = "xywh"
+    """Box format of a Hugging Face dataset's ``objects.bbox`` (pixels): COCO ``[x, y, width, height]`` or
+    ``[x0, y0, x1, y1]`` (``sam3tune.data.hf_datasets``)."""
+    shots: int | None = None
+    """Train on a K-shot sample of the training split (``sam3tune.data.shots``); None: the whole split."""
+    shots_seed: int = 0
+    """Seed of the K-shot sample: the same seed gives the same images."""
+    shots_rule: Literal["image", "instance"] = "image"
+    """What a shot is: an image showing the category, all its annotations kept (GLIP / ODinW), or one
+    object, the image keeping only the sampled categories' objects (TFA / RF100-VL-FSOD)."""
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         require_range(self, "resolution", low=8)
-        require_range(self, "mask_resolution", "max_objects_per_query", low=1)
+        require_range(self, "mask_resolution", "max_objects_per_query", "shots", low=1)
+        require_range(self, "shots_seed", low=0)
         require(
             not isinstance(self.negatives, int)
             or (not isinstance(self.negatives, bool) and self.negatives >= 0),

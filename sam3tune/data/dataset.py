@@ -32,6 +32,7 @@ from sam3tune.data.masks import SegmentationError, decode_segmentation
 from sam3tune.data.problems import CATALOGUE, DataError
 from sam3tune.data.queries import QueryPlan, choose_negatives, load_prompt_map, plan_queries
 from sam3tune.data.regions import read_window
+from sam3tune.data.shots import sample_shots
 from sam3tune.data.tiling import tile_plan
 from sam3tune.data.transforms import (
     Geometry,
@@ -272,14 +273,26 @@ def load_plan(
 ) -> QueryPlan:
     """Load, validate and plan the queries of ``split`` of ``config.root``.
 
-    Training plans use ``config.negatives``; evaluation plans query every category ("all").
+    Training plans use ``config.negatives`` and, with ``config.shots``, the K-shot sample of the split
+    (:mod:`sam3tune.data.shots`); evaluation plans query every category ("all") of the whole split.
     """
     if config.root is None:
         raise DataError(
             "empty_split", "data.root is not set: point it at a dataset folder or a COCO JSON file"
         )
-    split_files = resolve_split(config.root, split, image_dir)
+    split_files = resolve_split(config.root, split, image_dir, config.hf_bbox_format)
     coco = load_split(split_files, progress=progress, follow_symlinks=config.follow_symlinks)
+    sample = None
+    if train and config.shots is not None:
+        coco, sample = sample_shots(coco, config.shots, config.shots_seed, config.shots_rule)
+        if not coco.images:
+            raise DataError(
+                "no_usable_queries",
+                f"{split_files.annotation_file}: the {sample.describe()}: no image fits (with "
+                "data.shots_rule=instance an image is taken only when all its objects of the category fit "
+                "in K; use a larger data.shots or data.shots_rule=image)",
+            )
+        log.info("%s: %s", split_files.annotation_file, sample.describe())
     plan = plan_queries(
         coco,
         negatives=config.negatives if train else "all",
@@ -287,6 +300,7 @@ def load_plan(
         prompt_map=load_prompt_map(config.prompts) if config.prompts else None,
         keep_unused_categories=config.keep_unused_categories,
     )
+    plan.shots = sample
     plan.problems.log(str(split_files.annotation_file))
     return plan
 

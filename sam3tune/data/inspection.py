@@ -16,10 +16,11 @@ import numpy as np
 from sam3tune.data.coco import CocoSplit, load_split
 from sam3tune.data.config import DataConfig
 from sam3tune.data.dataset import count_exemplar_queries
-from sam3tune.data.layout import SplitFiles, find_splits
+from sam3tune.data.layout import SplitFiles, find_splits, split_aliases
 from sam3tune.data.problems import DataError
 from sam3tune.data.queries import Negatives, load_prompt_map, negative_count, plan_queries
 from sam3tune.data.semantic import is_semantic_dataset, load_semantic_split, read_label_map, semantic_splits
+from sam3tune.data.shots import sample_shots
 from sam3tune.data.tiling import tile_plan
 
 SCHEMA_VERSION = 1
@@ -48,6 +49,9 @@ def inspect_dataset(
             "exemplars": dataclasses.asdict(config.exemplars),
             "follow_symlinks": config.follow_symlinks,
             "tiling": dataclasses.asdict(config.tiling),
+            "shots": config.shots,
+            "shots_seed": config.shots_seed,
+            "shots_rule": config.shots_rule,
         },
         "error": None,
         "splits": [],
@@ -63,13 +67,16 @@ def inspect_dataset(
             )
         return report
     try:
-        splits = find_splits(path, image_dir)
+        splits = find_splits(path, image_dir, config.hf_bbox_format)
         prompt_map = load_prompt_map(config.prompts) if config.prompts else None
     except DataError as err:
         report.update(ok=False, error={"kind": err.kind, "message": str(err)})
         return report
     for files in splits:
-        entry = _inspect_split(files, config, prompt_map, progress)
+        sampled = config.shots is not None and (
+            len(splits) == 1 or files.name in {*split_aliases(config.train), Path(config.train).stem}
+        )
+        entry = _inspect_split(files, config, prompt_map, progress, sampled)
         report["ok"] = report["ok"] and entry["ok"]
         report["splits"].append(entry)
     return report
@@ -90,18 +97,29 @@ def _empty_entry(name: str, annotation_file: Path, image_dir: Path) -> dict[str,
         "queries": None,
         "tiling": None,
         "problems": [],
+        "shots": None,
     }
 
 
 def _inspect_split(
-    files: SplitFiles, config: DataConfig, prompt_map: dict[str, str] | None, progress: bool
+    files: SplitFiles,
+    config: DataConfig,
+    prompt_map: dict[str, str] | None,
+    progress: bool,
+    sampled: bool = False,
 ) -> dict[str, Any]:
+    """The entry of one split; ``sampled``: it is the training split and ``config.shots`` is set, so its
+    counts are those of the K-shot sample training uses (``shots`` says what was taken)."""
     entry = _empty_entry(files.name, files.annotation_file, files.image_dir)
     try:
         split = load_split(files, progress=progress, follow_symlinks=config.follow_symlinks)
     except DataError as err:
         entry["error"] = {"kind": err.kind, "message": str(err)}
         return entry
+    if sampled:
+        split, sample = sample_shots(split, config.shots, config.shots_seed, config.shots_rule)
+        entry["shots"] = sample.as_dict(split.categories)
+        entry["shots"]["line"] = sample.describe()
     entry.update(_split_counts(split))
     entry["problems"] = split.problems.as_list()
     try:
@@ -252,6 +270,8 @@ def format_report(report: dict[str, Any]) -> str:
                 lines.append(
                     f"    {cat['id']:>4}  {cat['name']!r:<28} {count} {cat['images']:>5} images  {state}"
                 )
+        if split.get("shots"):
+            lines.append(f"  {split['shots']['line']}")
         if split["queries"]:
             q = split["queries"]
             lines.append(

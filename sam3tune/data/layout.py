@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from sam3tune.data.hf_datasets import BboxFormat, hf_source, hf_split_files
 from sam3tune.data.problems import DataError
 from sam3tune.data.yolo import YoloSplit, find_yolo_splits, is_yolo_dataset
 
@@ -28,14 +29,21 @@ class SplitFiles:
     the split's labels folder (or its data.yaml when it has image-list files only)."""
 
 
-def find_splits(path: str | Path, image_dir: str | Path | None = None) -> list[SplitFiles]:
+def find_splits(
+    path: str | Path, image_dir: str | Path | None = None, hf_bbox_format: BboxFormat = "xywh"
+) -> list[SplitFiles]:
     """All splits under ``path``.
 
     ``path`` may be a Roboflow export root (``train/``, ``valid/`` or ``val/``, ``test/`` each
     holding ``_annotations.coco.json`` with the images beside it), one such split folder, a
-    COCO JSON file (images in ``image_dir``, by default the JSON's folder), or a YOLO dataset
-    root (see :mod:`sam3tune.data.yolo`).
+    COCO JSON file (images in ``image_dir``, by default the JSON's folder), a YOLO dataset
+    root (see :mod:`sam3tune.data.yolo`), or a Hugging Face dataset (``hf:ORG/NAME``, a ``save_to_disk``
+    or parquet folder; written once as COCO splits in the cache, see :mod:`sam3tune.data.hf_datasets`,
+    its boxes read as ``hf_bbox_format``).
     """
+    source = hf_source(path)
+    if source is not None:
+        return [SplitFiles(*split) for split in hf_split_files(source, hf_bbox_format)]
     path = Path(path)
     if path.is_file():
         return [SplitFiles(path.stem, path, Path(image_dir) if image_dir else path.parent)]
@@ -68,13 +76,23 @@ def find_splits(path: str | Path, image_dir: str | Path | None = None) -> list[S
     return splits
 
 
-def resolve_split(root: str | Path, split: str, image_dir: str | Path | None = None) -> SplitFiles:
+def split_aliases(split: str) -> tuple[str, ...]:
+    """The folder names that stand for split ``split`` (``valid`` and ``val`` for each other)."""
+    return _ALIASES.get(split, (split,))
+
+
+def resolve_split(
+    root: str | Path, split: str, image_dir: str | Path | None = None, hf_bbox_format: BboxFormat = "xywh"
+) -> SplitFiles:
     """The split named ``split`` of the dataset at ``root``.
 
     ``split`` is a folder name of a Roboflow export (``valid`` and ``val`` stand for each other)
     or the path of a COCO JSON file, relative to ``root`` or absolute. When ``root`` is itself a
-    split folder or a JSON file, that split is returned whatever ``split`` says.
+    split folder or a JSON file, that split is returned whatever ``split`` says. A Hugging Face dataset's
+    splits are read as :func:`find_splits` reads them (``hf_bbox_format``).
     """
+    if hf_source(root) is not None:
+        return _named_split(find_splits(root, hf_bbox_format=hf_bbox_format), split, root, image_dir)
     root = Path(root)
     candidate = Path(split) if Path(split).is_absolute() else root / split
     if candidate.is_file():
@@ -84,7 +102,14 @@ def resolve_split(root: str | Path, split: str, image_dir: str | Path | None = N
     available = find_splits(root) if root.is_dir() else []
     if len(available) == 1 and available[0].name not in SPLIT_NAMES:
         return available[0]  # an unsplit YOLO folder (images/ + labels/) serves as every split
-    for name in _ALIASES.get(split, (split,)):
+    return _named_split(available, split, root, image_dir)
+
+
+def _named_split(
+    available: list[SplitFiles], split: str, root: str | Path, image_dir: str | Path | None
+) -> SplitFiles:
+    """The split of ``available`` named ``split`` (or an alias), its images in ``image_dir`` if given."""
+    for name in split_aliases(split):
         for found in available:
             if found.name == name:
                 return dataclasses.replace(found, image_dir=Path(image_dir) if image_dir else found.image_dir)

@@ -35,6 +35,16 @@ CATALOGUE: dict[str, tuple[Severity, str]] = {
         "data.yaml, classes.txt or semantic.yaml unreadable or without names, or a split folder absent",
     ),
     "empty_split": ("error", "the split has no images or no annotations"),
+    "hf_schema": (
+        "error",
+        "a Hugging Face dataset whose features do not fit the detection schema (image, objects.bbox, "
+        "objects.category with names); the field is named",
+    ),
+    "hf_unavailable": (
+        "error",
+        "a Hugging Face dataset that cannot be read: `datasets` not installed, no such dataset, gated, or "
+        "the Hub unreachable and nothing cached",
+    ),
     "no_valid_annotations": ("error", "every annotation of the split is invalid"),
     "no_usable_images": ("error", "no image of the split can be used"),
     "no_usable_queries": ("error", "the split yields no query with a target"),

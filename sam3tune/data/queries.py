@@ -32,6 +32,7 @@ import yaml
 from sam3tune.config import parse_yaml
 from sam3tune.data.coco import CocoImage, CocoObject, CocoSplit
 from sam3tune.data.problems import DataError, ProblemReport
+from sam3tune.data.shots import ShotSample
 
 if TYPE_CHECKING:
     from sam3tune.data.tiling import TilingSummary
@@ -79,6 +80,8 @@ class QueryPlan:
     skipped_categories: dict[int, str]
     tiling: TilingSummary | None = None
     """What cutting images into tiles gave (:func:`sam3tune.data.tiling.tile_plan`); None: whole images."""
+    shots: ShotSample | None = None
+    """What a K-shot sample (``data.shots``) took from the full split; None without one."""
 
     @property
     def num_positive(self) -> int:
@@ -141,7 +144,8 @@ def plan_queries(
     images: list[ImageQueries] = []
     for image in split.images:
         objects = split.objects[image.image_id]
-        present = {o.category_id for o in objects}  # crowd objects also make a category "not absent"
+        # crowd objects also make a category "not absent", as do objects a K-shot sample removed
+        present = {o.category_id for o in objects} | split.unlabelled.get(image.image_id, frozenset())
         positives: dict[int, tuple[CocoObject, ...]] = {}
         for cat_id in sorted(categories):
             targets = [o for o in objects if o.category_id == cat_id and not o.iscrowd]

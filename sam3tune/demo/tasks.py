@@ -82,12 +82,14 @@ def pretraining_task(train_images: int, valid_images: int, nonsense: int, seed: 
     )
 
 
-def finetune_task(train_images: int, heldout_images: int, seed: int = 1) -> SynthConfig:
-    """New shapes ("star", "heart", "moon", any colour) with seen-shape distractors; splits ``train``
-    and ``test`` (held out)."""
+def finetune_task(
+    train_images: int, heldout_images: int, seed: int = 1, shapes: tuple[str, ...] = NEW_SHAPES
+) -> SynthConfig:
+    """New shapes (by default "star", "heart", "moon"; any colour) with seen-shape distractors; splits
+    ``train`` and ``test`` (held out)."""
     return SynthConfig(
-        categories=tuple((ANY, shape) for shape in NEW_SHAPES),
-        objects=tuple((colour, shape) for shape in NEW_SHAPES for colour in COLOURS),
+        categories=tuple((ANY, shape) for shape in shapes),
+        objects=tuple((colour, shape) for shape in shapes for colour in COLOURS),
         distractors=tuple((colour, shape) for shape in SEEN_SHAPES for colour in COLOURS),
         distractor_fraction=DISTRACTOR_FRACTION,
         splits=(("train", train_images), ("test", heldout_images)),

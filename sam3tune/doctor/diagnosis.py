@@ -248,7 +248,7 @@ def _load_data(
     try:
         run_config = dataclasses.replace(config, data=data)
         dataset = training_dataset(run_config, bundle.tokenize if bundle else None, progress=progress)
-        files = resolve_split(data.root, data.train, data.train_images)
+        files = resolve_split(data.root, data.train, data.train_images, data.hf_bbox_format)
     except DataError as err:
         code = "dataset_without_targets" if err.kind in _NO_TARGET_KINDS else "data_unusable"
         report.flags.append(make_flag(code, f"{err} [{err.kind}]"))

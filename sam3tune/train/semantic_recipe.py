@@ -30,6 +30,12 @@ def semantic_training_parts(
     (``config.loss.semantic`` + the decoder's presence loss), validation = mIoU; the memory rung is
     chosen as for instance data, for ``batch_size`` images of every class. A ``val.best_metric`` left
     at the instance default becomes ``mIoU``. Returns the parts, the config used and the rung choice."""
+    if config.data.shots is not None:
+        raise DataError(
+            "layout_invalid",
+            f"data.shots={config.data.shots}: K-shot samples are drawn from instance labels (COCO, YOLO, "
+            f"Hugging Face datasets); {config.data.root} is a semantic label-map dataset",
+        )
     if config.val.best_metric == _INSTANCE_DEFAULT_METRIC:
         config = dataclasses.replace(config, val=dataclasses.replace(config.val, best_metric="mIoU"))
         log.info("semantic data: val.best_metric = mIoU")

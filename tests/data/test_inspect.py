@@ -22,6 +22,7 @@ SPLIT_KEYS = {
     "queries",
     "tiling",
     "problems",
+    "shots",
 }
 
 
@@ -46,7 +47,7 @@ def test_inspect_fruits_nuts_json(capsys):
         ("fig", 41, 16),
         ("hazelnut", 53, 17),
     ]
-    assert split["problems"] == []
+    assert split["problems"] == [] and split["shots"] is None
 
 
 def test_inspect_reports_problems_and_errors_per_split(tmp_path, capsys):

@@ -79,3 +79,12 @@ def test_semantic_run_trains_the_semantic_head_and_validates_miou(semantic_data,
     args = ["eval", "--model", model, "--data", str(semantic_data), "--out", str(tmp_path / "cli_eval")]
     assert main([*args, "data.val=valid"]) == 0
     assert "| **mIoU** |" in capsys.readouterr().out
+
+
+def test_a_k_shot_sample_of_label_maps_is_refused(semantic_data, tmp_path, capsys):
+    status = main(
+        ["train", "--data", str(semantic_data), "model.name=tiny", f"output_dir={tmp_path}", "data.shots=2"]
+    )
+    assert status == 2
+    assert "K-shot samples are drawn from instance labels" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # no half-made run left behind
