@@ -4,7 +4,7 @@ imports, so the figures are what the image costs.
 
 - ``read tiled TIFF``: every 1008 px tile of a 20,000 x 20,000 RGB tiled TIFF read by window (what
   training on tiles does), then the whole-image overview at 1008 px;
-- ``predict tiled TIFF``: ``Predictor.predict`` sliced (1008 px tiles, overlap 0.2, whole-image pass,
+- ``predict tiled TIFF``: ``Predictor.predict`` sliced (2016 px tiles, overlap 0.2, whole-image pass,
   masks on) with the demo model, every tile read by window;
 - ``read JPEG``: a 13,000 x 13,000 JPEG (Pillow's limit is 179 megapixels, so a 20,000 px JPEG is
   refused: such images must come as TIFF): decoded once as 8-bit pixels, windows cropped from it.
@@ -26,6 +26,7 @@ import numpy as np
 SIDE = 20_000
 JPEG_SIDE = 13_000
 TILE = 1008
+PREDICT_TILE = 2016  # predicting: 100 tiles of 2016 px (each resized to the model input), overlap 0.2
 
 _MEASURE = """
 import resource, sys, time
@@ -45,7 +46,7 @@ if mode == "read":
             reader.read(window)
         reader.overview({tile})
 elif mode == "predict":
-    config = PostprocessConfig(score_threshold=0.5, tiling=SlicingConfig(size={tile}, overlap=0.2))
+    config = PostprocessConfig(score_threshold=0.5, tiling=SlicingConfig(size={predict_tile}, overlap=0.2))
     predictor = Predictor.load(str(base_model_dir()), config=config, device="cpu")
     found = predictor.predict(path, ["circle", "square"])
     detections = sum(len(d) for d in found.values())
@@ -69,7 +70,7 @@ def scene_tile(side: int, seed: int) -> np.ndarray:
 
 def measure(mode: str, path: Path) -> tuple[float, float, int]:
     """(peak RSS bytes, seconds, detections) of one fresh process."""
-    code = _MEASURE.format(tile=TILE)
+    code = _MEASURE.format(tile=TILE, predict_tile=PREDICT_TILE)
     done = subprocess.run(
         [sys.executable, "-c", code, mode, str(path)], capture_output=True, text=True, check=True
     )
@@ -96,36 +97,35 @@ def main() -> None:
         compressionargs={"level": 1},
     )  # fmt: skip
     print(f"wrote {tiff} ({tiff.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - clock:.0f} s")
-    rows = [("nothing (imports only)", *measure("none", tiff))]
-    rows.append(
-        (f"read tiled TIFF {SIDE} x {SIDE} (every {TILE} px tile + overview)", *measure("read", tiff))
+    pixels = SIDE * SIDE * 3
+    print(
+        f"an RGB {SIDE} x {SIDE} image is {pixels / 2**30:.2f} GiB as uint8, "
+        f"{4 * pixels / 2**30:.2f} GiB as float32"
     )
-    rows.append(
-        (
-            f"predict tiled TIFF {SIDE} x {SIDE} sliced ({TILE} px tiles, demo model)",
-            *measure("predict", tiff),
+    print("| process | peak RSS (GiB) | above imports (GiB) | seconds | detections |")
+    print("|---|---:|---:|---:|---:|", flush=True)
+    base = None
+
+    def row(name: str, mode: str, path: Path) -> None:
+        nonlocal base
+        rss, seconds, detections = measure(mode, path)
+        base = rss if base is None else base
+        print(
+            f"| {name} | {rss / 2**30:.2f} | {(rss - base) / 2**30:.2f} | {seconds:.0f} | {detections} |",
+            flush=True,
         )
-    )
+
+    row("nothing (imports only)", "none", tiff)
+    row(f"read tiled TIFF {SIDE} x {SIDE} (every {TILE} px tile + overview)", "read", tiff)
+    row(f"predict tiled TIFF {SIDE} x {SIDE} sliced ({PREDICT_TILE} px tiles, demo model)", "predict", tiff)
     if not args.skip_jpeg:
         jpeg = args.work / "scene.jpg"
         block = np.tile(scene_tile(1000, 0), (JPEG_SIDE // 1000, JPEG_SIDE // 1000, 1))
         Image.fromarray(block).save(jpeg, quality=90)
         del block
-        rows.append(
-            (f"read JPEG {JPEG_SIDE} x {JPEG_SIDE} (every {TILE} px tile + overview)", *measure("read", jpeg))
-        )
+        row(f"read JPEG {JPEG_SIDE} x {JPEG_SIDE} (every {TILE} px tile + overview)", "read", jpeg)
         jpeg.unlink()
     tiff.unlink()
-    base = rows[0][1]
-    pixels = SIDE * SIDE * 3
-    print(
-        f"\nan RGB {SIDE} x {SIDE} image is {pixels / 2**30:.2f} GiB as uint8, "
-        f"{4 * pixels / 2**30:.2f} GiB as float32"
-    )
-    print("| process | peak RSS (GiB) | above imports (GiB) | seconds | detections |")
-    print("|---|---:|---:|---:|---:|")
-    for name, rss, seconds, detections in rows:
-        print(f"| {name} | {rss / 2**30:.2f} | {(rss - base) / 2**30:.2f} | {seconds:.0f} | {detections} |")
 
 
 if __name__ == "__main__":
