@@ -280,7 +280,10 @@ class Predictor:
                         log.warning("skipped %s: not a readable image (%s)", path, err)
                         continue
                     image_id = len(done.images) + 1
-                    found = self.predict(path if image is None else image, prompts, boxes, negative_boxes)
+                    if self.config.tiling.enabled:  # a bar over the tiles of each image
+                        found = self.predict_sliced(path if image is None else image, prompts, progress)
+                    else:
+                        found = self.predict(image, prompts, boxes, negative_boxes)
                     entry = {"id": image_id, "file_name": str(path), "height": size[1], "width": size[0]}
                     name = _unique_name(path.stem, used_names)
                     if (overlays or semantic) and image is None and size[0] * size[1] <= OVERLAY_MAX_PIXELS:
