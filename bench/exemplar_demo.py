@@ -31,7 +31,7 @@ from sam3tune.demo.base import base_model_dir
 from sam3tune.demo.recipe import finetune_config
 from sam3tune.demo.settings import DemoSettings
 from sam3tune.demo.tasks import NEW_SHAPES, finetune_task
-from sam3tune.eval.command import eval_model
+from sam3tune.eval.api import evaluate_model
 from sam3tune.eval.config import EvalConfig, ExemplarProtocolConfig
 from sam3tune.eval.evaluate import EvalMetrics
 from sam3tune.train.recipe import train
@@ -89,7 +89,7 @@ def main() -> int:
             print(f"fine-tuning stopped after {result.steps} steps", file=sys.stderr)
             return 130
     trained = time.perf_counter() - started
-    tuned, zero_shot, _ = eval_model(
+    tuned, zero_shot, _ = evaluate_model(
         str(tuned_model),
         DataConfig(root=data, val="test"),
         args.out / "eval",

@@ -31,7 +31,7 @@ from sam3tune.data.synth import SynthConfig, generate
 from sam3tune.demo.base import base_model_dir
 from sam3tune.demo.recipe import finetune_config
 from sam3tune.demo.tasks import COLOURS, DISTRACTOR_FRACTION, NEW_SHAPES, SEEN_SHAPES
-from sam3tune.eval.command import eval_model
+from sam3tune.eval.api import evaluate_model
 from sam3tune.eval.config import EvalConfig, PostprocessConfig, SlicingConfig
 from sam3tune.eval.postprocess import Detections
 from sam3tune.train.recipe import train
@@ -153,7 +153,7 @@ def main() -> None:
             for label, root in (("small", data), ("large", large)):
                 clock = time.perf_counter()
                 config = EvalConfig(batch_size=8, num_workers=0, iou_types=["bbox"], postprocess=post)
-                metrics, _, _ = eval_model(
+                metrics, _, _ = evaluate_model(
                     str(model),
                     DataConfig(root=root, val="test"),
                     out / "eval" / model_name / mode / label,
@@ -165,17 +165,17 @@ def main() -> None:
                 row[f"{label} s/image"] = (time.perf_counter() - clock) / args.heldout_images
             rows.append(row)
     if args.sahi_site:
-        import sam3tune.predict.predictor as predictor_module
+        import sam3tune.eval.sliced as sliced_module
 
-        ours = predictor_module.merge_detections
-        predictor_module.merge_detections = sahi_merge(args.sahi_site)
+        ours = sliced_module.merge_detections
+        sliced_module.merge_detections = sahi_merge(args.sahi_site)
         try:
             row = {"model": "trained on tiles", "mode": "sliced, SAHI greedy_nmm merge"}
             for label, root in (("small", data), ("large", large)):
                 config = EvalConfig(
                     batch_size=8, num_workers=0, iou_types=["bbox"], postprocess=modes["sliced"]
                 )
-                metrics, _, _ = eval_model(
+                metrics, _, _ = evaluate_model(
                     str(models["tiles"]),
                     DataConfig(root=root, val="test"),
                     out / "eval" / "sahi" / label,
@@ -186,7 +186,7 @@ def main() -> None:
                 row[label] = metrics.summary()["bbox_AP50"]
             rows.append(row)
         finally:
-            predictor_module.merge_detections = ours
+            sliced_module.merge_detections = ours
 
     lines = [
         f"held-out box AP50 (percent), {args.heldout_images} images of {size} px per set; small: "

@@ -6,19 +6,25 @@ own config dataclass; the few flags are for what is not configuration (input and
 ``--json``, ``--resume``) or are shortcuts that set one config key (``--data PATH`` = ``data.root=PATH``).
 Each command's handler lives in its package's ``command.py``, is imported only when the command runs
 (``sam3tune --help`` is instant), is called with the parsed arguments as keywords and returns the exit
-status (0 ok, 2 bad input with a message on stderr).
+status of a command that ran (0, or 1 when a check it reports failed, 130 when stopped). Problems the
+user can fix are raised as :class:`~sam3tune.errors.UserError` and caught here only: one line
+``sam3tune COMMAND: message`` on stderr, no traceback (``--debug`` or ``SAM3TUNE_DEBUG=1`` prints it),
+and the exit status of the error's kind (:mod:`sam3tune.errors`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from sam3tune import __version__
 from sam3tune.config import is_override
+from sam3tune.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UserError, describe_os_error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         "sam3tune COMMAND [--config FILE] [key=value ...] (see COMMAND --help).",
     )
     parser.add_argument("--version", action="version", version=f"sam3tune {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the traceback of an error, not only its message (also: SAM3TUNE_DEBUG=1)",
+    )
     parser.set_defaults(show_help=parser.print_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _COMMANDS:
@@ -374,18 +385,38 @@ _COMMANDS: tuple = (
     _add_import_checkpoint,
     _add_export,
 )
-_NOT_ARGUMENTS = ("handler", "command", "action", "show_help")
+_NOT_ARGUMENTS = ("handler", "command", "action", "show_help", "debug")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command of ``argv`` (default: ``sys.argv[1:]``) and return its exit status; a
+    :class:`~sam3tune.errors.UserError` becomes one message and its kind's status (see the module
+    docstring), an ``OSError`` that escaped its caller the same with the file it names."""
     args = vars(build_parser().parse_args(argv))
     handler = args.get("handler")
     if handler is None:  # `sam3tune` or `sam3tune data` alone
         args["show_help"]()
-        return 2
+        return EXIT_BAD_INPUT
+    name = " ".join(args[k] for k in ("command", "action") if args.get(k))
+    debug = args["debug"] or os.environ.get("SAM3TUNE_DEBUG", "") not in ("", "0")
     module, function = handler.split(":")
-    run = getattr(importlib.import_module(module), function)
-    return int(run(**{k: v for k, v in args.items() if k not in _NOT_ARGUMENTS}) or 0)
+    try:
+        run = getattr(importlib.import_module(module), function)
+        return int(run(**{k: v for k, v in args.items() if k not in _NOT_ARGUMENTS}) or 0)
+    except UserError as err:
+        return _refuse(name, str(err), err.exit_status, debug)
+    except OSError as err:  # a path problem no caller named: the system's file name and reason
+        return _refuse(name, describe_os_error(err, err.filename or "a file", "use"), EXIT_BAD_INPUT, debug)
+    except KeyboardInterrupt:
+        return _refuse(name, "interrupted", EXIT_INTERRUPTED, debug)
+
+
+def _refuse(command: str, message: str, status: int, debug: bool) -> int:
+    """Print ``sam3tune COMMAND: message`` (after the traceback when ``debug``) and return ``status``."""
+    if debug:
+        traceback.print_exc()
+    print(f"sam3tune {command}: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -23,11 +23,32 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from sam3tune.errors import UserError
+
 T = TypeVar("T")
 
 
 class _Yaml12Loader(yaml.SafeLoader):
-    """YAML with 1.2 scalars: only true/false are booleans (``amp: off`` stays the string "off")."""
+    """YAML with 1.2 scalars: only true/false are booleans (``amp: off`` stays the string "off"); a key
+    given twice in one mapping is an error (YAML 1.2 requires unique keys; PyYAML keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:  # the mapping's own keys (a `<<` merge may be overridden)
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice in one mapping (lines {seen[key]} and {line}); only one "
+                    "value can be meant: remove the other",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 _Yaml12Loader.yaml_implicit_resolvers = {
@@ -40,11 +61,18 @@ _Yaml12Loader.add_implicit_resolver(
 
 
 def parse_yaml(text: str) -> Any:
-    """Parse YAML text with YAML 1.2 booleans (see ``_Yaml12Loader``)."""
+    """Parse YAML text with YAML 1.2 booleans and unique keys (see ``_Yaml12Loader``)."""
     return yaml.load(text, Loader=_Yaml12Loader)
 
 
-class ConfigError(ValueError):
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """``line N: what is wrong`` of a YAML error (its text without PyYAML's excerpt of the input)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    return f"line {mark.line + 1}: {problem}" if mark is not None else problem
+
+
+class ConfigError(UserError, ValueError):
     """A config file or override that does not fit the dataclass schema."""
 
 
@@ -53,8 +81,8 @@ class InvalidValue(ConfigError):
     rate); ``key`` is its dotted name relative to the dataclass that refused it."""
 
     def __init__(self, key: str, value: Any, requirement: str) -> None:
-        self.key, self.value, self.requirement = key, value, requirement
-        super().__init__(f"{key}={value!r}: {requirement}")
+        super().__init__(f"{key}={value!r}: {requirement}", key=key)
+        self.value, self.requirement = value, requirement
 
     def under(self, prefix: str) -> InvalidValue:
         """The same error with ``prefix`` (e.g. ``"optim."``) in front of the key."""
@@ -123,6 +151,14 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
             f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
             f"valid keys of {cls.__name__}: {', '.join(sorted(known))}"
         )
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ConfigError(f"missing config key(s) {', '.join(where + k for k in missing)} of {cls.__name__}")
     kwargs = {name: _coerce(hints[name], value, where + name) for name, value in data.items()}
     try:
         return cls(**kwargs)  # configs check their values in __post_init__ (a ``validate`` method)
@@ -192,9 +228,11 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     if path is not None:
         path = Path(path)
         try:
-            loaded = parse_yaml(path.read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"cannot read config {path}: {err}") from err
+            loaded = parse_yaml(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read config {path}: {err}", path=path) from err
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config {path}: {yaml_problem(err)}", path=path) from err
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must hold a mapping at top level, got {type(loaded).__name__}")
         data = loaded or {}

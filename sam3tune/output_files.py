@@ -10,20 +10,22 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from sam3tune.errors import UserError, on_path
 
-class WriteError(RuntimeError):
+
+class WriteError(UserError, RuntimeError):
     """A file or folder could not be written; the message names it and says why."""
 
 
 @contextmanager
-def writing(path: str | Path) -> Iterator[None]:
-    """Turn an ``OSError`` raised inside the block into a :class:`WriteError` naming ``path``."""
-    try:
+def writing(
+    path: str | Path, key: str | None = None, also: tuple[type[Exception], ...] = ()
+) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside the block (and ``also`` those exceptions, see
+    :func:`~sam3tune.errors.on_path`) into a :class:`WriteError` naming ``path`` and ``key``, the config
+    key or option it came from (``output_dir``, ``--out``)."""
+    with on_path(path, "write", key, WriteError, also):
         yield
-    except OSError as err:
-        reason = err.strerror or str(err)
-        other = f" ({err.filename})" if err.filename and str(err.filename) != str(path) else ""
-        raise WriteError(f"cannot write {path}: {reason}{other}") from err
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -50,15 +52,15 @@ def claim_output_folder(
     naming them, unless ``overwrite``: then those outputs (and only those) are removed first, so that no
     stale file (an overlay of an image no longer asked, say) is left beside the new ones."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise WriteError(f"{option} {folder} exists and is not a folder; choose a folder path")
-    present = [name for name in outputs if (folder / name).exists() or (folder / name).is_symlink()]
-    if present and not overwrite:
-        raise WriteError(
-            f"{option} {folder} already holds results ({', '.join(present)}); pass --overwrite to replace "
-            f"them, or choose another {option}"
-        )
-    with writing(folder):
+    with writing(folder, option):
+        if folder.exists() and not folder.is_dir():
+            raise WriteError(f"{option} {folder} exists and is not a folder; choose a folder path")
+        present = [name for name in outputs if (folder / name).exists() or (folder / name).is_symlink()]
+        if present and not overwrite:
+            raise WriteError(
+                f"{option} {folder} already holds results ({', '.join(present)}); pass --overwrite to "
+                f"replace them, or choose another {option}"
+            )
         for name in present:
             target = folder / name
             if target.is_dir() and not target.is_symlink():

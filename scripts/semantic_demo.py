@@ -30,7 +30,7 @@ from sam3tune.data.synth import ANY, SynthConfig
 from sam3tune.demo.base import base_model_dir
 from sam3tune.demo.recipe import FINETUNE
 from sam3tune.demo.tasks import _SCENE, COLOURS
-from sam3tune.eval.semantic_eval import eval_semantic_model, semantic_markdown
+from sam3tune.eval.semantic_eval import evaluate_semantic_model, semantic_markdown
 from sam3tune.predict import Predictor
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.recipe import train
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(TrainConfig, None, overrides)
     result = train(config)
     tuned = str(result.run_dir / "model")
-    metrics, zero_shot, markdown = eval_semantic_model(tuned, config.data, args.out / "eval", baseline=base)
+    metrics, zero_shot, _ = evaluate_semantic_model(tuned, config.data, args.out / "eval", baseline=base)
     markdown = semantic_markdown(metrics, "tuned", zero_shot, "zero-shot", f"{data} (split test)")
     figure = draw_figure(base, tuned, data, args.out / "semantic_demo.png")
     summary = {

@@ -64,7 +64,7 @@ def main() -> int:
         f"loop.epochs={args.steps}",
         f"loop.max_steps={args.steps}",
         f"schedule.warmup_steps={min(20, args.steps // 4)}",
-        "loop.checkpoint_every_epochs=10",  # an epoch is one step here (the sample is one batch)
+        "loop.checkpoint_every_steps=10",  # counts every step (an epoch is one step here)
     ]
     suite = {
         "datasets": datasets,

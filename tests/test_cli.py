@@ -51,7 +51,7 @@ def test_a_bad_value_names_the_key(capsys, tmp_path):
     assert main(["data", "inspect", str(tmp_path), "max_objects_per_query=many"]) == 2
     assert "max_objects_per_query" in capsys.readouterr().err
     assert main(["demo", "steps=0", "--out", str(tmp_path / "demo")]) == 2
-    assert "steps must be at least 1" in capsys.readouterr().err
+    assert "steps=0: must be at least 1" in capsys.readouterr().err
 
 
 def test_no_command_prints_help(capsys):

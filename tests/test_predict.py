@@ -7,6 +7,7 @@ from PIL import Image
 from torch import nn
 
 from sam3tune.cli import main
+from sam3tune.errors import UserError
 from sam3tune.eval.coco_results import detections_from_results, group_by_query, load_coco_results
 from sam3tune.eval.config import PostprocessConfig
 from sam3tune.model import HashingTokenizer
@@ -130,7 +131,7 @@ def test_predict_cli_with_tiny_model(images, tmp_path):
 def test_bad_prompts_and_paths(predictor, tmp_path):
     with pytest.raises(ValueError, match="repeat"):
         predictor.predict(Image.new("RGB", (8, 8)), ["a", "a"])
-    with pytest.raises(FileNotFoundError, match="no such"):
+    with pytest.raises(UserError, match="no such"):
         collect_images([tmp_path / "missing.jpg"])
 
 
@@ -172,15 +173,15 @@ def test_unreadable_files_are_skipped_and_counted(predictor, folder, tmp_path):
 @pytest.mark.parametrize("stop", [RuntimeError("CUDA out of memory"), KeyboardInterrupt()])
 def test_a_failure_at_image_4_keeps_images_1_to_3(predictor, folder, tmp_path, stop):
     calls = []
-    original = predictor.predict
+    original = predictor.forward
 
-    def failing(image, prompts, *exemplars):
+    def failing(batch):
         calls.append(1)
         if len(calls) == 4:
             raise stop
-        return original(image, prompts, *exemplars)
+        return original(batch)
 
-    predictor.predict = failing
+    predictor.forward = failing
     out = tmp_path / "out"
     with pytest.raises(type(stop)):
         predictor.predict_files(collect_images([folder]), ["date", "fig"], out, progress=False)
@@ -193,19 +194,19 @@ def test_a_failure_at_image_4_keeps_images_1_to_3(predictor, folder, tmp_path, s
 
 def test_a_killed_run_leaves_its_finished_images_in_the_journal(predictor, folder, tmp_path, monkeypatch):
     # a SIGKILL runs no `finally`: simulate it by making the final writes impossible
-    original = predictor.predict
+    original = predictor.forward
     calls = []
 
-    def killed(image, prompts, *exemplars):
+    def killed(batch):
         calls.append(1)
         if len(calls) == 3:
             monkeypatch.setattr("sam3tune.predict.predictor.save_coco_results", lambda *a: None)
             monkeypatch.setattr("sam3tune.predict.predictor.write_text_atomic", lambda *a: None)
             monkeypatch.setattr("pathlib.Path.unlink", lambda *a, **k: None)
             raise SystemExit(137)
-        return original(image, prompts, *exemplars)
+        return original(batch)
 
-    predictor.predict = killed
+    predictor.forward = killed
     with pytest.raises(SystemExit):
         predictor.predict_files(collect_images([folder]), ["date"], tmp_path / "out", progress=False)
     lines = (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from sam3tune.data.images import LARGE_IMAGE_PIXELS, ImageFileError, ImageInfo, probe_image
-from sam3tune.data.json_file import JsonFileError, read_json
 from sam3tune.data.layout import SplitFiles, image_path, resolves_inside
 from sam3tune.data.masks import Segmentation, SegmentationError, mask_extent, validate_segmentation
 from sam3tune.data.problems import DataError, ProblemReport
 from sam3tune.data.yolo import read_yolo_split
+from sam3tune.json_file import JsonFileError, read_json
 from sam3tune.progress import progress_bar
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")

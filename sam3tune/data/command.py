@@ -10,16 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sam3tune.config import load_config, with_shortcuts
+from sam3tune.config import ConfigError, load_config, with_shortcuts
 from sam3tune.data.coco import CocoSplit, load_split
 from sam3tune.data.config import DataConfig
 from sam3tune.data.inspection import format_report, inspect_dataset
 from sam3tune.data.layout import ROBOFLOW_ANNOTATIONS, find_splits
 from sam3tune.data.masks import decode_segmentation
-from sam3tune.data.problems import DataError
 from sam3tune.data.semantic import generate_semantic
 from sam3tune.data.synth import SynthConfig, generate
-from sam3tune.output_files import write_text_atomic
+from sam3tune.errors import on_path
+from sam3tune.output_files import WriteError, write_text_atomic, writing
 from sam3tune.progress import progress_bar
 
 
@@ -32,13 +32,9 @@ def run_inspect_command(
 ) -> int:
     """Inspect the dataset at ``path`` (root, split folder or COCO JSON; ``images``: the image folder of a
     JSON file) read with the :class:`DataConfig` of the ``config`` file and ``key=value`` overrides; print
-    the report (text or JSON). Exit status 0 when every split is usable, 1 when one is not, 2 for bad
-    input (message on stderr)."""
-    try:
-        settings = load_config(DataConfig, config, overrides)
-    except ValueError as err:  # ConfigError, or DataConfig's own checks
-        print(f"sam3tune data inspect: {err}", file=sys.stderr)
-        return 2
+    the report (text or JSON). Exit status 0 when every split is usable, 1 when one is not; bad input
+    raises a :class:`~sam3tune.errors.UserError` (status 2)."""
+    settings = load_config(DataConfig, config, overrides)
     report = inspect_dataset(path, settings, images, progress=not as_json)
     sys.stdout.write((json.dumps(report, indent=2) if as_json else format_report(report)) + "\n")
     return 0 if report["ok"] else 1
@@ -54,23 +50,20 @@ def run_synth_command(
     """Write the synthetic dataset of the :class:`SynthConfig` from the ``config`` file, ``key=value``
     overrides, then ``images`` (``images`` training images, a quarter of that, at least 1, for valid and
     test) under ``out``; with ``semantic``, as label maps + ``semantic.yaml`` (docs/semantic.md). Exit
-    status 0, or 2 for bad input (message on stderr)."""
+    status 0; bad input raises a :class:`~sam3tune.errors.UserError` (status 2)."""
     splits = None
     if images is not None:
         held_out = max(1, images // 4)
         splits = [["train", images], ["valid", held_out], ["test", held_out]]
-    try:
-        if images is not None and images < 1:
-            raise ValueError("--images must be at least 1")
-        settings = load_config(SynthConfig, config, with_shortcuts(overrides, {"splits": splits}))
+    if images is not None and images < 1:
+        raise ConfigError(f"--images must be at least 1, got {images}")
+    settings = load_config(SynthConfig, config, with_shortcuts(overrides, {"splits": splits}))
+    with writing(out, "OUT"):
         if semantic:
             for split, count in generate_semantic(settings, out).items():
                 print(f"{out / split}: {count} images with label maps")
             return 0
         summary = generate(settings, out)
-    except ValueError as err:  # ConfigError, or SynthConfig's own checks
-        print(f"sam3tune data synth: {err}", file=sys.stderr)
-        return 2
     for split, count in summary.images.items():
         print(f"{out / split}: {count} images, {summary.objects[split]} objects")
     return 0
@@ -85,26 +78,25 @@ def run_convert_command(
 
     The JSON holds what sam3tune reads from the source after validation: usable images, valid objects
     (boxes clipped to the image, areas of the rasterised masks, or of the box for box-only objects),
-    every category. Returns 0, or 2 with a message on stderr for bad input or a non-empty ``out``.
+    every category. Returns 0; bad input or a non-empty ``out`` raises a :class:`~sam3tune.errors.UserError`.
     """
     if to != "coco":
-        print(f"sam3tune data convert: --to {to!r}: only coco is written", file=sys.stderr)
-        return 2
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        print(f"sam3tune data convert: {out} exists and is not empty; choose a new folder", file=sys.stderr)
-        return 2
-    try:
-        splits = [load_split(files) for files in find_splits(path, images, bbox_format)]
-    except DataError as err:
-        print(f"sam3tune data convert: {err}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--to {to!r}: only coco is written")
+    with on_path(out, "read", "--out"):
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise WriteError(f"--out {out} exists and is not empty; choose a new folder", path=out)
+    with on_path(path, "read", "PATH"):
+        found = find_splits(path, images, bbox_format)
+    splits = [load_split(files) for files in found]
     for split in splits:
         folder = out / split.name
-        folder.mkdir(parents=True, exist_ok=True)
+        with writing(folder, "--out"):
+            folder.mkdir(parents=True, exist_ok=True)
         for image in progress_bar(split.images, desc=f"images of {split.name}", leave=False):
             target = folder / image.file_name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(image.path, target)
+            with writing(target, "--out"):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(image.path, target)
         write_text_atomic(folder / ROBOFLOW_ANNOTATIONS, json.dumps(split_as_coco(split)))
         skipped = sum(split.problems.counts.values())
         print(

@@ -278,7 +278,7 @@ def load_plan(
     """
     if config.root is None:
         raise DataError(
-            "empty_split", "data.root is not set: point it at a dataset folder or a COCO JSON file"
+            "dataset_missing", "data.root is not set: point it at a dataset folder or a COCO JSON file"
         )
     split_files = resolve_split(config.root, split, image_dir, config.hf_bbox_format)
     coco = load_split(split_files, progress=progress, follow_symlinks=config.follow_symlinks)

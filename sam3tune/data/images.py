@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from sam3tune.errors import UserError
+
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -21,7 +23,7 @@ ZERO_RUN_BYTES = 4096
 (Huffman-coded data of a real image does not hold such runs)."""
 
 
-class ImageFileError(Exception):
+class ImageFileError(UserError):
     """An image file that cannot be used; ``kind`` is a problem kind of the catalogue."""
 
     def __init__(self, kind: str, message: str):

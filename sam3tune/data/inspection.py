@@ -22,6 +22,7 @@ from sam3tune.data.queries import Negatives, load_prompt_map, negative_count, pl
 from sam3tune.data.semantic import is_semantic_dataset, load_semantic_split, read_label_map, semantic_splits
 from sam3tune.data.shots import sample_shots
 from sam3tune.data.tiling import tile_plan
+from sam3tune.errors import describe_os_error
 
 SCHEMA_VERSION = 1
 
@@ -63,7 +64,7 @@ def inspect_dataset(
             report["splits"].append(entry)
         if not report["splits"]:
             report.update(
-                ok=False, error={"kind": "empty_split", "message": f"{path}: no split with images/"}
+                ok=False, error={"kind": "split_missing", "message": f"{path}: no split with images/"}
             )
         return report
     try:
@@ -71,6 +72,10 @@ def inspect_dataset(
         prompt_map = load_prompt_map(config.prompts) if config.prompts else None
     except DataError as err:
         report.update(ok=False, error={"kind": err.kind, "message": str(err)})
+        return report
+    except OSError as err:  # a name the filesystem refuses, a folder that cannot be read
+        message = describe_os_error(err, path, "read")
+        report.update(ok=False, error={"kind": "layout_invalid", "message": message})
         return report
     for files in splits:
         sampled = config.shots is not None and (

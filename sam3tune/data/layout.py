@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from sam3tune.data.hf_datasets import BboxFormat, hf_source, hf_split_files
 from sam3tune.data.problems import DataError
 from sam3tune.data.yolo import YoloSplit, find_yolo_splits, is_yolo_dataset
+from sam3tune.errors import describe_os_error
 
 ROBOFLOW_ANNOTATIONS = "_annotations.coco.json"
 SEMANTIC_YAML = "semantic.yaml"  # marks a semantic (label-map) dataset, see sam3tune.data.semantic
@@ -48,7 +49,7 @@ def find_splits(
     if path.is_file():
         return [SplitFiles(path.stem, path, Path(image_dir) if image_dir else path.parent)]
     if not path.is_dir():
-        raise DataError("empty_split", f"{path}: no such file or folder")
+        raise DataError("dataset_missing", f"{path}: no such file or folder")
     if (path / ROBOFLOW_ANNOTATIONS).is_file():
         return [SplitFiles(path.name, path / ROBOFLOW_ANNOTATIONS, Path(image_dir) if image_dir else path)]
     splits = [
@@ -58,7 +59,7 @@ def find_splits(
     ]
     if not splits and (path / SEMANTIC_YAML).is_file():
         raise DataError(
-            "empty_split",
+            "layout_invalid",
             f"{path}: a semantic dataset ({SEMANTIC_YAML}, label maps): `sam3tune train`, `eval`, `predict` "
             "and `data inspect` read it (docs/semantic.md); `doctor` and `data convert` need instance labels",
         )
@@ -69,7 +70,7 @@ def find_splits(
         ]
     if not splits:
         raise DataError(
-            "empty_split",
+            "layout_invalid",
             f"{path}: found no {ROBOFLOW_ANNOTATIONS} in it or in its {'/'.join(SPLIT_NAMES)} folders, "
             "and no YOLO data.yaml or images/ + labels/ (pass a COCO JSON file to use another layout)",
         )
@@ -91,9 +92,17 @@ def resolve_split(
     split folder or a JSON file, that split is returned whatever ``split`` says. A Hugging Face dataset's
     splits are read as :func:`find_splits` reads them (``hf_bbox_format``).
     """
-    if hf_source(root) is not None:
-        return _named_split(find_splits(root, hf_bbox_format=hf_bbox_format), split, root, image_dir)
-    root = Path(root)
+    try:
+        if hf_source(root) is not None:
+            return _named_split(find_splits(root, hf_bbox_format=hf_bbox_format), split, root, image_dir)
+        return _resolve_split(Path(root), split, image_dir)
+    except OSError as err:  # a name the filesystem refuses, a folder that cannot be read
+        raise DataError("layout_invalid", describe_os_error(err, root, "read", "data.root")) from err
+
+
+def _resolve_split(root: Path, split: str, image_dir: str | Path | None) -> SplitFiles:
+    if not root.exists():
+        raise DataError("dataset_missing", f"{root}: no such file or folder")
     candidate = Path(split) if Path(split).is_absolute() else root / split
     if candidate.is_file():
         return SplitFiles(candidate.stem, candidate, Path(image_dir) if image_dir else candidate.parent)
@@ -114,7 +123,7 @@ def _named_split(
             if found.name == name:
                 return dataclasses.replace(found, image_dir=Path(image_dir) if image_dir else found.image_dir)
     names = ", ".join(s.name for s in available) or "none"
-    raise DataError("empty_split", f"{root}: no split {split!r} (splits found: {names})")
+    raise DataError("split_missing", f"{root}: no split {split!r} (splits found: {names})")
 
 
 def image_path(image_dir: Path, file_name: str, where: str) -> Path:

@@ -25,6 +25,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from faster_coco_eval.core import mask as coco_mask
 
+from sam3tune.errors import UserError
+
 Segmentation = list[list[float]] | dict[str, Any]
 
 CLIP_MARGIN_SIDES = 1.0
@@ -39,7 +41,7 @@ MAX_OUTLINE_PER_SIDE = 64
 that at most; the rasteriser's memory grows with it (~80 bytes per outline pixel)."""
 
 
-class SegmentationError(ValueError):
+class SegmentationError(UserError, ValueError):
     """A segmentation that cannot give a mask; ``kind`` is a problem kind of the catalogue."""
 
     def __init__(self, kind: str, message: str):

@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
+from sam3tune.errors import UserError
+
 log = logging.getLogger(__name__)
 
 Severity = Literal["error", "skipped", "fixed", "warning", "info"]
@@ -22,7 +24,10 @@ possibly wrong (look at the examples); ``info``: worth knowing."""
 # kind -> (severity, what happened). Fatal kinds are raised as DataError with a specific message;
 # they are listed here so that the documentation and ``inspect`` name them consistently.
 CATALOGUE: dict[str, tuple[Severity, str]] = {
-    "invalid_json": ("error", "the annotation file is not valid JSON (or is truncated)"),
+    "invalid_json": (
+        "error",
+        "the annotation file is not valid JSON (or is truncated), or repeats a key in one object",
+    ),
     "missing_key": ("error", "a required COCO key is missing or has the wrong type"),
     "duplicate_image_id": ("error", "two image entries share an id"),
     "duplicate_annotation_id": ("error", "two annotations share an id"),
@@ -32,8 +37,11 @@ CATALOGUE: dict[str, tuple[Severity, str]] = {
     "mixed_labels": ("error", "semantic label maps and instance labels in one dataset"),
     "layout_invalid": (
         "error",
-        "data.yaml, classes.txt or semantic.yaml unreadable or without names, or a split folder absent",
+        "no annotation file, data.yaml or labels folder where one belongs; data.yaml, classes.txt or "
+        "semantic.yaml unreadable or without names",
     ),
+    "dataset_missing": ("error", "data.root is not set, or no file or folder is there"),
+    "split_missing": ("error", "the dataset has no split of that name (data.train / data.val)"),
     "empty_split": ("error", "the split has no images or no annotations"),
     "hf_schema": (
         "error",
@@ -120,7 +128,7 @@ CATALOGUE: dict[str, tuple[Severity, str]] = {
 MAX_EXAMPLES = 5
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset problem that makes the split unusable; the message names the file and the id."""
 
     def __init__(self, kind: str, message: str):

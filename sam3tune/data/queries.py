@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import re
 from collections import defaultdict
@@ -33,6 +32,7 @@ from sam3tune.config import parse_yaml
 from sam3tune.data.coco import CocoImage, CocoObject, CocoSplit
 from sam3tune.data.problems import DataError, ProblemReport
 from sam3tune.data.shots import ShotSample
+from sam3tune.json_file import loads_strict
 
 if TYPE_CHECKING:
     from sam3tune.data.tiling import TilingSummary
@@ -116,7 +116,7 @@ def load_prompt_map(path: str | Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
         data = (
-            json.loads(text) if path.suffix.lower() == ".json" else parse_yaml(text)
+            loads_strict(text, path, "prompt map") if path.suffix.lower() == ".json" else parse_yaml(text)
         )  # `on`, `no` stay text
     except (OSError, ValueError, yaml.YAMLError) as err:
         raise DataError("invalid_json", f"{path}: cannot read the prompt map: {err}") from err
@@ -225,13 +225,13 @@ def _query_categories(
             )
         result[cat_id] = QueryCategory(cat_id, name, prompt)
     _refuse_shared_prompts(
-        [[c for c in result.values() if _prompt_key(c.prompt) == key] for key in _shared_keys(result)],
+        [[c for c in result.values() if prompt_key(c.prompt) == key] for key in _shared_keys(result)],
         f"{split.annotation_file}: after cleaning",
     )
     return result
 
 
-def _prompt_key(prompt: str) -> str:
+def prompt_key(prompt: str) -> str:
     """What a prompt says, ignoring case, punctuation and spacing (``"Car."`` and ``"car"`` agree)."""
     return re.sub(r"[\W_]+", " ", prompt).strip().casefold() or prompt
 
@@ -239,7 +239,7 @@ def _prompt_key(prompt: str) -> str:
 def _shared_keys(categories: dict[int, QueryCategory]) -> list[str]:
     keys: dict[str, int] = defaultdict(int)
     for category in categories.values():
-        keys[_prompt_key(category.prompt)] += 1
+        keys[prompt_key(category.prompt)] += 1
     return [key for key, n in keys.items() if n > 1]
 
 

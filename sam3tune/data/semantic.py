@@ -17,6 +17,7 @@ ignored), both ``(M, M)`` bool, sampled nearest-neighbour through the same geome
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,8 +67,9 @@ class SemanticSplit:
 
 
 def is_semantic_dataset(path: str | Path | None) -> bool:
-    """Whether ``path`` is a semantic dataset root (holds ``semantic.yaml``)."""
-    return path is not None and (Path(path) / SEMANTIC_YAML).is_file()
+    """Whether ``path`` is a semantic dataset root (holds ``semantic.yaml``); False for a path that cannot
+    be looked at (the reader of the dataset then names the problem)."""
+    return path is not None and os.path.isfile(Path(path) / SEMANTIC_YAML)
 
 
 def read_semantic_yaml(root: Path) -> tuple[dict[int, str], int | None]:
@@ -97,7 +99,7 @@ def load_semantic_split(root: str | Path, split: str) -> SemanticSplit:
     )
     if folder is None:
         raise DataError(
-            "empty_split", f"{root}: no split {split!r} (expected {root / split}/images and labels)"
+            "split_missing", f"{root}: no split {split!r} (expected {root / split}/images and labels)"
         )
     instance_files = [
         p

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from sam3tune.config import ConfigError
 from sam3tune.data.layout import ROBOFLOW_ANNOTATIONS
 from sam3tune.progress import progress_bar
 
@@ -109,16 +110,16 @@ class SynthConfig:
     def category_pairs(self) -> tuple[Kind, ...]:
         """The (colour, shape) categories, validated (``ANY`` allowed)."""
         if isinstance(self.categories, str) and self.categories not in PRESETS:
-            raise ValueError(f"unknown preset {self.categories!r}; presets: {', '.join(PRESETS)}")
+            raise ConfigError(f"unknown preset {self.categories!r}; presets: {', '.join(PRESETS)}")
         pairs = PRESETS[self.categories] if isinstance(self.categories, str) else tuple(self.categories)
         for colour, shape in pairs:
             if colour not in (*COLOURS, ANY) or shape not in (*SHAPES, ANY) or colour == shape == ANY:
-                raise ValueError(
+                raise ConfigError(
                     f"unknown category ({colour!r}, {shape!r}); colours: {', '.join(COLOURS)}; "
                     f"shapes: {', '.join(SHAPES)}; either (not both) may be {ANY!r}"
                 )
         if len(set(pairs)) != len(pairs) or not pairs:
-            raise ValueError(f"categories must be distinct and non-empty, got {pairs}")
+            raise ConfigError(f"categories must be distinct and non-empty, got {pairs}")
         return pairs
 
     def category_names(self) -> list[str]:
@@ -127,7 +128,7 @@ class SynthConfig:
         names = [" ".join(w for w in pair if w != ANY) for pair in self.category_pairs()]
         names += list(self.negative_categories)
         if len(set(names)) != len(names):
-            raise ValueError(f"category names must be distinct, got {names}")
+            raise ConfigError(f"category names must be distinct, got {names}")
         return names
 
     def object_kinds(self) -> tuple[Kind, ...]:
@@ -136,22 +137,22 @@ class SynthConfig:
         for where, group in (("objects", kinds), ("distractors", self.distractors)):
             for colour, shape in group:
                 if colour not in COLOURS or shape not in SHAPES:
-                    raise ValueError(
+                    raise ConfigError(
                         f"unknown {where} kind ({colour!r}, {shape!r}); objects need a colour from "
                         f"{', '.join(COLOURS)} and a shape from {', '.join(SHAPES)}"
                         + ("; set `objects` when categories use 'any'" if self.objects is None else "")
                     )
         if not kinds:
-            raise ValueError("objects must name at least one (colour, shape) kind")
+            raise ConfigError("objects must name at least one (colour, shape) kind")
         fraction = self.distractor_fraction
         if not 0.0 <= fraction <= 1.0 or (fraction > 0 and not self.distractors):
-            raise ValueError(
+            raise ConfigError(
                 f"distractor_fraction must be in [0, 1] and needs distractors, got "
                 f"{self.distractor_fraction} with {len(self.distractors)} distractor kinds"
             )
         shapes = {shape for _, shape in (*kinds, *self.distractors)}
         if self.rotate and {"square", "diamond"} <= shapes:
-            raise ValueError("square and diamond differ only by rotation: draw both only with rotate=False")
+            raise ConfigError("square and diamond differ only by rotation: draw both only with rotate=False")
         return kinds
 
 

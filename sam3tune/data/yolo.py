@@ -301,7 +301,7 @@ def _labels_folder(root: Path, images: Path, where: str) -> Path:
         )
     labels = _label_path(root, images / "x").parent
     if not labels.is_dir():
-        raise DataError("empty_split", f"{where}: no labels folder {labels} for the images in {images}")
+        raise DataError("layout_invalid", f"{where}: no labels folder {labels} for the images in {images}")
     return labels
 
 

@@ -10,15 +10,16 @@ from typing import Any
 
 from sam3tune.atomic import atomic_directory
 from sam3tune.model import load_model
+from sam3tune.model.hub import ModelSpecError
 
 BASE_DIR = Path(__file__).with_name("base")
 PROVENANCE_FILE = "pretraining.json"
 
 
 def base_model_dir() -> Path:
-    """The shipped base model's directory; ``FileNotFoundError`` (with the remedy) when it is absent."""
+    """The shipped base model's directory; ``ModelSpecError`` (with the remedy) when it is absent."""
     if not (BASE_DIR / "config.json").is_file():
-        raise FileNotFoundError(
+        raise ModelSpecError(
             f"the demo base model is missing from {BASE_DIR}; remake it with "
             "`python scripts/pretrain_demo_base.py` (about an hour on one CPU core, docs/demo.md)"
         )

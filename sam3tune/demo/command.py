@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,13 +22,9 @@ def run_demo_command(
 ) -> int:
     """Run the demo of the :class:`DemoSettings` from the ``config`` file, ``key=value`` overrides, then
     ``out``, with ``threads`` torch CPU threads (None: torch's default); print the results.
-    Exit status 0, 2 for bad input (message printed), 130 when interrupted."""
+    Exit status 0; bad input raises a :class:`~sam3tune.errors.UserError` (status 2)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        settings = load_config(DemoSettings, config, with_shortcuts(overrides, {"out": out}))
-    except ValueError as err:  # ConfigError, or DemoSettings' own checks
-        print(f"sam3tune demo: {err}", file=sys.stderr)
-        return 2
+    settings = load_config(DemoSettings, config, with_shortcuts(overrides, {"out": out}))
     if threads is not None:
         torch.set_num_threads(threads)
     print(
@@ -39,14 +34,7 @@ def run_demo_command(
         flush=True,
     )
     started = time.perf_counter()
-    try:
-        result = run_demo(settings)
-    except (FileExistsError, FileNotFoundError, ValueError) as err:
-        print(f"sam3tune demo: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as err:
-        print(f"sam3tune demo: interrupted {err}", file=sys.stderr)
-        return 130
+    result = run_demo(settings)
     print(summary(result, time.perf_counter() - started, settings))
     return 0
 

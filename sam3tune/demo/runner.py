@@ -5,7 +5,7 @@ tuned on held-out images, with the real pipeline end to end.
    ``train`` (fine-tuning images) and ``test`` (held out, never trained on).
 2. ``sam3tune.train.train`` fine-tunes the base (``recipe.FINETUNE``), writing the run directory with its
    loss curve and the tuned model.
-3. ``sam3tune.eval.command.eval_model`` evaluates the tuned model next to the base (zero-shot) on the
+3. ``sam3tune.eval.api.evaluate_model`` evaluates the tuned model next to the base (zero-shot) on the
    held-out split: box / mask AP, cgF1, false-fire rate; ``eval.md`` and ``eval.json``.
 4. ``sam3tune.predict.Predictor`` draws both models' detections on a few held-out images.
 """
@@ -27,10 +27,12 @@ from sam3tune.demo.base import base_model_dir
 from sam3tune.demo.recipe import finetune_config
 from sam3tune.demo.settings import DemoSettings
 from sam3tune.demo.tasks import NEW_SHAPES, finetune_task
-from sam3tune.eval.command import eval_model
+from sam3tune.eval.api import evaluate_model
 from sam3tune.eval.config import EvalConfig, PostprocessConfig
 from sam3tune.eval.evaluate import EvalMetrics
+from sam3tune.output_files import WriteError, writing
 from sam3tune.predict import Predictor
+from sam3tune.run_dir import RunDir
 from sam3tune.train.recipe import train
 
 log = logging.getLogger(__name__)
@@ -65,8 +67,11 @@ class DemoResult:
 def run_demo(settings: DemoSettings, progress: bool = True) -> DemoResult:
     """Write the task, fine-tune, evaluate before/after, draw overlays (see module docstring)."""
     out = Path(settings.out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty: choose another --out or remove it")
+    with writing(out, "out"):
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            message = f"--out {out} exists and is not empty (or is a file): choose another --out"
+            raise WriteError(message, path=out)
+        out.mkdir(parents=True, exist_ok=True)
     base = Path(settings.base) if settings.base is not None else base_model_dir()
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -82,11 +87,11 @@ def run_demo(settings: DemoSettings, progress: bool = True) -> DemoResult:
     result = train(config)
     if result.status != "completed":
         raise KeyboardInterrupt(f"fine-tuning stopped after {result.steps} steps ({result.run_dir})")
-    tuned = result.run_dir / "model"
+    tuned = RunDir(result.run_dir).model_dir
     seconds["fine-tune"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    tuned_metrics, zero_shot_metrics, _ = eval_model(
+    tuned_metrics, zero_shot_metrics, _ = evaluate_model(
         str(tuned),
         DataConfig(root=data, val="test"),
         out / "eval",

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sam3tune.config import InvalidValue
+
 
 @dataclass
 class DemoSettings:
@@ -24,4 +26,4 @@ class DemoSettings:
     def __post_init__(self) -> None:
         for name in ("steps", "train_images", "heldout_images"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise InvalidValue(name, getattr(self, name), "must be at least 1")

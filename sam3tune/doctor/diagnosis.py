@@ -53,10 +53,11 @@ from sam3tune.model import (
     build_training_model,
 )
 from sam3tune.train.config import TrainConfig
+from sam3tune.train.dataset_kinds import training_dataset
 from sam3tune.train.loop import uses_bf16
 from sam3tune.train.memory_ladder import RUNGS, rung_config
 from sam3tune.train.param_groups import build_optimizer, role_of
-from sam3tune.train.recipe import data_for_model, load_bundle, training_dataset
+from sam3tune.train.recipe import data_for_model, load_bundle
 from sam3tune.train.sampler import EpochBatchSampler
 
 SAM3_PATCH_SIZE = 14
@@ -133,8 +134,9 @@ def diagnose(
         config = rung_config(config, config.loop.memory)
     report = DoctorReport(max_grad_norm=config.optim.grad_clip_norm)
     report.flags += loss_config_flags(config.loss) + optimiser_flags(config.optim)
+    device = resolve_device(config.loop.device, 0)
     say(f"loading model {config.model.name}")
-    bundle, model = _build_model(config, report)
+    bundle, model = _build_model(config, report, device)
     data_config = _data_for_model(config.data, bundle, report)
     report.setup = _setup(config, data_config, bundle)
     dataset = None
@@ -146,7 +148,6 @@ def diagnose(
     batch = _first_batch(dataset, config, bundle, report)
     if batch is None:
         return report
-    device = resolve_device(config.loop.device, 0)
     model.to(device)
     say(f"running one training step on {device}")
     _diagnose_step(report, model, batch, config, dataset_targets=report.data.targets if report.data else None)
@@ -199,9 +200,10 @@ def _setup(config: TrainConfig, data: DataConfig | None, bundle: ModelBundle | N
 
 
 def _build_model(
-    config: TrainConfig, report: DoctorReport
+    config: TrainConfig, report: DoctorReport, device: torch.device
 ) -> tuple[ModelBundle | None, Sam3ForTraining | None]:
-    """The bundle and training model as the trainer loads them (``model_build_failed`` / LoRA flags)."""
+    """The bundle and training model as the trainer loads them for ``device`` (frozen weights in bf16
+    exactly when the trainer uses bf16 there: ``uses_bf16``), with ``model_build_failed`` / LoRA flags."""
     try:
         bundle = load_bundle(config)
     except (WeightsNotLoadedError, ValueError, OSError) as err:
@@ -216,7 +218,7 @@ def _build_model(
             bundle,
             config.model,
             exemplars=config.data.exemplars.enabled,
-            bf16_autocast=config.loop.amp != "off",
+            bf16_autocast=uses_bf16(config.loop.amp, device),
         )
     except (WeightsNotLoadedError, ValueError) as err:
         report.flags.append(make_flag("model_build_failed", str(err)))

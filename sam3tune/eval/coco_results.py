@@ -13,15 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from sam3tune.data.json_file import JsonFileError, read_json
+from sam3tune.errors import UserError
 from sam3tune.eval.postprocess import Detections
 from sam3tune.eval.rle import rle_problem
+from sam3tune.json_file import JsonFileError, read_json
 from sam3tune.output_files import write_text_atomic
 
 QueryKey = tuple[int, int]  # (image_id, category_id)
 
 
-class ResultsError(ValueError):
+class ResultsError(UserError, ValueError):
     """A COCO results file or entry that cannot be evaluated."""
 
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from sam3tune.data import QueryPlan
-from sam3tune.data.json_file import JsonFileError, read_json
 from sam3tune.data.masks import SegmentationError, validate_segmentation
+from sam3tune.errors import UserError
 from sam3tune.eval.rle import annotation_rle, mask_areas
+from sam3tune.json_file import JsonFileError, read_json
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,7 @@ decodes at most; a larger size is a typo or an attempt to make mask decoding exh
 _INT64 = 1 << 63
 
 
-class GroundTruthError(ValueError):
+class GroundTruthError(UserError, ValueError):
     """Ground truth that cannot be evaluated (the message names the file and the offending id)."""
 
 
@@ -43,14 +45,32 @@ def load_ground_truth(path: str | Path) -> dict:
 
 
 def check_ground_truth(gt: object) -> None:
-    """Raise :class:`GroundTruthError` naming the first image/category/annotation that is unusable."""
+    """Raise :class:`GroundTruthError` naming the first image/category/annotation that is unusable and
+    the field: every field evaluation reads is checked for its type, as the training data reader does."""
     if not isinstance(gt, dict):
         raise GroundTruthError(f"expected a COCO object, got {type(gt).__name__}")
     for key in ("images", "categories", "annotations"):
         if not isinstance(gt.get(key), list):
-            raise GroundTruthError(f"missing the {key!r} list")
+            got = "missing" if key not in gt else f"a {type(gt[key]).__name__}"
+            raise GroundTruthError(f"the top-level {key!r} must be a list, got {got}")
+    image_ids = _check_images(gt["images"])
+    category_ids = set()
+    for category in gt["categories"]:
+        if not isinstance(category, dict) or "id" not in category or "name" not in category:
+            raise GroundTruthError(f"category {category!r:.80} lacks id or name")
+        _check_id(category["id"], "category")
+        if not isinstance(category["name"], str):
+            name = category["name"]
+            raise GroundTruthError(f"category {category['id']}: name {name!r:.40} is not a string")
+        category_ids.add(category["id"])
+    annotation_ids: set[int] = set()
+    for ann in gt["annotations"]:
+        _check_annotation(ann, annotation_ids, image_ids, category_ids)
+
+
+def _check_images(images: list) -> set[int]:
     image_ids = set()
-    for image in gt["images"]:
+    for image in images:
         if not isinstance(image, dict) or not all(k in image for k in ("id", "height", "width")):
             raise GroundTruthError(f"image {image!r:.80} lacks id, height or width")
         _check_id(image["id"], "image")
@@ -65,31 +85,38 @@ def check_ground_truth(gt: object) -> None:
         if image["id"] in image_ids:
             raise GroundTruthError(f"image id {image['id']} appears twice")
         image_ids.add(image["id"])
-    category_ids = set()
-    for category in gt["categories"]:
-        if not isinstance(category, dict) or "id" not in category or "name" not in category:
-            raise GroundTruthError(f"category {category!r:.80} lacks id or name")
-        _check_id(category["id"], "category")
-        category_ids.add(category["id"])
-    annotation_ids = set()
-    for ann in gt["annotations"]:
-        ann_id = ann.get("id") if isinstance(ann, dict) else None
-        if ann_id is None or ann_id in annotation_ids:
-            raise GroundTruthError(f"annotation {ann!r:.80} has no id or a repeated one")
-        _check_id(ann_id, "annotation")
-        annotation_ids.add(ann_id)
-        if ann.get("image_id") not in image_ids:
-            raise GroundTruthError(f"annotation {ann_id} refers to unknown image {ann.get('image_id')!r}")
-        if ann.get("category_id") not in category_ids:
-            raise GroundTruthError(
-                f"annotation {ann_id} refers to unknown category {ann.get('category_id')!r}"
-            )
-        bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and bbox[2] >= 0 and bbox[3] >= 0):
-            raise GroundTruthError(f"annotation {ann_id} has an invalid bbox {bbox!r}")
-        crowd = ann.get("iscrowd", 0)
-        if not (isinstance(crowd, (int, float)) and crowd in (0, 1)):
-            raise GroundTruthError(f"annotation {ann_id} has iscrowd {crowd!r:.40}; COCO wants 0 or 1")
+    return image_ids
+
+
+def _check_annotation(ann: object, seen: set[int], image_ids: set[int], category_ids: set[int]) -> None:
+    ann_id = ann.get("id") if isinstance(ann, dict) else None
+    if ann_id is None or ann_id in seen:
+        raise GroundTruthError(f"annotation {ann!r:.80} has no id or a repeated one")
+    _check_id(ann_id, "annotation")
+    seen.add(ann_id)
+    for field, known, what in (("image_id", image_ids, "image"), ("category_id", category_ids, "category")):
+        value = ann.get(field)
+        if not _is_int(value):
+            raise GroundTruthError(f"annotation {ann_id}: {field} {value!r:.40} is not an integer id")
+        if value not in known:
+            raise GroundTruthError(f"annotation {ann_id}: {field} {value} is no {what} of the file")
+    bbox = ann.get("bbox")
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_finite(v) for v in bbox)):
+        raise GroundTruthError(f"annotation {ann_id}: bbox {bbox!r:.60} is not 4 finite numbers [x, y, w, h]")
+    if bbox[2] < 0 or bbox[3] < 0:
+        raise GroundTruthError(f"annotation {ann_id}: bbox {bbox!r:.60} has a negative width or height")
+    crowd = ann.get("iscrowd", 0)
+    if not (_is_finite(crowd) and crowd in (0, 1)):
+        raise GroundTruthError(f"annotation {ann_id} has iscrowd {crowd!r:.40}; COCO wants 0 or 1")
+    area = ann.get("area")
+    if area is not None and not (_is_finite(area) and area >= 0):
+        raise GroundTruthError(f"annotation {ann_id}: area {area!r:.40} is not a number >= 0")
+    segmentation = ann.get("segmentation")
+    if segmentation is not None and not isinstance(segmentation, (list, dict)):
+        raise GroundTruthError(
+            f"annotation {ann_id}: segmentation {segmentation!r:.40} is neither polygons (a list) nor an "
+            "RLE (an object with size and counts)"
+        )
 
 
 def _check_id(value: object, what: str) -> None:
@@ -99,6 +126,10 @@ def _check_id(value: object, what: str) -> None:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def has_mask(ann: dict) -> bool:

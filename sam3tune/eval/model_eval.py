@@ -3,7 +3,7 @@
 The model enters as ``forward(batch) -> outputs``: any callable returning the final-layer outputs
 dict of ``docs/architecture.md`` for the batch's queries (in eval mode, no gradients needed).
 This keeps the loop independent of how the model was loaded, so the train loop can call
-:func:`evaluate_model` for validation with its own model.
+:func:`score_module` for validation with its own model.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -20,8 +19,9 @@ from torch.utils.data import DataLoader, Dataset
 from sam3tune.data import Batch, QueryDataset, QueryPlan, Tokenize, collate
 from sam3tune.eval.config import EvalConfig, PostprocessConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
-from sam3tune.eval.ground_truth import ground_truth_from_plan
-from sam3tune.eval.postprocess import Detections, postprocess
+from sam3tune.eval.inference import InferenceModel
+from sam3tune.eval.postprocess import postprocess
+from sam3tune.eval.sliced import predict_sliced
 from sam3tune.progress import progress_bar
 
 Forward = Callable[[Batch], dict[str, torch.Tensor]]
@@ -62,7 +62,7 @@ def predict_batches(
     return results, queried
 
 
-def evaluate_model(
+def score_batches(
     forward: Forward,
     batches: Iterable[Batch],
     gt: dict,
@@ -95,18 +95,18 @@ def eval_postprocess(config: EvalConfig) -> PostprocessConfig:
 
 
 def predict_sliced_plan(
-    predict: Callable[[Path, list[str]], dict[str, Detections]], plan: QueryPlan, progress: bool = True
+    runner: InferenceModel, plan: QueryPlan, config: PostprocessConfig, progress: bool = True
 ) -> tuple[list[dict], set[tuple[int, int]]]:
     """COCO results and queried ``(image_id, category_id)`` pairs of every image of an evaluation ``plan``
-    asked every queried category by ``predict(path, prompts)`` (sliced prediction on the whole image,
-    e.g. ``Predictor.predict`` with ``postprocess.tiling`` on)."""
+    asked every queried category, each whole image predicted tile by tile
+    (:func:`~sam3tune.eval.sliced.predict_sliced` with ``config.tiling``)."""
     categories = sorted(plan.categories)
     prompts = [plan.categories[c].prompt for c in categories]
     results: list[dict] = []
     queried: set[tuple[int, int]] = set()
     for query in progress_bar(plan.images, desc="predict sliced", unit="image", disable=not progress):
         image = query.image
-        found = predict(image.path, prompts)
+        found = predict_sliced(runner, image.path, prompts, config)
         for category_id, prompt in zip(categories, prompts, strict=True):
             queried.add((image.image_id, category_id))
             results.extend(found[prompt].to_coco_results(image.image_id, category_id))
@@ -131,7 +131,7 @@ def score_predictions(
     return metrics
 
 
-def evaluate_module(
+def score_module(
     model: nn.Module,
     batches: Iterable[Batch],
     gt: dict,
@@ -139,10 +139,10 @@ def evaluate_module(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> tuple[EvalMetrics, list[dict]]:
-    """:func:`evaluate_model` for a module called as ``model(pixel_values, image_index, input_ids,
+    """:func:`score_batches` for a module called as ``model(pixel_values, image_index, input_ids,
     attention_mask)`` (e.g. ``Sam3ForTraining``); it runs in eval mode and gets its mode back after.
 
-    For validation in the train loop: ``evaluate_module(model, loader, gt)[0].summary()``.
+    For validation in the train loop: ``score_module(model, loader, gt)[0].summary()``.
     """
     was_training = model.training
     model.eval()
@@ -151,33 +151,9 @@ def evaluate_module(
         def forward(batch: Batch) -> dict[str, torch.Tensor]:
             return model(**batch.model_inputs())
 
-        return evaluate_model(forward, batches, gt, config, device, progress)
+        return score_batches(forward, batches, gt, config, device, progress)
     finally:
         model.train(was_training)
-
-
-def make_validator(
-    dataset: QueryDataset,
-    tokenize: Tokenize,
-    config: EvalConfig | None = None,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
-) -> Callable[[nn.Module], dict[str, float]]:
-    """``validate(model) -> {"bbox_AP": ..., "segm_cgF1": ..., ...}`` over an evaluation dataset.
-
-    ``dataset`` is an evaluation :class:`~sam3tune.data.QueryDataset` (``build_eval_dataset``);
-    its ground truth and loader (eval transforms, all negatives) are built once. The returned numbers are
-    :meth:`EvalMetrics.summary` without undefined (None) entries, ready for metric logs.
-    """
-    config = config or EvalConfig()
-    gt = ground_truth_from_plan(dataset.plan)
-    loader = eval_loader(dataset, tokenize, config)
-
-    def validate(model: nn.Module) -> dict[str, float]:
-        metrics, _ = evaluate_module(model, loader, gt, config, device, progress)
-        return {key: value for key, value in metrics.summary().items() if value is not None}
-
-    return validate
 
 
 def eval_loader(dataset: QueryDataset, tokenize: Tokenize, config: EvalConfig) -> DataLoader:

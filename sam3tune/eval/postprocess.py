@@ -5,6 +5,9 @@ dropped, optional greedy NMS, then at most ``max_detections`` per query. Boxes a
 scaling each axis (the eval transform is a plain square resize of the whole image); masks of the
 kept detections only are upsampled bilinearly to the original size, thresholded after the sigmoid
 and stored as COCO compressed RLE, a few at a time so that memory stays bounded.
+
+The semantic head's maps (``semantic_seg``) become presence-gated probabilities (``semantic_scores``) and
+label maps (``label_map``), for evaluation (``semantic_eval``) and ``predict`` alike.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from sam3tune.eval.config import PostprocessConfig
 from sam3tune.eval.nms import nms
@@ -159,3 +163,22 @@ def _masks_to_rle(logits: torch.Tensor, size: tuple[int, int], threshold: float)
         binary = column_major.transpose(0, 2, 1)
         rles.extend(encode_masks(binary))
     return rles
+
+
+# --------------------------------------------------------------- the semantic head's maps
+SEMANTIC_THRESHOLD = 0.5
+"""A pixel takes a class when its presence-gated probability is above this (``label_map``)."""
+
+
+def semantic_scores(outputs: dict, size: int | tuple[int, int]) -> Tensor:
+    """``(B, H, W)`` presence-gated probabilities of each query's class, upsampled bilinearly to ``size``."""
+    logits = outputs["semantic_seg"].float()
+    maps = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)[:, 0].sigmoid()
+    return maps * outputs["presence_logits"].float().reshape(-1, 1, 1).sigmoid()
+
+
+def label_map(scores: Tensor, class_ids: Tensor, threshold: float = SEMANTIC_THRESHOLD) -> Tensor:
+    """``(H, W)`` int64 map of ``class_ids[argmax]`` where the best of ``scores`` ``(C, H, W)`` exceeds
+    ``threshold``, else -1."""
+    best, index = scores.max(dim=0)
+    return torch.where(best > threshold, class_ids.to(scores.device)[index], torch.full_like(index, -1))

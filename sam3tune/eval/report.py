@@ -150,6 +150,10 @@ def _ap50(metrics: EvalMetrics, iou_type: str, category: str, kind: str) -> floa
     return figures[iou_type].per_category.get(category, {}).get("AP50")
 
 
+#: the report files of ``sam3tune eval`` (``write_reports`` with the default stem)
+REPORT_JSON, REPORT_MD = "eval.json", "eval.md"
+
+
 def write_reports(
     out_dir: str | Path,
     metrics: EvalMetrics,

@@ -19,30 +19,17 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader
 
 from sam3tune.data import Batch, DataConfig, collate
 from sam3tune.data.semantic import SemanticDataset, build_semantic_dataset
+from sam3tune.eval.inference import InferenceModel
+from sam3tune.eval.postprocess import label_map, semantic_scores
+from sam3tune.eval.report import REPORT_JSON, REPORT_MD
+from sam3tune.model.hub import model_label
 from sam3tune.output_files import write_text_atomic
 from sam3tune.progress import progress_bar
-
-THRESHOLD = 0.5
-
-
-def semantic_scores(outputs: dict, size: int | tuple[int, int]) -> Tensor:
-    """``(B, H, W)`` presence-gated probabilities of each query's class, upsampled bilinearly to ``size``."""
-    logits = outputs["semantic_seg"].float()
-    maps = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)[:, 0].sigmoid()
-    return maps * outputs["presence_logits"].float().reshape(-1, 1, 1).sigmoid()
-
-
-def label_map(scores: Tensor, class_ids: Tensor, threshold: float = THRESHOLD) -> Tensor:
-    """``(H, W)`` int64 map of ``class_ids[argmax]`` where the best of ``scores`` ``(C, H, W)`` exceeds
-    ``threshold``, else -1."""
-    best, index = scores.max(dim=0)
-    return torch.where(best > threshold, class_ids.to(scores.device)[index], torch.full_like(index, -1))
 
 
 @dataclass
@@ -128,7 +115,7 @@ def make_semantic_validator(
     return validate
 
 
-def eval_semantic_model(
+def evaluate_semantic_model(
     model: str,
     data: DataConfig,
     out_dir: str | Path,
@@ -139,25 +126,24 @@ def eval_semantic_model(
 ) -> tuple[SemanticMetrics, SemanticMetrics | None, str]:
     """mIoU of model spec ``model`` (and ``baseline``) on split ``data.val`` of a semantic dataset;
     writes ``eval.json`` and ``eval.md`` to ``out_dir``; returns both metrics and the Markdown."""
-    from sam3tune.predict import Predictor  # the model package is heavy; load it only here
-
     def run(spec: str) -> SemanticMetrics:
-        predictor = Predictor.load(spec, device=device)
-        config = dataclasses.replace(data, resolution=predictor.image_size)
+        runner = InferenceModel.load(spec, device=device)
+        config = dataclasses.replace(data, resolution=runner.image_size)
         dataset = build_semantic_dataset(config, data.val, train=False)
-        loader = semantic_loader(dataset, predictor.tokenize, batch_size)
-        return evaluate_semantic(predictor.forward, loader, dataset.split.classes, progress)
+        loader = semantic_loader(dataset, runner.tokenize, batch_size)
+        return evaluate_semantic(runner.forward, loader, dataset.split.classes, progress)
 
     base = run(baseline) if baseline is not None else None
     metrics = run(model)
-    markdown = semantic_markdown(metrics, model, base, baseline, f"{data.root} (split {data.val})")
+    label, base_label = model_label(model), model_label(baseline) if baseline is not None else None
+    markdown = semantic_markdown(metrics, label, base, base_label, f"{data.root} (split {data.val})")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     document = {"model": model, "metrics": metrics.summary(), "data": str(data.root), "split": data.val}
     if base is not None:
         document.update(baseline=baseline, baseline_metrics=base.summary())
-    write_text_atomic(out_dir / "eval.json", json.dumps(document, indent=2))
-    write_text_atomic(out_dir / "eval.md", markdown + "\n")
+    write_text_atomic(out_dir / REPORT_JSON, json.dumps(document, indent=2))
+    write_text_atomic(out_dir / REPORT_MD, markdown + "\n")
     return metrics, base, markdown
 
 

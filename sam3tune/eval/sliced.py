@@ -1,7 +1,8 @@
 """Sliced prediction's geometry (``postprocess.tiling``): tile detections back on the whole image, and
 the merge of the duplicates that tile borders and overlaps make.
 
-A large image is predicted tile by tile (:meth:`sam3tune.predict.Predictor.predict`); each tile's
+A large image is predicted tile by tile (:func:`predict_sliced`; ``Predictor.predict`` and
+``sam3tune eval`` with ``postprocess.tiling`` on call it); each tile's
 detections are mapped back by its offset (:func:`region_detections`), optionally joined by the detections
 of one pass over the whole image resized (large objects that no tile holds whole), and then merged per
 prompt (:func:`merge_detections`): greedy non-maximum *merging*, as SAHI's default postprocess does.
@@ -25,21 +26,69 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from faster_coco_eval.core import mask as coco_mask
+from PIL import Image
 
+from sam3tune.data.regions import PillowRegions, open_regions
+from sam3tune.data.tiling import tile_windows
 from sam3tune.eval.config import PostprocessConfig
+from sam3tune.eval.inference import InferenceModel
 from sam3tune.eval.nms import box_ios_xyxy, box_iou_xyxy, nms
 from sam3tune.eval.postprocess import Detections, detection_scores
 from sam3tune.eval.rle import RLE
+from sam3tune.progress import progress_bar
 
 _PIXELS_PER_BAND = 4 * 1024 * 1024  # mask pixels sampled at once (~16 MiB of float32)
 
 Region = tuple[int, int, int, int]
 """``(left, top, right, bottom)`` pixels of the whole image (right, bottom exclusive)."""
+
+
+def predict_sliced(
+    runner: InferenceModel,
+    image: Image.Image | str | Path,
+    prompts: Sequence[str],
+    config: PostprocessConfig,
+    progress: bool = False,
+) -> dict[str, Detections]:
+    """Detections of every (text) prompt on one image, keyed by prompt, in the image's pixels, predicted
+    tile by tile (``config.tiling``): each tile (read by window from the file, see
+    :mod:`sam3tune.data.regions`) is resized to the model input and encoded once for all prompts,
+    ``tiling.tiles_per_forward`` tiles per forward; with ``tiling.full_image`` the whole image resized once
+    too; the detections are mapped back to the image and merged across tile borders (module docstring).
+    Memory: the tiles of one forward, never the image as floats."""
+    tiling = config.tiling
+    if tiling.size is None:
+        raise ValueError("sliced prediction needs postprocess.tiling.size (the tile side in pixels)")
+    reader = PillowRegions.of(image) if isinstance(image, Image.Image) else open_regions(image)
+    with reader:
+        width, height = reader.size
+        windows = tile_windows(width, height, tiling.size, tiling.overlap)
+        parts: dict[str, list[Detections]] = {p: [] for p in prompts}
+        chunks = range(0, len(windows), tiling.tiles_per_forward)
+        for start in progress_bar(chunks, desc="tiles", unit="batch", disable=not progress, leave=False):
+            chunk = windows[start : start + tiling.tiles_per_forward]
+            tiles = [reader.read(window, at_least=runner.image_size) for window in chunk]
+            outputs = runner.forward(runner.batch(tiles, prompts))
+            for t, window in enumerate(chunk):
+                for k, prompt in enumerate(prompts):
+                    row = t * len(prompts) + k
+                    parts[prompt].append(region_detections(outputs, row, window, (height, width), config))
+        whole_pass = tiling.full_image and len(windows) > 1
+        if whole_pass:
+            outputs = runner.forward(runner.batch([reader.overview(runner.image_size)], prompts))
+            whole = (0, 0, width, height)
+            for k, prompt in enumerate(prompts):
+                parts[prompt].append(
+                    region_detections(outputs, k, whole, (height, width), config, mask_inside_box=True)
+                )
+    regions = [*windows, *([None] if whole_pass else [])]
+    return {prompt: merge_detections(parts[prompt], config, regions) for prompt in prompts}
 
 
 def region_mask_rle(

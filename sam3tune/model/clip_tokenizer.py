@@ -35,6 +35,8 @@ from pathlib import Path
 import regex
 from torch import Tensor
 
+from sam3tune.json_file import JsonFileError, read_json
+from sam3tune.model.hub import ModelSpecError
 from sam3tune.model.tokenizer import check_texts, pad_rows
 
 START, END = "<|startoftext|>", "<|endoftext|>"  # names in Hugging Face's CLIP vocabulary
@@ -110,10 +112,10 @@ class ClipTokenizer:
             with gzip.open(path, "rt", encoding="utf-8") as file:
                 lines = file.read().split("\n")
         except (OSError, EOFError, UnicodeDecodeError) as err:
-            raise ValueError(f"cannot read the CLIP BPE file {path}: {err}") from err
+            raise ModelSpecError(f"cannot read the CLIP BPE file {path}: {err}") from err
         merges = [tuple(line.split()) for line in lines[1 : NUM_MERGES + 1]]
         if len(merges) != NUM_MERGES or any(len(m) != 2 for m in merges):
-            raise ValueError(f"{path} is not CLIP's BPE file: expected a header and {NUM_MERGES} merges")
+            raise ModelSpecError(f"{path} is not CLIP's BPE file: expected a header and {NUM_MERGES} merges")
         symbols = _printable_order()
         names = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges), START, END]
         return cls({name: i for i, name in enumerate(names)}, merges, max_length)
@@ -125,21 +127,21 @@ class ClipTokenizer:
         vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
         try:
             if vocab_file.is_file() and merges_file.is_file():
-                vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+                vocab = read_json(vocab_file, "CLIP vocabulary")
                 lines = merges_file.read_text(encoding="utf-8").splitlines()
                 merges = [tuple(line.split()) for line in lines if line and not line.startswith("#version")]
             else:
-                model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+                model = read_json(folder / "tokenizer.json", "tokenizer file")["model"]
                 vocab = model["vocab"]
                 merges = [tuple(m.split(" ") if isinstance(m, str) else m) for m in model["merges"]]
-        except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
-            raise ValueError(f"cannot read CLIP tokenizer files in {folder}: {err}") from err
+        except (OSError, KeyError, TypeError, JsonFileError) as err:
+            raise ModelSpecError(f"cannot read CLIP tokenizer files in {folder}: {err}") from err
         return cls(vocab, merges, max_length)
 
     @classmethod
     def find_local(cls, max_length: int = 32, bpe_path: str | Path | None = None) -> ClipTokenizer:
         """The CLIP tokenizer from a BPE file on this machine: ``bpe_path``, else ``$SAM3TUNE_CLIP_BPE``,
-        else the copy inside an installed ``open_clip_torch``. Raises ``FileNotFoundError`` saying where
+        else the copy inside an installed ``open_clip_torch``. Raises ``ModelSpecError`` saying where
         it looked and how to provide one."""
         candidates = [Path(p) for p in (bpe_path, os.environ.get(BPE_ENV)) if p]
         spec = importlib.util.find_spec("open_clip")
@@ -149,7 +151,7 @@ class ClipTokenizer:
             if path.is_file():
                 return cls.from_bpe_file(path, max_length)
         looked = ", ".join(str(p) for p in candidates) or "nowhere (no path given, open_clip not installed)"
-        raise FileNotFoundError(
+        raise ModelSpecError(
             f"the released SAM 3 architecture needs CLIP's BPE vocabulary ({BPE_FILE_NAME}); looked in "
             f"{looked}. Set {BPE_ENV}=/path/to/{BPE_FILE_NAME}, or `pip install --no-deps open_clip_torch` "
             f"(it ships the file)."

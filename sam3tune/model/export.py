@@ -20,6 +20,7 @@ from transformers import Sam3Model
 
 from sam3tune.atomic import atomic_directory
 from sam3tune.model.finetune import quiet_peft
+from sam3tune.model.hub import ModelSpecError
 from sam3tune.model.quantization import dequantized_merged, is_quantized
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -59,6 +60,6 @@ def load_adapters(base: Sam3Model, directory: str | Path, trainable: bool = Fals
     """Attach adapters saved by :func:`save_adapters` to ``base`` (the model they were trained from)."""
     weights = Path(directory) / ADAPTER_WEIGHTS
     if not weights.is_file():
-        raise FileNotFoundError(f"no {ADAPTER_WEIGHTS} in {directory}: not a LoRA adapter directory")
+        raise ModelSpecError(f"no {ADAPTER_WEIGHTS} in {directory}: not a LoRA adapter directory")
     with quiet_peft():
         return PeftModel.from_pretrained(base, str(directory), is_trainable=trainable)

@@ -18,6 +18,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers import Sam3Model
 
+from sam3tune.config import ConfigError
 from sam3tune.model.components import component_of, model_path
 from sam3tune.model.config import COMPONENTS, FinetuneConfig, LoraConfig
 
@@ -91,7 +92,7 @@ def freeze_unreachable(model: nn.Module, core: Sam3Model, exemplars: bool = Fals
 def _check_components(names: list[str], where: str) -> set[str]:
     unknown = sorted(set(names) - set(COMPONENTS))
     if unknown:
-        raise ValueError(f"{where}: unknown component(s) {unknown}; valid: {list(COMPONENTS)}")
+        raise ConfigError(f"{where}: unknown component(s) {unknown}; valid: {list(COMPONENTS)}")
     return set(names)
 
 
@@ -99,9 +100,9 @@ def apply_finetuning(model: Sam3Model, config: FinetuneConfig, exemplars: bool =
     """Set what trains; returns ``model`` (full mode) or a ``peft.PeftModel`` wrapping it (LoRA mode).
 
     ``exemplars``: the data has exemplar queries, so the geometry encoder is used and trains like any other
-    component (else it is frozen). Raises ``ValueError`` for an unknown component, a component both frozen
-    and adapted, LoRA on the geometry encoder without exemplars (never run, so its adapters would train
-    nothing), or a selected LoRA component whose target regex matched no Linear layer.
+    component (else it is frozen). Raises ``ConfigError`` (a ``ValueError``) for an unknown component, a
+    component both frozen and adapted, LoRA on the geometry encoder without exemplars (never run, so its
+    adapters would train nothing), or a selected LoRA component whose target regex matched no Linear layer.
     """
     frozen = _check_components(config.freeze, "finetune.freeze")
     if config.mode == "full":
@@ -110,7 +111,7 @@ def apply_finetuning(model: Sam3Model, config: FinetuneConfig, exemplars: bool =
         freeze_unreachable(model, model, exemplars)
         return model
     if config.mode != "lora":
-        raise ValueError(f"finetune.mode must be 'full' or 'lora', got {config.mode!r}")
+        raise ConfigError(f"finetune.mode must be 'full' or 'lora', got {config.mode!r}")
     return _apply_lora(model, config, frozen, exemplars)
 
 
@@ -119,17 +120,17 @@ def _apply_lora(model: Sam3Model, config: FinetuneConfig, frozen: set[str], exem
     adapted = _check_components(lora.components, "finetune.lora.components")
     _check_components(list(lora.target_modules), "finetune.lora.target_modules")
     if not adapted:
-        raise ValueError("finetune.mode=lora needs at least one component in finetune.lora.components")
+        raise ConfigError("finetune.mode=lora needs at least one component in finetune.lora.components")
     if adapted & frozen:
-        raise ValueError(f"component(s) {sorted(adapted & frozen)} are both frozen and LoRA-adapted")
+        raise ConfigError(f"component(s) {sorted(adapted & frozen)} are both frozen and LoRA-adapted")
     if "geometry" in adapted and not exemplars:
-        raise ValueError(
+        raise ConfigError(
             "LoRA on 'geometry' would train nothing: the geometry (box-prompt) encoder is not used by "
             "text-prompt training (turn on data.exemplars to train it)"
         )
     for c in set(lora.rank_per_component) | set(lora.alpha_per_component):
         if c not in adapted:
-            raise ValueError(f"finetune.lora: rank/alpha given for {c!r}, which is not in lora.components")
+            raise ConfigError(f"finetune.lora: rank/alpha given for {c!r}, which is not in lora.components")
     targets = lora_targets(lora)
     train_heads = trains_heads(config)
     peft_config = PeftLoraConfig(
@@ -146,14 +147,14 @@ def _apply_lora(model: Sam3Model, config: FinetuneConfig, frozen: set[str], exem
         with quiet_peft():
             peft_model = get_peft_model(model, peft_config)
     except ValueError as err:  # peft refuses when no module matched at all
-        raise ValueError(
+        raise ConfigError(
             f"finetune.lora: the LoRA targets matched no layer ({err}); targets: {targets}"
         ) from err
     freeze_unreachable(peft_model, model, exemplars)
     counts = adapter_counts(peft_model)
     empty = [c for c in sorted(adapted) if counts.get(c, 0) == 0]
     if empty:
-        raise ValueError(
+        raise ConfigError(
             f"finetune.lora: component(s) {empty} received no LoRA adapter: their target regex "
             f"{[targets[c] for c in empty]} matched no Linear layer of this model"
         )

@@ -14,6 +14,9 @@ import os
 import re
 from pathlib import Path
 
+from sam3tune.errors import UserError
+from sam3tune.run_dir import RunDir
+
 #: what ``load_model`` reads from a hub repository
 HUB_FILES = [
     "config.json",
@@ -31,7 +34,7 @@ HUB_FILES = [
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9_]")
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(UserError, ValueError):
     """A model spec that cannot be loaded, with what to do about it."""
 
 
@@ -95,3 +98,20 @@ def hub_folder(repo_id: str) -> Path:
             f"Download it once on a connected machine (`hf download {repo_id}`) and copy the cache or "
             f"the folder here, then set HF_HUB_OFFLINE=1 to use the cache without network, {local}."
         ) from err
+
+
+def model_label(spec: str | Path) -> str:
+    """A short name for model ``spec`` in reports and model cards: a hub id or a named architecture as
+    given; a local folder by its name (``RUN/model`` for a run's exported model, ``sam3tune/demo/base``
+    for a folder shipped inside the package), never the absolute path it was loaded from."""
+    text = str(spec)
+    path = Path(text)
+    if not path.exists():
+        return text
+    path = path.resolve()
+    package = Path(__file__).resolve().parents[1]
+    if path.is_relative_to(package):
+        return str(path.relative_to(package.parent))
+    if RunDir.of_model(path) is not None:
+        return f"{path.parent.name}/{path.name}"
+    return path.name

@@ -16,6 +16,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import Sam3Model
 
 from sam3tune.config import load_config
+from sam3tune.errors import UserError
 from sam3tune.model.architectures import (
     NAMED_ARCHITECTURES,
     SAM3_RANDOM,
@@ -33,7 +34,7 @@ from sam3tune.model.tokenizer import HashingTokenizer, Tokenizer, load_tokenizer
 log = logging.getLogger(__name__)
 
 
-class WeightsNotLoadedError(RuntimeError):
+class WeightsNotLoadedError(UserError, RuntimeError):
     """The checkpoint did not provide weights the model needs."""
 
 
@@ -178,7 +179,7 @@ def _load_pretrained(source: str, *, allow_missing_weights: bool, dtype: torch.d
     if not path.exists():
         path = hub_folder(source)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(
+        raise ModelSpecError(
             f"{path} is not a saved SAM 3 model (no config.json); expected a directory written by "
             f"save_pretrained, a hub id such as facebook/sam3, or one of {architecture_names()}"
         )

@@ -30,9 +30,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import Tensor
 
 from sam3tune.atomic import atomic_directory
+from sam3tune.errors import UserError
+from sam3tune.model.hub import ModelSpecError
+from sam3tune.output_files import WriteError, writing
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +123,7 @@ DROPPED: list[tuple[str, str]] = [
 _PREFIXES = ("module.", "detector.")
 
 
-class MetaCheckpointError(ValueError):
+class MetaCheckpointError(UserError, ValueError):
     """A checkpoint that is not a Meta SAM 3 image-model state dict, or one that does not convert."""
 
 
@@ -211,7 +215,7 @@ def load_meta_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """Tensors of a Meta checkpoint file (``.pt`` via ``torch.load(weights_only=True)``, or safetensors)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file {path}")
+        raise MetaCheckpointError(f"no checkpoint file {path}", path=path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -238,8 +242,10 @@ def import_checkpoint(path: str | Path, out: str | Path, *, config=None) -> dict
     from sam3tune.model.clip_tokenizer import ClipTokenizer
 
     out = Path(out)
-    if out.exists():
-        raise FileExistsError(f"{out} exists; give a new folder")
+    with writing(out, "OUT"):
+        if out.exists():
+            raise WriteError(f"{out} exists; give a new folder", path=out)
+        out.parent.mkdir(parents=True, exist_ok=True)
     converted, dropped = convert_state_dict(load_meta_checkpoint(path))
     with torch.device("meta"):
         model = Sam3Model(config or Sam3Config())
@@ -255,12 +261,12 @@ def import_checkpoint(path: str | Path, out: str | Path, *, config=None) -> dict
         ]
         raise MetaCheckpointError(f"{path} does not fill a Sam3Model: " + "; ".join(problems))
     model.load_state_dict(converted, strict=True, assign=True)
-    with atomic_directory(out) as staging:
+    with writing(out, "OUT", also=(SafetensorError,)), atomic_directory(out) as staging:
         model.save_pretrained(staging)
         try:
             ClipTokenizer.find_local(max_length=model.config.text_config.max_position_embeddings).save(
                 staging
             )
-        except FileNotFoundError as err:
+        except ModelSpecError as err:
             log.warning("tokenizer files not written (%s); load_model will need them in %s", err, out)
     return dropped

@@ -17,6 +17,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers import Sam3Model
 
+from sam3tune.errors import require_package
 from sam3tune.model.finetune import HEAD_MODULES
 
 QLORA_EXTRA = "pip install 'sam3tune[qlora]'  (bitsandbytes)"
@@ -24,12 +25,9 @@ _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.RMSNorm
 
 
 def require_bitsandbytes(what: str) -> ModuleType:
-    """Import bitsandbytes, or raise ``ImportError`` saying that ``what`` needs it and how to install it."""
-    try:
-        import bitsandbytes
-    except ImportError as err:
-        raise ImportError(f"{what} needs bitsandbytes, which is not installed: {QLORA_EXTRA}") from err
-    return bitsandbytes
+    """Import bitsandbytes, or raise ``MissingPackageError`` (an ``ImportError``) saying that ``what``
+    needs it and how to install it."""
+    return require_package("bitsandbytes", what, QLORA_EXTRA)
 
 
 def quantize_frozen_linears(model: Sam3Model, *, train_heads: bool, compute_dtype: torch.dtype) -> int:

@@ -28,6 +28,9 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from sam3tune.json_file import JsonFileError, read_json
+from sam3tune.model.hub import ModelSpecError
+
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
@@ -99,12 +102,16 @@ class HashingTokenizer:
     def load(cls, directory: str | Path) -> HashingTokenizer:
         path = Path(directory) / cls.FILE_NAME
         try:
-            spec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"cannot read tokenizer {path}: {err}") from err
-        if spec.get("type") != "hashing-word":
-            raise ValueError(f"{path}: unknown tokenizer type {spec.get('type')!r} (expected 'hashing-word')")
-        return cls(vocab_size=int(spec["vocab_size"]), max_length=int(spec["max_length"]))
+            spec = read_json(path, "tokenizer file")
+        except JsonFileError as err:
+            raise ModelSpecError(f"cannot read tokenizer {path}: {err}") from err
+        kind = spec.get("type") if isinstance(spec, dict) else spec
+        if kind != "hashing-word":
+            raise ModelSpecError(f"{path}: unknown tokenizer type {kind!r:.60} (expected 'hashing-word')")
+        try:
+            return cls(vocab_size=int(spec["vocab_size"]), max_length=int(spec["max_length"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelSpecError(f"{path}: vocab_size and max_length must be integers ({err!r})") from err
 
 
 class PretrainedTokenizer:
@@ -143,7 +150,7 @@ def load_tokenizer(source: str | Path, max_length: int) -> Tokenizer:
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=local)
     except (OSError, ValueError) as err:
-        raise ValueError(
+        raise ModelSpecError(
             f"no tokenizer found for {source}: expected {HashingTokenizer.FILE_NAME} or Hugging Face "
             f"tokenizer files (tokenizer.json / vocab.json + merges.txt) there ({err})"
         ) from err

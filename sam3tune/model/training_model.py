@@ -17,6 +17,7 @@ from peft import PeftModel
 from torch import Tensor, nn
 from transformers import Sam3Model
 
+from sam3tune.config import ConfigError
 from sam3tune.model.checkpointing import run_maybe_checkpointed, set_encoder_checkpointing
 from sam3tune.model.components import ComponentParameters, format_parameter_table, parameter_table
 from sam3tune.model.config import ModelConfig
@@ -346,7 +347,7 @@ def build_training_model(
     dtype = frozen_dtype(config, bf16_autocast)
     if config.quantization == "nf4":
         if config.finetune.mode != "lora":
-            raise ValueError(
+            raise ConfigError(
                 "model.quantization=nf4 quantises the frozen base weights: it needs finetune.mode=lora"
             )
         count = quantize_frozen_linears(
@@ -354,7 +355,7 @@ def build_training_model(
         )
         log.info("quantised %d Linear layers of the base to 4-bit NF4 (bitsandbytes)", count)
     elif config.quantization != "none":
-        raise ValueError(f"model.quantization must be 'none' or 'nf4', got {config.quantization!r}")
+        raise ConfigError(f"model.quantization must be 'none' or 'nf4', got {config.quantization!r}")
     sam3 = apply_finetuning(bundle.model, config.finetune, exemplars=exemplars)
     if dtype != torch.float32:
         cast_frozen(sam3, dtype)

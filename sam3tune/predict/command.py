@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from sam3tune.config import ConfigError, load_config, with_shortcuts
 from sam3tune.devices import resolve_device
-from sam3tune.output_files import WriteError, claim_output_folder
+from sam3tune.output_files import claim_output_folder
 from sam3tune.predict.config import PredictConfig
 from sam3tune.predict.predictor import OUTPUTS, Predictor, collect_images
 
@@ -28,33 +27,29 @@ def run_predict_command(
     then ``model`` / ``prompts`` / ``boxes`` / ``negative_boxes`` (which set those keys) on ``images``
     (files and folders). Writes ``out/predictions.json``, ``out/index.json`` and ``out/overlays/``; an
     ``out`` holding earlier results is refused before the model loads, unless ``overwrite``. Files that
-    are not readable images are skipped and counted. Exit status 0, or 2 for bad input (message on
-    stderr)."""
-    try:
-        shortcuts = {"model": model, "prompts": prompts, "boxes": boxes, "negative_boxes": negative_boxes}
-        settings = load_config(PredictConfig, config, with_shortcuts(overrides, shortcuts))
-        if settings.model is None or not (settings.prompts or settings.boxes):
-            raise ConfigError(
-                "give a model (--model M), prompts (--prompt TEXT, repeatable) or exemplar boxes "
-                "(--box X0,Y0,X1,Y1) and images"
-            )
-        files = collect_images(images)
-        device = resolve_device(settings.device, key="device")
-        claim_output_folder(out, OUTPUTS, overwrite)
-        predictor = Predictor.load(settings.model, config=settings.postprocess, device=device)
-        done = predictor.predict_files(
-            files,
-            settings.prompts,
-            out,
-            overlays=settings.overlays,
-            overwrite=overwrite,
-            semantic=settings.semantic,
-            boxes=settings.boxes,
-            negative_boxes=settings.negative_boxes,
+    are not readable images are skipped and counted. Exit status 0; bad input raises a
+    :class:`~sam3tune.errors.UserError` (status 2)."""
+    shortcuts = {"model": model, "prompts": prompts, "boxes": boxes, "negative_boxes": negative_boxes}
+    settings = load_config(PredictConfig, config, with_shortcuts(overrides, shortcuts))
+    if settings.model is None or not (settings.prompts or settings.boxes):
+        raise ConfigError(
+            "give a model (--model M), prompts (--prompt TEXT, repeatable) or exemplar boxes "
+            "(--box X0,Y0,X1,Y1) and images"
         )
-    except (FileNotFoundError, ValueError, WriteError) as err:  # ConfigError is a ValueError
-        print(f"sam3tune predict: {err}", file=sys.stderr)
-        return 2
+    files = collect_images(images)
+    device = resolve_device(settings.device, key="device")
+    claim_output_folder(out, OUTPUTS, overwrite)
+    predictor = Predictor.load(settings.model, config=settings.postprocess, device=device)
+    done = predictor.predict_files(
+        files,
+        settings.prompts,
+        out,
+        overlays=settings.overlays,
+        overwrite=overwrite,
+        semantic=settings.semantic,
+        boxes=settings.boxes,
+        negative_boxes=settings.negative_boxes,
+    )
     print(f"{len(done.results)} detections on {len(done.images)} images written to {out}/predictions.json")
     if done.skipped:
         print(f"{len(done.skipped)} file(s) skipped, not readable as images (listed in {out}/index.json)")

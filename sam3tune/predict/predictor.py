@@ -26,20 +26,18 @@ import torch
 from PIL import Image
 from torch import nn
 
-from sam3tune.data import Batch, Sample, collate
+from sam3tune.config import ConfigError
+from sam3tune.data import Batch, collate
 from sam3tune.data.exemplars import VISUAL_PROMPT
 from sam3tune.data.images import ImageFileError, probe_image, read_rgb
-from sam3tune.data.regions import PillowRegions, open_regions
-from sam3tune.data.tiling import tile_windows
-from sam3tune.data.transforms import eval_geometry, transform_image
+from sam3tune.data.queries import prompt_key
+from sam3tune.errors import UserError
 from sam3tune.eval.coco_results import save_coco_results
 from sam3tune.eval.config import PostprocessConfig
-from sam3tune.eval.postprocess import Detections, postprocess
-from sam3tune.eval.semantic_eval import THRESHOLD as SEMANTIC_THRESHOLD
-from sam3tune.eval.semantic_eval import label_map, semantic_scores
-from sam3tune.eval.sliced import merge_detections, region_detections
-from sam3tune.model import Sam3ForTraining, Tokenizer, load_model
-from sam3tune.model.tokenizer import load_tokenizer
+from sam3tune.eval.inference import InferenceModel
+from sam3tune.eval.postprocess import SEMANTIC_THRESHOLD, Detections, label_map, postprocess, semantic_scores
+from sam3tune.eval.sliced import predict_sliced
+from sam3tune.model import Tokenizer
 from sam3tune.output_files import claim_output_folder, write_text_atomic, writing
 from sam3tune.overlay import draw_overlay
 from sam3tune.progress import progress_bar
@@ -48,24 +46,19 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: What ``predict_files`` writes in its output folder (``--overwrite`` replaces exactly these).
 OUTPUTS = ("predictions.json", "predictions.jsonl", "index.json", "overlays", "semantic")
 OVERLAY_MAX_PIXELS = 64_000_000
-"""Images above this size get no overlay PNG (``overlay: null`` in ``index.json``; sliced prediction)."""
+"""Images above this size get no overlay or label map PNG (``null`` in ``index.json``; sliced prediction)."""
 # what PIL raises for a truncated, corrupt, oversized or non-image file
 UNREADABLE_IMAGE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 log = logging.getLogger(__name__)
 
 
-class Predictor:
-    """A SAM 3 model in eval mode plus its tokenizer and postprocessing settings.
+class Predictor(InferenceModel):
+    """A SAM 3 model in eval mode (:class:`~sam3tune.eval.inference.InferenceModel`: the model, its
+    tokenizer, input size and device) plus postprocessing settings.
 
     Args:
-        model: called as ``model(pixel_values, image_index, input_ids, attention_mask)`` (plus
-            ``exemplar_boxes``, ``exemplar_labels`` for box prompts), returning the outputs dict of
-            ``docs/architecture.md``: a module (e.g. ``Sam3ForTraining``) or an ONNX export in onnxruntime
-            (:class:`~sam3tune.ship.onnx_model.OnnxSam3`, runs on the CPU; text prompts only).
-        tokenize: the model's tokenizer.
-        image_size: the square input side S of the model.
+        model, tokenize, image_size, device: see :class:`~sam3tune.eval.inference.InferenceModel`.
         config: postprocessing (score threshold, NMS, ...); default: score >= 0.5.
-        device: where the model runs (default: CUDA when available).
     """
 
     def __init__(
@@ -76,13 +69,8 @@ class Predictor:
         config: PostprocessConfig | None = None,
         device: torch.device | str | None = None,
     ):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        is_module = isinstance(model, nn.Module)
-        self.model = model.eval().to(self.device) if is_module else model
-        self.tokenize = tokenize
-        self.image_size = image_size
+        super().__init__(model, tokenize, image_size, device)
         self.config = config or PostprocessConfig(score_threshold=0.5)
-        self._dtype = next(model.parameters()).dtype if is_module else torch.float32
 
     @classmethod
     def load(
@@ -97,25 +85,10 @@ class Predictor:
         """Load ``spec``: a ``save_pretrained`` directory, a hub id, a named architecture, or an ONNX
         export (``sam3tune export --format onnx``: its folder or one of its ``.onnx`` files), which runs
         in onnxruntime on the CPU (``device`` and ``dtype`` do not apply)."""
-        from sam3tune.ship.onnx_model import onnx_export_dir
-
-        onnx_dir = onnx_export_dir(spec)
-        if onnx_dir is not None:
-            from sam3tune.ship.onnx_model import OnnxSam3
-
-            model = OnnxSam3(onnx_dir)
-            tokenize = load_tokenizer(onnx_dir, model.manifest.text_max_length)
-            return cls(model, tokenize, model.image_size, config, "cpu")
-        bundle = load_model(spec, dtype=dtype, allow_missing_weights=allow_missing_weights)
-        model = Sam3ForTraining(bundle.model, bundle.tokenize, one_to_many=False)
-        return cls(model, bundle.tokenize, bundle.image_size, config, device)
-
-    @torch.no_grad()
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """The model's outputs for a :class:`~sam3tune.data.Batch` (eval mode, no gradients)."""
-        inputs = {k: v.to(self.device) for k, v in batch.model_inputs().items() if v is not None}
-        inputs["pixel_values"] = inputs["pixel_values"].to(self._dtype)
-        return self.model(**inputs)
+        model, tokenize, size, device = cls.load_parts(
+            spec, device=device, dtype=dtype, allow_missing_weights=allow_missing_weights
+        )
+        return cls(model, tokenize, size, config, device)
 
     def predict(
         self,
@@ -125,10 +98,10 @@ class Predictor:
         negative_boxes: Sequence[Sequence[float]] = (),
     ) -> dict[str, Detections]:
         """Detections of every prompt on one image, keyed by prompt (``"visual"`` for a box-only query),
-        in the image's pixels. ``boxes`` / ``negative_boxes``: exemplar boxes, xyxy pixels of ``image``."""
+        in the image's pixels. ``boxes`` / ``negative_boxes``: exemplar boxes, xyxy pixels of ``image``.
+        With ``config.tiling`` on, the image is predicted tile by tile (:meth:`predict_sliced`)."""
         if self.config.tiling.enabled:
-            if boxes or negative_boxes:
-                raise ValueError("box prompts (--box) do not go with sliced prediction (postprocess.tiling)")
+            _refuse_boxes_when_sliced(boxes, negative_boxes)
             return self.predict_sliced(image, prompts)
         if not isinstance(image, Image.Image):
             image = read_rgb(Path(image))
@@ -137,43 +110,10 @@ class Predictor:
     def predict_sliced(
         self, image: Image.Image | str | Path, prompts: Sequence[str], progress: bool = False
     ) -> dict[str, Detections]:
-        """:meth:`predict` tile by tile (``config.tiling``, :mod:`sam3tune.eval.sliced`): each tile (read
-        by window from the file, see :mod:`sam3tune.data.regions`) is resized to the model input and
-        encoded once for all prompts, ``tiling.tiles_per_forward`` tiles per forward; with
-        ``tiling.full_image`` the whole image resized once too; the detections are mapped back to the
-        image and merged across tile borders. Memory: the tiles of one forward, never the image as
-        floats."""
-        prompts = _check_prompts(prompts)
-        tiling = self.config.tiling
-        if tiling.size is None:
-            raise ValueError("predict_sliced needs postprocess.tiling.size (the tile side in pixels)")
-        reader = PillowRegions.of(image) if isinstance(image, Image.Image) else open_regions(image)
-        with reader:
-            width, height = reader.size
-            windows = tile_windows(width, height, tiling.size, tiling.overlap)
-            parts: dict[str, list[Detections]] = {p: [] for p in prompts}
-            chunks = range(0, len(windows), tiling.tiles_per_forward)
-            for start in progress_bar(chunks, desc="tiles", unit="batch", disable=not progress, leave=False):
-                chunk = windows[start : start + tiling.tiles_per_forward]
-                tiles = [reader.read(window, at_least=self.image_size) for window in chunk]
-                outputs = self.forward(self._batch(tiles, prompts))
-                for t, window in enumerate(chunk):
-                    for k, prompt in enumerate(prompts):
-                        row = t * len(prompts) + k
-                        parts[prompt].append(
-                            region_detections(outputs, row, window, (height, width), self.config)
-                        )
-            if tiling.full_image and len(windows) > 1:
-                outputs = self.forward(self._batch([reader.overview(self.image_size)], prompts))
-                whole = (0, 0, width, height)
-                for k, prompt in enumerate(prompts):
-                    parts[prompt].append(
-                        region_detections(
-                            outputs, k, whole, (height, width), self.config, mask_inside_box=True
-                        )
-                    )
-        regions = [*windows, *([None] if tiling.full_image and len(windows) > 1 else [])]
-        return {prompt: merge_detections(parts[prompt], self.config, regions) for prompt in prompts}
+        """:meth:`predict` tile by tile with ``config.tiling`` (:func:`~sam3tune.eval.sliced.predict_sliced`):
+        a file is read by window, never decoded whole, so it may be far larger than memory allows as
+        floats; text prompts only."""
+        return predict_sliced(self, image, _check_prompts(prompts), self.config, progress)
 
     def predict_images(
         self,
@@ -185,23 +125,28 @@ class Predictor:
         """:meth:`predict` for several images in one forward pass (the same exemplar boxes on each)."""
         prompts = _check_prompts(prompts, has_boxes=bool(boxes))
         batch = self._batch(images, prompts, boxes, negative_boxes)
-        sizes = [tuple(batch.orig_sizes[row].tolist()) for row in batch.image_index.tolist()]
-        detections = postprocess(self.forward(batch), sizes, self.config)
-        n = len(prompts)
-        return [dict(zip(prompts, detections[i * n : (i + 1) * n], strict=True)) for i in range(len(images))]
+        return self._detections(self.forward(batch), batch, prompts)
 
     def predict_semantic(
         self, image: Image.Image | str | Path, prompts: Sequence[str], threshold: float = SEMANTIC_THRESHOLD
     ) -> np.ndarray:
         """The semantic head's label map of one image: ``(H, W)`` int64 in the image's pixels, ``i`` where
         the ``i``-th prompt (1-based) scores highest and above ``threshold``, 0 where none does (score =
-        semantic probability x presence probability, see :mod:`sam3tune.eval.semantic_eval`)."""
+        semantic probability x presence probability, see :mod:`sam3tune.eval.postprocess`)."""
         if not isinstance(image, Image.Image):
             image = read_rgb(Path(image))
         prompts = _check_prompts(prompts)
-        outputs = self.forward(self._batch([image], prompts))
-        scores = semantic_scores(outputs, (image.height, image.width)).cpu()
-        return label_map(scores, torch.arange(1, len(prompts) + 1), threshold).clamp(min=0).numpy()
+        return _label_map(self.forward(self._batch([image], prompts)), image, len(prompts), threshold)
+
+    def _detections(
+        self, outputs: dict[str, torch.Tensor], batch: Batch, prompts: list[str]
+    ) -> list[dict[str, Detections]]:
+        """Per image of ``batch``: prompt -> its detections in the image's pixels."""
+        sizes = [tuple(batch.orig_sizes[row].tolist()) for row in batch.image_index.tolist()]
+        detections = postprocess(outputs, sizes, self.config)
+        n = len(prompts)
+        per_image = [detections[i : i + n] for i in range(0, len(detections), n)]
+        return [dict(zip(prompts, found, strict=True)) for found in per_image]
 
     def _batch(
         self,
@@ -211,22 +156,12 @@ class Predictor:
         negative_boxes: Sequence[Sequence[float]] = (),
     ) -> Batch:
         """Every prompt (with the exemplar boxes, if any) on every image, resized as in evaluation."""
-        geometry = eval_geometry(self.image_size)
-        samples = []
-        for index, image in enumerate(images):
-            sample = Sample(
-                image=transform_image(image.convert("RGB"), geometry),
-                image_id=index,
-                orig_size=(image.height, image.width),
-                category_ids=list(range(1, len(prompts) + 1)),
-                prompts=list(prompts),
-                targets=[{"boxes": torch.zeros(0, 4)} for _ in prompts],
-            )
-            if boxes or negative_boxes:
+        samples = self.samples(images, prompts)
+        if boxes or negative_boxes:
+            for sample, image in zip(samples, images, strict=True):
                 exemplars, labels = exemplar_tensors(boxes, negative_boxes, image.width, image.height)
                 sample.exemplar_boxes = [exemplars] * len(prompts)
                 sample.exemplar_labels = [labels] * len(prompts)
-            samples.append(sample)
         return collate(samples, self.tokenize)
 
     def predict_files(
@@ -246,8 +181,9 @@ class Predictor:
         ``visual``; the ``exemplars`` boxes; the files ``skipped`` and why, ``complete``) and, with
         ``overlays``, ``overlays/<image stem>.png`` (exemplar boxes drawn too). ``boxes`` /
         ``negative_boxes``: exemplar boxes (xyxy pixels) asked on every image, as in :meth:`predict`. With
-        ``semantic``, also ``semantic/<image stem>.png``: the semantic head's label map
-        (:meth:`predict_semantic`: pixel value ``i`` = category ``i``, 0 = none).
+        ``semantic``, also ``semantic/<image stem>.png``: the semantic head's label map of the same forward
+        pass (pixel value ``i`` = category ``i``, 0 = none; see :meth:`predict_semantic`). Each image
+        runs through the model once.
 
         A file that cannot be read as an image (truncated, corrupt, not an image) is skipped and counted.
         Finished images are never lost: each is appended to ``predictions.jsonl`` as it is done, and
@@ -256,95 +192,172 @@ class Predictor:
         are. An ``out_dir`` that already holds results is refused unless ``overwrite`` (which removes
         them first, old overlays included)."""
         prompts = _check_prompts(prompts, has_boxes=bool(boxes))
-        if self.config.tiling.enabled and (boxes or negative_boxes):
-            raise ValueError("box prompts (--box) do not go with sliced prediction (postprocess.tiling)")
-        exemplars = [(b, True) for b in boxes] + [(b, False) for b in negative_boxes]
-        out_dir = claim_output_folder(out_dir, OUTPUTS, overwrite)
-        if overlays:
-            (out_dir / "overlays").mkdir()
-        if semantic:
-            (out_dir / "semantic").mkdir()
-        done = PredictedFiles(out_dir)
-        lines = out_dir / "predictions.jsonl"
-        used_names: set[str] = set()
+        sliced = self.config.tiling.enabled
+        if sliced:
+            _refuse_boxes_when_sliced(boxes, negative_boxes)
+        folder = _OutputFolder(claim_output_folder(out_dir, OUTPUTS, overwrite), overlays, semantic)
+        done = PredictedFiles(folder.path)
         try:
-            with writing(lines), open(lines, "a", encoding="utf-8") as journal:
+            with folder.journal() as journal:
                 for path in progress_bar(list(images), desc="predict", unit="image", disable=not progress):
-                    path = Path(path)
-                    try:
-                        image, size = self._read_for_prediction(path)
-                    except UNREADABLE_IMAGE as err:
-                        done.skipped.append(
-                            {"file_name": str(path), "reason": f"{type(err).__name__}: {err}"}
-                        )
-                        log.warning("skipped %s: not a readable image (%s)", path, err)
+                    read = _read_image(Path(path), done.skipped, decode=not sliced)
+                    if read is None:
                         continue
-                    image_id = len(done.images) + 1
-                    if self.config.tiling.enabled:  # a bar over the tiles of each image
-                        found = self.predict_sliced(path if image is None else image, prompts, progress)
+                    image, (width, height) = read
+                    entry = {"id": len(done.images) + 1, "file_name": str(path)}
+                    entry.update(height=height, width=width)
+                    if sliced:  # a bar over the tiles of each image
+                        results = self._predict_sliced_file(Path(path), entry, folder, prompts, progress)
                     else:
-                        found = self.predict(image, prompts, boxes, negative_boxes)
-                    entry = {"id": image_id, "file_name": str(path), "height": size[1], "width": size[0]}
-                    name = _unique_name(path.stem, used_names)
-                    if (overlays or semantic) and image is None and size[0] * size[1] <= OVERLAY_MAX_PIXELS:
-                        image = read_rgb(path)
-                    if overlays and image is None:
-                        entry["overlay"] = None
-                        log.warning(
-                            "%s: no overlay (%dx%d px is above %d megapixels)",
-                            path,
-                            *size,
-                            OVERLAY_MAX_PIXELS // 1_000_000,
-                        )
-                    elif overlays:
-                        with writing(out_dir / "overlays" / f"{name}.png"):
-                            draw_overlay(image, list(found.items()), exemplars=exemplars).save(
-                                out_dir / "overlays" / f"{name}.png"
-                            )
-                        entry["overlay"] = f"overlays/{name}.png"
-                    if semantic and image is not None:
-                        labels = self.predict_semantic(image, prompts)
-                        mode, dtype = ("L", np.uint8) if len(prompts) < 256 else ("I;16", np.uint16)
-                        with writing(out_dir / "semantic" / f"{name}.png"):
-                            Image.fromarray(labels.astype(dtype), mode=mode).save(
-                                out_dir / "semantic" / f"{name}.png"
-                            )
-                        entry["semantic"] = f"semantic/{name}.png"
-                    results = [
-                        r for c, p in enumerate(prompts, 1) for r in found[p].to_coco_results(image_id, c)
-                    ]
+                        results = self._predict_file(image, entry, folder, prompts, boxes, negative_boxes)
                     journal.write(json.dumps({**entry, "detections": results}) + "\n")
                     journal.flush()
                     done.images.append(entry)
                     done.results.extend(results)
             done.complete = True
         finally:
-            save_coco_results(done.results, out_dir / "predictions.json")
-            index = {
-                "images": done.images,
-                "categories": [{"id": i, "name": p} for i, p in enumerate(prompts, 1)],
-                "exemplars": {
-                    "positive": [list(b) for b in boxes],
-                    "negative": [list(b) for b in negative_boxes],
-                },
-                "skipped": done.skipped,
-                "complete": done.complete,
-            }
-            write_text_atomic(out_dir / "index.json", json.dumps(index, indent=2))
-            lines.unlink(missing_ok=True)  # everything it held is in predictions.json now
+            folder.finish(done, prompts, boxes, negative_boxes)
         return done
 
-    def _read_for_prediction(self, path: Path) -> tuple[Image.Image | None, tuple[int, int]]:
-        """The decoded image and its ``(width, height)``; with sliced prediction the image is only
-        checked (:func:`~sam3tune.data.images.probe_image`) and None: the tiles are read by window."""
-        if not self.config.tiling.enabled:
-            image = read_rgb(path)
-            return image, image.size
-        try:
+    def _predict_file(
+        self,
+        image: Image.Image,
+        entry: dict,
+        folder: _OutputFolder,
+        prompts: list[str],
+        boxes: Sequence[Sequence[float]],
+        negative_boxes: Sequence[Sequence[float]],
+    ) -> list[dict]:
+        """One forward pass of ``image``: its overlay and label map written (paths added to ``entry``, its
+        ``index.json`` entry), its COCO results returned (category ``i`` = ``i``-th prompt)."""
+        batch = self._batch([image], prompts, boxes, negative_boxes)
+        outputs = self.forward(batch)
+        found = self._detections(outputs, batch, prompts)[0]
+        name = folder.name_for(Path(entry["file_name"]))
+        if folder.overlays:
+            exemplars = [(b, True) for b in boxes] + [(b, False) for b in negative_boxes]
+            entry["overlay"] = folder.write_overlay(name, image, found, exemplars)
+        if folder.semantic:
+            labels = _label_map(outputs, image, len(prompts))
+            entry["semantic"] = folder.write_label_map(name, labels, prompts)
+        return [r for c, p in enumerate(prompts, 1) for r in found[p].to_coco_results(entry["id"], c)]
+
+    def _predict_sliced_file(
+        self, path: Path, entry: dict, folder: _OutputFolder, prompts: list[str], progress: bool
+    ) -> list[dict]:
+        """:meth:`_predict_file` tile by tile (:meth:`predict_sliced`, read by window). The overlay and
+        label map need the whole image decoded: up to :data:`OVERLAY_MAX_PIXELS` only (``null`` above)."""
+        found = self.predict_sliced(path, prompts, progress)
+        name = folder.name_for(path)
+        wanted = folder.overlays or folder.semantic
+        image = read_rgb(path) if wanted and entry["width"] * entry["height"] <= OVERLAY_MAX_PIXELS else None
+        if image is None and wanted:
+            log.warning(
+                "%s: no overlay or label map (%dx%d px is above %d megapixels)",
+                path,
+                entry["width"],
+                entry["height"],
+                OVERLAY_MAX_PIXELS // 1_000_000,
+            )
+        if folder.overlays:
+            entry["overlay"] = None if image is None else folder.write_overlay(name, image, found, [])
+        if folder.semantic:
+            labels = None if image is None else self.predict_semantic(image, prompts)
+            entry["semantic"] = None if labels is None else folder.write_label_map(name, labels, prompts)
+        return [r for c, p in enumerate(prompts, 1) for r in found[p].to_coco_results(entry["id"], c)]
+
+
+def _read_image(
+    path: Path, skipped: list[dict], decode: bool = True
+) -> tuple[Image.Image | None, tuple[int, int]] | None:
+    """The image at ``path`` (None without ``decode``: only its header is checked, for sliced prediction
+    that reads it by window) and its ``(width, height)``; None (counted in ``skipped`` with the reason,
+    logged) when it is not an image."""
+    try:
+        if not decode:
             info = probe_image(path)
-        except ImageFileError as err:
-            raise OSError(str(err)) from err
-        return None, (info.width, info.height)
+            return None, (info.width, info.height)
+        image = read_rgb(path)
+        return image, image.size
+    except (*UNREADABLE_IMAGE, ImageFileError) as err:
+        skipped.append({"file_name": str(path), "reason": f"{type(err).__name__}: {err}"})
+        log.warning("skipped %s: not a readable image (%s)", path, err)
+        return None
+
+
+def _refuse_boxes_when_sliced(boxes: Sequence[Sequence[float]], negative_boxes: Sequence[Sequence[float]]):
+    if boxes or negative_boxes:
+        raise ConfigError("box prompts (--box) do not go with sliced prediction (postprocess.tiling)")
+
+
+def _label_map(
+    outputs: dict[str, torch.Tensor], image: Image.Image, prompts: int, threshold: float = SEMANTIC_THRESHOLD
+) -> np.ndarray:
+    """The semantic head's label map of a one-image forward of ``prompts`` prompts (see
+    :meth:`Predictor.predict_semantic`)."""
+    scores = semantic_scores(outputs, (image.height, image.width)).cpu()
+    return label_map(scores, torch.arange(1, prompts + 1), threshold).clamp(min=0).numpy()
+
+
+class _OutputFolder:
+    """The files :meth:`Predictor.predict_files` writes, one small writer each."""
+
+    def __init__(self, path: Path, overlays: bool, semantic: bool):
+        self.path, self.overlays, self.semantic = path, overlays, semantic
+        self.lines = path / "predictions.jsonl"
+        self._names: set[str] = set()
+        with writing(path, "--out"):
+            for name, wanted in (("overlays", overlays), ("semantic", semantic)):
+                if wanted:
+                    (path / name).mkdir()
+
+    def journal(self):
+        """``predictions.jsonl``, opened for appending one line per finished image."""
+        with writing(self.lines, "--out"):
+            return open(self.lines, "a", encoding="utf-8")
+
+    def name_for(self, path: Path) -> str:
+        """The file stem of an image's outputs: its own stem, numbered when another image had it."""
+        return _unique_name(path.stem, self._names)
+
+    def write_overlay(
+        self, name: str, image: Image.Image, found: dict[str, Detections], exemplars: list
+    ) -> str:
+        """Write ``overlays/<name>.png``; its path in the folder."""
+        relative = f"overlays/{name}.png"
+        with writing(self.path / relative, "--out"):
+            draw_overlay(image, list(found.items()), exemplars=exemplars).save(self.path / relative)
+        return relative
+
+    def write_label_map(self, name: str, labels: np.ndarray, prompts: list[str]) -> str:
+        """Write ``semantic/<name>.png`` (8-bit, 16-bit from 256 prompts on); its path in the folder."""
+        mode, dtype = ("L", np.uint8) if len(prompts) < 256 else ("I;16", np.uint16)
+        relative = f"semantic/{name}.png"
+        with writing(self.path / relative, "--out"):
+            Image.fromarray(labels.astype(dtype), mode=mode).save(self.path / relative)
+        return relative
+
+    def finish(
+        self,
+        done: PredictedFiles,
+        prompts: list[str],
+        boxes: Sequence[Sequence[float]],
+        negative_boxes: Sequence[Sequence[float]],
+    ) -> None:
+        """``predictions.json`` and ``index.json`` of what is done; the journal is removed after."""
+        save_coco_results(done.results, self.path / "predictions.json")
+        index = {
+            "images": done.images,
+            "categories": [{"id": i, "name": p} for i, p in enumerate(prompts, 1)],
+            "exemplars": {
+                "positive": [list(b) for b in boxes],
+                "negative": [list(b) for b in negative_boxes],
+            },
+            "skipped": done.skipped,
+            "complete": done.complete,
+        }
+        write_text_atomic(self.path / "index.json", json.dumps(index, indent=2))
+        self.lines.unlink(missing_ok=True)  # everything it held is in predictions.json now
 
 
 @dataclass
@@ -371,11 +384,9 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
         elif path.is_file():
             found.append(path)
         else:
-            raise FileNotFoundError(f"{path}: no such image file or folder")
+            raise UserError(f"{path}: no such image file or folder", path=path)
     if not found:
-        raise FileNotFoundError(
-            f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, paths))}"
-        )
+        raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, paths))}")
     return found
 
 
@@ -385,16 +396,16 @@ def exemplar_tensors(
     """Exemplar boxes in xyxy pixels of a ``width x height`` image -> ``(k, 4)`` cxcywh in [0, 1] of the
     evaluation canvas (a plain resize) and ``(k,)`` labels (1 for ``boxes``, 0 for ``negative_boxes``).
 
-    Boxes are clipped to the image; one with nothing left, or not 4 numbers, is a ``ValueError``."""
+    Boxes are clipped to the image; one with nothing left, or not 4 numbers, is a ``ConfigError``."""
     rows = []
     for box in [*boxes, *negative_boxes]:
         values = [float(v) for v in box]
         if len(values) != 4 or not all(map(torch.isfinite, torch.tensor(values))):
-            raise ValueError(f"an exemplar box must be 4 finite numbers x0,y0,x1,y1, got {list(box)!r}")
+            raise ConfigError(f"an exemplar box must be 4 finite numbers x0,y0,x1,y1, got {list(box)!r}")
         x0, x1 = (min(max(v, 0.0), width) for v in values[0::2])
         y0, y1 = (min(max(v, 0.0), height) for v in values[1::2])
         if x1 <= x0 or y1 <= y0:
-            raise ValueError(
+            raise ConfigError(
                 f"exemplar box {values} is empty inside the {width}x{height} image (need x0 < x1, y0 < y1)"
             )
         rows.append([(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height])
@@ -410,11 +421,20 @@ def _check_prompts(prompts: Sequence[str], has_boxes: bool = False) -> list[str]
     if not prompts and has_boxes:
         return [VISUAL_PROMPT]
     if not prompts or any(not p for p in prompts):
-        raise ValueError(
+        raise ConfigError(
             f"give at least one non-empty prompt or a positive exemplar box, got prompts {prompts!r}"
         )
-    if len(set(prompts)) != len(prompts):
-        raise ValueError(f"prompts repeat: {prompts!r}")
+    same: dict[str, list[str]] = {}
+    for prompt in prompts:
+        same.setdefault(prompt_key(prompt), []).append(prompt)
+    repeated = [group for group in same.values() if len(group) > 1]
+    if repeated:
+        shown = "; ".join(" and ".join(repr(p) for p in group) for group in repeated)
+        raise ConfigError(
+            f"prompts repeat once case, punctuation and spacing are ignored: {shown}; they ask for the "
+            "same thing (each would count as the other's false positives): give each prompt once",
+            key="prompts",
+        )
     return prompts
 
 

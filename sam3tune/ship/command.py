@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from sam3tune.config import ConfigError, load_config, with_shortcuts
 from sam3tune.ship.config import ExportConfig
-from sam3tune.ship.hub import NotLoggedInError, export_hub_folder, push_folder
-
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_NOT_LOGGED_IN = 3
+from sam3tune.ship.hub import export_hub_folder, push_folder
 
 
 def run_export_command(
@@ -28,27 +23,20 @@ def run_export_command(
     """Export ``source`` (``onnx``: a model spec such as ``RUN_DIR/model``; ``hub``: a run directory) to
     ``out`` as the :class:`ExportConfig` from the ``config`` file, ``key=value`` overrides, then ``fmt``,
     ``push`` and ``eval_report`` (shortcuts for ``format``, ``hub.push``, ``hub.eval_report``) says. Exit
-    status 0 done, 2 bad input (message on stderr), 3 ``--push`` without a Hugging Face login (the folder
-    is written)."""
+    status 0 done; bad input raises a :class:`~sam3tune.errors.UserError` (status 2), ``--push`` without
+    a Hugging Face login ``NotLoggedInError`` (status 3, the folder is written)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     shortcuts = {"format": fmt, "hub.push": push, "hub.eval_report": eval_report}
-    try:
-        settings = load_config(ExportConfig, config, with_shortcuts(overrides, shortcuts))
-        if settings.format == "onnx":
-            if settings.hub.push is not None or settings.hub.eval_report is not None:
-                raise ConfigError("--push and --eval go with --format hub")
-            _export_onnx(source, out, settings)
-        elif settings.format == "hub":
-            _export_hub(source, out, settings)
-        else:
-            raise ConfigError("say what to export: --format onnx (a model) or --format hub (a run)")
-    except NotLoggedInError as err:
-        print(f"sam3tune export: {err}", file=sys.stderr)
-        return EXIT_NOT_LOGGED_IN
-    except (OSError, ValueError, ImportError) as err:  # ConfigError is a ValueError; OSError: spec not found
-        print(f"sam3tune export: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return EXIT_OK
+    settings = load_config(ExportConfig, config, with_shortcuts(overrides, shortcuts))
+    if settings.format == "onnx":
+        if settings.hub.push is not None or settings.hub.eval_report is not None:
+            raise ConfigError("--push and --eval go with --format hub")
+        _export_onnx(source, out, settings)
+    elif settings.format == "hub":
+        _export_hub(source, out, settings)
+    else:
+        raise ConfigError("say what to export: --format onnx (a model) or --format hub (a run)")
+    return 0
 
 
 def _export_onnx(source: str, out: Path, config: ExportConfig) -> None:

@@ -21,21 +21,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from sam3tune.data.config import DataConfig
+from sam3tune.errors import EXIT_NOT_FINISHED, UserError, require_package
+from sam3tune.eval.report import REPORT_JSON as EVAL_REPORT
+from sam3tune.json_file import read_json
 from sam3tune.model.export import atomic_directory
+from sam3tune.output_files import writing
+from sam3tune.run_dir import RunDir
 from sam3tune.ship.model_card import ModelCardInputs, render_model_card
+from sam3tune.train.config import TrainConfig
+from sam3tune.train.metrics_log import read_metrics
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-class HubExportError(ValueError):
+class HubExportError(UserError, ValueError):
     """The run cannot be exported as asked (names what is missing)."""
 
 
-class NotLoggedInError(RuntimeError):
-    """No Hugging Face token was found for ``--push``."""
+class NotLoggedInError(UserError, RuntimeError):
+    """No Hugging Face token was found for ``--push`` (exit status 3: the folder is written)."""
+
+    exit_status = EXIT_NOT_FINISHED
 
 
 def export_hub_folder(
@@ -51,15 +57,11 @@ def export_hub_folder(
     (default: ``RUN_DIR/eval/eval.json`` or ``RUN_DIR/../eval/eval.json`` when present) for the card's
     evaluation table. Raises :class:`HubExportError` naming what the run lacks.
     """
-    run_dir = Path(run_dir)
-    config_file = run_dir / "config.yaml"
-    if not config_file.is_file():
-        raise HubExportError(f"{run_dir} is not a sam3tune run directory (no config.yaml)")
-    config = yaml.safe_load(config_file.read_text()) or {}
-    lora = (config.get("model") or {}).get("finetune", {}).get("mode") == "lora"
+    run = RunDir(run_dir)
+    config = run.config()
     if weights == "auto":
-        weights = "adapters" if lora else "merged"
-    source = run_dir / ("adapters" if weights == "adapters" else "model")
+        weights = "adapters" if config.model.finetune.mode == "lora" else "merged"
+    source = run.adapters_dir if weights == "adapters" else run.model_dir
     needed = ADAPTER_FILES if weights == "adapters" else ("config.json", "model.safetensors")
     missing = [name for name in needed if not (source / name).is_file()]
     if missing:
@@ -68,30 +70,28 @@ def export_hub_folder(
             f"{source} lacks {', '.join(missing)}{hint}; the run exports its weights when it completes "
             "(export: true)"
         )
-    report = _find_eval_report(run_dir, eval_report)
-    records = _read_records(run_dir / "metrics.jsonl")
-    with atomic_directory(out) as staging:
+    report = _find_eval_report(run, eval_report)
+    inputs = ModelCardInputs(
+        run_name=run.path.name,
+        config=config,
+        records=read_metrics(run.metrics_file),
+        data=_data_summary(config),
+        eval_report=read_json(report, "eval report") if report is not None else None,
+        weights=weights,
+        has_loss_curve=run.loss_curve.is_file(),
+    )
+    size, patch = _input_size(run.model_dir / "config.json")
+    with writing(out, "OUT"), atomic_directory(out) as staging:
         for path in sorted(source.iterdir()):
             if path.is_file():
                 shutil.copy2(path, staging / path.name)
-        _write_preprocessor_config(staging, run_dir / "model" / "config.json")
-        shutil.copy2(config_file, staging / "training_config.yaml")
-        if (run_dir / "loss_curve.png").is_file():
-            shutil.copy2(run_dir / "loss_curve.png", staging / "loss_curve.png")
+        _write_preprocessor_config(staging, size, patch)
+        shutil.copy2(run.config_file, staging / "training_config.yaml")
+        if inputs.has_loss_curve:
+            shutil.copy2(run.loss_curve, staging / run.loss_curve.name)
         if report is not None:
             shutil.copy2(report, staging / "eval.json")
-        card = render_model_card(
-            ModelCardInputs(
-                run_name=run_dir.name,
-                config=config,
-                records=records,
-                data=_data_summary(config),
-                eval_report=json.loads(report.read_text()) if report is not None else None,
-                weights=weights,
-                has_loss_curve=(staging / "loss_curve.png").is_file(),
-            )
-        )
-        (staging / "README.md").write_text(card)
+        (staging / "README.md").write_text(render_model_card(inputs))
     return Path(out)
 
 
@@ -108,11 +108,7 @@ def push_folder(
     :class:`NotLoggedInError` when no token is available.
     """
     if api_factory is None:
-        try:
-            from huggingface_hub import HfApi
-        except ImportError as err:
-            raise ImportError("--push needs huggingface_hub: pip install huggingface_hub") from err
-        api_factory = HfApi
+        api_factory = require_package("huggingface_hub", "--push", "pip install huggingface_hub").HfApi
     api = api_factory()
     if not api.token and not _stored_token():
         raise NotLoggedInError(
@@ -139,52 +135,47 @@ def _stored_token() -> str | None:
     return get_token()
 
 
-def _find_eval_report(run_dir: Path, given: str | Path | None) -> Path | None:
+def _find_eval_report(run: RunDir, given: str | Path | None) -> Path | None:
+    """``given`` (a file, or a folder holding ``eval.json``), else ``RUN/eval/eval.json`` or
+    ``RUN/../eval/eval.json`` when present."""
     if given is not None:
         path = Path(given)
         if path.is_dir():
-            path = path / "eval.json"
+            path = path / EVAL_REPORT
         if not path.is_file():
-            raise HubExportError(f"--eval {given}: no eval.json there")
+            raise HubExportError(f"--eval {given}: no {EVAL_REPORT} there")
         return path
-    for candidate in (run_dir / "eval" / "eval.json", run_dir.parent / "eval" / "eval.json"):
+    for folder in (run.path, run.path.parent):
+        candidate = folder / "eval" / EVAL_REPORT
         if candidate.is_file():
             return candidate
     return None
 
 
-def _read_records(path: Path) -> list[dict[str, Any]]:
-    from sam3tune.train.metrics_log import read_metrics
-
-    return read_metrics(path)
-
-
-def _data_summary(config: dict[str, Any]) -> dict[str, Any] | None:
-    """The inspect report of the run's dataset (None when it is not on this machine)."""
+def _data_summary(config: TrainConfig) -> dict[str, Any] | None:
+    """The inspect report of the run's dataset, read with the run's data settings (None when it is not on
+    this machine)."""
     from sam3tune.data.inspection import inspect_dataset
 
-    data = config.get("data") or {}
-    root = data.get("root")
+    root = config.data.root
     if root is None or not Path(root).exists():
         return None
-    settings = DataConfig(
-        negatives=data.get("negatives", "all"),
-        max_objects_per_query=data.get("max_objects_per_query", 200),
-        prompts=data.get("prompts"),
-        keep_unused_categories=data.get("keep_unused_categories", False),
-    )
-    return inspect_dataset(root, settings, progress=False)
+    return inspect_dataset(root, config.data, progress=False)
 
 
-def _write_preprocessor_config(folder: Path, model_config: Path) -> None:
+def _input_size(model_config: Path) -> tuple[int, int]:
+    """The input size and patch size of the model whose ``config.json`` is ``model_config``."""
+    try:
+        backbone = read_json(model_config, "model config")["vision_config"]["backbone_config"]
+        return int(backbone["image_size"]), int(backbone["patch_size"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise HubExportError(f"cannot read the input size from {model_config}: {err}") from err
+
+
+def _write_preprocessor_config(folder: Path, size: int, patch: int) -> None:
     """HF ``Sam3ImageProcessor`` settings for this model (what sam3tune's eval transform does: bilinear
     resize of the whole image to S x S, scale to [0, 1], normalise with mean = std = 0.5; masks come out
     at 4x the patch grid, 288 px for SAM 3)."""
-    try:
-        backbone = json.loads(model_config.read_text())["vision_config"]["backbone_config"]
-        size, patch = int(backbone["image_size"]), int(backbone["patch_size"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise HubExportError(f"cannot read the input size from {model_config}: {err}") from err
     processor = {
         "image_processor_type": "Sam3ImageProcessor",
         "processor_class": "Sam3Processor",

@@ -3,12 +3,15 @@ against zero-shot (per category), the loss curve, how to use it; the licence is 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sam3tune.eval.report import markdown_table, percent, percent_change
 from sam3tune.eval.verdict import verdict_from_records
+from sam3tune.model.hub import is_hub_id, model_label
+from sam3tune.train.config import TrainConfig
 
 # Summary rows of the evaluation table: (key of EvalMetrics.summary(), label).
 EVAL_ROWS = (
@@ -28,7 +31,7 @@ class ModelCardInputs:
     """What the card is made of; every part may be missing except the run's config."""
 
     run_name: str
-    config: dict[str, Any]  # the run's resolved config.yaml
+    config: TrainConfig  # the run's resolved config.yaml
     records: list[dict[str, Any]]  # metrics.jsonl
     data: dict[str, Any] | None  # `sam3tune data inspect --json` report of the run's dataset
     eval_report: dict[str, Any] | None  # eval.json of `sam3tune eval --model ... baseline=<start>`
@@ -39,17 +42,15 @@ class ModelCardInputs:
 def render_model_card(inputs: ModelCardInputs) -> str:
     """The card's Markdown with a YAML front matter (the ``license`` left for the user to fill)."""
     config = inputs.config
-    model = config.get("model") or {}
-    base = str(model.get("name"))
-    mode = (model.get("finetune") or {}).get("mode", "full")
-    lines = _front_matter(base, inputs.weights)
+    base = model_label(config.model.name)
+    mode = config.model.finetune.mode
+    lines = _front_matter(config.model.name, inputs.weights)
     lines += [
         f"# {inputs.run_name}: SAM 3 fine-tuned with sam3tune",
         "",
         f"SAM 3 (promptable concept segmentation: a text prompt in, every matching instance's box, mask and "
         f"score out) fine-tuned from `{base}` ({'LoRA' if mode == 'lora' else 'full fine-tune'}) on "
-        f"`{(config.get('data') or {}).get('root')}` with sam3tune and the official "
-        "SAM 3 training recipe.",
+        f"`{_data_name(config)}` with sam3tune and the official SAM 3 training recipe.",
         "",
     ]
     lines += _verdict_section(inputs)
@@ -69,13 +70,24 @@ def render_model_card(inputs: ModelCardInputs) -> str:
     return "\n".join(lines)
 
 
+def _data_name(config: TrainConfig) -> str:
+    """The dataset by its folder (or file) name, not the absolute path it was read from."""
+    return Path(config.data.root).name if config.data.root is not None else "-"
+
+
+def _without_folders(text: str) -> str:
+    """``text`` with every absolute path reduced to its last part (a published card does not show the
+    folders of the machine it was written on)."""
+    return re.sub(r"/[^\s:()]+", lambda match: Path(match.group()).name, text)
+
+
 def _front_matter(base: str, weights: str) -> list[str]:
     lines = ["---", "license: unknown  # fill in before publishing (e.g. the base model's licence)"]
     if weights == "adapters":
         lines.append("library_name: peft")
     else:
         lines.append("library_name: transformers")
-    if "/" in base and not Path(base).exists():  # a hub id, not a local folder
+    if is_hub_id(base) and not Path(base).exists():  # a hub id, not a local folder
         lines.append(f"base_model: {base}")
     lines += [
         "pipeline_tag: mask-generation",
@@ -95,10 +107,8 @@ def _verdict_section(inputs: ModelCardInputs) -> list[str]:
     report_verdict = (inputs.eval_report or {}).get("verdict")
     if report_verdict:
         lines.append(f"**Evaluation: {report_verdict['line']}**")
-    val = inputs.config.get("val") or {}
-    verdict = verdict_from_records(
-        inputs.records, val.get("best_metric", "bbox_AP"), val.get("best_mode", "max")
-    )
+    val = inputs.config.val
+    verdict = verdict_from_records(inputs.records, val.best_metric, val.best_mode)
     if verdict is not None:
         lines.append(f"**Validation during training: {verdict.line()}**")
     return [*_joined(lines), ""] if lines else []
@@ -121,7 +131,8 @@ def _eval_section(inputs: ModelCardInputs) -> list[str]:
     context = report.get("context") or {}
     lines = ["## Evaluation", ""]
     if context.get("data"):
-        lines.append(f"On {context['data']}, every image asked every category (absent ones included).")
+        data = _without_folders(context["data"])
+        lines.append(f"On {data}, every image asked every category (absent ones included).")
         lines.append("")
     header = ["metric (percent)"] + (["zero-shot", "tuned", "change"] if zero_shot else ["tuned"])
     rows = []
@@ -168,8 +179,8 @@ def _validation_table(inputs: ModelCardInputs) -> list[str]:
             "<base model> --data DATA data.val=test --out RUN/eval` and export again.",
             "",
         ]
-    metric = (inputs.config.get("val") or {}).get("best_metric", "bbox_AP")
-    pick = min if (inputs.config.get("val") or {}).get("best_mode") == "min" else max
+    metric = inputs.config.val.best_metric
+    pick = min if inputs.config.val.best_mode == "min" else max
     best = pick((r for r in trained if isinstance(r.get(metric), (int, float))), key=lambda r: r[metric])
     lines = [
         "## Evaluation (validation split)",
@@ -186,11 +197,10 @@ def _validation_table(inputs: ModelCardInputs) -> list[str]:
     return [*lines, *markdown_table(["metric (percent)", "zero-shot", "tuned", "change"], rows), ""]
 
 
-def _data_section(data: dict[str, Any] | None, config: dict[str, Any]) -> list[str]:
-    root = (config.get("data") or {}).get("root")
+def _data_section(data: dict[str, Any] | None, config: TrainConfig) -> list[str]:
     lines = ["## Data", ""]
     if data is None or not data.get("splits"):
-        return [*lines, f"`{root}` (not found when the card was written: no counts).", ""]
+        return [*lines, f"`{_data_name(config)}` (not found when the card was written: no counts).", ""]
     rows = []
     for split in data["splits"]:
         if not split.get("ok"):
@@ -225,29 +235,26 @@ def _data_section(data: dict[str, Any] | None, config: dict[str, Any]) -> list[s
     return lines
 
 
-def _training_section(config: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
+def _training_section(config: TrainConfig, records: list[dict[str, Any]]) -> list[str]:
     train = [r for r in records if r.get("kind") == "train"]
-    model, loop, optim = config.get("model") or {}, config.get("loop") or {}, config.get("optim") or {}
-    finetune = model.get("finetune") or {}
+    loop, optim, finetune = config.loop, config.optim, config.model.finetune
     rows = [
-        ["base model", f"`{model.get('name')}`"],
-        ["fine-tuning", finetune.get("mode", "full")],
+        ["base model", f"`{model_label(config.model.name)}`"],
+        ["fine-tuning", finetune.mode],
         ["optimizer steps", f"{train[-1]['step']}" if train else "-"],
         [
             "epochs / batch (images per process) / accumulation",
-            f"{loop.get('epochs')} / {loop.get('batch_size')} / {loop.get('grad_accum_steps')}",
+            f"{loop.epochs} / {loop.batch_size} / {loop.grad_accum_steps}",
         ],
         [
             "learning rates (transformer / vision / text)",
-            f"{optim.get('lr_transformer')} / {optim.get('lr_vision')} / {optim.get('lr_text')}",
+            f"{optim.lr_transformer} / {optim.lr_vision} / {optim.lr_text}",
         ],
-        ["seed", str(loop.get("seed"))],
+        ["seed", str(loop.seed)],
     ]
-    if finetune.get("mode") == "lora":
-        lora = finetune.get("lora") or {}
-        rows.append(
-            ["LoRA", f"rank {lora.get('rank')}, alpha {lora.get('alpha')}, on {lora.get('components')}"]
-        )
+    if finetune.mode == "lora":
+        lora = finetune.lora
+        rows.append(["LoRA", f"rank {lora.rank}, alpha {lora.alpha}, on {lora.components}"])
     if train:
         rows.append(["training time", f"{sum(r.get('seconds') or 0 for r in train) / 60:.1f} min"])
         rows.append(["final training loss", f"{train[-1].get('loss'):.4g}" if train[-1].get("loss") else "-"])

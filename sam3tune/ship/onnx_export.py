@@ -29,8 +29,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from sam3tune.errors import require_package
+from sam3tune.json_file import JsonFileError, read_json
 from sam3tune.model import Sam3ForTraining, load_model
 from sam3tune.model.export import atomic_directory
+from sam3tune.model.hub import ModelSpecError
 from sam3tune.model.training_model import ImageFeatures
 
 log = logging.getLogger(__name__)
@@ -61,13 +64,17 @@ class OnnxManifest:
     def read(cls, directory: str | Path) -> OnnxManifest:
         path = Path(directory) / MANIFEST
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise FileNotFoundError(
+            data = read_json(path, "ONNX manifest")
+        except JsonFileError as err:
+            raise ModelSpecError(
                 f"{directory} is not a sam3tune ONNX export (cannot read {path}: {err})"
             ) from err
-        if data.get("format") != "sam3tune-onnx":
-            raise ValueError(f"{path}: not a sam3tune ONNX manifest (format {data.get('format')!r})")
+        kind = data.get("format") if isinstance(data, dict) else data
+        if kind != "sam3tune-onnx":
+            raise ModelSpecError(f"{path}: not a sam3tune ONNX manifest (format {kind!r:.60})")
+        missing = [k for k in cls.__dataclass_fields__ if k not in data]
+        if missing:
+            raise ModelSpecError(f"{path}: the ONNX manifest lacks {', '.join(missing)}")
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
@@ -119,6 +126,7 @@ def export_onnx(
     ``dynamo``: torch's dynamo-based exporter (default; needs ``onnxscript``), else the TorchScript one.
     Weights stay float32. Graphs over 2 GB (full-size SAM 3) keep their weights in ``<graph>.onnx.data``.
     """
+    require_package("onnxscript" if dynamo else "onnx", "ONNX export", "pip install 'sam3tune[onnx]'")
     bundle = load_model(spec)
     model = Sam3ForTraining(bundle.model, bundle.tokenize, one_to_many=False).eval()
     size = bundle.image_size

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sam3tune.errors import require_package
+from sam3tune.model.hub import ModelSpecError
 from sam3tune.ship.onnx_export import GRAPHS, MANIFEST, OUTPUTS, OnnxManifest
 
 
@@ -32,15 +34,10 @@ class OnnxSam3:
     """The three graphs of an export in onnxruntime sessions (CPU unless ``providers`` says otherwise)."""
 
     def __init__(self, spec: str | Path, providers: Sequence[str] | None = None, threads: int | None = None):
-        try:
-            import onnxruntime
-        except ImportError as err:
-            raise ImportError(
-                "running an ONNX export needs onnxruntime: pip install 'sam3tune[onnx]'"
-            ) from err
+        onnxruntime = require_package("onnxruntime", "running an ONNX export", "pip install 'sam3tune[onnx]'")
         directory = onnx_export_dir(spec)
         if directory is None:
-            raise FileNotFoundError(
+            raise ModelSpecError(
                 f"{spec}: no {MANIFEST} there, not a `sam3tune export --format onnx` folder"
             )
         self.directory = directory
@@ -54,7 +51,7 @@ class OnnxSam3:
         for name in GRAPHS:
             path = directory / f"{name}.onnx"
             if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing from the export")
+                raise ModelSpecError(f"{path} is missing from the export")
             self.sessions[name] = onnxruntime.InferenceSession(str(path), options, providers=providers)
 
     @property

@@ -8,11 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sam3tune.config import ConfigError, load_config, with_shortcuts
-
-EXIT_OK = 0
-EXIT_FAILED_RUNS = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+from sam3tune.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 
 def run_suite_command(
@@ -20,28 +16,21 @@ def run_suite_command(
 ) -> int:
     """Load the :class:`~sam3tune.suite.SuiteConfig` of ``config`` with ``key=value`` overrides (``out`` sets
     ``output_dir``), run what is not finished, print the table. Exit status 0 all runs finished, 1 some
-    failed (diverged; the table shows the others), 2 bad input, 130 stopped (run it again to continue)."""
+    failed (diverged or bad data; the table shows the others), 130 stopped (run it again to continue); bad
+    input raises a :class:`~sam3tune.errors.UserError` (status 2)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    from sam3tune.output_files import WriteError
     from sam3tune.suite import SuiteConfig, run_suite
-    from sam3tune.train.checkpoint import CheckpointError
-    from sam3tune.train.run_lock import RunLockedError
 
-    try:
-        if config is None:
-            raise ConfigError("give the suite file: sam3tune suite --config SUITE.yaml")
-        settings = load_config(SuiteConfig, config, with_shortcuts(overrides, {"output_dir": out}))
-        outcome = run_suite(settings, say=lambda line: print(line, file=sys.stderr, flush=True))
-    # ValueError: configs (ConfigError), data (DataError), model specs (ModelSpecError), resolutions
-    except (ValueError, CheckpointError, RunLockedError, WriteError, FileExistsError) as err:
-        print(f"sam3tune suite: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    if config is None:
+        raise ConfigError("give the suite file: sam3tune suite --config SUITE.yaml")
+    settings = load_config(SuiteConfig, config, with_shortcuts(overrides, {"output_dir": out}))
+    outcome = run_suite(settings, say=lambda line: print(line, file=sys.stderr, flush=True))
     print(outcome.table)
     folder = Path(settings.output_dir)
     print(f"\ntables written to {folder / 'results.md'} and {folder / 'results.json'}")
     if outcome.status == "interrupted":
         print(f"suite stopped: run the same command again to continue ({folder})", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return EXIT_FAILED_RUNS if outcome.failed else EXIT_OK
+    return EXIT_CHECK_FAILED if outcome.failed else EXIT_OK

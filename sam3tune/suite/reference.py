@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from sam3tune.config import ConfigError
+from sam3tune.config import ConfigError, parse_yaml
 
 SHIPPED = Path(__file__).parent / "references"
 
@@ -74,7 +74,7 @@ def load_reference(spec: str) -> Reference:
     name, _, source = spec.partition("@")
     path = SHIPPED / f"{name}.yaml" if (SHIPPED / f"{name}.yaml").is_file() else Path(name)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as err:
         shipped = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.yaml")))
         raise ConfigError(

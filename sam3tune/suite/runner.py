@@ -34,6 +34,8 @@ import yaml
 from sam3tune.config import ConfigError, as_overrides, load_config, save_config, to_dict
 from sam3tune.data import DataConfig, DataError
 from sam3tune.devices import resolve_device
+from sam3tune.eval.report import REPORT_JSON
+from sam3tune.run_dir import RunDir
 from sam3tune.suite.aggregate import DatasetResult, markdown_table, summarise
 from sam3tune.suite.config import SuiteConfig, SuiteDataset
 from sam3tune.suite.reference import load_reference
@@ -207,22 +209,23 @@ class _Step:
     def done(self, suite: SuiteConfig) -> bool:
         folder = self.folder(suite)
         if self.kind == "fine-tune":
-            return (folder / "model" / "config.json").is_file()
+            return (RunDir(folder).model_dir / "config.json").is_file()
         return _read_eval(folder if self.kind == "zero-shot" else folder / "eval") is not None
 
     def run(self, suite: SuiteConfig, say: Callable[[str], None]) -> str | None:
         """Run the step; returns None when it finished, :data:`INTERRUPTED`, or why it failed."""
         if self.kind == "fine-tune":
             return _fine_tune(suite, self.dataset, self.seed, self.folder(suite), say)
-        if self.kind == "eval" and not (self.folder(suite) / "model").is_dir():
+        tuned = RunDir(self.folder(suite)).model_dir
+        if self.kind == "eval" and not tuned.is_dir():
             return "no tuned model (its fine-tune did not finish)"
-        from sam3tune.eval.command import eval_model  # heavy: the model package
+        from sam3tune.eval.api import evaluate_model  # heavy: the model package
 
         base = run_config(suite, self.dataset, suite.seeds[0]).model.name
-        model = base if self.kind == "zero-shot" else str(self.folder(suite) / "model")
+        model = base if self.kind == "zero-shot" else str(tuned)
         folder = self.folder(suite) if self.kind == "zero-shot" else self.folder(suite) / "eval"
         device = resolve_device(suite.device, key="device")
-        eval_model(model, eval_data(suite, self.dataset), folder, suite.eval, device=device)
+        evaluate_model(model, eval_data(suite, self.dataset), folder, suite.eval, device=device)
         return None
 
 
@@ -240,13 +243,14 @@ def _fine_tune(
 ) -> str | None:
     """Train (or continue) the run of ``dataset`` with ``seed`` in ``run_dir``."""
     from sam3tune.train.loop import TrainingDivergedError
-    from sam3tune.train.recipe import load_run_config, train
+    from sam3tune.train.recipe import train
 
     config = run_config(suite, dataset, seed)
     resume = None
+    run = RunDir(run_dir)
     if run_dir.exists():
-        if (run_dir / "checkpoints").is_dir() and (run_dir / "config.yaml").is_file():
-            config = load_run_config(run_dir)  # as `sam3tune train --resume`: the run's resolved config
+        if run.checkpoints_dir.is_dir() and run.is_run():
+            config = run.config()  # as `sam3tune train --resume`: the run's resolved config
             resume = run_dir
             say(f"    continuing {run_dir} from its last checkpoint")
         else:
@@ -270,7 +274,7 @@ def _aside(run_dir: Path) -> Path:
 def _read_eval(folder: Path) -> dict | None:
     """The summary of ``folder/eval.json`` when it is complete, else None."""
     try:
-        data = json.loads((folder / "eval.json").read_text())
+        data = json.loads((folder / REPORT_JSON).read_text())
         return data["model"]["summary"]
     except (OSError, ValueError, KeyError, TypeError):
         return None

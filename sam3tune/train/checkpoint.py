@@ -22,17 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sam3tune.atomic import atomic_directory, complete_copy
+from sam3tune.errors import UserError
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
 META_FILE = "meta.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, incomplete or does not fit the model."""
 
 
@@ -70,15 +72,22 @@ def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], where:
     model.load_state_dict(dict(state), strict=False)
 
 
+#: what a checkpoint write raises, besides ``OSError``, when the disk is full (see ``save_checkpoint``)
+WRITE_ERRORS = (SafetensorError, RuntimeError)
+
+
 def save_checkpoint(
     directory: Path,
     model_state: Mapping[str, torch.Tensor],
     training_state: dict[str, Any],
     meta: dict[str, Any],
 ) -> None:
-    """Write a checkpoint to ``directory`` atomically (see the module docstring)."""
+    """Write a checkpoint to ``directory`` atomically (see the module docstring). A failed write leaves
+    the previous checkpoint there as it was; it raises what the writer raises (``OSError``, and on a full
+    disk safetensors' ``SafetensorError`` or ``torch.save``'s ``RuntimeError``: :data:`WRITE_ERRORS`)."""
     with atomic_directory(directory) as staging:
-        save_file({name: t.contiguous().cpu() for name, t in model_state.items()}, str(staging / MODEL_FILE))
+        tensors = {name: t.contiguous().cpu() for name, t in model_state.items()}
+        save_file(tensors, str(staging / MODEL_FILE))
         torch.save(training_state, staging / STATE_FILE)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
 

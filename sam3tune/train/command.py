@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from sam3tune.config import ConfigError, load_config, with_shortcuts
+from sam3tune.errors import EXIT_INTERRUPTED, EXIT_OK
+from sam3tune.run_dir import RunDir
 from sam3tune.train.config import TrainConfig
-
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_DIVERGED = 3
-EXIT_INTERRUPTED = 130
 
 
 def run_train_command(
@@ -27,8 +23,8 @@ def run_train_command(
 ) -> int:
     """Load the config (``config`` file, then ``key=value`` overrides, then ``data`` / ``model``, which set
     ``data.root`` / ``model.name``) or the config of the run being resumed, train, and return the exit
-    status: 0 done, 2 bad input (message printed), 3 training diverged (NaN/inf), 130 stopped by a signal
-    (resumable)."""
+    status: 0 done, 130 stopped by a signal (resumable). Bad input raises a
+    :class:`~sam3tune.errors.UserError` (status 2), a diverged run ``TrainingDivergedError`` (status 3)."""
     config_path = config
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
@@ -36,43 +32,20 @@ def run_train_command(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    from sam3tune.data import DataError
-    from sam3tune.output_files import WriteError
-    from sam3tune.train.checkpoint import CheckpointError
-    from sam3tune.train.loop import TrainingDivergedError
-    from sam3tune.train.recipe import load_run_config, train
-    from sam3tune.train.run_lock import RunLockedError
+    from sam3tune.train.recipe import train
 
     overrides = with_shortcuts(overrides, {"data.root": data, "model.name": model})
-    try:
-        if resume is not None:
-            if config_path is not None:
-                raise ConfigError("--resume continues a run with its own config.yaml; drop --config")
-            config = load_run_config(resume, overrides)
-        else:
-            config = load_config(TrainConfig, config_path, overrides)
-            if config.data.root is None:
-                raise ConfigError("no dataset: pass --data PATH (or set data.root in the config)")
-        if allow_inexact_resume and resume is None:
-            raise ConfigError("--allow-inexact-resume goes with --resume RUN_DIR")
-        result = train(
-            config, resume=Path(resume) if resume else None, allow_inexact_resume=allow_inexact_resume
-        )
-    except TrainingDivergedError as err:
-        print(f"sam3tune train: {err}", file=sys.stderr)
-        return EXIT_DIVERGED
-    except (
-        ConfigError,
-        DataError,
-        CheckpointError,
-        RunLockedError,
-        WriteError,
-        FileExistsError,
-        FileNotFoundError,
-        ValueError,
-    ) as err:
-        print(f"sam3tune train: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    if resume is not None:
+        if config_path is not None:
+            raise ConfigError("--resume continues a run with its own config.yaml; drop --config")
+        config = RunDir(resume).config(overrides)
+    else:
+        config = load_config(TrainConfig, config_path, overrides)
+        if config.data.root is None:
+            raise ConfigError("no dataset: pass --data PATH (or set data.root in the config)")
+    if allow_inexact_resume and resume is None:
+        raise ConfigError("--allow-inexact-resume goes with --resume RUN_DIR")
+    result = train(config, resume=Path(resume) if resume else None, allow_inexact_resume=allow_inexact_resume)
     if rank == 0:
         print(_summary(result))
         verdict = _verdict(result, config)
@@ -103,5 +76,5 @@ def _verdict(result, config: TrainConfig):
 
     if result.status != "completed":
         return None
-    records = read_metrics(result.run_dir / "metrics.jsonl")
+    records = read_metrics(RunDir(result.run_dir).metrics_file)
     return verdict_from_records(records, config.val.best_metric, config.val.best_mode, result.best_checkpoint)

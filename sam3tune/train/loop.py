@@ -36,9 +36,14 @@ from torch.utils._pytree import tree_flatten, tree_map_only
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from sam3tune.config import ConfigError
+from sam3tune.errors import EXIT_NOT_FINISHED, UserError
 from sam3tune.output_files import writing
 from sam3tune.progress import progress_bar
+from sam3tune.run_dir import RunDir
 from sam3tune.train.checkpoint import (
+    WRITE_ERRORS,
+    CheckpointError,
     load_model_state,
     model_state_to_save,
     save_checkpoint,
@@ -76,8 +81,10 @@ _CHECKPOINT_FORMAT = 1
 _KEEP_EPOCH_BAR_STEPS = 20  # shorter epochs clear their progress bar (no screenful of 6-step bars)
 
 
-class TrainingDivergedError(RuntimeError):
-    """The loss stayed NaN or inf for too many optimizer steps in a row."""
+class TrainingDivergedError(UserError, RuntimeError):
+    """The loss stayed NaN or inf for too many optimizer steps in a row (exit status 3; ``last`` is saved)."""
+
+    exit_status = EXIT_NOT_FINISHED
 
 
 @dataclass
@@ -183,10 +190,9 @@ class Trainer:
         self.config = config
         self.parts = parts
         self.run_dir = Path(run_dir)
+        self.run = RunDir(run_dir)
         self.context = context
         loop = config.loop
-        if loop.grad_accum_steps < 1:
-            raise ValueError(f"loop.grad_accum_steps must be >= 1, got {loop.grad_accum_steps}")
         self.sampler = EpochBatchSampler(
             len(parts.train_dataset),
             loop.batch_size,
@@ -196,14 +202,12 @@ class Trainer:
         )
         self.steps_per_epoch = len(self.sampler) // loop.grad_accum_steps
         if self.steps_per_epoch == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"an epoch has {len(self.sampler)} batch(es) per process, fewer than "
                 f"loop.grad_accum_steps={loop.grad_accum_steps}: no optimizer step would happen"
             )
         total = loop.epochs * self.steps_per_epoch
-        self.total_steps = min(total, loop.max_steps) if loop.max_steps is not None else total
-        if self.total_steps < 1:
-            raise ValueError(f"the run has no optimizer step (loop.epochs={loop.epochs})")
+        self.total_steps = min(total, loop.max_steps) if loop.max_steps is not None else total  # >= 1
         self.schedule = InverseSqrtSchedule(
             warmup_steps=config.schedule.warmup_steps,
             cooldown_steps=config.schedule.cooldown_steps,
@@ -220,7 +224,7 @@ class Trainer:
         module = parts.model
         state = None
         if resume:  # True: the run's `last` checkpoint (else `best`); or the ResumePoint read already
-            point = resume if isinstance(resume, ResumePoint) else find_resume_point(self.run_dir)
+            point = resume if isinstance(resume, ResumePoint) else find_resume_point(self.run)
             checkpoint, state = point.path, point.training_state
             load_model_state(module, point.model_state, checkpoint)
             self._restore_counters(state, checkpoint)
@@ -238,7 +242,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         self.log = None
         if context.is_main:
-            self.log = MetricsLog(self.run_dir, resume_step=self.progress.step if resume else None)
+            self.log = MetricsLog(self.run, resume_step=self.progress.step if resume else None)
 
     # ----------------------------------------------------------------------------------------- run
     def request_stop(self) -> None:
@@ -268,14 +272,14 @@ class Trainer:
                     status = "interrupted"
                     break
         if status == "completed" and self.log is not None:
-            with writing(self.run_dir / "loss_curve.png"):
-                records = read_metrics(self.log.path)
-                curve = plot_loss_curve(records, self.run_dir / "loss_curve.png", self.config.val.best_metric)
+            with writing(self.run.loss_curve, "output_dir"):
+                records = read_metrics(self.run.metrics_file)
+                curve = plot_loss_curve(records, self.run.loss_curve, self.config.val.best_metric)
         else:
             curve = None
         if self.log is not None:
             self.log.close()
-        best = self.run_dir / "checkpoints" / "best"
+        best = self.run.checkpoint("best")
         return RunResult(
             run_dir=self.run_dir,
             status=status,
@@ -286,7 +290,7 @@ class Trainer:
             last_train={k: v for k, v in last_record.items() if isinstance(v, (int, float))},
             last_val=self.last_val,
             best_value=self.progress.best_value,
-            checkpoint=self.run_dir / "checkpoints" / "last",
+            checkpoint=self.run.checkpoint("last"),
             best_checkpoint=best if best.exists() else None,
             loss_curve=curve,
         )
@@ -364,7 +368,10 @@ class Trainer:
         except Exception:
             self._save("last")  # a failed validation keeps the epoch's training (resumable)
             raise
-        checkpoint_due = epoch_end and _every(self.config.loop.checkpoint_every_epochs, progress.epoch)
+        loop = self.config.loop
+        checkpoint_due = (epoch_end and _every(loop.checkpoint_every_epochs, progress.epoch)) or _every(
+            loop.checkpoint_every_steps, progress.step
+        )
         if run_done or stopped or improved or checkpoint_due:
             self._save("last")
         if improved:
@@ -461,7 +468,7 @@ class Trainer:
             self.module.train()
         metric = self.config.val.best_metric
         if metric not in results:
-            raise ValueError(
+            raise ConfigError(
                 f"val.best_metric {metric!r} is not among the validation results {sorted(results)}"
             )
         value, best = results[metric], self.progress.best_value
@@ -482,10 +489,10 @@ class Trainer:
         return improved
 
     # -------------------------------------------------------------------------------- checkpoints
-    def _save(self, name: str) -> Path:
+    def _save(self, name: Literal["last", "best"]) -> Path:
         """Write checkpoint ``name`` (all processes take part; rank 0 writes)."""
         rng_states = gather_objects(capture_rng_state(), self.context)
-        path = self.run_dir / "checkpoints" / name
+        path = self.run.checkpoint(name)
         if self.context.is_main:
             progress = self.progress.state_dict()
             training_state = {
@@ -502,24 +509,24 @@ class Trainer:
                 "best_metric": self.config.val.best_metric,
                 "last_val": self.last_val,
             }
-            with writing(path):
+            with writing(path, "output_dir", also=WRITE_ERRORS):
                 save_checkpoint(path, model_state_to_save(self.module), training_state, meta)
         barrier(self.context)
         return path
 
     def _restore_counters(self, state: dict[str, Any], where: Path) -> None:
         if state.get("format") != _CHECKPOINT_FORMAT:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {where} has format {state.get('format')}, expected {_CHECKPOINT_FORMAT}"
             )
         if state["world_size"] != self.context.world_size:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {where} was written by a run of {state['world_size']} process(es); resume it "
                 f"with the same number (this run has {self.context.world_size}): the data order and RNG "
                 "streams are per process"
             )
         if state["steps_per_epoch"] != self.steps_per_epoch:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {where} was written with {state['steps_per_epoch']} steps per epoch, this "
                 f"configuration gives {self.steps_per_epoch}: the dataset, batch size or accumulation changed"
             )

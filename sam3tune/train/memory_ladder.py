@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from transformers import Sam3Config, Sam3Model
 
-from sam3tune.config import apply_overrides, from_dict, to_dict
+from sam3tune.config import ConfigError, apply_overrides, from_dict, to_dict
 from sam3tune.data import QueryDataset
 from sam3tune.data.queries import negative_count
 from sam3tune.model.finetune import HEAD_MODULES, apply_finetuning, quiet_peft, trains_heads
@@ -112,7 +112,7 @@ _OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2}  # two moments per trained param
 def rung_config(config: TrainConfig, rung: str) -> TrainConfig:
     """``config`` with rung ``rung``'s overrides applied and ``loop.memory`` set to it."""
     if rung not in RUNGS:
-        raise ValueError(f"loop.memory={rung!r} is not a rung; choose auto, off or one of {list(LADDER)}")
+        raise ConfigError(f"loop.memory={rung!r} is not a rung; choose auto, off or one of {list(LADDER)}")
     data = apply_overrides(to_dict(config), [*RUNGS[rung], f"loop.memory={rung}"])
     return from_dict(TrainConfig, data)
 

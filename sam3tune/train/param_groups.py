@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from sam3tune.config import ConfigError
 from sam3tune.model.components import component_of, is_adapter_parameter, vit_depth
 from sam3tune.model.quantization import require_bitsandbytes
 from sam3tune.train.config import OptimConfig
@@ -109,7 +110,9 @@ def build_param_groups(
         )
         group["params"].append(param)
     if not groups:
-        raise ValueError("no trainable parameter: every parameter is frozen, there is nothing to train")
+        raise ConfigError(
+            "no trainable parameter: every parameter is frozen (model.finetune), there is nothing to train"
+        )
     return list(groups.values())
 
 

@@ -6,34 +6,30 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
-from sam3tune.config import load_config, save_config
+from sam3tune.config import ConfigError, save_config
 from sam3tune.data import (
     DataConfig,
     DataError,
-    QueryDataset,
-    build_eval_dataset,
-    build_train_dataset,
-    check_prompt_tokens,
     collate,
 )
-from sam3tune.data.semantic import is_semantic_dataset
-from sam3tune.eval.model_eval import make_validator
-from sam3tune.loss import Sam3Criterion
+from sam3tune.eval.api import make_validator
 from sam3tune.model import ModelBundle, build_training_model, load_model
 from sam3tune.model.export import save_adapters, save_merged
 from sam3tune.output_files import writing
+from sam3tune.run_dir import RunDir
 from sam3tune.train.checkpoint import load_checkpoint, load_model_state
 from sam3tune.train.config import TrainConfig
+from sam3tune.train.dataset_kinds import dataset_kind
 from sam3tune.train.distributed import DistributedContext, barrier, broadcast_object, init_distributed
 from sam3tune.train.loop import RunResult, Trainer, TrainingParts, uses_bf16
 from sam3tune.train.memory_ladder import (
@@ -41,26 +37,14 @@ from sam3tune.train.memory_ladder import (
     choose_rung,
     out_of_memory_action,
     out_of_memory_message,
-    queries_per_step,
     rung_config,
 )
+from sam3tune.train.metrics_log import discard_metrics
 from sam3tune.train.param_groups import role_of
 from sam3tune.train.resume import find_resume_point, record_resume, resume_changes
 from sam3tune.train.run_lock import RunLockedError, run_lock
-from sam3tune.train.semantic_recipe import semantic_training_parts
 
 log = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.yaml"
-
-
-def load_run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-    """The resolved config of an existing run (``RUN_DIR/config.yaml``), with ``overrides`` applied."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a sam3tune run directory (no {CONFIG_FILE})")
-    return load_config(TrainConfig, path, overrides)
-
 
 def load_bundle(config: TrainConfig) -> ModelBundle:
     """The model, tokenizer and input size of ``config.model`` as training loads them."""
@@ -72,35 +56,37 @@ def load_bundle(config: TrainConfig) -> ModelBundle:
 def build_training_parts(
     config: TrainConfig, context: DistributedContext
 ) -> tuple[TrainingParts, TrainConfig, RungChoice]:
-    """Model (``config.model``), criterion (``config.loss``) and datasets (``config.data``) for the loop.
+    """Model (``config.model``), criterion (``config.loss``) and datasets (``config.data``) for the loop,
+    the same steps for every kind of dataset (:mod:`sam3tune.train.dataset_kinds` supplies what differs).
 
     Returns the parts, the config actually used (``data.resolution`` follows the model's input size
     when left at its default; ``loop.memory`` resolved, see :mod:`sam3tune.train.memory_ladder`) and the
-    memory rung choice."""
+    memory rung choice. Training goes on without validation when ``data.val`` names no split of the
+    dataset (``DataError`` kind ``split_missing``); any other problem of the split stops it."""
     bundle = load_bundle(config)
     config = dataclasses.replace(config, data=data_for_model(config.data, bundle.image_size))
-    if is_semantic_dataset(config.data.root):
-        return semantic_training_parts(config, context, bundle)
-    train_dataset = training_dataset(config, bundle.tokenize, progress=context.is_main)
-    queries = queries_per_step(train_dataset, config.loop.batch_size)
+    kind = dataset_kind(config.data.root)
+    config = kind.prepare(config)
+    train_dataset = kind.train_dataset(config, bundle.tokenize, progress=context.is_main)
+    queries = kind.queries_per_step(train_dataset, config.loop.batch_size)
     choice = choose_rung(config, bundle.model.config, context.device, queries)
     config = choice.config
     if context.is_main:
         log.info("memory: %s", choice.reason)
-    bf16 = uses_bf16(config.loop.amp, context.device)
     model = build_training_model(
-        bundle, config.model, exemplars=config.data.exemplars.enabled, bf16_autocast=bf16
+        bundle,
+        config.model,
+        exemplars=kind.uses_exemplars(config),
+        bf16_autocast=uses_bf16(config.loop.amp, context.device),
     )
     val_dataset = None
     if config.val.every_epochs > 0:
         try:
-            val_dataset = build_eval_dataset(config.data, progress=context.is_main)
+            val_dataset = kind.val_dataset(config, bundle.tokenize, progress=context.is_main)
         except DataError as err:
-            if err.kind != "empty_split" or "no split" not in str(err):
+            if err.kind != "split_missing":
                 raise
             log.warning("%s: training without validation (set data.val to a split to validate)", err)
-    if val_dataset is not None:
-        check_prompt_tokens(val_dataset.plan, bundle.tokenize, str(val_dataset.plan.split.annotation_file))
     evaluate = None
     if val_dataset is not None and config.val.map and context.is_main:
         evaluate = make_validator(
@@ -109,7 +95,7 @@ def build_training_parts(
     collate_fn = partial(collate, tokenize=bundle.tokenize)
     parts = TrainingParts(
         model=model,
-        criterion=Sam3Criterion(config.loss),
+        criterion=kind.criterion(config),
         train_dataset=train_dataset,
         collate_fn=collate_fn,
         role_of=role_of,
@@ -117,7 +103,7 @@ def build_training_parts(
         val_dataset=val_dataset,
         val_collate_fn=collate_fn,
         evaluate=evaluate,
-        val_criterion=Sam3Criterion(dataclasses.replace(config.loss, normalization="local")),
+        val_criterion=kind.val_criterion(config),
     )
     return parts, config, choice
 
@@ -141,10 +127,10 @@ def train(
         point, changes = None, {}
         if resume is not None:
             run_dir = Path(resume)
-            saved = load_run_config(run_dir)
+            saved = RunDir(run_dir).config()
             _lock_on_main(held, run_dir, context)
             changes = resume_changes(saved, config, allow_inexact=allow_inexact_resume)
-            point = find_resume_point(run_dir)
+            point = find_resume_point(RunDir(run_dir))
         parts, config, choice = build_training_parts(config, context)
         if resume is None:
             run_dir = _new_run_dir(config, context)
@@ -154,10 +140,11 @@ def train(
         while True:
             trainer = Trainer(config, parts, run_dir, context, resume=point if point is not None else False)
             if context.is_main:
-                with writing(run_dir / CONFIG_FILE):
-                    save_config(config, run_dir / CONFIG_FILE, comment=choice.reason)
+                run = RunDir(run_dir)
+                with writing(run.config_file, "output_dir"):
+                    save_config(config, run.config_file, comment=choice.reason)
                 if point is not None:
-                    record_resume(run_dir, point, changes)
+                    record_resume(run, point, changes)
                 log.info("run directory: %s", run_dir)
             barrier(context)
             try:
@@ -189,7 +176,7 @@ def _lower_rung_after(
     released), or ``err`` re-raised naming the rung and the next one to try (see
     ``memory_ladder.out_of_memory_action``)."""
     steps = trainer.progress.step
-    checkpointed = (run_dir / "checkpoints").exists()
+    checkpointed = RunDir(run_dir).checkpoints_dir.exists()
     lower = out_of_memory_action(choice, steps, checkpointed, resumed, context.world_size)
     message = out_of_memory_message(choice, steps)
     if lower is None:
@@ -197,8 +184,7 @@ def _lower_rung_after(
     log.warning("%s: restarting the run from its first step on rung %s", message, lower)
     if trainer.log is not None:
         trainer.log.close()
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "tb", ignore_errors=True)
+    discard_metrics(RunDir(run_dir))
     trainer.optimizer.state.clear()
     gc.collect()
     return lower
@@ -227,26 +213,13 @@ def _remove_if_unused(run_dir: Path, lock_file: Path) -> None:
         run_dir.rmdir()
 
 
-def training_dataset(
-    config: TrainConfig, tokenize: Callable[[list[str]], Any] | None, *, progress: bool
-) -> QueryDataset:
-    """The training dataset of ``config.data`` as the trainer reads it (``loop.seed``, ``loop.augment``);
-    with ``tokenize``, prompts the tokenizer cuts to equal ids are refused (``DataError``)."""
-    dataset = build_train_dataset(
-        config.data, seed=config.loop.seed, progress=progress, augment=config.loop.augment
-    )
-    if tokenize is not None:
-        check_prompt_tokens(dataset.plan, tokenize, str(dataset.plan.split.annotation_file))
-    return dataset
-
-
 def data_for_model(data: DataConfig, image_size: int) -> DataConfig:
     """``data`` at the model's input size: ``data.resolution`` follows it when left at its default; any
-    other mismatch is a ``ValueError``."""
+    other mismatch is a :class:`~sam3tune.config.ConfigError`."""
     if data.resolution == image_size:
         return data
     if data.resolution != DataConfig().resolution:
-        raise ValueError(
+        raise ConfigError(
             f"data.resolution={data.resolution} but the model takes {image_size} px images; "
             f"set data.resolution={image_size} (or leave it unset)"
         )
@@ -258,22 +231,32 @@ def _new_run_dir(config: TrainConfig, context: DistributedContext) -> Path:
     """``output_dir/run_name`` (default: the start time); an existing directory is never reused."""
     run_dir = None
     if context.is_main:
-        if config.run_name is not None:
-            run_dir = Path(config.output_dir) / config.run_name
-            if run_dir.exists():
-                raise FileExistsError(
-                    f"run directory {run_dir} exists: choose another run_name, or continue it with "
-                    f"--resume {run_dir}"
-                )
-        else:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            run_dir = Path(config.output_dir) / stamp
-            suffix = 1
-            while run_dir.exists():
-                suffix += 1
-                run_dir = Path(config.output_dir) / f"{stamp}-{suffix}"
-        run_dir.mkdir(parents=True)
+        keys = "output_dir, run_name" if config.run_name is not None else "output_dir"
+        with writing(Path(config.output_dir) / (config.run_name or ""), keys):
+            run_dir = _free_run_dir(config)
+            run_dir.mkdir(parents=True)
     return Path(broadcast_object(str(run_dir) if run_dir else None, context))
+
+
+def _free_run_dir(config: TrainConfig) -> Path:
+    """``output_dir/run_name``, refused when it exists; without a ``run_name``, ``output_dir/<start
+    time>`` with a suffix that makes it new."""
+    if config.run_name is not None:
+        run_dir = Path(config.output_dir) / config.run_name
+        if run_dir.exists():
+            raise ConfigError(
+                f"run directory {run_dir} exists: choose another run_name, or continue it with "
+                f"--resume {run_dir}",
+                key="run_name",
+            )
+        return run_dir
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(config.output_dir) / stamp
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = Path(config.output_dir) / f"{stamp}-{suffix}"
+    return run_dir
 
 
 def _export(trainer: Trainer, result: RunResult, config: TrainConfig) -> None:
@@ -282,9 +265,10 @@ def _export(trainer: Trainer, result: RunResult, config: TrainConfig) -> None:
     source = result.best_checkpoint or result.checkpoint
     model_state, _, _ = load_checkpoint(source)
     load_model_state(trainer.module, model_state, source)
-    with writing(result.run_dir / "model"):
-        save_merged(trainer.module, result.run_dir / "model")
+    run = RunDir(result.run_dir)
+    with writing(run.model_dir, "output_dir", also=(SafetensorError,)):
+        save_merged(trainer.module, run.model_dir)
     if config.model.finetune.mode == "lora":
-        with writing(result.run_dir / "adapters"):
-            save_adapters(trainer.module, result.run_dir / "adapters")
-    log.info("exported the weights of %s to %s", source, result.run_dir / "model")
+        with writing(run.adapters_dir, "output_dir", also=(SafetensorError,)):
+            save_adapters(trainer.module, run.adapters_dir)
+    log.info("exported the weights of %s to %s", source, run.model_dir)

@@ -24,12 +24,11 @@ import torch
 
 from sam3tune.config import ConfigError, to_dict
 from sam3tune.output_files import writing
+from sam3tune.run_dir import RunDir
 from sam3tune.train.checkpoint import STATE_FILE, CheckpointError, find_checkpoint, load_checkpoint
 from sam3tune.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
-
-RESUMES_FILE = "resumes.jsonl"
 
 #: Keys a resume may change without breaking exactness of the steps already planned: how long the run
 #: goes on, where and how fast it runs, how often it saves and validates.
@@ -69,14 +68,13 @@ def read_checkpoint(directory: Path) -> ResumePoint:
     return ResumePoint(found, model_state, training_state, meta)
 
 
-def find_resume_point(run_dir: str | Path) -> ResumePoint:
-    """The checkpoint to resume ``run_dir`` from: ``last``, else (unreadable) ``best``. Raises
+def find_resume_point(run: RunDir) -> ResumePoint:
+    """The checkpoint to resume ``run`` from: ``last``, else (unreadable) ``best``. Raises
     :class:`CheckpointError` listing what was wrong with each when neither can be read."""
-    checkpoints = Path(run_dir) / "checkpoints"
     problems = []
     for name in ("last", "best"):
         try:
-            point = read_checkpoint(checkpoints / name)
+            point = read_checkpoint(run.checkpoint(name))
         except CheckpointError as err:
             problems.append(str(err))
             continue
@@ -89,7 +87,7 @@ def find_resume_point(run_dir: str | Path) -> ResumePoint:
             )
         return point
     raise CheckpointError(
-        f"cannot resume {run_dir}: " + "; ".join(problems) + ". Nothing was changed in the run directory."
+        f"cannot resume {run.path}: " + "; ".join(problems) + ". Nothing was changed in the run directory."
     )
 
 
@@ -106,23 +104,23 @@ def resume_changes(
         raise ConfigError(
             f"resume would not be exact: {shown} differ from the run's config.yaml. A resume may change "
             f"only {', '.join(RESUMABLE_KEYS)}; start a new run, or pass --allow-inexact-resume (recorded in "
-            f"{RESUMES_FILE})"
+            "the run's resumes.jsonl)"
         )
     return changes
 
 
-def record_resume(run_dir: Path, point: ResumePoint, changes: dict[str, list]) -> None:
+def record_resume(run: RunDir, point: ResumePoint, changes: dict[str, list]) -> None:
     """Append one line to ``RUN_DIR/resumes.jsonl``: when, from which checkpoint and step, what changed
     and whether the resume is exact (no change outside :data:`RESUMABLE_KEYS`)."""
     exact = not _fixed_keys(changes)
     record = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "checkpoint": str(point.path.relative_to(run_dir)),
+        "checkpoint": str(point.path.relative_to(run.path)),
         "step": point.training_state["step"],
         "exact": exact,
         "changes": changes,
     }
-    path = Path(run_dir) / RESUMES_FILE
+    path = run.resumes_file
     with writing(path), open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
 

@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-LOCK_FILE = ".lock"
+from sam3tune.errors import UserError
+from sam3tune.run_dir import RunDir
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(UserError, RuntimeError):
     """Another process is training in this run directory."""
 
 
@@ -27,7 +28,7 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
     """Hold the lock of ``run_dir`` (which must exist) inside the ``with`` block; yields the lock file.
 
     Raises :class:`RunLockedError` naming the holder's pid when another process holds it."""
-    path = Path(run_dir) / LOCK_FILE
+    path = RunDir(run_dir).lock_file
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

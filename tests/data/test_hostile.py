@@ -18,6 +18,7 @@ import torch
 from faster_coco_eval.core import mask as coco_mask
 from PIL import Image, ImageFile
 
+from sam3tune import json_file
 from sam3tune.data import (
     CATALOGUE,
     DataConfig,
@@ -26,7 +27,6 @@ from sam3tune.data import (
     build_train_dataset,
     check_prompt_tokens,
     find_splits,
-    json_file,
     load_split,
     masks,
     plan_queries,

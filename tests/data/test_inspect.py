@@ -75,9 +75,8 @@ def test_inspect_text_and_missing_path(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "queries: 3 positive, 2 negative (negatives: 1)" in text and text.rstrip().endswith("OK")
     status, report = _inspect(capsys, tmp_path / "nowhere")
-    assert (
-        status == 1 and report["error"]["kind"] == "empty_split" and "nowhere" in report["error"]["message"]
-    )
+    error = report["error"]
+    assert status == 1 and error["kind"] == "dataset_missing" and "nowhere" in error["message"]
 
 
 def test_synth_then_inspect(tmp_path, capsys):

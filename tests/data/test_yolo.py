@@ -206,7 +206,7 @@ def test_missing_labels_folder_is_an_error(tmp_path):
     )
     with pytest.raises(DataError) as info:
         find_splits(tmp_path)
-    assert info.value.kind == "empty_split" and str(tmp_path / "labels" / "val") in str(info.value)
+    assert info.value.kind == "layout_invalid" and str(tmp_path / "labels" / "val") in str(info.value)
 
 
 def test_unsplit_folder_with_classes_txt_serves_every_split(tmp_path):

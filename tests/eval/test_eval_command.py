@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sam3tune.cli import main
-from sam3tune.eval.command import eval_predictions_file
+from sam3tune.eval.api import evaluate_results_file
 from sam3tune.eval.config import EvalConfig
 from sam3tune.eval.evaluate import evaluate_predictions
 from sam3tune.eval.report import markdown_report
@@ -110,7 +110,7 @@ def test_categories_never_asked_are_left_out(tmp_path):
     gt["categories"].append({"id": 3, "name": "placeholder"})  # no annotation, no prediction
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "preds.json").write_text(json.dumps(preds))
-    metrics, md = eval_predictions_file(tmp_path / "preds.json", tmp_path / "gt.json", tmp_path / "out")
+    metrics, md = evaluate_results_file(tmp_path / "preds.json", tmp_path / "gt.json", tmp_path / "out")
     assert metrics.categories == 2 and metrics.queries == 4
     assert "placeholder" not in metrics.specificity.per_category
     assert "left out: placeholder" in md

@@ -7,8 +7,8 @@ import pytest
 from test_eval_command import _case, _rect
 
 from sam3tune.cli import main
+from sam3tune.eval.api import evaluate_results_file
 from sam3tune.eval.coco_results import ResultsError, load_coco_results
-from sam3tune.eval.command import eval_predictions_file
 from sam3tune.eval.rle import rle_problem
 
 
@@ -50,7 +50,7 @@ def test_a_malformed_prediction_names_the_file_and_the_entry(tmp_path, entry, me
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "preds.json").write_text(json.dumps([*preds, entry]))
     with pytest.raises(ResultsError) as caught:
-        eval_predictions_file(tmp_path / "preds.json", tmp_path / "gt.json", tmp_path / "out")
+        evaluate_results_file(tmp_path / "preds.json", tmp_path / "gt.json", tmp_path / "out")
     assert f"predictions {tmp_path / 'preds.json'}, entry 3: " in str(caught.value)
     assert message in str(caught.value)
 
@@ -63,13 +63,13 @@ def test_a_mask_of_another_image_size_or_an_unknown_image_is_named(tmp_path):
     with pytest.raises(
         ResultsError, match=r"entry 1: segmentation size \[30, 40\] is not the size \[31, 40\] of image 2"
     ):
-        eval_predictions_file(tmp_path / "preds.json", tmp_path / "gt.json", tmp_path / "out")
+        evaluate_results_file(tmp_path / "preds.json", tmp_path / "gt.json", tmp_path / "out")
     gt, preds = _case()
     preds[2]["image_id"] = 7
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "preds.json").write_text(json.dumps(preds))
     with pytest.raises(ResultsError, match="entry 2: image_id 7 is not in the ground truth"):
-        eval_predictions_file(tmp_path / "preds.json", tmp_path / "gt.json", tmp_path / "out")
+        evaluate_results_file(tmp_path / "preds.json", tmp_path / "gt.json", tmp_path / "out")
 
 
 def test_valid_rles_pass_the_check(tmp_path):

@@ -7,9 +7,10 @@ from eval_tiny_dataset import write_tiny_dataset
 
 from sam3tune.cli import main
 from sam3tune.data import DataConfig, build_eval_dataset, collate
+from sam3tune.eval.api import make_validator
 from sam3tune.eval.config import EvalConfig
 from sam3tune.eval.ground_truth import ground_truth_from_plan
-from sam3tune.eval.model_eval import evaluate_module, make_validator
+from sam3tune.eval.model_eval import score_module
 from sam3tune.model import Sam3ForTraining, load_model
 
 
@@ -56,7 +57,7 @@ def test_eval_tiny_model_with_baseline_writes_reports(tmp_path):
     assert "| fig |" in md and "| date |" in md
 
 
-def test_evaluate_module_restores_training_mode(tmp_path):
+def test_score_module_restores_training_mode(tmp_path):
     write_tiny_dataset(tmp_path / "data")
     bundle = load_model("tiny")
     module = Sam3ForTraining(bundle.model, bundle.tokenize, one_to_many=True).train()
@@ -66,7 +67,7 @@ def test_evaluate_module_restores_training_mode(tmp_path):
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=3, collate_fn=lambda s: collate(s, bundle.tokenize)
     )
-    metrics, results = evaluate_module(module, loader, ground_truth_from_plan(dataset.plan), progress=False)
+    metrics, results = score_module(module, loader, ground_truth_from_plan(dataset.plan), progress=False)
     assert module.training
     assert len(results) == 6 * 6  # eval mode: no one-to-many proposals in the outputs
     assert metrics.queries == 6

@@ -14,8 +14,8 @@ import pytest
 from faster_coco_eval import COCO, COCOeval_faster
 
 from sam3tune.data import DataConfig, build_eval_dataset
+from sam3tune.eval.api import evaluate_results_file
 from sam3tune.eval.coco_results import ResultsError, load_coco_results
-from sam3tune.eval.command import eval_predictions_file
 from sam3tune.eval.evaluate import evaluate_predictions
 from sam3tune.eval.ground_truth import (
     GroundTruthError,
@@ -84,11 +84,11 @@ def test_perfect_predictions_score_exactly_one_with_ids_from_zero():
     assert [a["id"] for a in gt["annotations"]][:3] == [0, 1, 2]  # the caller's ground truth is untouched
 
 
-def test_eval_predictions_file_scores_one_with_ids_from_zero(tmp_path):
+def test_evaluate_results_file_scores_one_with_ids_from_zero(tmp_path):
     gt = _fruits_from_zero()
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "predictions.json").write_text(json.dumps(_perfect(gt)))
-    metrics, _ = eval_predictions_file(tmp_path / "predictions.json", tmp_path / "gt.json", tmp_path / "out")
+    metrics, _ = evaluate_results_file(tmp_path / "predictions.json", tmp_path / "gt.json", tmp_path / "out")
     assert metrics.coco["bbox"].AP == 1.0 and metrics.coco["segm"].AP == 1.0
     assert json.loads((tmp_path / "out" / "eval.json").read_text())["model"]["summary"]["bbox_AP"] == 1.0
 

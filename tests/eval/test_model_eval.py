@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from sam3tune.data import DataConfig, build_eval_dataset, collate
 from sam3tune.eval.config import EvalConfig
 from sam3tune.eval.ground_truth import ground_truth_from_plan
-from sam3tune.eval.model_eval import evaluate_model
+from sam3tune.eval.model_eval import score_batches
 
 FRUITS = Path("/work/shared/data/fruits_nuts")
 pytestmark = pytest.mark.skipif(not FRUITS.is_dir(), reason="shared fruits_nuts dataset not present")
@@ -51,7 +51,7 @@ def fruits():
 def test_oracle_boxes_score_perfect_box_metrics(fruits):
     gt, loader = fruits
     config = EvalConfig(iou_types=["bbox"])
-    metrics, results = evaluate_model(_oracle, loader, gt, config, progress=False)
+    metrics, results = score_batches(_oracle, loader, gt, config, progress=False)
     assert metrics.queries == 18 * 3
     assert pytest.approx(1.0, abs=1e-6) == metrics.coco["bbox"].AP
     assert all(v["AP"] == pytest.approx(1.0, abs=1e-6) for v in metrics.coco["bbox"].per_category.values())
@@ -65,7 +65,7 @@ def test_false_fires_on_one_prompt_are_counted(fruits):
     gt, loader = fruits
     config = EvalConfig(iou_types=["bbox"])
     fig = next(c["id"] for c in gt["categories"] if c["name"] == "fig")
-    metrics, _ = evaluate_model(partial(_oracle, false_fire_category=fig), loader, gt, config, progress=False)
+    metrics, _ = score_batches(partial(_oracle, false_fire_category=fig), loader, gt, config, progress=False)
     negatives = metrics.specificity.per_category["fig"]["negative_images"]
     assert negatives > 0
     assert metrics.specificity.per_category["fig"]["false_fire_rate"] == 1.0
@@ -84,7 +84,7 @@ def test_the_predictions_are_handed_over_before_scoring_fails(fruits, monkeypatc
     monkeypatch.setattr("sam3tune.eval.model_eval.evaluate_predictions", scoring_fails)
     kept = []
     with pytest.raises(RuntimeError, match="scoring failed"):
-        evaluate_model(
+        score_batches(
             _oracle, loader, gt, EvalConfig(iou_types=["bbox"]), progress=False, on_predicted=kept.append
         )
     assert len(kept) == 1 and len(kept[0]) == 18 * 3 * NUM_QUERIES

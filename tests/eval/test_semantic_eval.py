@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from sam3tune.data import Batch
-from sam3tune.eval.semantic_eval import SemanticMetrics, evaluate_semantic, label_map, semantic_markdown
+from sam3tune.eval.postprocess import label_map
+from sam3tune.eval.semantic_eval import SemanticMetrics, evaluate_semantic, semantic_markdown
 
 
 def test_label_map_takes_the_best_class_above_threshold():

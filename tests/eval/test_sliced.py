@@ -134,7 +134,7 @@ def test_sliced_settings_are_checked_and_box_prompts_refused(tmp_path):
     for bad in ("postprocess.tiling.merge_metric=nms", "postprocess.tiling.overlap=1"):
         with pytest.raises(ConfigError):
             load_config(PredictConfig, None, [bad])
-    with pytest.raises(ValueError, match="box prompts"):
+    with pytest.raises(ConfigError, match="box prompts"):
         _predictor(size=64).predict(_image(tmp_path, []), ["square"], boxes=[(1, 1, 5, 5)])
 
 

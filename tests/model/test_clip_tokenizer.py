@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sam3tune.model.clip_tokenizer import ClipTokenizer, clean_prompt
+from sam3tune.model.hub import ModelSpecError
 from sam3tune.model.tokenizer import load_tokenizer
 from tests.model.meta_sam3 import clip_bpe_file, import_meta
 
@@ -142,7 +143,7 @@ def test_folder_files_give_the_same_ids_and_plain_transformers_reads_them(tmp_pa
 def test_find_local_says_how_to_provide_the_bpe_file(tmp_path, monkeypatch):
     monkeypatch.setenv("SAM3TUNE_CLIP_BPE", str(tmp_path / "nowhere.txt.gz"))
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    with pytest.raises(FileNotFoundError, match=r"SAM3TUNE_CLIP_BPE=.*open_clip_torch"):
+    with pytest.raises(ModelSpecError, match=r"SAM3TUNE_CLIP_BPE=.*open_clip_torch"):
         ClipTokenizer.find_local()
     monkeypatch.undo()
     monkeypatch.setenv("SAM3TUNE_CLIP_BPE", str(clip_bpe_file()))

@@ -14,6 +14,7 @@ from sam3tune.model import (
     load_model,
     save_adapters,
 )
+from sam3tune.model.hub import ModelSpecError
 from sam3tune.model.training_model import Sam3ForTraining
 from tests.model.conftest import total_of
 
@@ -99,7 +100,7 @@ def test_save_adapters_needs_lora(tmp_path):
     model = build_training_model(load_model("tiny"), ModelConfig(name="tiny"))
     with pytest.raises(ValueError, match=r"finetune\.mode=lora"):
         save_adapters(model, tmp_path / "a")
-    with pytest.raises(FileNotFoundError, match=r"adapter_model\.safetensors"):
+    with pytest.raises(ModelSpecError, match=r"adapter_model\.safetensors"):
         load_adapters(load_model("tiny").model, tmp_path)
 
 

@@ -90,3 +90,17 @@ def test_doctor_reports_the_hub_message(monkeypatch, tmp_path, capsys):
     out = capsys.readouterr().out
     assert status == 1
     assert "model_build_failed" in out and "not in the local hub cache" in out
+
+
+def test_model_label_is_a_hub_id_or_a_short_name(tmp_path):
+    from sam3tune.demo.base import BASE_DIR
+    from sam3tune.model.hub import model_label
+
+    run = tmp_path / "fruits-run"
+    (run / "model").mkdir(parents=True)
+    (run / "config.yaml").write_text("run_name: fruits-run\n")
+    (tmp_path / "my-sam3").mkdir()
+    assert model_label("facebook/sam3") == "facebook/sam3" and model_label("tiny") == "tiny"
+    assert model_label(run / "model") == "fruits-run/model"
+    assert model_label(tmp_path / "my-sam3") == "my-sam3"
+    assert model_label(BASE_DIR) == "sam3tune/demo/base"  # the demo base, wherever it is installed

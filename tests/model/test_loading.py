@@ -12,6 +12,7 @@ from sam3tune.model import (
     build_training_model,
     load_model,
 )
+from sam3tune.model.hub import ModelSpecError
 
 
 def test_named_architectures_build_deterministically():
@@ -117,7 +118,7 @@ def test_unexpected_keys_are_reported(tmp_path):
 
 
 def test_directory_that_is_not_a_model_fails_clearly(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
+    with pytest.raises(ModelSpecError, match=r"no config\.json"):
         load_model(tmp_path)
 
 

@@ -6,6 +6,7 @@ from transformers import Sam3Config
 
 from sam3tune.model import load_model
 from sam3tune.model.architectures import SAM3_RANDOM, architecture_names, build_sam3_random
+from sam3tune.model.hub import ModelSpecError
 
 
 def test_sam3_random_is_the_released_architecture():
@@ -20,5 +21,5 @@ def test_sam3_random_is_the_released_architecture():
 def test_sam3_random_without_the_bpe_file_says_how_to_get_it(monkeypatch, tmp_path):
     monkeypatch.setenv("SAM3TUNE_CLIP_BPE", str(tmp_path / "missing.txt.gz"))
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    with pytest.raises(FileNotFoundError, match=r"SAM3TUNE_CLIP_BPE=.*pip install --no-deps open_clip_torch"):
+    with pytest.raises(ModelSpecError, match=r"SAM3TUNE_CLIP_BPE=.*pip install --no-deps open_clip_torch"):
         load_model("sam3-random")

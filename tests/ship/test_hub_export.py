@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from sam3tune.cli import main
 from sam3tune.config import load_config
 from sam3tune.data import DataConfig
-from sam3tune.eval.command import eval_model
+from sam3tune.errors import UserError
+from sam3tune.eval.api import evaluate_model
 from sam3tune.eval.config import EvalConfig
 from sam3tune.ship import hub
 from sam3tune.ship.hub import NotLoggedInError, export_hub_folder, push_folder
@@ -41,7 +42,7 @@ def _run(dataset, output, name, *extra):
 def full_run(dataset, tmp_path_factory):
     """A full fine-tune with validation, evaluated against its starting model into RUN/eval."""
     run = _run(dataset, tmp_path_factory.mktemp("runs"), "full")
-    eval_model(
+    evaluate_model(
         str(run / "model"),
         DataConfig(root=dataset, val="valid"),
         run / "eval",
@@ -61,10 +62,13 @@ def test_eval_of_a_run_against_its_starting_model_carries_the_verdict(full_run):
     assert verdict["better"] == (tuned > zero)
     markdown = (full_run / "eval" / "eval.md").read_text()
     assert f"**{verdict['line']}**" in markdown and verdict["line"].startswith("zero-shot verdict: ")
+    # a run's model next to the model it started from: columns "tuned" / "zero-shot", not their paths
+    assert (report["model"]["label"], report["baseline"]["label"]) == ("tuned", "zero-shot")
+    assert str(full_run) not in next(line for line in markdown.splitlines() if line.startswith("| metric"))
 
 
 def test_eval_against_another_baseline_gives_no_verdict(full_run, dataset, tmp_path):
-    eval_model(
+    evaluate_model(
         str(full_run / "model"),
         DataConfig(root=dataset, val="valid"),
         tmp_path,
@@ -76,7 +80,7 @@ def test_eval_against_another_baseline_gives_no_verdict(full_run, dataset, tmp_p
     assert "verdict" not in json.loads((tmp_path / "eval.json").read_text())
 
 
-def test_hub_folder_of_a_full_run(full_run, tmp_path):
+def test_hub_folder_of_a_full_run(full_run, dataset, tmp_path):
     out = export_hub_folder(full_run, tmp_path / "repo")
     names = {p.name for p in out.iterdir()}
     expected = {
@@ -116,6 +120,8 @@ def test_hub_folder_of_a_full_run(full_run, tmp_path):
     assert "| train | 4 |" in card and "| valid | 3 |" in card
     assert "| fine-tuning | full |" in card and "![loss curve](loss_curve.png)" in card
     assert 'Sam3Model.from_pretrained("REPO_ID")' in card
+    for path in (full_run.parent, dataset):  # names, not the absolute paths of this machine
+        assert str(path) not in card
 
 
 def test_hub_folder_of_a_lora_run_holds_the_adapters(dataset, tmp_path):
@@ -139,7 +145,7 @@ def test_a_run_without_its_exported_weights_is_refused(tmp_path):
         export_hub_folder(run, tmp_path / "repo")
     with pytest.raises(hub.HubExportError, match=r"adapters exist only for model\.finetune\.mode=lora"):
         export_hub_folder(run, tmp_path / "repo", weights="adapters")
-    with pytest.raises(hub.HubExportError, match="not a sam3tune run directory"):
+    with pytest.raises(UserError, match="not a sam3tune run directory"):
         export_hub_folder(tmp_path, tmp_path / "repo")
 
 

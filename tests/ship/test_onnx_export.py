@@ -21,6 +21,7 @@ from sam3tune.demo.tasks import pretraining_task
 from sam3tune.eval.config import PostprocessConfig
 from sam3tune.eval.rle import decode_masks
 from sam3tune.model import Sam3ForTraining, load_model
+from sam3tune.model.hub import ModelSpecError
 from sam3tune.predict import Predictor
 from sam3tune.ship.onnx_export import GRAPHS, MANIFEST, OUTPUTS, OnnxManifest, export_onnx
 from sam3tune.ship.onnx_model import OnnxSam3, compare_with_torch
@@ -192,5 +193,5 @@ def test_bad_exports_are_refused_with_a_message(tmp_path, capsys):
     assert "sam3tune export:" in capsys.readouterr().err
     assert main(["export", "--format", "onnx", "tiny", str(tmp_path / "o"), "onnx.opset=x"]) == 2
     (tmp_path / "not_export").mkdir()
-    with pytest.raises(FileNotFoundError, match="not a `sam3tune export --format onnx` folder"):
+    with pytest.raises(ModelSpecError, match="not a `sam3tune export --format onnx` folder"):
         OnnxSam3(tmp_path / "not_export")

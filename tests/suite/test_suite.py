@@ -86,7 +86,7 @@ def test_a_finished_suite_runs_nothing_again(finished, tmp_path, monkeypatch):
         raise AssertionError("a finished step ran again")
 
     monkeypatch.setattr("sam3tune.train.recipe.train", refuse)
-    monkeypatch.setattr("sam3tune.eval.command.eval_model", refuse)
+    monkeypatch.setattr("sam3tune.eval.api.evaluate_model", refuse)
     lines: list[str] = []
     outcome = run_suite(suite_config(root, out), say=lines.append)
     assert lines == [f"suite {out}: 1 dataset(s) x 2 seed(s), 2-shot; 5 steps, 5 finished, 0 to run"]
@@ -154,7 +154,7 @@ def test_changed_settings_are_refused_added_seeds_are_run(finished, tmp_path, mo
     monkeypatch.setattr(
         "sam3tune.train.recipe.train", lambda config, resume=None: ran.append(config) or _done()
     )
-    monkeypatch.setattr("sam3tune.eval.command.eval_model", lambda *a, **k: None)
+    monkeypatch.setattr("sam3tune.eval.api.evaluate_model", lambda *a, **k: None)
     run_suite(suite_config(root, out, seeds=[1, 2, 7]), say=lambda line: None)
     assert [c.data.shots_seed for c in ran] == [7]
 

@@ -10,13 +10,14 @@ from transformers import Sam3Config, Sam3Model
 
 from sam3tune.config import load_config
 from sam3tune.model import component_of
+from sam3tune.run_dir import RunDir
 from sam3tune.train import memory_ladder, recipe
 from sam3tune.train.checkpoint import load_checkpoint
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.loop import Trainer
 from sam3tune.train.memory_ladder import LADDER, choose_rung, estimate, fits, rung_config
 from sam3tune.train.metrics_log import read_metrics
-from sam3tune.train.recipe import load_run_config, train
+from sam3tune.train.recipe import train
 
 GIB = 2**30
 FAST = [
@@ -50,7 +51,7 @@ def test_every_rung_trains_the_tiny_model_on_the_cpu(dataset, tmp_path, rung):
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
     text = (result.run_dir / "config.yaml").read_text()
     assert text.startswith(f"# loop.memory={rung}: forced")
-    resolved = load_run_config(result.run_dir)
+    resolved = RunDir(result.run_dir).config()
     assert resolved.loop.memory == rung and resolved.model.activation_checkpointing
     assert (resolved.model.quantization == "nf4") == (rung == "qlora-decoder")
     assert (resolved.optim.optimizer == "adamw8bit") == (rung == "qlora-decoder")
@@ -177,7 +178,7 @@ def test_out_of_memory_in_the_first_steps_restarts_one_rung_lower(dataset, tmp_p
     assert result.status == "completed" and result.steps == 4
     text = (result.run_dir / "config.yaml").read_text()
     assert text.startswith("# loop.memory=auto stepped down to lora after an out-of-memory error")
-    assert load_run_config(result.run_dir).loop.memory == "lora"
+    assert RunDir(result.run_dir).config().loop.memory == "lora"
     # the restarted run is the lora run from its first step: same losses (up to float summation order),
     # each step logged once
     restarted, direct = _losses(result.run_dir), _losses(forced.run_dir)

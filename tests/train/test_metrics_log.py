@@ -2,12 +2,13 @@ import json
 
 from PIL import Image
 
+from sam3tune.run_dir import RunDir
 from sam3tune.train.loss_curve import plot_loss_curve, running_mean
 from sam3tune.train.metrics_log import MetricsLog, read_metrics
 
 
 def test_records_are_json_lines_and_nan_becomes_null(tmp_path):
-    log = MetricsLog(tmp_path)
+    log = MetricsLog(RunDir(tmp_path))
     log.write({"kind": "train", "step": 1, "epoch": 1, "loss": 2.5, "skipped": False})
     log.write({"kind": "train", "step": 2, "epoch": 1, "loss": float("nan"), "skipped": True})
     log.close()
@@ -17,7 +18,7 @@ def test_records_are_json_lines_and_nan_becomes_null(tmp_path):
 
 
 def test_resume_trims_records_past_the_checkpoint_and_ignores_torn_or_foreign_lines(tmp_path):
-    log = MetricsLog(tmp_path)
+    log = MetricsLog(RunDir(tmp_path))
     for step in range(1, 6):
         log.write({"kind": "train", "step": step, "epoch": 1, "loss": float(step)})
     log.write({"kind": "val", "step": 5, "epoch": 1, "loss": 9.0})
@@ -25,7 +26,7 @@ def test_resume_trims_records_past_the_checkpoint_and_ignores_torn_or_foreign_li
     with open(tmp_path / "metrics.jsonl", "a") as handle:
         handle.write('3\n["not", "a record"]\n{"kind": "train"}\n\xff\xfe\n')  # hand-edited or damaged lines
         handle.write('{"kind": "train", "st')  # killed mid-write
-    resumed = MetricsLog(tmp_path, resume_step=3)
+    resumed = MetricsLog(RunDir(tmp_path), resume_step=3)
     resumed.write({"kind": "train", "step": 4, "epoch": 1, "loss": 40.0})
     resumed.close()
     records = read_metrics(tmp_path / "metrics.jsonl")

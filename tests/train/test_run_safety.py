@@ -157,7 +157,7 @@ def test_a_failed_write_names_the_file_and_the_reason(trained, tmp_path, capsys,
     args = ["train", "--data", str(data), f"output_dir={tmp_path}", "run_name=r", "loop.epochs=1", *FAST]
     assert main([*args, "val.every_epochs=0"]) == 2
     err = capsys.readouterr().err
-    assert f"cannot write {tmp_path}/r/checkpoints/last: No space left on device" in err
+    assert f"cannot write {tmp_path}/r/checkpoints/last (output_dir): No space left on device" in err
 
 
 def test_overrides_may_stand_on_both_sides_of_options(trained, tmp_path, capsys, monkeypatch):

@@ -11,7 +11,7 @@ from sam3tune.cli import main
 from sam3tune.config import load_config
 from sam3tune.data.semantic import generate_semantic
 from sam3tune.data.synth import SynthConfig
-from sam3tune.eval.command import eval_model
+from sam3tune.eval.api import evaluate_model
 from sam3tune.predict import Predictor
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.metrics_log import read_metrics
@@ -55,7 +55,7 @@ def test_semantic_run_trains_the_semantic_head_and_validates_miou(semantic_data,
     )
 
     model = str(tmp_path / "run" / "model")
-    metrics, base, markdown = eval_model(
+    metrics, base, markdown = evaluate_model(
         model, load_config(TrainConfig, None, overrides).data, tmp_path / "eval", baseline="tiny"
     )
     assert base is not None and 0.0 <= metrics.miou <= 1.0
@@ -67,11 +67,16 @@ def test_semantic_run_trains_the_semantic_head_and_validates_miou(semantic_data,
     image = semantic_data / "valid" / "images" / "000000.jpg"
     labels = predictor.predict_semantic(image, ["red circle", "blue triangle"])
     assert labels.shape == (64, 64) and set(np.unique(labels)) <= {0, 1, 2}
+    forwards, forward = [], predictor.forward
+    predictor.forward = lambda batch: forwards.append(batch.num_images) or forward(batch)
     predictor.predict_files(
-        [image], ["red circle"], tmp_path / "pred", overlays=False, semantic=True, progress=False
+        [image, image], ["red circle"], tmp_path / "pred", overlays=False, semantic=True, progress=False
     )
+    assert forwards == [1, 1]  # one forward pass per image gives its detections and its label map
+    predictor.forward = forward
     written = np.asarray(Image.open(tmp_path / "pred" / "semantic" / "000000.png"))
     assert written.shape == (64, 64) and set(np.unique(written)) <= {0, 1}
+    assert np.array_equal(written, predictor.predict_semantic(image, ["red circle"]))
     # the same through the command line
     args = ["predict", str(image), "--model", model, "--prompt", "red circle", "--out", str(tmp_path / "cli")]
     assert main([*args, "semantic=true", "overlays=false"]) == 0

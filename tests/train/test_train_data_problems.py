@@ -5,8 +5,9 @@ import logging
 
 from coco_fixture import write_dataset
 
+from sam3tune.cli import main
 from sam3tune.config import load_config
-from sam3tune.train.command import EXIT_BAD_INPUT, run_train_command
+from sam3tune.errors import EXIT_BAD_INPUT
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.recipe import train
 
@@ -57,7 +58,7 @@ def test_colliding_prompts_stop_train_before_a_run_folder_exists(tmp_path, capsy
         coco["categories"][1]["name"] = "Red Block"  # category 1 is "red_block"
 
     _rewrite(root, collide)
-    status = run_train_command(overrides=[f"output_dir={tmp_path / 'runs'}", *FAST], data=str(root))
+    status = main(["train", f"output_dir={tmp_path / 'runs'}", *FAST, "--data", str(root)])
     assert status == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "category 1 'red_block' -> 'red block' and category 2 'Red Block' -> 'red block'" in err

@@ -8,13 +8,14 @@ import pytest
 import torch
 from coco_fixture import write_dataset
 
-from sam3tune.config import load_config
+from sam3tune.config import ConfigError, load_config
 from sam3tune.model.components import component_of
+from sam3tune.run_dir import RunDir
 from sam3tune.train.checkpoint import load_checkpoint
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.metrics_log import read_metrics
 from sam3tune.train.param_groups import role_of
-from sam3tune.train.recipe import load_run_config, train
+from sam3tune.train.recipe import train
 
 FAST = [
     "model.name=tiny",
@@ -43,7 +44,7 @@ def test_run_directory_layout_and_exported_model(dataset, tmp_path):
     result = train(_config(dataset, tmp_path, "run_name=a"))
     run = tmp_path / "a"
     assert result.run_dir == run and result.status == "completed" and result.steps == 8
-    resolved = load_run_config(run)
+    resolved = RunDir(run).config()
     assert resolved.data.resolution == 64  # follows the tiny model's input size
     records = read_metrics(run / "metrics.jsonl")
     train_records = [r for r in records if r["kind"] == "train"]
@@ -69,7 +70,7 @@ def test_run_directory_layout_and_exported_model(dataset, tmp_path):
     for name, tensor in best_state.items():
         key = name.removeprefix("sam3.")
         assert torch.equal(exported[key], tensor), name
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(ConfigError, match="--resume"):
         train(_config(dataset, tmp_path, "run_name=a"))
 
 
@@ -102,7 +103,7 @@ def test_sigint_interrupted_run_resumes_to_the_same_losses(dataset, tmp_path):
 
     stopped = train(_config(dataset, tmp_path, "run_name=run", *options), on_step_end=interrupt)
     assert (stopped.status, stopped.steps) == ("interrupted", 2)
-    resumed = train(load_run_config(tmp_path / "run"), resume=tmp_path / "run")
+    resumed = train(RunDir(tmp_path / "run").config(), resume=tmp_path / "run")
     assert resumed.status == "completed" and resumed.steps == 4
     assert _losses(tmp_path / "run") == _losses(reference.run_dir)
     val = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "val"]

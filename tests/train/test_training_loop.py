@@ -239,3 +239,18 @@ def test_last_checkpoint_every_n_epochs_and_at_the_end(tmp_path):
     trainer._save = lambda name: saved.append((name, trainer.progress.step)) or save(name)
     trainer.fit()
     assert saved == [("last", 8), ("last", 12)]
+
+
+def test_step_checkpoints_fire_on_the_last_step_of_an_epoch(tmp_path):
+    """`checkpoint_every_steps` counts every step, the last of an epoch included: with one step per epoch
+    and epoch checkpoints and validation (which saves on improvement) off, a checkpoint is still written
+    at every due step."""
+    config = _config(epochs=4, batch_size=8, checkpoint_every_epochs=0, checkpoint_every_steps=2)
+    config.val.every_epochs = 0
+    trainer = Trainer(config, _parts(), tmp_path, CPU)
+    saved_at = []
+    save = trainer._save
+    trainer._save = lambda name: (saved_at.append((name, trainer.progress.step)), save(name))
+    trainer.fit()
+    assert trainer.steps_per_epoch == 1
+    assert [step for name, step in saved_at if name == "last"] == [2, 4]  # 4: also the run's end

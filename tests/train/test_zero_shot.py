@@ -9,7 +9,7 @@ from PIL import Image
 
 from sam3tune.cli import main
 from sam3tune.data import build_eval_dataset
-from sam3tune.eval.model_eval import make_validator
+from sam3tune.eval.api import make_validator
 from sam3tune.model import Sam3ForTraining, load_model
 from sam3tune.train.loss_curve import plot_loss_curve
 from sam3tune.train.metrics_log import read_metrics
