@@ -15,6 +15,7 @@ through :class:`RunDir`; no other module spells these names.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +78,8 @@ class RunDir:
         return self.path / "resumes.jsonl"
 
     def is_run(self) -> bool:
-        """Whether the folder holds a run (its ``config.yaml``)."""
-        return self.config_file.is_file()
+        """Whether the folder holds a run (its ``config.yaml``); False for a path that cannot be looked at."""
+        return os.path.isfile(self.config_file)
 
     def config(self, overrides: Sequence[str] = ()) -> TrainConfig:
         """The run's ``config.yaml`` as a :class:`~sam3tune.train.config.TrainConfig` (read like any config:

@@ -185,6 +185,13 @@ CASES = {
         2,
         ["--out", "too long"],
     ),
+    "predict/image-name-too-long": (
+        "predict",
+        ["--model", M, "--prompt", "x", LONG, "--out", "p"],
+        2,
+        ["IMAGE_OR_DIR", "too long"],
+    ),
+    "train/run-name-too-long": ("train", ["--resume", LONG], 2, ["not a sam3tune run directory"]),
     "data synth/name-too-long": ("data", ["synth", LONG, "--images", "1"], 2, ["OUT", "too long"]),
     "data inspect/name-too-long": ("data", ["inspect", LONG], 1, ["too long"]),
     "train/data-name-too-long": ("train", ["--data", LONG, *TINY_TRAIN], 2, ["data.root", "too long"]),
@@ -356,7 +363,6 @@ def test_a_full_disk_while_a_checkpoint_is_written(ws, capsys, monkeypatch):
     assert not list((ws / "full/r/checkpoints").glob("*.tmp"))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 @pytest.mark.parametrize(
     "command, words, key",
     [
@@ -364,9 +370,20 @@ def test_a_full_disk_while_a_checkpoint_is_written(ws, capsys, monkeypatch):
         ("eval", ["--predictions", "preds.json", "--gt", "gt.json", "--out", "read_only/e"], "--out"),
         ("predict", ["--model", M, "--prompt", "x", "ds/test", "--out", "read_only/p"], "--out"),
         ("data", ["synth", "read_only/s", "--images", "1"], "OUT"),
+        ("demo", ["--out", "read_only/d", "steps=1"], "out"),
     ],
 )
-def test_a_read_only_output_folder(ws, capsys, command, words, key):
+def test_a_read_only_output_folder(ws, capsys, monkeypatch, command, words, key):
+    """A folder nothing may be created in (mode 0555; root ignores that mode, so the refusal the kernel
+    gives everyone else is given here too, at ``os.mkdir``)."""
+    folder, real_mkdir = (ws / "read_only").resolve(), os.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if Path(os.path.abspath(path)).is_relative_to(folder):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
     status, err = _run(ws, command, words, capsys)
     _check(status, err, command, words, 2, ["read_only", key, "Permission denied"])
 

@@ -31,7 +31,7 @@ from sam3tune.data import Batch, collate
 from sam3tune.data.exemplars import VISUAL_PROMPT
 from sam3tune.data.images import ImageFileError, probe_image, read_rgb
 from sam3tune.data.queries import prompt_key
-from sam3tune.errors import UserError
+from sam3tune.errors import UserError, on_path
 from sam3tune.eval.coco_results import save_coco_results
 from sam3tune.eval.config import PostprocessConfig
 from sam3tune.eval.inference import InferenceModel
@@ -377,17 +377,20 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            found.extend(
-                sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            )
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise UserError(f"{path}: no such image file or folder", path=path)
+        with on_path(path, "read", "IMAGE_OR_DIR"):
+            found += _image_files(path)
     if not found:
         raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, paths))}")
     return found
+
+
+def _image_files(path: Path) -> list[Path]:
+    """``path`` (an image file), or the image files of folder ``path`` by suffix, sorted."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if path.is_file():
+        return [path]
+    raise UserError(f"{path}: no such image file or folder", path=path)
 
 
 def exemplar_tensors(
