@@ -72,7 +72,7 @@ def sahi_merge(site: str):
 
     from sam3tune.eval.nms import box_ios_xyxy
 
-    def merge(parts: list[Detections], config: PostprocessConfig) -> Detections:
+    def merge(parts: list[Detections], config: PostprocessConfig, regions=None) -> Detections:
         scores = np.concatenate([p.scores for p in parts]).astype(np.float32)
         boxes = np.concatenate([p.boxes.reshape(-1, 4) for p in parts]).astype(np.float32)
         order = np.argsort(-scores, kind="stable")[: config.tiling.merge_pool]
@@ -107,16 +107,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--train-images", type=int, default=32)
+    parser.add_argument("--train-images", type=int, default=64)
     parser.add_argument("--heldout-images", type=int, default=8)
-    parser.add_argument("--image-size", type=int, default=512)
-    parser.add_argument("--tile", type=int, default=96)
+    parser.add_argument("--image-size", type=int, default=384)
+    parser.add_argument("--tile", type=int, default=64)
     parser.add_argument(
-        "--object-px", type=float, nargs=2, default=(20.0, 36.0), help="small objects' size range"
+        "--object-px", type=float, nargs=2, default=(16.0, 24.0), help="small objects' size range"
     )
     parser.add_argument("--objects", type=int, nargs=2, default=(8, 12), help="small objects per image")
-    parser.add_argument("--overlap", type=float, default=0.25)
+    parser.add_argument("--overlap", type=float, default=0.375)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--train", nargs="*", default=["tiles", "resized"], help="models to train (a trained one is reused)"
+    )
+    parser.add_argument("--train-only", action="store_true", help="train, evaluate nothing")
     parser.add_argument("--sahi-site", help="site-packages folder with sahi (adds the SAHI-merge row)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -124,22 +128,26 @@ def main() -> None:
     out: Path = args.out
     size = args.image_size
     data, large = out / "data", out / "large"
-    generate(
-        task(size, (8, 16), (12, 24), (("train", args.train_images), ("test", args.heldout_images)), 1),
-        data,
-        False,
-    )
-    generate(task(size, (1, 3), (size / 4, size / 2), (("test", args.heldout_images),), 2), large, False)
+    splits = (("train", args.train_images), ("test", args.heldout_images))
+    if not (data / "test").is_dir():
+        generate(task(size, tuple(args.objects), tuple(args.object_px), splits, 1), data, False)
+    if not (large / "test").is_dir():
+        generate(task(size, (1, 3), (size / 4, size / 2), (("test", args.heldout_images),), 2), large, False)
 
     base = base_model_dir()
     tiling = [f"data.tiling.size={args.tile}", f"data.tiling.overlap={args.overlap}"]
     models, seconds = {}, {}
     for name, extra in (("tiles", tiling), ("resized", [])):
+        models[name] = out / name / "run" / "model"
+        if name not in args.train or models[name].is_dir():
+            continue
         clock = time.perf_counter()
         common = [f"loop.batch_size={args.batch}", "data.masks=false"]  # box supervision: AP50 is on boxes
         result = train(finetune_config(base, data, out / name, args.steps, [*common, *extra]))
         seconds[f"train {name}"] = time.perf_counter() - clock
-        models[name] = result.run_dir / "model"
+        assert result.run_dir / "model" == models[name]
+    if args.train_only:
+        return
 
     sliced = SlicingConfig(size=args.tile, overlap=args.overlap, tiles_per_forward=16)
     modes = {

@@ -2,20 +2,27 @@
 the merge of the duplicates that tile borders and overlaps make.
 
 A large image is predicted tile by tile (:func:`predict_sliced`; ``Predictor.predict`` and
-``sam3tune eval`` with ``postprocess.tiling`` on call it); each tile's
-detections are mapped back by its offset (:func:`region_detections`), optionally joined by the detections
-of one pass over the whole image resized (large objects that no tile holds whole), and then merged per
-prompt (:func:`merge_detections`): greedy non-maximum *merging*, as SAHI's default postprocess does.
-Highest score first, every remaining detection whose box overlaps the group's box by at least
-``merge_threshold`` (``merge_metric`` ``ios``: intersection over the smaller box, so the part of an
-object a tile border cut off merges into the whole; or ``iou``) joins the group, whose box grows to the
-union of its members' boxes, until nothing more overlaps it (so the four corners of an object cut by
-two borders end in one detection, though two of them may overlap little). The group's box is that of
-its best tile member that no tile border cut (a whole view), else the union of the members' boxes (the
-parts of a cut object); the mask is the union of the masks, the score the highest. Then the usual
-postprocessing: optional NMS and at most ``max_detections``. Distinct objects of one prompt whose
-boxes overlap that much are merged too (SAHI's merge has the same limit): for crowded scenes prefer
-``merge_metric: iou``.
+``sam3tune eval`` with ``postprocess.tiling`` on call it); each tile's detections are mapped back by its
+offset (:func:`region_detections`), optionally joined by the detections of one pass over the whole image
+resized (large objects that no tile holds whole), and then merged per prompt (:func:`merge_detections`).
+
+A detection is one of three views of an object: a *whole view* (a tile's detection whose box touches no
+tile border inside the image), a *part* (a tile's detection that a border may have cut) or a *coarse
+view* (the whole-image pass). Highest score first, each whole or coarse view takes the other whole and
+coarse views whose boxes overlap its own by IoU >= ``merge_threshold`` (the same object seen by
+overlapping tiles and by the whole-image pass) and the parts that overlap it by ``merge_metric`` >=
+``merge_threshold`` (``ios``, intersection over the smaller box: the part of an object that a border
+cut off joins its whole; or ``iou``). The parts no view took grow groups of their own against the union
+of their boxes (so the four corners of an object cut by two borders end in one detection, though two of
+them may overlap little). A group's box is that of its best whole view (tile resolution), else the union
+of its members' boxes; the mask is the union of the masks, the score the highest. Then the usual
+postprocessing: optional NMS and at most ``max_detections``.
+
+Only parts merge by intersection over the smaller box. Merging every detection so (SAHI's greedy
+non-maximum merging) lets a small box inside a larger one take it over: the whole-image pass's
+detection of a large object merged with a tile's false positive on a piece of it, or with a small object
+lying on it, and kept one box of the two; neighbouring small objects merged through a larger false
+positive overlapping both (``bench/tiling.py`` measured both, docs/eval.md).
 
 Masks are computed only where they can be: inside the tile for a tile's detection, inside its box for a
 detection of the whole-image pass (so no mask is ever upsampled to the whole of a 20,000 px image), in
@@ -36,7 +43,7 @@ from PIL import Image
 
 from sam3tune.data.regions import PillowRegions, open_regions
 from sam3tune.data.tiling import tile_windows
-from sam3tune.eval.config import PostprocessConfig
+from sam3tune.eval.config import PostprocessConfig, SlicingConfig
 from sam3tune.eval.inference import InferenceModel
 from sam3tune.eval.nms import box_ios_xyxy, box_iou_xyxy, nms
 from sam3tune.eval.postprocess import Detections, detection_scores
@@ -211,70 +218,100 @@ def merge_detections(
     parts: Sequence[Detections], config: PostprocessConfig, regions: Sequence[Region | None] | None = None
 ) -> Detections:
     """One prompt's detections from every tile (and the full-image pass) of one image, merged (module
-    docstring), then optional NMS and at most ``max_detections``, highest score first. With the
-    ``regions`` the parts came from (None: the whole-image pass), a group's box is that of its best tile
-    member that no tile border cut (a whole view of the object at tile resolution), and the union of its
-    members' boxes when there is none."""
+    docstring), then optional NMS and at most ``max_detections``, highest score first.
+
+    ``regions``: the region each part came from (None: the whole-image pass); without them every
+    detection counts as a part that a border may have cut."""
     image_size = parts[0].image_size
-    with_masks = all(p.masks is not None for p in parts)
     scores = np.concatenate([p.scores for p in parts]).astype(np.float32)
     boxes = np.concatenate([p.boxes.reshape(-1, 4) for p in parts]).astype(np.float32)
-    cut = np.ones(len(scores), dtype=bool)  # the whole-image pass (region None) is coarse: never preferred
-    if regions is not None:
+    if regions is None:
+        cut, coarse = np.ones(len(scores), dtype=bool), np.zeros(len(scores), dtype=bool)
+    else:
         cut = np.concatenate(
             [
-                np.ones(len(p), dtype=bool) if r is None else cut_by_border(p.boxes, r, image_size)
+                np.zeros(len(p), dtype=bool) if r is None else cut_by_border(p.boxes, r, image_size)
                 for p, r in zip(parts, regions, strict=True)
             ]
         )
-    masks = [m for p in parts for m in p.masks] if with_masks else None
-    tiling = config.tiling
-    order = np.argsort(-scores, kind="stable")[: tiling.merge_pool]
-    boxes_t = torch.from_numpy(boxes[order])
-    overlap = box_ios_xyxy if tiling.merge_metric == "ios" else box_iou_xyxy
-    merged = np.zeros(len(order), dtype=bool)
-    out_scores, out_boxes, out_masks = [], [], []
-    for i in range(len(order)):
-        if merged[i]:
+        coarse = np.concatenate([np.full(len(p), r is None) for p, r in zip(parts, regions, strict=True)])
+    order = np.argsort(-scores, kind="stable")[: config.tiling.merge_pool]
+    groups = _merge_groups(torch.from_numpy(boxes[order]), cut[order], config.tiling)
+    out_scores, out_boxes = [], []
+    for group in groups:
+        members = order[group]
+        views = [m for m in members if not cut[m] and not coarse[m]]  # whole views at tile resolution
+        out_scores.append(scores[members].max())
+        if views:
+            out_boxes.append(boxes[views[0]])
+        else:
+            out_boxes.append(np.concatenate([boxes[members, :2].min(0), boxes[members, 2:].max(0)]))
+    result_scores = np.asarray(out_scores, dtype=np.float32).reshape(-1)
+    result_boxes = np.asarray(out_boxes, dtype=np.float32).reshape(-1, 4)
+    keep = np.argsort(-result_scores, kind="stable")
+    if config.nms_iou_threshold is not None and len(keep) > 1:
+        kept = nms(
+            torch.from_numpy(result_boxes[keep]),
+            torch.from_numpy(result_scores[keep]),
+            config.nms_iou_threshold,
+        ).numpy()
+        keep = keep[kept]
+    keep = keep[: config.max_detections]
+    masks = None
+    if all(p.masks is not None for p in parts):
+        every = [m for p in parts for m in p.masks]
+        masks = [_union_mask([every[m] for m in order[groups[k]]], image_size) for k in keep.tolist()]
+    return Detections(
+        image_size=image_size, scores=result_scores[keep], boxes=result_boxes[keep], masks=masks
+    )
+
+
+def _merge_groups(boxes: torch.Tensor, cut: np.ndarray, tiling: SlicingConfig) -> list[list[int]]:
+    """Groups of indices into ``boxes`` (``(N, 4)`` xyxy, highest score first) that are views of one
+    object: each whole view (``~cut``), best first, takes the other whole views it overlaps by IoU >=
+    ``merge_threshold`` and the cut parts it overlaps by ``merge_metric`` >= ``merge_threshold``; the cut
+    parts left grow groups of their own against the union of their boxes."""
+    threshold = tiling.merge_threshold
+    part_overlap = box_ios_xyxy if tiling.merge_metric == "ios" else box_iou_xyxy
+    taken = np.zeros(len(boxes), dtype=bool)
+    groups: list[list[int]] = []
+    for i in np.flatnonzero(~cut):
+        if taken[i]:
             continue
-        merged[i] = True
+        taken[i] = True
+        rest = np.flatnonzero(~taken)
+        seed = boxes[i : i + 1]
+        same = np.where(
+            cut[rest],
+            part_overlap(seed, boxes[rest])[0].numpy() >= threshold,
+            box_iou_xyxy(seed, boxes[rest])[0].numpy() >= threshold,
+        )
+        taken[rest[same]] = True
+        groups.append([i, *rest[same].tolist()])
+    for i in np.flatnonzero(cut):
+        if taken[i]:
+            continue
+        taken[i] = True
         group = [i]
-        union = boxes_t[i : i + 1].clone()
+        union = boxes[i : i + 1]
         while True:  # grow the group against the union of its boxes until nothing more overlaps it
-            rest = np.flatnonzero(~merged)
-            if not len(rest):
-                break
-            near = rest[overlap(union, boxes_t[rest])[0].numpy() >= tiling.merge_threshold]
+            rest = np.flatnonzero(~taken)
+            near = rest[part_overlap(union, boxes[rest])[0].numpy() >= threshold] if len(rest) else rest
             if not len(near):
                 break
             group += near.tolist()
-            merged[near] = True
-            members_t = boxes_t[group]
-            union = torch.cat([members_t[:, :2].min(dim=0).values, members_t[:, 2:].max(dim=0).values])[None]
-        members = order[group]
-        whole = [m for m in members if not cut[m]]
-        out_scores.append(scores[members[0]])
-        out_boxes.append(boxes[whole[0]].tolist() if whole else union[0].tolist())
-        if masks is not None:
-            if len(members) == 1:
-                out_masks.append(masks[members[0]])
-            else:
-                union = coco_mask.merge([_binary(masks[m]) for m in members], intersect=False)
-                out_masks.append({"size": list(image_size), "counts": union["counts"].decode()})
-    result_scores = np.asarray(out_scores, dtype=np.float32).reshape(-1)
-    result_boxes = np.asarray(out_boxes, dtype=np.float32).reshape(-1, 4)
-    keep = np.arange(len(result_scores))
-    if config.nms_iou_threshold is not None and len(keep) > 1:
-        keep = nms(
-            torch.from_numpy(result_boxes), torch.from_numpy(result_scores), config.nms_iou_threshold
-        ).numpy()
-    keep = keep[: config.max_detections]
-    return Detections(
-        image_size=image_size,
-        scores=result_scores[keep],
-        boxes=result_boxes[keep],
-        masks=[out_masks[k] for k in keep.tolist()] if masks is not None else None,
-    )
+            taken[near] = True
+            members = boxes[group]
+            union = torch.cat([members[:, :2].min(dim=0).values, members[:, 2:].max(dim=0).values])[None]
+        groups.append(group)
+    return groups
+
+
+def _union_mask(masks: list[RLE], image_size: tuple[int, int]) -> RLE:
+    if len(masks) == 1:
+        return masks[0]
+    union = coco_mask.merge([_binary(m) for m in masks], intersect=False)
+    return {"size": list(image_size), "counts": union["counts"].decode()}
 
 
 def _binary(rle: RLE) -> dict:

@@ -92,6 +92,38 @@ def test_one_object_across_four_tiles_gives_one_detection_with_its_box_and_mask(
     assert len(merged) == 1 and merged.boxes[0].tolist() == [80, 80, 120, 120]
 
 
+def _parts(*views):
+    """``Detections`` of a 200 x 200 image, one per ``(score, box)``."""
+    return [
+        Detections((200, 200), np.array([score], np.float32), np.array([box], np.float32))
+        for score, box in views
+    ]
+
+
+def _merged(views, regions):
+    merged = merge_detections(_parts(*views), PostprocessConfig(tiling=SlicingConfig(size=64)), regions)
+    return sorted((round(float(s), 2), b.tolist()) for s, b in zip(merged.scores, merged.boxes, strict=True))
+
+
+def test_a_cut_part_joins_the_whole_view_of_its_object():
+    # tile (0, 0, 64, 64) sees [40, 10, 60, 30] whole; tile (48, 0, 112, 64) only its part right of x=48
+    views = [(0.6, [40, 10, 60, 30]), (0.9, [48, 10, 60, 30])]
+    assert _merged(views, [(0, 0, 64, 64), (48, 0, 112, 64)]) == [(0.9, [40, 10, 60, 30])]
+
+
+def test_a_small_whole_view_inside_a_large_detection_does_not_take_it_over():
+    # the whole-image pass finds a large object; a tile fires (higher) on a small piece of it, whole in
+    # the tile: two detections, the large box kept (merging by intersection over the smaller box kept
+    # only the small one)
+    views = [(0.9, [30, 30, 40, 40]), (0.7, [20, 20, 180, 180])]
+    assert _merged(views, [(0, 0, 64, 64), None]) == [(0.7, [20, 20, 180, 180]), (0.9, [30, 30, 40, 40])]
+
+
+def test_neighbours_do_not_merge_through_a_larger_box_overlapping_both():
+    views = [(0.9, [10, 10, 20, 20]), (0.8, [30, 10, 40, 20]), (0.7, [5, 5, 45, 25])]
+    assert len(_merged(views, [(0, 0, 64, 64)] * 3)) == 3
+
+
 def test_separate_objects_stay_separate_and_whole_image_pass_adds_large_ones(tmp_path):
     squares = [(10, 10, 20, 20), (70, 10, 80, 20), (150, 150, 190, 190)]  # never two in one tile
     path = _image(tmp_path, squares)
