@@ -2,23 +2,28 @@
 training on tiles vs on resized images (``data.tiling``, ``postprocess.tiling``; docs/eval.md).
 
 A synthetic task from the project's generator at the demo's scale: the demo base model (64 px input) is
-fine-tuned to find "star", "heart", "moon" (any colour; seen shapes as distractors) on 512 px images with
-8-12 objects of 20-36 px each: resized whole to 64 px they are 2.5-4.5 px, in a 96 px tile resized to
-64 px 13-24 px (the base model learnt shapes of 20-40 px on its 64 px canvas). Two models start from the same
-base with the same steps: one trained on 96 px tiles (``data.tiling.size=96``), one on the images resized
-whole. Each is evaluated on held-out images (box AP50, COCO) with one resize of the whole image and with
-sliced prediction (96 px tiles, overlap 0.25, merged), on small objects and on a held-out set of *large*
-objects (128-256 px, 1-3 per image) to check that slicing loses nothing there. Optionally
-(``--sahi-site``: a site-packages folder holding ``sahi``) the same tiles are merged with SAHI's
-``greedy_nmm`` (IOS 0.5) instead of ours, for a side-by-side quality check of the merge.
+fine-tuned to find "star", "heart", "moon" (any colour; seen shapes as distractors) on 384 px images with
+8-12 objects of 16-24 px each (a little more at aspect ratios other than 1): resized whole to 64 px they
+are 3-4 px; in a 64 px tile they keep their size, the scale the base model learnt shapes at (20-40 px on
+its 64 px canvas). Two models start from the same base with the same steps (300 of 8): one trained on
+64 px tiles (``data.tiling.size=64``, overlap 0.375), one on the images resized whole. Each is evaluated
+on held-out images (box AP50, COCO) with one resize of the whole image and with sliced prediction (the
+same tiles, whole-image pass on, merged), on small objects and on a held-out set of *large* objects
+(96-192 px, 1-3 per image) to check what slicing costs there. ``--train-large N`` adds N images of
+large objects to the training split (a model that saw large objects too, cut into tiles). Optionally
+(``--sahi-site``: a site-packages folder holding ``sahi``) the tiles of the tile-trained model are merged
+with SAHI's ``greedy_nmm`` (IOS 0.5) instead of ours, side by side. Trained models in ``--out`` are
+reused (``--train`` names the ones to train; ``--train-only`` evaluates nothing).
 
-    nice python bench/tiling.py --out /tmp/tiling-bench   # ~15 CPU minutes (1 thread)
+    nice python bench/tiling.py --out /tmp/tiling-bench   # ~30 min on 2 shared cores
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,6 +32,7 @@ import numpy as np
 import torch
 
 from sam3tune.data import DataConfig
+from sam3tune.data.layout import ROBOFLOW_ANNOTATIONS as ANNOTATIONS
 from sam3tune.data.synth import SynthConfig, generate
 from sam3tune.demo.base import base_model_dir
 from sam3tune.demo.recipe import finetune_config
@@ -100,6 +106,23 @@ def sahi_merge(site: str):
     return merge
 
 
+def add_images(source: Path, split: Path, prefix: str) -> None:
+    """Copy the images and annotations of COCO split folder ``source`` into ``split`` (same categories)."""
+    into, extra = (json.loads((folder / ANNOTATIONS).read_text()) for folder in (split, source))
+    assert [c["name"] for c in into["categories"]] == [c["name"] for c in extra["categories"]]
+    first_image = 1 + max(image["id"] for image in into["images"])
+    first_annotation = 1 + max(annotation["id"] for annotation in into["annotations"])
+    image_ids = {image["id"]: first_image + k for k, image in enumerate(extra["images"])}
+    for image in extra["images"]:
+        name = prefix + image["file_name"]
+        shutil.copy(source / image["file_name"], split / name)
+        into["images"].append({**image, "id": image_ids[image["id"]], "file_name": name})
+    for k, annotation in enumerate(extra["annotations"]):
+        image_id = image_ids[annotation["image_id"]]
+        into["annotations"].append({**annotation, "id": first_annotation + k, "image_id": image_id})
+    (split / ANNOTATIONS).write_text(json.dumps(into))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -120,6 +143,9 @@ def main() -> None:
     parser.add_argument(
         "--train", nargs="*", default=["tiles", "resized"], help="models to train (a trained one is reused)"
     )
+    parser.add_argument(
+        "--train-large", type=int, default=0, help="images of 1-3 large objects added to the training split"
+    )
     parser.add_argument("--train-only", action="store_true", help="train, evaluate nothing")
     parser.add_argument("--sahi-site", help="site-packages folder with sahi (adds the SAHI-merge row)")
     args = parser.parse_args()
@@ -133,6 +159,11 @@ def main() -> None:
         generate(task(size, tuple(args.objects), tuple(args.object_px), splits, 1), data, False)
     if not (large / "test").is_dir():
         generate(task(size, (1, 3), (size / 4, size / 2), (("test", args.heldout_images),), 2), large, False)
+    if args.train_large and not (out / "large-train").is_dir():
+        generate(
+            task(size, (1, 3), (size / 4, size / 2), (("train", args.train_large),), 3), out / "large-train", False
+        )
+        add_images(out / "large-train" / "train", data / "train", "large_")
 
     base = base_model_dir()
     tiling = [f"data.tiling.size={args.tile}", f"data.tiling.overlap={args.overlap}"]
