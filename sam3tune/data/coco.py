@@ -46,8 +46,17 @@ class CocoImage:
     width: int
     height: int
     mode: str
+    window: tuple[int, int, int, int] | None = None
+    """A tile (:mod:`sam3tune.data.tiling`): its ``(left, top, right, bottom)`` in the file's pixels;
+    ``width`` / ``height`` are then the tile's, ``image_id`` a tile id and ``source_id`` the image's."""
+    source_id: int | None = None
 
     def describe(self) -> str:
+        if self.window is not None:
+            left, top, right, bottom = self.window
+            return (
+                f"tile ({left}, {top}, {right}, {bottom}) of image {self.source_id} {self.file_name!r}"
+            )
         return f"image {self.image_id} {self.file_name!r}"
 
 

@@ -45,6 +45,37 @@ class ExemplarConfig:
 
 
 @dataclass
+class TilingConfig:
+    """Large images as tiles (``data.tiling``; ``sam3tune.data.tiling``); off unless ``size`` is set."""
+
+    size: int | None = None
+    """Tile side in source pixels (None = off). Images no larger than this stay whole; each tile is then
+    resized to the model input like any image."""
+    overlap: float = 0.2
+    """Share of a tile's side that neighbouring tiles share, in [0, 1)."""
+    min_visible: float = 0.5
+    """An object with less than this share of its area (mask pixels, else box) inside a tile is no
+    target there; its category is then neither positive nor negative on that tile."""
+    empty_tiles: float = 0.1
+    """Share of the tiles without any object that are kept, as negative-only samples (chosen once,
+    seeded)."""
+    train: bool = True
+    """Cut the training split into tiles."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "size", low=1)
+        require_range(self, "overlap", low=0, high=1, high_open=True)
+        require_range(self, "min_visible", "empty_tiles", low=0, high=1)
+
+    @property
+    def enabled(self) -> bool:
+        return self.size is not None
+
+
+@dataclass
 class DataConfig:
     """Dataset location and query / transform settings (embedded by the train config as ``data``)."""
 
@@ -79,6 +110,8 @@ class DataConfig:
     """Also query categories with no instance in the split (and Roboflow's placeholder)."""
     exemplars: ExemplarConfig = field(default_factory=ExemplarConfig)
     """Exemplar (box-prompt) queries in training; off by default (``sam3tune.data.exemplars``)."""
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    """Large images as tiles in training (off by default; ``docs/data.md``, "Large images")."""
     follow_symlinks: bool = False
     """Use image files that resolve (through symlinks) outside their image folder; off: skipped, counted."""
     hf_bbox_format: Literal["xywh", "xyxy"] = "xywh"

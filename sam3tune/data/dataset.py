@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from sam3tune.data.coco import CocoImage, CocoObject, load_split
@@ -29,10 +30,12 @@ from sam3tune.data.hf_datasets import hf_source
 from sam3tune.data.images import read_rgb
 from sam3tune.data.layout import SplitFiles, resolve_split
 from sam3tune.data.masks import SegmentationError, decode_segmentation
-from sam3tune.data.problems import DataError
+from sam3tune.data.problems import CATALOGUE, DataError
 from sam3tune.data.queries import QueryPlan, choose_negatives, load_prompt_map, plan_queries
 from sam3tune.data.retention_queries import RetentionQueries, RetentionQuery
+from sam3tune.data.regions import read_window
 from sam3tune.data.shots import sample_shots
+from sam3tune.data.tiling import tile_plan
 from sam3tune.data.transforms import (
     Geometry,
     MaskSampler,
@@ -44,6 +47,14 @@ from sam3tune.data.transforms import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def read_pixels(image: CocoImage, at_least: int | None = None) -> Image.Image:
+    """The RGB pixels of a usable image, or of a tile's window of its file (see
+    :func:`~sam3tune.data.images.read_rgb` for ``at_least``)."""
+    if image.window is not None:
+        return read_window(image.path, image.window, at_least)
+    return read_rgb(image.path, at_least=at_least)
 
 
 def sample_rngs(
@@ -163,7 +174,7 @@ class QueryDataset(Dataset):
         chosen |= hard & set(query.negative_candidates)  # confusable negatives are always asked
         category_ids = sorted([*query.positives, *chosen])
         try:
-            pixels = transform_image(read_rgb(image.path, at_least=geometry.side), geometry)
+            pixels = transform_image(read_pixels(image, at_least=geometry.side), geometry)
         except (OSError, SyntaxError, ValueError) as err:
             raise DataError(
                 "image_unreadable", f"{image.path}: {image.describe()} cannot be read: {err}"
@@ -404,8 +415,22 @@ def build_train_dataset(
     config: DataConfig, seed: int = 0, progress: bool = True, augment: bool = True
 ) -> QueryDataset:
     """The training dataset of ``config`` (split ``config.train``, ``config.negatives``): train
-    transforms, or with ``augment=False`` the evaluation resize."""
+    transforms, or with ``augment=False`` the evaluation resize. With ``data.tiling`` on (and
+    ``tiling.train``), images larger than a tile become tiles (:func:`~sam3tune.data.tiling.tile_plan`,
+    empty tiles chosen with ``seed``)."""
     plan = load_plan(config, config.train, config.train_images, train=True, progress=progress)
+    if config.tiling.enabled and config.tiling.train:
+        plan = tile_plan(plan, config.tiling, seed=seed)
+        log.info("%s: %s", plan.split.annotation_file, plan.tiling.line())
+        for kind in ("tile_object_lost",):
+            if plan.problems[kind]:
+                log.warning(
+                    "%s: %d x %s (e.g. %s)",
+                    plan.split.annotation_file,
+                    plan.problems[kind],
+                    CATALOGUE[kind][1],
+                    "; ".join(plan.problems.examples[kind]),
+                )
     return QueryDataset(plan, config, train=True, seed=seed, augment=augment)
 
 

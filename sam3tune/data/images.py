@@ -51,6 +51,8 @@ class ImageInfo:
 def probe_image(path: Path) -> ImageInfo:
     """Read the header of ``path`` and decode it once to catch truncated files.
 
+    TIFFs that ``tifffile`` reads by window (:mod:`sam3tune.data.regions`) are checked from their header
+    (every strip or tile inside the file), without decoding: they may be of any size.
     JPEGs are verified with a 1/8-scale DCT decode (reads the whole entropy stream, a few ms) and a
     scan of their marker structure (:func:`jpeg_damage`), which catches corrupt files that still decode;
     PNGs above :data:`LARGE_IMAGE_PIXELS` by their chunk checksums (not decoded); others by a decode.
@@ -59,6 +61,11 @@ def probe_image(path: Path) -> ImageInfo:
     """
     if not path.is_file():
         raise ImageFileError("image_missing", f"{path}: file not found")
+    from sam3tune.data.regions import probe_tiff  # regions reads through this module
+
+    tiff = probe_tiff(path)
+    if tiff is not None:
+        return tiff
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -181,8 +188,17 @@ def read_rgb(path: Path, at_least: int | None = None) -> Image.Image:
     Grayscale, alpha (dropped), palette and CMYK images are converted; 16-bit images are scaled
     from [0, 65535] to [0, 255]. With ``at_least`` a JPEG may be decoded at a reduced DCT scale, and
     an image above :data:`LARGE_IMAGE_PIXELS` of another format reduced by an integer factor, with
-    sides still >= ``at_least`` (faster; callers then resize to that side or below).
+    sides still >= ``at_least`` (faster; callers then resize to that side or below). TIFFs that
+    ``tifffile`` reads by window are read in bands (:mod:`sam3tune.data.regions`).
     """
+    from sam3tune.data.regions import TiffRegions, is_tiff  # regions reads through this module
+
+    tiff = TiffRegions.open(path) if is_tiff(path) else None
+    if tiff is not None:
+        with tiff:
+            if at_least is not None and tiff.size[0] * tiff.size[1] > LARGE_IMAGE_PIXELS:
+                return tiff.overview(at_least)
+            return tiff.read((0, 0, *tiff.size))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as img:

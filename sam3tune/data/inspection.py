@@ -24,6 +24,7 @@ from sam3tune.data.semantic import (
     semantic_splits,
 )
 from sam3tune.data.shots import sample_shots
+from sam3tune.data.tiling import tile_plan
 from sam3tune.errors import describe_os_error
 
 SCHEMA_VERSION = 1
@@ -51,6 +52,7 @@ def inspect_dataset(
             "prompts": str(config.prompts) if config.prompts else None,
             "exemplars": dataclasses.asdict(config.exemplars),
             "follow_symlinks": config.follow_symlinks,
+            "tiling": dataclasses.asdict(config.tiling),
             "shots": config.shots,
             "shots_seed": config.shots_seed,
             "shots_rule": config.shots_rule,
@@ -106,6 +108,7 @@ def _empty_entry(name: str, annotation_file: Path, image_dir: Path) -> dict[str,
         "masks": None,
         "categories": None,
         "queries": None,
+        "tiling": None,
         "problems": [],
         "shots": None,
     }
@@ -153,6 +156,13 @@ def _inspect_split(
         "negatives": plan.negatives,
         "exemplar": count_exemplar_queries(plan, config),
     }
+    if config.tiling.enabled:
+        tiled = tile_plan(plan, config.tiling)
+        entry["problems"] = tiled.problems.as_list()
+        entry["tiling"] = {
+            **dataclasses.asdict(tiled.tiling),
+            "queries": {"positive": tiled.num_positive, "negative": tiled.num_negative},
+        }
     for category in entry["categories"]:
         query = plan.categories.get(category["id"])
         category["prompt"] = query.prompt if query else None
@@ -296,6 +306,19 @@ def format_report(report: dict[str, Any]) -> str:
                     f"  exemplar queries: {q['exemplar']} of the positives in epoch 0 with seed 0 "
                     f"(probability {settings['exemplars']['probability']}, drawn anew each epoch)"
                 )
+        if split.get("tiling"):
+            t = split["tiling"]
+            lines.append(
+                f"  tiles ({t['size']} px, overlap {t['overlap']:g}): {t['tiles']} from {t['images_tiled']} "
+                f"images ({t['tiles_with_objects']} with objects, {t['empty_tiles_kept']} empty kept, "
+                f"{t['empty_tiles_left_out']} empty left out), {t['images_whole']} images whole"
+            )
+            lines.append(
+                f"  objects on tiles: {t['object_tiles_kept']} targets ({t['object_tiles_clipped']} clipped "
+                f"at a border), {t['object_tiles_dropped']} dropped (< {t['min_visible']:g} visible), "
+                f"{t['objects_lost']} a target on no tile; tile queries: {t['queries']['positive']} "
+                f"positive, {t['queries']['negative']} negative"
+            )
         if split["problems"]:
             lines.append("  problems:")
             for problem in split["problems"]:

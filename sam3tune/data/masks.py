@@ -109,7 +109,7 @@ def bound_polygons(polygons: list[list[float]], height: int, width: int) -> tupl
         )
     inside = min(xs) >= low_x and min(ys) >= low_y and max(xs) <= high_x and max(ys) <= high_y
     if not inside:
-        polygons = [_clip_to_rectangle(p, low_x, low_y, high_x, high_y) for p in polygons]
+        polygons = [clip_polygon(p, low_x, low_y, high_x, high_y) for p in polygons]
         polygons = [p for p in polygons if len(p) >= 6]
         if not polygons:
             raise SegmentationError("mask_empty", f"polygon lies outside the {width}x{height} image")
@@ -123,7 +123,7 @@ def bound_polygons(polygons: list[list[float]], height: int, width: int) -> tupl
     return polygons, not inside
 
 
-def _clip_to_rectangle(flat: list[float], x0: float, y0: float, x1: float, y1: float) -> list[float]:
+def clip_polygon(flat: list[float], x0: float, y0: float, x1: float, y1: float) -> list[float]:
     """Sutherland-Hodgman: the part of a polygon inside the rectangle, as a flat coordinate list."""
     points = list(zip(flat[0::2], flat[1::2], strict=True))
     for axis, bound, keep_above in ((0, x0, True), (0, x1, False), (1, y0, True), (1, y1, False)):

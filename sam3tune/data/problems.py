@@ -122,6 +122,17 @@ CATALOGUE: dict[str, tuple[Severity, str]] = {
         "EXIF rotation/flip the JSON size cannot confirm: annotations taken in the displayed frame",
     ),
     "image_large": ("info", "image above 20 megapixels: decoded at reduced size where the format allows"),
+    "tile_object_dropped": (
+        "info",
+        "object cut by a tile border with less than data.tiling.min_visible inside: no target on that tile "
+        "(its category neither positive nor negative there)",
+    ),
+    "tile_object_lost": (
+        "warning",
+        "object that is a target on no tile (larger than a tile, or cut on every one): raise "
+        "data.tiling.size or lower data.tiling.min_visible",
+    ),
+    "tile_empty_left_out": ("info", "tile without objects left out (data.tiling.empty_tiles keeps a share)"),
     "category_unused": ("skipped", "category skipped: no instance in this split"),
     "category_placeholder": ("skipped", "category skipped: Roboflow placeholder (id 0, no annotations)"),
     "objects_over_cap": ("skipped", "objects beyond the per-query cap (the largest are kept)"),

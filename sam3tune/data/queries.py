@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from sam3tune.data.coco import CocoImage, CocoObject, CocoSplit
 from sam3tune.data.problems import DataError, ProblemReport
 from sam3tune.data.shots import ShotSample
 from sam3tune.json_file import loads_strict
+
+if TYPE_CHECKING:
+    from sam3tune.data.tiling import TilingSummary
 
 Negatives = Literal["all", "none"] | int
 log = logging.getLogger(__name__)
@@ -75,6 +78,8 @@ class QueryPlan:
     max_objects_per_query: int
     problems: ProblemReport
     skipped_categories: dict[int, str]
+    tiling: TilingSummary | None = None
+    """What cutting images into tiles gave (:func:`sam3tune.data.tiling.tile_plan`); None: whole images."""
     shots: ShotSample | None = None
     """What a K-shot sample (``data.shots``) took from the full split; None without one."""
 
@@ -145,7 +150,7 @@ def plan_queries(
         for cat_id in sorted(categories):
             targets = [o for o in objects if o.category_id == cat_id and not o.iscrowd]
             if targets:
-                positives[cat_id] = _cap(targets, max_objects_per_query, image, problems)
+                positives[cat_id] = cap_objects(targets, max_objects_per_query, image, problems)
         candidates = tuple(c for c in sorted(categories) if c not in present)
         if not positives and negative_count(len(candidates), negatives) == 0:
             problems.add("image_without_queries", image.describe())
@@ -332,9 +337,10 @@ def _is_placeholder(cat_id: int, split: CocoSplit, annotated: set[int]) -> bool:
     return any(name in (split.categories[c], split.supercategories[c]) for c in others)
 
 
-def _cap(
+def cap_objects(
     targets: list[CocoObject], cap: int, image: CocoImage, problems: ProblemReport
 ) -> tuple[CocoObject, ...]:
+    """The ``cap`` largest of ``targets`` (in their order); the rest counted as ``objects_over_cap``."""
     if len(targets) <= cap:
         return tuple(targets)
     order = sorted(range(len(targets)), key=lambda i: (-targets[i].box_area, i))

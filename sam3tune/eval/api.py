@@ -40,11 +40,14 @@ from sam3tune.eval.inference import InferenceModel
 from sam3tune.eval.model_eval import (
     eval_loader,
     eval_mode,
+    eval_postprocess,
     module_forward,
     predict_batches,
+    predict_sliced_plan,
     sample_loader,
     score_batches,
     score_module,
+    score_predictions,
 )
 from sam3tune.eval.report import markdown_report, write_reports
 from sam3tune.eval.retention import RetentionProbe, reference_objects, split_images
@@ -223,15 +226,22 @@ class _Scoring:
         )
         loader = eval_loader(dataset, runner.tokenize, config)
         gt = ground_truth_from_plan(dataset.plan)
-        metrics, results = score_batches(
-            runner.forward,
-            loader,
-            gt,
-            config,
-            device,
-            progress,
-            on_predicted=lambda results: save_coco_results(results, self.out_dir / f"{stem}.json"),
-        )
+        if config.postprocess.tiling.enabled:  # every whole image sliced, then scored as usual
+            results, queried = predict_sliced_plan(
+                runner, dataset.plan, eval_postprocess(config), progress, config.max_queries_per_forward
+            )
+            save_coco_results(results, self.out_dir / f"{stem}.json")
+            metrics = score_predictions(results, queried, gt, config)
+        else:
+            metrics, results = score_batches(
+                runner.forward,
+                loader,
+                gt,
+                config,
+                device,
+                progress,
+                on_predicted=lambda results: save_coco_results(results, self.out_dir / f"{stem}.json"),
+            )
         if config.exemplars.enabled:
             metrics.exemplar, exemplar_results = _exemplar_protocol(
                 runner, dataset, gt, list(metrics.coco), config, device, progress

@@ -4,10 +4,46 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from sam3tune.config import require, require_device, require_range
 from sam3tune.data.config import DataConfig
 from sam3tune.video.config import VideoConfig
+
+
+@dataclass
+class SlicingConfig:
+    """Sliced prediction of large images (``postprocess.tiling``; :mod:`sam3tune.eval.sliced`); off
+    unless ``size`` is set."""
+
+    size: int | None = None
+    """Tile side in source pixels (None = off: the whole image is resized once)."""
+    overlap: float = 0.2
+    """Share of a tile's side that neighbouring tiles share, in [0, 1)."""
+    full_image: bool = True
+    """Also predict the whole image resized once and merge its detections with the tiles' (finds
+    objects larger than a tile, as SAHI's standard prediction)."""
+    merge_metric: Literal["ios", "iou"] = "ios"
+    """Box overlap that merges detections: intersection over the smaller box, or IoU."""
+    merge_threshold: float = 0.5
+    """Detections of one prompt whose boxes overlap at least this much are merged into one."""
+    merge_pool: int = 3000
+    """At most this many highest-scoring detections per prompt and image enter the merge."""
+    tiles_per_forward: int = 8
+    """Tiles encoded in one forward pass (each with all prompts)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        require_range(self, "size", "merge_pool", "tiles_per_forward", low=1)
+        require_range(self, "overlap", low=0, high=1, high_open=True)
+        require_range(self, "merge_threshold", low=0, high=1, low_open=True)
+        require(self.merge_metric in ("ios", "iou"), "merge_metric", self.merge_metric, "must be ios or iou")
+
+    @property
+    def enabled(self) -> bool:
+        return self.size is not None
 
 
 @dataclass
@@ -23,6 +59,7 @@ class PostprocessConfig:
     nms_iou_threshold: float | None = None  # greedy box NMS within a query; None = off (official)
     mask_threshold: float = 0.5  # on sigmoid of the mask logits after upsampling to the image size
     with_masks: bool = True  # upsample, threshold and RLE-encode masks of kept detections
+    tiling: SlicingConfig = field(default_factory=SlicingConfig)  # sliced prediction of large images
 
     def __post_init__(self) -> None:
         self.validate()

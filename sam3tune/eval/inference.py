@@ -7,12 +7,15 @@ Evaluation (:mod:`sam3tune.eval.api`) runs models through :class:`InferenceModel
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 
-from sam3tune.data import Batch
+from sam3tune.data import Batch, Sample, collate
+from sam3tune.data.transforms import eval_geometry, transform_image
 from sam3tune.devices import resolve_device
 from sam3tune.model import Sam3ForTraining, Tokenizer, load_model
 from sam3tune.model.hub import ModelSpecError
@@ -99,3 +102,22 @@ class InferenceModel:
         inputs = {k: v.to(self.device) for k, v in batch.model_inputs().items() if v is not None}
         inputs["pixel_values"] = inputs["pixel_values"].to(self._dtype)
         return self.model(**inputs)
+
+    def samples(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[Sample]:
+        """Every prompt on every image (``image_id`` = its index), resized as in evaluation."""
+        geometry = eval_geometry(self.image_size)
+        return [
+            Sample(
+                image=transform_image(image.convert("RGB"), geometry),
+                image_id=index,
+                orig_size=(image.height, image.width),
+                category_ids=list(range(1, len(prompts) + 1)),
+                prompts=list(prompts),
+                targets=[{"boxes": torch.zeros(0, 4)} for _ in prompts],
+            )
+            for index, image in enumerate(images)
+        ]
+
+    def batch(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> Batch:
+        """:meth:`samples` collated: query ``i * len(prompts) + k`` is prompt ``k`` on image ``i``."""
+        return collate(self.samples(images, prompts), self.tokenize)

@@ -17,10 +17,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from sam3tune.data import Batch, QueryDataset, Tokenize, collate
+from sam3tune.data import Batch, QueryDataset, QueryPlan, Tokenize, collate
 from sam3tune.eval.config import MAX_QUERIES_PER_FORWARD, EvalConfig, PostprocessConfig
 from sam3tune.eval.evaluate import EvalMetrics, evaluate_predictions
+from sam3tune.eval.inference import InferenceModel
 from sam3tune.eval.postprocess import postprocess
+from sam3tune.eval.sliced import predict_sliced
 from sam3tune.progress import progress_bar
 
 Forward = Callable[[Batch], dict[str, torch.Tensor]]
@@ -83,14 +85,49 @@ def score_batches(
     Returns the metrics and the COCO results they were computed from.
     """
     config = config or EvalConfig()
-    postprocess_config = dataclasses.replace(
-        config.postprocess, with_masks=config.postprocess.with_masks and "segm" in config.iou_types
-    )
     results, queried = predict_batches(
-        forward, batches, postprocess_config, device, progress, config.max_queries_per_forward
+        forward, batches, eval_postprocess(config), device, progress, config.max_queries_per_forward
     )
     if on_predicted is not None:
         on_predicted(results)
+    return score_predictions(results, queried, gt, config), results
+
+
+def eval_postprocess(config: EvalConfig) -> PostprocessConfig:
+    """``config.postprocess`` with masks only when ``segm`` is evaluated."""
+    return dataclasses.replace(
+        config.postprocess, with_masks=config.postprocess.with_masks and "segm" in config.iou_types
+    )
+
+
+def predict_sliced_plan(
+    runner: InferenceModel,
+    plan: QueryPlan,
+    config: PostprocessConfig,
+    progress: bool = True,
+    max_queries: int = MAX_QUERIES_PER_FORWARD,
+) -> tuple[list[dict], set[tuple[int, int]]]:
+    """COCO results and queried ``(image_id, category_id)`` pairs of every image of an evaluation ``plan``
+    asked every queried category, each whole image predicted tile by tile
+    (:func:`~sam3tune.eval.sliced.predict_sliced` with ``config.tiling``, at most ``max_queries`` queries
+    per forward pass)."""
+    categories = sorted(plan.categories)
+    prompts = [plan.categories[c].prompt for c in categories]
+    results: list[dict] = []
+    queried: set[tuple[int, int]] = set()
+    for query in progress_bar(plan.images, desc="predict sliced", unit="image", disable=not progress):
+        image = query.image
+        found = predict_sliced(runner, image.path, prompts, config, max_queries=max_queries)
+        for category_id, prompt in zip(categories, prompts, strict=True):
+            queried.add((image.image_id, category_id))
+            results.extend(found[prompt].to_coco_results(image.image_id, category_id))
+    return results, queried
+
+
+def score_predictions(
+    results: list[dict], queried: set[tuple[int, int]], gt: dict, config: EvalConfig
+) -> EvalMetrics:
+    """The metrics of COCO ``results`` for the ``queried`` (image, category) pairs against ``gt``."""
     expected = {(img["id"], cat["id"]) for img in gt["images"] for cat in gt["categories"]}
     unknown = sorted(queried - expected)
     if unknown:
@@ -102,7 +139,7 @@ def score_batches(
     missing = len(expected - queried)
     if missing:
         metrics.notes.append(f"{missing} (image, category) queries were not run; they count as no detection")
-    return metrics, results
+    return metrics
 
 
 def score_module(

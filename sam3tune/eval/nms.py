@@ -5,15 +5,32 @@ from __future__ import annotations
 import torch
 
 
-def box_iou_xyxy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise IoU of ``(N, 4)`` and ``(M, 4)`` xyxy boxes -> ``(N, M)``; empty boxes give IoU 0."""
+def _areas_and_intersection(
+    a: torch.Tensor, b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Areas ``(N,)``, ``(M,)`` and pairwise intersections ``(N, M)`` of xyxy boxes."""
     area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
     area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
     top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
     bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
+    return area_a, area_b, (bottom_right - top_left).clamp(min=0).prod(dim=-1)
+
+
+def box_iou_xyxy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU of ``(N, 4)`` and ``(M, 4)`` xyxy boxes -> ``(N, M)``; empty boxes give IoU 0."""
+    area_a, area_b, inter = _areas_and_intersection(a, b)
     union = area_a[:, None] + area_b[None, :] - inter
     return torch.where(union > 0, inter / union.clamp(min=torch.finfo(a.dtype).tiny), torch.zeros_like(inter))
+
+
+def box_ios_xyxy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise intersection over the smaller box of ``(N, 4)`` and ``(M, 4)`` xyxy boxes -> ``(N, M)``
+    (1 when one box holds the other); empty boxes give 0."""
+    area_a, area_b, inter = _areas_and_intersection(a, b)
+    smaller = torch.minimum(area_a[:, None], area_b[None, :])
+    return torch.where(
+        smaller > 0, inter / smaller.clamp(min=torch.finfo(a.dtype).tiny), torch.zeros_like(inter)
+    )
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:

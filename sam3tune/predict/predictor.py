@@ -27,9 +27,9 @@ from PIL import Image
 from torch import nn
 
 from sam3tune.config import ConfigError
-from sam3tune.data import Batch, Sample, collate
+from sam3tune.data import Batch, collate
 from sam3tune.data.exemplars import VISUAL_PROMPT
-from sam3tune.data.images import read_rgb
+from sam3tune.data.images import ImageFileError, probe_image, read_rgb
 from sam3tune.data.queries import prompt_key, prompts_cut
 from sam3tune.data.transforms import eval_geometry, transform_image
 from sam3tune.errors import UserError, on_path
@@ -37,6 +37,7 @@ from sam3tune.eval.coco_results import save_coco_results
 from sam3tune.eval.config import MAX_QUERIES_PER_FORWARD, PostprocessConfig
 from sam3tune.eval.inference import InferenceModel
 from sam3tune.eval.postprocess import SEMANTIC_THRESHOLD, Detections, postprocess, semantic_scores
+from sam3tune.eval.sliced import predict_sliced
 from sam3tune.model import Tokenizer
 from sam3tune.output_files import claim_output_folder, write_text_atomic, writing
 from sam3tune.overlay import draw_overlay
@@ -45,6 +46,8 @@ from sam3tune.progress import progress_bar
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: What ``predict_files`` writes in its output folder (``--overwrite`` replaces exactly these).
 OUTPUTS = ("predictions.json", "predictions.jsonl", "index.json", "overlays", "semantic")
+OVERLAY_MAX_PIXELS = 64_000_000
+"""Images above this size get no overlay or label map PNG (``null`` in ``index.json``; sliced prediction)."""
 # what PIL raises for a truncated, corrupt, oversized or non-image file
 UNREADABLE_IMAGE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 log = logging.getLogger(__name__)
@@ -103,7 +106,11 @@ class Predictor(InferenceModel):
         negative_boxes: Sequence[Sequence[float]] = (),
     ) -> dict[str, Detections]:
         """Detections of every prompt on one image, keyed by prompt (``"visual"`` for a box-only query),
-        in the image's pixels. ``boxes`` / ``negative_boxes``: exemplar boxes, xyxy pixels of ``image``."""
+        in the image's pixels. ``boxes`` / ``negative_boxes``: exemplar boxes, xyxy pixels of ``image``.
+        With ``config.tiling`` on, the image is predicted tile by tile (:meth:`predict_sliced`)."""
+        if self.config.tiling.enabled:
+            _refuse_boxes_when_sliced(boxes, negative_boxes)
+            return self.predict_sliced(image, prompts)
         name = None
         if not isinstance(image, Image.Image):
             name, image = image, read_rgb(Path(image))
@@ -111,6 +118,15 @@ class Predictor(InferenceModel):
             return self.predict_images([image], prompts, boxes, negative_boxes)[0]
         except BoxOutsideImage as err:
             raise BoxOutsideImage(f"{name}: {err}" if name is not None else str(err)) from err
+
+    def predict_sliced(
+        self, image: Image.Image | str | Path, prompts: Sequence[str], progress: bool = False
+    ) -> dict[str, Detections]:
+        """:meth:`predict` tile by tile with ``config.tiling`` (:func:`~sam3tune.eval.sliced.predict_sliced`):
+        a file is read by window, never decoded whole, so it may be far larger than memory allows as
+        floats; text prompts only."""
+        prompts = self._checked_prompts(prompts)[0]
+        return predict_sliced(self, image, prompts, self.config, progress, self.max_queries)
 
     def predict_images(
         self,
@@ -214,22 +230,12 @@ class Predictor(InferenceModel):
         negative_boxes: Sequence[Sequence[float]] = (),
     ) -> Batch:
         """Every prompt (with the exemplar boxes, if any) on every image, resized as in evaluation."""
-        geometry = eval_geometry(self.image_size)
-        samples = []
-        for index, image in enumerate(images):
-            sample = Sample(
-                image=transform_image(image.convert("RGB"), geometry),
-                image_id=index,
-                orig_size=(image.height, image.width),
-                category_ids=list(range(1, len(prompts) + 1)),
-                prompts=list(prompts),
-                targets=[{"boxes": torch.zeros(0, 4)} for _ in prompts],
-            )
-            if boxes or negative_boxes:
+        samples = self.samples(images, prompts)
+        if boxes or negative_boxes:
+            for sample, image in zip(samples, images, strict=True):
                 exemplars, labels = exemplar_tensors(boxes, negative_boxes, image.width, image.height)
                 sample.exemplar_boxes = [exemplars] * len(prompts)
                 sample.exemplar_labels = [labels] * len(prompts)
-            samples.append(sample)
         return collate(samples, self.tokenize)
 
     def predict_files(
@@ -263,18 +269,25 @@ class Predictor(InferenceModel):
         are. An ``out_dir`` that already holds results is refused unless ``overwrite`` (which removes
         them first, old overlays included)."""
         prompts, cut = self._checked_prompts(prompts, boxes, negative_boxes, semantic)
+        sliced = self.config.tiling.enabled
+        if sliced:
+            _refuse_boxes_when_sliced(boxes, negative_boxes)
         folder = _OutputFolder(claim_output_folder(out_dir, OUTPUTS, overwrite), overlays, semantic)
         done = PredictedFiles(folder.path, prompts_cut=cut)
         try:
             with folder.journal() as journal:
                 for path in progress_bar(list(images), desc="predict", unit="image", disable=not progress):
-                    image = _read_image(Path(path), done.skipped)
-                    if image is None:
+                    read = _read_image(Path(path), done.skipped, decode=not sliced)
+                    if read is None:
                         continue
+                    image, (width, height) = read
                     entry = {"id": len(done.images) + 1, "file_name": str(path)}
-                    entry.update(height=image.height, width=image.width)
+                    entry.update(height=height, width=width)
                     try:
-                        results = self._predict_file(image, entry, folder, prompts, boxes, negative_boxes)
+                        if sliced:  # a bar over the tiles of each image
+                            results = self._predict_sliced_file(Path(path), entry, folder, prompts, progress)
+                        else:
+                            results = self._predict_file(image, entry, folder, prompts, boxes, negative_boxes)
                     except BoxOutsideImage as err:  # the box fits other images of the folder
                         done.skipped.append({"file_name": str(path), "reason": str(err)})
                         log.warning("skipped %s: %s", path, err)
@@ -310,15 +323,52 @@ class Predictor(InferenceModel):
             entry["semantic"] = folder.write_label_map(name, labels, prompts)
         return [r for c, p in enumerate(prompts, 1) for r in found[p].to_coco_results(entry["id"], c)]
 
+    def _predict_sliced_file(
+        self, path: Path, entry: dict, folder: _OutputFolder, prompts: list[str], progress: bool
+    ) -> list[dict]:
+        """:meth:`_predict_file` tile by tile (:meth:`predict_sliced`, read by window). The overlay and
+        label map need the whole image decoded: up to :data:`OVERLAY_MAX_PIXELS` only (``null`` above)."""
+        found = self.predict_sliced(path, prompts, progress)
+        name = folder.name_for(path)
+        wanted = folder.overlays or folder.semantic
+        image = read_rgb(path) if wanted and entry["width"] * entry["height"] <= OVERLAY_MAX_PIXELS else None
+        if image is None and wanted:
+            log.warning(
+                "%s: no overlay or label map (%dx%d px is above %d megapixels)",
+                path,
+                entry["width"],
+                entry["height"],
+                OVERLAY_MAX_PIXELS // 1_000_000,
+            )
+        if folder.overlays:
+            entry["overlay"] = None if image is None else folder.write_overlay(name, image, found, [])
+        if folder.semantic:
+            labels = None if image is None else self.predict_semantic(image, prompts)
+            entry["semantic"] = None if labels is None else folder.write_label_map(name, labels, prompts)
+        return [r for c, p in enumerate(prompts, 1) for r in found[p].to_coco_results(entry["id"], c)]
 
-def _read_image(path: Path, skipped: list[dict]) -> Image.Image | None:
-    """The image at ``path``, or None (counted in ``skipped`` with the reason, logged) when it is not one."""
+
+def _read_image(
+    path: Path, skipped: list[dict], decode: bool = True
+) -> tuple[Image.Image | None, tuple[int, int]] | None:
+    """The image at ``path`` (None without ``decode``: only its header is checked, for sliced prediction
+    that reads it by window) and its ``(width, height)``; None (counted in ``skipped`` with the reason,
+    logged) when it is not an image."""
     try:
-        return read_rgb(path)
-    except UNREADABLE_IMAGE as err:
+        if not decode:
+            info = probe_image(path)
+            return None, (info.width, info.height)
+        image = read_rgb(path)
+        return image, image.size
+    except (*UNREADABLE_IMAGE, ImageFileError) as err:
         skipped.append({"file_name": str(path), "reason": f"{type(err).__name__}: {err}"})
         log.warning("skipped %s: not a readable image (%s)", path, err)
         return None
+
+
+def _refuse_boxes_when_sliced(boxes: Sequence[Sequence[float]], negative_boxes: Sequence[Sequence[float]]):
+    if boxes or negative_boxes:
+        raise ConfigError("box prompts (--box) do not go with sliced prediction (postprocess.tiling)")
 
 
 class _OutputFolder:

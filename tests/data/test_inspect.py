@@ -20,6 +20,7 @@ SPLIT_KEYS = {
     "masks",
     "categories",
     "queries",
+    "tiling",
     "problems",
     "shots",
 }
