@@ -161,7 +161,9 @@ def main() -> None:
         generate(task(size, (1, 3), (size / 4, size / 2), (("test", args.heldout_images),), 2), large, False)
     if args.train_large and not (out / "large-train").is_dir():
         generate(
-            task(size, (1, 3), (size / 4, size / 2), (("train", args.train_large),), 3), out / "large-train", False
+            task(size, (1, 3), (size / 4, size / 2), (("train", args.train_large),), 3),
+            out / "large-train",
+            False,
         )
         add_images(out / "large-train" / "train", data / "train", "large_")
 

@@ -32,8 +32,8 @@ from sam3tune.data.layout import SplitFiles, resolve_split
 from sam3tune.data.masks import SegmentationError, decode_segmentation
 from sam3tune.data.problems import CATALOGUE, DataError
 from sam3tune.data.queries import QueryPlan, choose_negatives, load_prompt_map, plan_queries
-from sam3tune.data.retention_queries import RetentionQueries, RetentionQuery
 from sam3tune.data.regions import read_window
+from sam3tune.data.retention_queries import RetentionQueries, RetentionQuery
 from sam3tune.data.shots import sample_shots
 from sam3tune.data.tiling import tile_plan
 from sam3tune.data.transforms import (

@@ -31,7 +31,6 @@ from sam3tune.data import Batch, collate
 from sam3tune.data.exemplars import VISUAL_PROMPT
 from sam3tune.data.images import ImageFileError, probe_image, read_rgb
 from sam3tune.data.queries import prompt_key, prompts_cut
-from sam3tune.data.transforms import eval_geometry, transform_image
 from sam3tune.errors import UserError, on_path
 from sam3tune.eval.coco_results import save_coco_results
 from sam3tune.eval.config import MAX_QUERIES_PER_FORWARD, PostprocessConfig

@@ -56,6 +56,18 @@ class BrightSquareModel(nn.Module):
         }
 
 
+class QuerySizeModel(BrightSquareModel):
+    """:class:`BrightSquareModel` that records the queries of each forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.queries_per_forward = []
+
+    def forward(self, pixel_values, image_index, input_ids, attention_mask, **rest):
+        self.queries_per_forward.append(image_index.shape[0])
+        return super().forward(pixel_values, image_index, input_ids, attention_mask, **rest)
+
+
 def _image(tmp_path, squares, size=(200, 200), name="scene.png"):
     pixels = np.zeros((size[1], size[0], 3), dtype=np.uint8)
     for x0, y0, x1, y1 in squares:
@@ -221,3 +233,21 @@ def test_predict_and_eval_cli_run_sliced_with_the_tiny_model(tmp_path, capsys):
     predictions = json.loads((report / "predictions.json").read_text())
     assert {p["image_id"] for p in predictions} == {0, 1, 2}
     capsys.readouterr()
+
+
+def test_sliced_prediction_asks_at_most_max_queries_per_forward_with_the_same_detections(tmp_path):
+    path = _image(tmp_path, [(80, 80, 120, 120), (10, 10, 20, 20)])
+    prompts = ["square", "box", "big square"]  # the oracle finds the squares for one-word prompts only
+    config = PostprocessConfig(score_threshold=0.5, tiling=SlicingConfig(size=64, overlap=0.25))
+    found = {}
+    for max_queries in (64, 2):
+        model = QuerySizeModel()
+        predictor = Predictor(model, word_tokenize, 64, config, "cpu", max_queries)
+        found[max_queries] = predictor.predict(path, prompts)
+        sizes = model.queries_per_forward
+        assert max(sizes) <= max_queries
+    assert max(sizes) == 2 and len(sizes) > 16  # 16 tiles x 3 prompts + the whole image's 3, in pieces of 2
+    for prompt in prompts:
+        np.testing.assert_allclose(found[2][prompt].boxes, found[64][prompt].boxes)
+        np.testing.assert_allclose(found[2][prompt].scores, found[64][prompt].scores)
+    assert len(found[2]["square"]) == 2 and len(found[2]["big square"]) == 0
