@@ -65,6 +65,7 @@ def _commands(run: Path, data: Path, out: Path, images: Path) -> dict[str, list[
     return {
         "export hub": ["export", "--format", "hub", str(run), str(out)],
         "export onnx": ["export", "--format", "onnx", str(run / "model"), str(out)],
+        "export video": ["export", "--format", "video", str(run), str(out)],
         "import-checkpoint": ["import-checkpoint", str(images.parent / "meta.pt"), str(out)],
         "data convert": ["data", "convert", str(data), "--to", "coco", "--out", str(out)],
         "data synth": ["data", "synth", str(out), "--images", "1"],
@@ -81,7 +82,7 @@ def images(tmp_path):
     return tmp_path / "images"
 
 
-WHOLE_FOLDER = ("export hub", "export onnx", "import-checkpoint", "data convert", "demo")
+WHOLE_FOLDER = ("export hub", "export onnx", "export video", "import-checkpoint", "data convert", "demo")
 
 
 @pytest.mark.parametrize("command", WHOLE_FOLDER)
