@@ -23,7 +23,7 @@ from sam3tune.data import (
     resolve_split,
 )
 from sam3tune.data.inspection import inspect_dataset
-from sam3tune.devices import resolve_device
+from sam3tune.devices import device_memory, resolve_device
 from sam3tune.doctor.data_report import DataReport, data_flags, data_report
 from sam3tune.doctor.expected_loss import ExpectedTotal, expected_total, total_flags
 from sam3tune.doctor.flags import SEVERITIES, Flag, make_flag
@@ -56,9 +56,15 @@ from sam3tune.model import (
 from sam3tune.train.config import TrainConfig
 from sam3tune.train.dataset_kinds import training_dataset
 from sam3tune.train.loop import uses_bf16
-from sam3tune.train.memory_ladder import RUNGS, rung_config
+from sam3tune.train.memory_ladder import (
+    RUNGS,
+    QueryBudgetError,
+    bound_queries,
+    rung_config,
+)
 from sam3tune.train.param_groups import build_optimizer, role_of
 from sam3tune.train.recipe import data_for_model, load_bundle
+from sam3tune.train.retention import extra_queries_per_image
 from sam3tune.train.sampler import EpochBatchSampler
 
 SAM3_PATCH_SIZE = 14
@@ -146,6 +152,14 @@ def diagnose(
         dataset = _load_data(config, data_config, bundle, report, progress)
     if model is None or dataset is None:
         return report
+    dataset, bounded = _bound_queries(
+        dataset, dataclasses.replace(config, data=data_config), bundle, device, report
+    )
+    if dataset is None:
+        return report
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, negatives=bounded.data.negatives)
+    )
     batch = _first_batch(dataset, config, bundle, report)
     if batch is None:
         return report
@@ -269,6 +283,34 @@ def _load_data(
     report.flags += data_flags(report.data)
     report.flags += negatives_flags(dataset.plan.num_negative, data, config.retention)
     return dataset
+
+
+def _bound_queries(
+    dataset: QueryDataset,
+    config: TrainConfig,
+    bundle: ModelBundle,
+    device: torch.device,
+    report: DoctorReport,
+) -> tuple[QueryDataset | None, TrainConfig]:
+    """The trainer's query bound on ``device`` (:func:`~sam3tune.train.memory_ladder.bound_queries`):
+    capped as training caps it (flagged, the step runs on the capped queries), or refused as training
+    refuses (flagged, no step: it would not fit either)."""
+    try:
+        bounded, config_bounded, note = bound_queries(
+            dataset,
+            config,
+            bundle.model.config,
+            device_memory(device),
+            "GPU" if device.type == "cuda" else f"{device.type.upper()} machine",
+            uses_bf16(config.loop.amp, device),
+            extra_queries_per_image(config, dataset),
+        )
+    except QueryBudgetError as err:
+        report.flags.append(make_flag("queries_over_budget", str(err), severity="error"))
+        return None, config
+    if note:
+        report.flags.append(make_flag("queries_over_budget", note))
+    return bounded, config_bounded
 
 
 def _first_batch(

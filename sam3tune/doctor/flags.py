@@ -124,6 +124,13 @@ CATALOGUE: dict[str, FlagKind] = {
         "weight decay, gradient clipping, betas or eps differ from the recipe",
         "remove the optim.* overrides listed unless they are intended",
     ),
+    "queries_over_budget": FlagKind(
+        "warning",
+        "a training step would ask more queries than the device's memory holds by the memory estimate "
+        "(every absent category is a negative query): training caps data.negatives, or refuses",
+        "set data.negatives=K (the message gives the K that fit), train on fewer categories, a smaller "
+        "loop.batch_size or a device with more memory",
+    ),
     "no_negatives": FlagKind(
         "warning",
         "no query is a negative (a prompt absent from its image) and no retention prompt is named: nothing "

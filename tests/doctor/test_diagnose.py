@@ -1,10 +1,12 @@
+import json
 import math
+import re
 
 import pytest
 
 from sam3tune.doctor.diagnosis import diagnose
 from sam3tune.doctor.loss_table import GROUPS
-from tests.doctor.conftest import run_config
+from tests.doctor.conftest import rewrite_annotations, run_config
 
 
 def test_healthy_configuration_raises_no_flag(shapes):
@@ -41,3 +43,32 @@ def test_exemplar_training_keeps_the_tables_and_flags(shapes):
     assert report.expected.low <= losses.total <= report.expected.high
     geometry = next(row for row in report.parameters if row.component == "geometry")
     assert geometry.trainable == geometry.total > 0
+
+
+def _many_categories(shapes, target, extra=300):
+    """``shapes`` with ``extra`` unused categories kept: each a negative query on every image."""
+    root = rewrite_annotations(shapes, target, lambda annotation, width, height: None)
+    path = root / "train" / "_annotations.coco.json"
+    coco = json.loads(path.read_text())
+    first = 1 + max(c["id"] for c in coco["categories"])
+    coco["categories"] += [{"id": first + i, "name": f"thing {i}"} for i in range(extra)]
+    path.write_text(json.dumps(coco))
+    return root
+
+
+def test_doctor_holds_the_step_to_the_trainers_query_bound(shapes, tmp_path, monkeypatch):
+    from sam3tune.doctor import diagnosis
+
+    root = _many_categories(shapes, tmp_path / "many")
+    monkeypatch.setattr(diagnosis, "device_memory", lambda device: 2 * 1024**3)  # a 2 GiB machine
+    report = diagnose(run_config(root, "data.keep_unused_categories=true"))
+    flag = next(f for f in report.flags if f.code == "queries_over_budget")
+    assert flag.severity == "warning" and "data.negatives capped to" in flag.message
+    capped = int(re.search(r"data\.negatives capped to (\d+)", flag.message)[1])
+    assert 0 < capped < 300 and report.batch.queries <= capped + 4  # positives: at most the 4 shapes
+    assert report.losses is not None  # the step ran, on the capped queries
+    # negatives the user set: training refuses, so doctor flags an error and runs no step
+    report = diagnose(run_config(root, "data.keep_unused_categories=true", "data.negatives=all"))
+    flag = next(f for f in report.flags if f.code == "queries_over_budget")
+    assert flag.severity == "error" and "set data.negatives=K" in flag.message
+    assert report.losses is None and report.exit_status != 0
