@@ -217,11 +217,6 @@ def _load_pretrained(source: str, *, allow_missing_weights: bool, dtype: torch.d
             RECORD_KEY,
             DEFAULT_MODE,
         )
-    elif mode not in MODES:
-        raise ModelSpecError(
-            f"{path / 'config.json'}: {RECORD_KEY} must be one of {list(MODES)}, got {mode!r}",
-            path=path / "config.json",
-        )
     set_prompt_token(model, DEFAULT_MODE if mode is None else mode)
     unused = tuple(unreachable_prefixes(model))
     missing = sorted(info.get("missing_keys", []))
@@ -289,6 +284,9 @@ def read_model_config(path: Path) -> Sam3Config:
         raise ModelSpecError(f"{file}: not a valid SAM 3 configuration ({problem})") from err
     if layers > _MAX_LAYERS:
         raise ModelSpecError(f"{file}: {layers:,} layers in all, beyond any SAM 3 (the released one has 62)")
+    mode = recorded_prompt_token(config)
+    if mode is not None and mode not in MODES:
+        raise ModelSpecError(f"{file}: {RECORD_KEY} must be one of {list(MODES)}, got {mode!r}", path=file)
     return config
 
 
