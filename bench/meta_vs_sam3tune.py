@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import functools
 import gc
 import statistics
 import sys
@@ -83,6 +84,19 @@ def measured(step: Callable[[], None]) -> tuple[float, float]:
     step()
     seconds = time.perf_counter() - start
     return seconds, (rss_kib("VmHWM") - before) / 2**20
+
+
+class PhaseClock:
+    """Adds the wall time since the last lap to ``phases[name]`` (nothing when ``phases`` is None)."""
+
+    def __init__(self, phases: dict[str, float] | None):
+        self.phases, self.last = phases, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.phases is not None:
+            self.phases[name] = self.phases.get(name, 0.0) + now - self.last
+        self.last = now
 
 
 class StageClock:
@@ -181,10 +195,15 @@ class MetaRunner:
         with torch.inference_mode():
             return self.forward(training=False)
 
-    def train_step(self) -> None:
+    def train_step(self, phases: dict[str, float] | None = None) -> None:
         self.meta.train()
-        out = self.forward(training=True)
-        self.criterion(out, self.targets)["core_loss"].backward()
+        clock = PhaseClock(phases)
+        out = self.forward(training=True)  # matches every layer (its matcher) inside
+        clock.lap("forward")
+        loss = self.criterion(out, self.targets)["core_loss"]
+        clock.lap("loss")
+        loss.backward()
+        clock.lap("backward")
         self.meta.zero_grad(set_to_none=True)
 
 
@@ -201,10 +220,16 @@ class OursRunner:
         with torch.no_grad():
             return self.model(*self.inputs())
 
-    def train_step(self, checkpointed: bool) -> None:
+    def train_step(self, checkpointed: bool, phases: dict[str, float] | None = None) -> None:
         self.model.train()
         self.model.activation_checkpointing = checkpointed
-        self.criterion(self.model(*self.inputs()), self.data["targets"])["loss"].backward()
+        clock = PhaseClock(phases)
+        out = self.model(*self.inputs())
+        clock.lap("forward")
+        loss = self.criterion(out, self.data["targets"])["loss"]  # its matching happens here
+        clock.lap("loss")
+        loss.backward()
+        clock.lap("backward")
         self.model.zero_grad(set_to_none=True)
 
 
@@ -274,14 +299,16 @@ def main() -> None:
     }
     print(f"same computation: max |sam3tune - Meta| {same}")
 
+    phases: dict[str, dict[str, float]] = {"Meta": {}, "sam3tune": {}, "sam3tune (ckpt)": {}}
     steps = {
         "inference forward": {"Meta": meta_run.infer, "sam3tune": our_run.infer},
         "training step (forward + loss + backward)": {
-            "Meta (checkpointing, its only training mode)": meta_run.train_step,
-            "sam3tune (default: no checkpointing)": lambda: our_run.train_step(False),
-            "sam3tune (activation_checkpointing)": lambda: our_run.train_step(True),
+            "Meta (checkpointing, its only training mode)": lambda p=None: meta_run.train_step(p),
+            "sam3tune (default: no checkpointing)": lambda p=None: our_run.train_step(False, p),
+            "sam3tune (activation_checkpointing)": lambda p=None: our_run.train_step(True, p),
         },
     }
+    split_of = dict(zip(steps["training step (forward + loss + backward)"], phases, strict=True))
     with single_process_group():
         for label, runs in steps.items():
             for _ in range(args.warmup):
@@ -292,6 +319,8 @@ def main() -> None:
             for r in range(args.repeats):
                 order = list(runs.items()) if r % 2 == 0 else list(reversed(runs.items()))
                 for name, run in order:
+                    if name in split_of:  # the timed training steps also record their phases
+                        run = functools.partial(run, phases[split_of[name]])
                     seconds, peak = measured(run)
                     times[name].append(seconds)
                     peaks[name].append(peak)
@@ -302,6 +331,15 @@ def main() -> None:
                 print(
                     f"  {name:<46} {median:8.2f} s  x{median / reference:5.2f}  {max(peaks[name]):6.2f} GiB"
                 )
+
+    print(
+        "\nwhere the training step's time goes (seconds, mean of the timed repetitions; Meta's matching is in"
+        " its forward, sam3tune's in its loss):"
+    )
+    print(f"  {'phase':<26}" + "".join(f"{name:>17}" for name in phases))
+    for phase in phases["Meta"]:
+        row = "".join(f"{phases[name][phase] / args.repeats:>17.2f}" for name in phases)
+        print(f"  {phase:<26}{row}")
 
     print("\nwhere the inference forward's time goes (seconds, median of the repetitions):")
     split = {}
