@@ -14,11 +14,8 @@ overlapping tiles and by the whole-image pass) and the parts that overlap it by 
 ``merge_threshold`` (``ios``, intersection over the smaller box: the part of an object that a border
 cut off joins its whole; or ``iou``). The parts no view took grow groups of their own against the union
 of their boxes (so the four corners of an object cut by two borders end in one detection, though two of
-them may overlap little). A group's box is that of its best whole view (tile resolution), else that of
-its best coarse view (an object larger than a tile: every tile saw a piece, the whole-image pass saw it
-whole), each side refined to the pieces' union where that lies within two whole-image-pass pixels of it
-(further out the pieces' boxes are loose: taking their union overshot large objects), else the union of
-its members' boxes; the mask is the union of the masks, the score the highest. Then the usual
+them may overlap little). A group's box is that of its best whole view (tile resolution), else the union
+of its members' boxes; the mask is the union of the masks, the score the highest. Then the usual
 postprocessing: optional NMS and at most ``max_detections``.
 
 Only parts merge by intersection over the smaller box. Merging every detection so (SAHI's greedy
@@ -100,8 +97,7 @@ def predict_sliced(
                     region_detections(outputs, local, whole, (height, width), config, mask_inside_box=True)
                 )
     regions = [*windows, *([None] if whole_pass else [])]
-    scale = max(width, height) / runner.image_size  # image pixels per pixel of the whole-image pass
-    return {prompt: merge_detections(parts[prompt], config, regions, scale) for prompt in prompts}
+    return {prompt: merge_detections(parts[prompt], config, regions) for prompt in prompts}
 
 
 def _forward_rows(
@@ -234,17 +230,13 @@ def cut_by_border(boxes: np.ndarray, region: Region, image_size: tuple[int, int]
 
 
 def merge_detections(
-    parts: Sequence[Detections],
-    config: PostprocessConfig,
-    regions: Sequence[Region | None] | None = None,
-    coarse_scale: float = 1.0,
+    parts: Sequence[Detections], config: PostprocessConfig, regions: Sequence[Region | None] | None = None
 ) -> Detections:
     """One prompt's detections from every tile (and the full-image pass) of one image, merged (module
     docstring), then optional NMS and at most ``max_detections``, highest score first.
 
     ``regions``: the region each part came from (None: the whole-image pass); without them every
-    detection counts as a part that a border may have cut. ``coarse_scale``: image pixels per model pixel
-    of the whole-image pass (how coarse its boxes are)."""
+    detection counts as a part that a border may have cut."""
     image_size = parts[0].image_size
     scores = np.concatenate([p.scores for p in parts]).astype(np.float32)
     boxes = np.concatenate([p.boxes.reshape(-1, 4) for p in parts]).astype(np.float32)
@@ -264,13 +256,9 @@ def merge_detections(
     for group in groups:
         members = order[group]
         views = [m for m in members if not cut[m] and not coarse[m]]  # whole views at tile resolution
-        seen_whole = [m for m in members if coarse[m]]  # the whole-image pass: the object uncut
         out_scores.append(scores[members].max())
         if views:
             out_boxes.append(boxes[views[0]])
-        elif seen_whole:
-            union = np.concatenate([boxes[members, :2].min(0), boxes[members, 2:].max(0)])
-            out_boxes.append(_refined(boxes[seen_whole[0]], union, 2 * coarse_scale))
         else:
             out_boxes.append(np.concatenate([boxes[members, :2].min(0), boxes[members, 2:].max(0)]))
     result_scores = np.asarray(out_scores, dtype=np.float32).reshape(-1)
@@ -291,12 +279,6 @@ def merge_detections(
     return Detections(
         image_size=image_size, scores=result_scores[keep], boxes=result_boxes[keep], masks=masks
     )
-
-
-def _refined(coarse: np.ndarray, union: np.ndarray, tolerance: float) -> np.ndarray:
-    """The coarse view's box (xyxy), each side moved to the pieces' union's where that lies within
-    ``tolerance`` pixels of it (finer than the whole-image pass; further out, the pieces' boxes are loose)."""
-    return np.where(np.abs(union - coarse) <= tolerance, union, coarse).astype(np.float32)
 
 
 def _merge_groups(boxes: torch.Tensor, cut: np.ndarray, tiling: SlicingConfig) -> list[list[int]]:

@@ -131,20 +131,6 @@ def test_a_small_whole_view_inside_a_large_detection_does_not_take_it_over():
     assert _merged(views, [(0, 0, 64, 64), None]) == [(0.7, [20, 20, 180, 180]), (0.9, [30, 30, 40, 40])]
 
 
-def test_an_object_larger_than_a_tile_keeps_the_whole_image_pass_box():
-    # the object [20, 20, 100, 100] is larger than the 64 px tiles: each tile fires on its piece with a
-    # loose box reaching its borders (cut parts); the whole-image pass sees it whole. The union of the
-    # pieces overshoots ([10, 12, 112, 108]); the coarse view's box is the object's
-    views = [
-        (0.9, [10, 12, 64, 64]),
-        (0.8, [48, 20, 112, 64]),
-        (0.7, [20, 48, 64, 108]),
-        (0.6, [21, 19, 99, 101]),
-    ]
-    regions = [(0, 0, 64, 64), (48, 0, 112, 64), (0, 48, 64, 112), None]
-    assert _merged(views, regions) == [(0.9, [21, 19, 99, 101])]
-
-
 def test_neighbours_do_not_merge_through_a_larger_box_overlapping_both():
     views = [(0.9, [10, 10, 20, 20]), (0.8, [30, 10, 40, 20]), (0.7, [5, 5, 45, 25])]
     assert len(_merged(views, [(0, 0, 64, 64)] * 3)) == 3
