@@ -78,9 +78,7 @@ def sahi_merge(site: str):
 
     from sam3tune.eval.nms import box_ios_xyxy
 
-    def merge(
-        parts: list[Detections], config: PostprocessConfig, regions=None, coarse_scale=1.0
-    ) -> Detections:
+    def merge(parts: list[Detections], config: PostprocessConfig, regions=None) -> Detections:
         scores = np.concatenate([p.scores for p in parts]).astype(np.float32)
         boxes = np.concatenate([p.boxes.reshape(-1, 4) for p in parts]).astype(np.float32)
         order = np.argsort(-scores, kind="stable")[: config.tiling.merge_pool]
