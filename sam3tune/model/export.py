@@ -27,6 +27,14 @@ from sam3tune.model.prompt_token import set_prompt_token
 from sam3tune.model.quantization import dequantized_merged, is_quantized
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+#: what ``save_pretrained`` of a Sam3Model writes (one weights file, or shards and their index)
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+)
 MODEL_README = "README.md"
 
 

@@ -36,18 +36,11 @@ from torch import Tensor
 
 from sam3tune.atomic import atomic_directory
 from sam3tune.errors import UserError
+from sam3tune.model.export import MODEL_FILES
 from sam3tune.model.hub import ModelSpecError
 from sam3tune.model.tokenizer import TOKENIZER_FILES
 from sam3tune.output_files import claim_whole_folder, writing
 
-#: what ``save_pretrained`` of a Sam3Model writes (one weights file, or shards and their index)
-MODEL_FILES = (
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "model-*-of-*.safetensors",
-    "model.safetensors.index.json",
-)
 log = logging.getLogger(__name__)
 
 #: Meta's ViT builds its LayerNorms with eps 1e-5 (``sam3/model/vitdet.py``); HF's ``Sam3ViTConfig``

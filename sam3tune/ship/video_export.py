@@ -29,8 +29,8 @@ import torch
 from transformers import Sam3VideoModel
 
 from sam3tune.atomic import atomic_directory
+from sam3tune.model.export import MODEL_FILES
 from sam3tune.model.loading import load_model
-from sam3tune.model.meta_checkpoint import MODEL_FILES
 from sam3tune.model.tokenizer import TOKENIZER_FILES
 from sam3tune.output_files import claim_whole_folder, writing
 from sam3tune.run_dir import RunDir
