@@ -1,7 +1,7 @@
 """sam3tune's SAM 3 against Meta's ``sam3`` model, side by side in one run: same weights, same batch, CPU.
 
     python bench/meta_vs_sam3tune.py                      # reduced size (seconds per step)
-    flock /tmp/sam3tune-fullsize.lock python bench/meta_vs_sam3tune.py --full-size   # ~10 GB, minutes
+    flock /tmp/sam3tune-fullsize.lock python bench/meta_vs_sam3tune.py --full-size --checkpointed-only
 
 Meta's ``Sam3Image`` (sam3 0.1.4, built by its own builder, random weights re-drawn) and the same weights
 converted into sam3tune (``convert_state_dict``, ``meta`` prompt-token mode, Meta's ViT LayerNorm eps):
@@ -274,6 +274,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs of each step first")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--checkpointed-only",
+        action="store_true",
+        help="training steps with activation checkpointing only (Meta's mode); at full size two models and "
+        "an uncheckpointed step do not fit 24 GiB",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     reduced = None if args.full_size else Reduced()
@@ -308,6 +314,9 @@ def main() -> None:
             "sam3tune (activation_checkpointing)": lambda p=None: our_run.train_step(True, p),
         },
     }
+    if args.checkpointed_only:
+        del steps["training step (forward + loss + backward)"]["sam3tune (default: no checkpointing)"]
+        del phases["sam3tune"]
     split_of = dict(zip(steps["training step (forward + loss + backward)"], phases, strict=True))
     with single_process_group():
         for label, runs in steps.items():
@@ -322,6 +331,7 @@ def main() -> None:
                     if name in split_of:  # the timed training steps also record their phases
                         run = functools.partial(run, phases[split_of[name]])
                     seconds, peak = measured(run)
+                    print(f"  ({label}, {name}: {seconds:.2f} s, {peak:.2f} GiB)", flush=True)
                     times[name].append(seconds)
                     peaks[name].append(peak)
             reference = statistics.median(next(iter(times.values())))
