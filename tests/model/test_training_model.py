@@ -158,7 +158,11 @@ def test_each_unique_image_is_encoded_once(tiny, batch):
     torch.testing.assert_close(shared["pred_masks"], repeated["pred_masks"], rtol=0, atol=1e-5)
     total_of(repeated).backward()
     for name, grad in grads.items():
-        torch.testing.assert_close(grad, model.get_parameter(name).grad, rtol=1e-4, atol=1e-6, msg=name)
+        # float32 sums in another order (2 image rows instead of 4): the bound scales with the tensor's
+        # largest gradient, since an element near 0 can be a cancellation of large terms (a bias of the
+        # last FPN level: 1.1e-5 apart on gradients up to 22, measured with transformers 5.9.0)
+        atol = 1e-6 + 1e-5 * float(grad.abs().max())
+        torch.testing.assert_close(grad, model.get_parameter(name).grad, rtol=1e-4, atol=atol, msg=name)
 
 
 def test_pixel_gradient_reaches_shared_images(tiny, batch):
