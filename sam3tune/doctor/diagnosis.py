@@ -152,14 +152,9 @@ def diagnose(
         dataset = _load_data(config, data_config, bundle, report, progress)
     if model is None or dataset is None:
         return report
-    dataset, bounded = _bound_queries(
-        dataset, dataclasses.replace(config, data=data_config), bundle, device, report
-    )
+    dataset = _bound_queries(dataset, dataclasses.replace(config, data=data_config), bundle, device, report)
     if dataset is None:
         return report
-    config = dataclasses.replace(
-        config, data=dataclasses.replace(config.data, negatives=bounded.data.negatives)
-    )
     batch = _first_batch(dataset, config, bundle, report)
     if batch is None:
         return report
@@ -291,12 +286,12 @@ def _bound_queries(
     bundle: ModelBundle,
     device: torch.device,
     report: DoctorReport,
-) -> tuple[QueryDataset | None, TrainConfig]:
-    """The trainer's query bound on ``device`` (:func:`~sam3tune.train.memory_ladder.bound_queries`):
-    capped as training caps it (flagged, the step runs on the capped queries), or refused as training
-    refuses (flagged, no step: it would not fit either)."""
+) -> QueryDataset | None:
+    """The training dataset under the trainer's query bound on ``device``
+    (:func:`~sam3tune.train.memory_ladder.bound_queries`): capped as training caps it (flagged, the step
+    runs on the capped queries), or None where training refuses (flagged, no step: it would not fit)."""
     try:
-        bounded, config_bounded, note = bound_queries(
+        bounded, _, note = bound_queries(
             dataset,
             config,
             bundle.model.config,
@@ -307,10 +302,10 @@ def _bound_queries(
         )
     except QueryBudgetError as err:
         report.flags.append(make_flag("queries_over_budget", str(err), severity="error"))
-        return None, config
+        return None
     if note:
         report.flags.append(make_flag("queries_over_budget", note))
-    return bounded, config_bounded
+    return bounded
 
 
 def _first_batch(
